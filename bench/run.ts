@@ -1,0 +1,46 @@
+// `npm run bench [-- name…]`: runs the named benchmarks (all when none), each against a fresh
+// database (DATABASE_URL's server, or an embedded PostgreSQL started here).
+import path from 'node:path';
+import pg from 'pg';
+import { startEmbeddedPostgres } from '../src/kit/embedded-postgres.ts';
+import { createRootLogger } from '../src/kit/log.ts';
+import { benchKit } from './kit.ts';
+
+type Bench = (databaseUrl: string) => Promise<void>;
+export const BENCHES: Record<string, Bench> = { kit: benchKit };
+
+const log = createRootLogger({ level: 'warn', format: 'json', debug: '', role: 'bench' });
+
+async function freshDatabase(serverUrl: string, name: string): Promise<string> {
+  const client = new pg.Client({ connectionString: serverUrl });
+  await client.connect();
+  await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  await client.query(`CREATE DATABASE ${name}`);
+  await client.end();
+  const u = new URL(serverUrl);
+  u.pathname = `/${name}`;
+  return u.toString();
+}
+
+const names = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+const unknown = names.filter((n) => !BENCHES[n]);
+if (unknown.length) {
+  process.stderr.write(
+    `unknown benchmark ${unknown.join(', ')}; choose from ${Object.keys(BENCHES).join(', ')}\n`,
+  );
+  process.exit(2);
+}
+const embedded = process.env.DATABASE_URL
+  ? undefined
+  : await startEmbeddedPostgres(path.resolve('data/bench'), log);
+const serverUrl = process.env.DATABASE_URL ?? embedded!.url;
+try {
+  process.stdout.write(
+    `# Tessera benchmarks (${embedded ? 'embedded PostgreSQL' : 'DATABASE_URL'}), ${new Date().toISOString()}\n`,
+  );
+  for (const name of names.length ? names : Object.keys(BENCHES)) {
+    await BENCHES[name]!(await freshDatabase(serverUrl, `tessera_bench_${name}`));
+  }
+} finally {
+  await embedded?.stop();
+}

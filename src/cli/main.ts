@@ -1,0 +1,139 @@
+// The `tessera` command. Modules add their own subcommands through src/cli/commands.ts.
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { createApiKey, createUser } from '../kit/auth.ts';
+import {
+  type Config,
+  ConfigError,
+  configMarkdownTable,
+  loadConfig,
+  ROLES,
+  type Role,
+} from '../kit/config.ts';
+import { createKit, VERSION } from '../kit/kit.ts';
+import { allModules } from '../modules/index.ts';
+import { runMigrations } from '../platform.ts';
+import { registerModuleCommands } from './commands.ts';
+import { startCommand } from './start.ts';
+
+/** Bad configuration is the user's to fix: say what and exit 2 before touching anything. */
+function configOrExit(): Config {
+  try {
+    return loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+}
+
+/** Runs `fn` on a kit with migrations applied, then closes everything. For one-shot commands. */
+export async function withKit<T>(fn: (kit: Awaited<ReturnType<typeof createKit>>) => Promise<T>): Promise<T> {
+  const config = configOrExit();
+  const kit = await createKit({
+    config: { ...config, logLevel: config.logLevel === 'info' ? 'warn' : config.logLevel },
+    role: 'all',
+  });
+  try {
+    await runMigrations(kit, allModules());
+    return await fn(kit);
+  } finally {
+    await kit.pool.end();
+    await kit.nats?.close();
+    await kit.embedded?.stop();
+  }
+}
+
+const program = new Command('tessera')
+  .description('Tessera: codes, sender, events and books on one runtime')
+  .version(VERSION, '-V, --version')
+  .showHelpAfterError();
+
+program
+  .command('start')
+  .description('start Tessera (all roles in one process by default)')
+  .addOption(new Option('--role <role>', 'which part to run').choices(ROLES as unknown as string[]))
+  .action(async (opts: { role?: Role }) => {
+    const config = configOrExit();
+    await startCommand(config, opts.role ?? config.role);
+  });
+
+program
+  .command('migrate')
+  .description('apply database migrations (and create indexes), then exit')
+  .action(async () => {
+    await withKit(async () => undefined);
+    process.stdout.write('migrations applied\n');
+  });
+
+const keys = program.command('keys').description('manage API keys');
+keys
+  .command('create')
+  .description('create an API key; it is printed once and stored only as a hash')
+  .requiredOption('--name <name>', 'who or what uses the key')
+  .option('--scopes <scopes>', 'comma-separated: admin, codes, events, books, sender', 'admin')
+  .action(async (opts: { name: string; scopes: string }) => {
+    const created = await withKit((kit) =>
+      createApiKey(
+        kit.pool,
+        opts.name,
+        opts.scopes.split(',').map((s) => s.trim()),
+      ),
+    );
+    process.stdout.write(`${created.key}\n`);
+    process.stderr.write(
+      `key "${created.name}" (${created.scopes.join(',')}) created; it will not be shown again\n`,
+    );
+  });
+
+const users = program.command('users').description('manage dashboard users');
+users
+  .command('create')
+  .description('create a dashboard user')
+  .requiredOption('--email <email>', 'sign-in e-mail')
+  .requiredOption('--password <password>', 'at least 6 characters')
+  .addOption(new Option('--role <role>', 'admin sees admin pages').choices(['admin', 'user']).default('user'))
+  .action(async (opts: { email: string; password: string; role: 'admin' | 'user' }) => {
+    const user = await withKit((kit) => createUser(kit.pool, opts.email, opts.password, opts.role));
+    process.stdout.write(`user ${user.email} (${user.role}) created\n`);
+  });
+
+program
+  .command('version')
+  .description('print the version')
+  .action(() => {
+    process.stdout.write(`${VERSION}\n`);
+  });
+
+program
+  .command('config')
+  .description('print the effective configuration, or the settings table with --markdown')
+  .option('--markdown', 'print the README settings table')
+  .action((opts: { markdown?: boolean }) => {
+    if (opts.markdown) {
+      process.stdout.write(`${configMarkdownTable()}\n`);
+      return;
+    }
+    const { jwtSecret, webhookSecret, ...visible } = configOrExit();
+    process.stdout.write(
+      `${JSON.stringify({ ...visible, jwtSecret: jwtSecret ? '(set)' : '(unset)', webhookSecret: webhookSecret ? '(set)' : '(unset)' }, null, 2)}\n`,
+    );
+  });
+
+registerModuleCommands(program, { withKit, positiveInt });
+
+export function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('must be a whole number of 1 or more');
+  return n;
+}
+
+program.parseAsync(process.argv).catch((err) => {
+  if (err instanceof ConfigError) {
+    process.stderr.write(`${err.message}\n`);
+    process.exit(2);
+  }
+  process.stderr.write(`tessera: ${(err as Error).message}\n`);
+  process.exit(1);
+});

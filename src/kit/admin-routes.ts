@@ -1,0 +1,158 @@
+// Sign-in, API keys, job progress and failure modes. Admin routes need the admin scope.
+import { Type } from '@sinclair/typebox';
+import { checkLogin, createApiKey, listApiKeys, revokeApiKey, SCOPES, SESSION_COOKIE } from './auth.ts';
+import { ALL_MODULES, MODE_VALUES } from './chaos.ts';
+import { badRequest, notFound, unauthorized } from './errors.ts';
+import { type App, authenticate, guardModuleRoutes } from './http.ts';
+import { JOB_STATES } from './jobs.ts';
+import type { Kit } from './kit.ts';
+
+const Credentials = Type.Object({
+  email: Type.String({ minLength: 3, maxLength: 320 }),
+  password: Type.String({ minLength: 1, maxLength: 200 }),
+});
+
+export function registerAuthRoutes(app: App, kit: Kit): void {
+  app.post(
+    '/api/auth/login',
+    { schema: { tags: ['auth'], body: Credentials }, config: { public: true } },
+    async (req, reply) => {
+      const user = await checkLogin(kit.pool, req.body.email, req.body.password).catch((err) => {
+        kit.metrics.authFailures.inc({ kind: 'login' });
+        throw err;
+      });
+      const token = await kit.sessions.issue(user);
+      const secure = kit.config.nodeEnv === 'production' ? '; Secure' : '';
+      const maxAge = kit.config.sessionTtlHours * 3600;
+      reply.header(
+        'set-cookie',
+        `${SESSION_COOKIE}=${token}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${maxAge}${secure}`,
+      );
+      return { user };
+    },
+  );
+
+  app.post(
+    '/api/auth/logout',
+    { schema: { tags: ['auth'] }, config: { public: true } },
+    async (_req, reply) => {
+      reply.header('set-cookie', `${SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0`);
+      return { ok: true };
+    },
+  );
+
+  app.get('/api/auth/me', { schema: { tags: ['auth'] }, config: { public: true } }, async (req, reply) => {
+    const principal = await authenticate(kit, req);
+    if (!principal)
+      return reply.code(401).send({ statusCode: 401, error: 'Unauthorized', message: 'not signed in' });
+    return { kind: principal.kind, name: principal.name, scopes: principal.scopes };
+  });
+}
+
+export async function registerAdminRoutes(app: App, kit: Kit): Promise<void> {
+  await app.register(async (admin: App) => {
+    guardModuleRoutes(admin, kit, 'admin', 'admin');
+
+    admin.get(
+      '/api/admin/jobs',
+      {
+        schema: {
+          tags: ['admin'],
+          querystring: Type.Object({
+            state: Type.Optional(Type.Union(JOB_STATES.map((s) => Type.Literal(s)))),
+            limit: Type.Integer({ minimum: 1, maximum: 1000, default: 100 }),
+          }),
+        },
+      },
+      async (req) => ({
+        jobs: await kit.jobs.list(req.query.state, req.query.limit),
+        depth: await kit.jobs.depth(),
+      }),
+    );
+
+    admin.get('/api/admin/chaos', { schema: { tags: ['admin'] } }, async () => kit.chaos.snapshot());
+
+    admin.post(
+      '/api/admin/chaos',
+      {
+        schema: {
+          tags: ['admin'],
+          body: Type.Object(
+            {
+              module: Type.String({
+                default: ALL_MODULES,
+                description: 'module name, or * for every module',
+              }),
+              api: Type.Optional(Type.Union(MODE_VALUES.api.map((m) => Type.Literal(m)))),
+              worker: Type.Optional(Type.Union(MODE_VALUES.worker.map((m) => Type.Literal(m)))),
+              cron: Type.Optional(Type.Union(MODE_VALUES.cron.map((m) => Type.Literal(m)))),
+            },
+            { additionalProperties: false },
+          ),
+        },
+      },
+      async (req) => {
+        const { module, ...modes } = req.body;
+        if (!modes.api && !modes.worker && !modes.cron)
+          throw badRequest('give at least one of api, worker, cron');
+        await kit.chaos.set(kit.pool, module, modes);
+        kit.log.warn(
+          { module: 'chaos', target: module, ...modes, by: req.principal?.name },
+          'FAILURE_MODE_CHANGED',
+        );
+        return kit.chaos.snapshot();
+      },
+    );
+
+    admin.delete('/api/admin/chaos', { schema: { tags: ['admin'] } }, async () => {
+      await kit.chaos.clear(kit.pool);
+      return kit.chaos.snapshot();
+    });
+
+    admin.get('/api/keys', { schema: { tags: ['admin'] } }, async () => ({
+      keys: await listApiKeys(kit.pool),
+    }));
+
+    admin.post(
+      '/api/keys',
+      {
+        schema: {
+          tags: ['admin'],
+          body: Type.Object({
+            name: Type.String({ minLength: 1, maxLength: 100 }),
+            scopes: Type.Array(Type.Union(SCOPES.map((s) => Type.Literal(s))), { minItems: 1 }),
+          }),
+        },
+      },
+      async (req, reply) => {
+        reply.code(201);
+        return createApiKey(kit.pool, req.body.name, req.body.scopes);
+      },
+    );
+
+    admin.delete(
+      '/api/keys/:id',
+      { schema: { tags: ['admin'], params: Type.Object({ id: Type.String({ format: 'uuid' }) }) } },
+      async (req) => {
+        if (!(await revokeApiKey(kit.pool, req.params.id)))
+          throw notFound(`API key ${req.params.id} not found or already revoked`);
+        return { revoked: true };
+      },
+    );
+  });
+
+  // Job progress is readable by any authenticated caller: the module that started it returned the id.
+  await app.register(async (jobs: App) => {
+    jobs.addHook('onRequest', async (req) => {
+      const principal = await authenticate(kit, req);
+      if (!principal)
+        throw unauthorized('missing or invalid credentials: send Authorization: Bearer <api key> or sign in');
+      req.principal = principal;
+    });
+    jobs.get(
+      '/api/jobs/:jobId',
+      { schema: { tags: ['jobs'], params: Type.Object({ jobId: Type.String() }) } },
+      async (req) => kit.jobs.getTracked(req.params.jobId),
+    );
+  });
+}

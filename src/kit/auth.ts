@@ -1,0 +1,229 @@
+// Who is calling: API keys (Bearer or X-API-Key) with scopes, dashboard sessions (scrypt passwords,
+// a jose-signed JWT cookie), and Standard Webhooks signatures for incoming webhooks.
+import { createHash, randomBytes, scrypt as scryptCb, timingSafeEqual } from 'node:crypto';
+import { promisify } from 'node:util';
+import { jwtVerify, SignJWT } from 'jose';
+import { Webhook, WebhookVerificationError } from 'standardwebhooks';
+import type { Pool } from './db.ts';
+import { badRequest, conflict, unauthorized } from './errors.ts';
+
+const scrypt = promisify(scryptCb) as (
+  pw: string,
+  salt: Buffer,
+  len: number,
+  opts: object,
+) => Promise<Buffer>;
+
+/** `admin` implies every scope; module scopes are the module names. */
+export const SCOPES = ['admin', 'codes', 'events', 'books', 'sender'] as const;
+export type Scope = (typeof SCOPES)[number];
+
+export interface Principal {
+  kind: 'api_key' | 'session';
+  id: string;
+  name: string;
+  scopes: string[];
+}
+
+export const hasScope = (p: Principal, scope: string) =>
+  p.scopes.includes('admin') || p.scopes.includes(scope);
+
+const sha256 = (s: string) => createHash('sha256').update(s).digest();
+
+export function newApiKey(): string {
+  return `tsk_${randomBytes(24).toString('base64url')}`;
+}
+
+export function validateScopes(scopes: string[]): string[] {
+  const unknown = scopes.filter((s) => !(SCOPES as readonly string[]).includes(s));
+  if (unknown.length || scopes.length === 0) {
+    throw badRequest(
+      `scopes must be one or more of ${SCOPES.join(', ')}; got ${scopes.join(',') || '(none)'}`,
+    );
+  }
+  return [...new Set(scopes)];
+}
+
+export async function createApiKey(pool: Pool, name: string, scopes: string[], key = newApiKey()) {
+  const valid = validateScopes(scopes);
+  const { rows } = await pool.query<{ id: string }>(
+    'INSERT INTO api_keys (name, key_hash, prefix, scopes) VALUES ($1, $2, $3, $4) ON CONFLICT (key_hash) DO NOTHING RETURNING id',
+    [name, sha256(key), key.slice(0, 8), valid],
+  );
+  if (!rows[0]) throw conflict('that API key already exists');
+  return { id: rows[0].id, key, name, scopes: valid };
+}
+
+export async function listApiKeys(pool: Pool) {
+  const { rows } = await pool.query(
+    `SELECT id, name, prefix, scopes, created_at AS "createdAt", last_used_at AS "lastUsedAt", revoked_at AS "revokedAt"
+     FROM api_keys ORDER BY created_at DESC`,
+  );
+  return rows;
+}
+
+export async function revokeApiKey(pool: Pool, id: string): Promise<boolean> {
+  const { rowCount } = await pool.query(
+    'UPDATE api_keys SET revoked_at = now() WHERE id = $1::uuid AND revoked_at IS NULL',
+    [id],
+  );
+  return (rowCount ?? 0) > 0;
+}
+
+/**
+ * Looks keys up by hash with a short in-memory cache, so an authenticated request costs no extra
+ * database round trip. A revoked key stops working within CACHE_MS on every process.
+ */
+export class ApiKeyVerifier {
+  static readonly CACHE_MS = 5000;
+  private readonly cache = new Map<string, { principal: Principal | null; until: number }>();
+  constructor(private readonly pool: Pool) {}
+
+  async verify(key: string): Promise<Principal | null> {
+    const now = Date.now();
+    const hit = this.cache.get(key);
+    if (hit && hit.until > now) return hit.principal;
+    const { rows } = await this.pool.query<{ id: string; name: string; scopes: string[] }>(
+      `UPDATE api_keys SET last_used_at = now() WHERE key_hash = $1 AND revoked_at IS NULL RETURNING id, name, scopes`,
+      [sha256(key)],
+    );
+    const row = rows[0];
+    const principal: Principal | null = row
+      ? { kind: 'api_key', id: row.id, name: row.name, scopes: row.scopes }
+      : null;
+    if (this.cache.size > 10_000) this.cache.clear();
+    this.cache.set(key, { principal, until: now + ApiKeyVerifier.CACHE_MS });
+    return principal;
+  }
+}
+
+// --- users and sessions -------------------------------------------------------------------
+
+const SCRYPT = { N: 16384, r: 8, p: 1 };
+
+export async function hashPassword(password: string): Promise<string> {
+  const salt = randomBytes(16);
+  const hash = await scrypt(password, salt, 32, SCRYPT);
+  return `scrypt$${SCRYPT.N}$${SCRYPT.r}$${SCRYPT.p}$${salt.toString('base64')}$${hash.toString('base64')}`;
+}
+
+export async function verifyPassword(password: string, stored: string): Promise<boolean> {
+  const [kind, N, r, p, salt, hash] = stored.split('$');
+  if (kind !== 'scrypt' || !salt || !hash) return false;
+  const expected = Buffer.from(hash, 'base64');
+  const actual = await scrypt(password, Buffer.from(salt, 'base64'), expected.length, {
+    N: Number(N),
+    r: Number(r),
+    p: Number(p),
+  });
+  return timingSafeEqual(actual, expected);
+}
+
+export async function createUser(pool: Pool, email: string, password: string, role: 'admin' | 'user') {
+  if (!/^[^@\s]+@[^@\s]+$/.test(email)) throw badRequest('email must look like name@example.com');
+  if (password.length < 6) throw badRequest('password must be at least 6 characters');
+  const { rows } = await pool.query<{ id: string }>(
+    'INSERT INTO users (email, password_hash, role) VALUES (lower($1), $2, $3) ON CONFLICT (email) DO NOTHING RETURNING id',
+    [email, await hashPassword(password), role],
+  );
+  if (!rows[0]) throw conflict(`a user with e-mail ${email} already exists`);
+  return { id: rows[0].id, email: email.toLowerCase(), role };
+}
+
+export async function checkLogin(pool: Pool, email: string, password: string) {
+  const { rows } = await pool.query<{ id: string; email: string; role: string; password_hash: string }>(
+    'SELECT id, email, role, password_hash FROM users WHERE email = lower($1)',
+    [email],
+  );
+  const user = rows[0];
+  if (!user || !(await verifyPassword(password, user.password_hash)))
+    throw unauthorized('wrong e-mail or password');
+  return { id: user.id, email: user.email, role: user.role };
+}
+
+export const SESSION_COOKIE = 'tessera_session';
+
+export class Sessions {
+  private readonly key: Uint8Array;
+  constructor(
+    secret: string,
+    private readonly ttlHours: number,
+  ) {
+    this.key = new TextEncoder().encode(secret);
+  }
+
+  async issue(user: { id: string; email: string; role: string }): Promise<string> {
+    return new SignJWT({ email: user.email, role: user.role })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject(user.id)
+      .setIssuedAt()
+      .setExpirationTime(`${this.ttlHours}h`)
+      .sign(this.key);
+  }
+
+  async verify(token: string): Promise<Principal | null> {
+    try {
+      const { payload } = await jwtVerify(token, this.key, { algorithms: ['HS256'] });
+      const role = payload.role === 'admin' ? 'admin' : 'user';
+      // Signed-in people use every module; only admins get admin routes.
+      const scopes = role === 'admin' ? ['admin'] : SCOPES.filter((s) => s !== 'admin');
+      return { kind: 'session', id: String(payload.sub), name: String(payload.email), scopes };
+    } catch {
+      return null;
+    }
+  }
+}
+
+// --- Standard Webhooks ---------------------------------------------------------------------
+
+export const WEBHOOK_TOLERANCE_SECONDS = 5 * 60;
+
+/** Verifies signature and timestamp (the package enforces the 5-minute window), then rejects replays. */
+export class WebhookVerifier {
+  private readonly webhook: Webhook;
+  constructor(
+    secret: string,
+    private readonly pool: Pool,
+  ) {
+    this.webhook = new Webhook(secret);
+  }
+
+  async verify(rawBody: string, headers: Record<string, string | string[] | undefined>): Promise<void> {
+    const h = {
+      'webhook-id': String(headers['webhook-id'] ?? ''),
+      'webhook-timestamp': String(headers['webhook-timestamp'] ?? ''),
+      'webhook-signature': String(headers['webhook-signature'] ?? ''),
+    };
+    if (!h['webhook-id'] || !h['webhook-timestamp'] || !h['webhook-signature']) {
+      throw unauthorized(
+        'missing webhook-id, webhook-timestamp or webhook-signature header (Standard Webhooks)',
+      );
+    }
+    try {
+      this.webhook.verify(rawBody, h);
+    } catch (err) {
+      const why = err instanceof WebhookVerificationError ? err.message : 'invalid signature';
+      throw unauthorized(`webhook signature rejected: ${why}`);
+    }
+    const { rowCount } = await this.pool.query(
+      'INSERT INTO webhook_seen (id) VALUES ($1) ON CONFLICT DO NOTHING',
+      [h['webhook-id']],
+    );
+    if (!rowCount) throw unauthorized(`webhook-id ${h['webhook-id']} was already used: replays are rejected`);
+  }
+
+  /** Ids older than the tolerance can no longer verify, so they need not be remembered. */
+  static async forgetOld(pool: Pool): Promise<void> {
+    await pool.query(
+      `DELETE FROM webhook_seen WHERE seen_at < now() - interval '${WEBHOOK_TOLERANCE_SECONDS * 2} seconds'`,
+    );
+  }
+
+  sign(id: string, body: string, at = new Date()) {
+    return {
+      'webhook-id': id,
+      'webhook-timestamp': String(Math.floor(at.getTime() / 1000)),
+      'webhook-signature': this.webhook.sign(id, at, body),
+    };
+  }
+}

@@ -1,0 +1,107 @@
+// Failure injection (seed 003's modes) as a kit piece: API modes run as a hook on module routes,
+// worker and cron modes inside the job and cron wrappers. Defaults come from config; an admin call
+// stores overrides in PostgreSQL so every process (api, worker, scheduler) picks them up in ~1 s.
+import { API_FAILURE_MODES, type Config, CRON_FAILURE_MODES, WORKER_FAILURE_MODES } from './config.ts';
+import type { Pool } from './db.ts';
+import type { Logger } from './log.ts';
+import type { KitMetrics } from './metrics.ts';
+
+export type ApiMode = (typeof API_FAILURE_MODES)[number];
+export type WorkerMode = (typeof WORKER_FAILURE_MODES)[number];
+export type CronMode = (typeof CRON_FAILURE_MODES)[number];
+export interface Modes {
+  api: ApiMode;
+  worker: WorkerMode;
+  cron: CronMode;
+}
+export type ModeKind = keyof Modes;
+export const MODE_VALUES = { api: API_FAILURE_MODES, worker: WORKER_FAILURE_MODES, cron: CRON_FAILURE_MODES };
+export const ALL_MODULES = '*';
+
+/** Seed 003's figures. */
+export const RANDOM_500_RATE = 0.3;
+export const BAD_SCHEMA_RATE = 0.5;
+export const SLOW_WORKER_MS = 5000;
+export const CRON_TIMEOUT_MS = 30000;
+
+export class InjectedDbError extends Error {
+  readonly code = 'ECONNREFUSED';
+  constructor(mode: string) {
+    super(`database unavailable (failure injected: ${mode})`);
+  }
+}
+
+export class Chaos {
+  private overrides = new Map<string, Partial<Modes>>();
+  private timer?: NodeJS.Timeout;
+  readonly defaults: Modes;
+
+  constructor(
+    config: Pick<Config, 'apiFailureMode' | 'workerFailureMode' | 'cronFailureMode'>,
+    private readonly log: Logger,
+    private readonly metrics: KitMetrics,
+  ) {
+    this.defaults = {
+      api: config.apiFailureMode,
+      worker: config.workerFailureMode,
+      cron: config.cronFailureMode,
+    };
+  }
+
+  mode<K extends ModeKind>(module: string, kind: K): Modes[K] {
+    return (this.overrides.get(module)?.[kind] ??
+      this.overrides.get(ALL_MODULES)?.[kind] ??
+      this.defaults[kind]) as Modes[K];
+  }
+
+  /** Counts and logs an injected failure under seed 003's event names. */
+  record(module: string, kind: ModeKind, mode: string, extra: Record<string, unknown> = {}): void {
+    this.metrics.failuresInjected.inc({ module, kind, mode });
+    const event = kind === 'api' ? 'API_FAILURE_INJECTED' : 'FAILURE_INJECTION';
+    this.log.warn({ module, kind, mode, ...extra }, event);
+  }
+
+  snapshot() {
+    return { defaults: this.defaults, overrides: Object.fromEntries(this.overrides) };
+  }
+
+  async set(pool: Pool, module: string, modes: Partial<Modes>): Promise<void> {
+    await pool.query(
+      `INSERT INTO tessera_chaos (module, api, worker, cron) VALUES ($1, $2, $3, $4)
+       ON CONFLICT (module) DO UPDATE SET api = coalesce($2, tessera_chaos.api),
+         worker = coalesce($3, tessera_chaos.worker), cron = coalesce($4, tessera_chaos.cron), updated_at = now()`,
+      [module, modes.api ?? null, modes.worker ?? null, modes.cron ?? null],
+    );
+    await this.refresh(pool);
+  }
+
+  async clear(pool: Pool): Promise<void> {
+    await pool.query('DELETE FROM tessera_chaos');
+    await this.refresh(pool);
+  }
+
+  async refresh(pool: Pool): Promise<void> {
+    const { rows } = await pool.query<{ module: string } & Partial<Modes>>(
+      'SELECT module, api, worker, cron FROM tessera_chaos',
+    );
+    const next = new Map<string, Partial<Modes>>();
+    for (const r of rows) {
+      const modes: Partial<Modes> = {};
+      if (r.api) modes.api = r.api;
+      if (r.worker) modes.worker = r.worker;
+      if (r.cron) modes.cron = r.cron;
+      next.set(r.module, modes);
+    }
+    this.overrides = next;
+  }
+
+  /** Poll rather than LISTEN: one tiny query a second survives database restarts with no reconnect logic. */
+  startSync(pool: Pool, intervalMs = 1000): void {
+    this.timer = setInterval(() => this.refresh(pool).catch(() => undefined), intervalMs);
+    this.timer.unref();
+  }
+
+  stopSync(): void {
+    clearInterval(this.timer);
+  }
+}

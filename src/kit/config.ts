@@ -1,0 +1,252 @@
+// The one place that reads process.env. Every setting is declared once below with its doc line,
+// default and parser; `loadConfig` validates all of them together and the README's table is
+// generated from the same list (`tessera config --markdown`).
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+
+export const ROLES = ['all', 'api', 'worker', 'scheduler'] as const;
+export type Role = (typeof ROLES)[number];
+export const LOG_FORMATS = ['json', 'logstash', 'pretty'] as const;
+export const API_FAILURE_MODES = ['none', 'db', 'random_500'] as const;
+export const WORKER_FAILURE_MODES = ['none', 'crash', 'slow', 'bad_schema'] as const;
+export const CRON_FAILURE_MODES = ['none', 'timeout', 'db_fail'] as const;
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n  - ${problems.join('\n  - ')}`);
+  }
+}
+
+type Parser<T> = (raw: string) => T;
+
+interface Setting<T> {
+  env: string;
+  doc: string;
+  default: T | undefined;
+  parse: Parser<T>;
+  /** Shown instead of the default in docs, e.g. for generated secrets. */
+  defaultDoc?: string;
+}
+
+function setting<T>(env: string, doc: string, def: T | undefined, parse: Parser<T>, defaultDoc?: string) {
+  return { env, doc, default: def, parse, defaultDoc } satisfies Setting<T>;
+}
+
+const text: Parser<string> = (raw) => raw;
+
+function oneOf<const T extends readonly string[]>(allowed: T): Parser<T[number]> {
+  return (raw) => {
+    if (!(allowed as readonly string[]).includes(raw))
+      throw new Error(`must be one of ${allowed.join(' | ')}`);
+    return raw as T[number];
+  };
+}
+
+function integer(min: number, max: number): Parser<number> {
+  return (raw) => {
+    const n = Number(raw);
+    if (!/^-?\d+$/.test(raw.trim()) || n < min || n > max) {
+      throw new Error(`must be an integer from ${min} to ${max}`);
+    }
+    return n;
+  };
+}
+
+const url: Parser<string> = (raw) => {
+  try {
+    new URL(raw);
+  } catch {
+    throw new Error('must be a URL, e.g. postgres://user@host:5432/db');
+  }
+  return raw;
+};
+
+const settings = {
+  nodeEnv: setting(
+    'NODE_ENV',
+    'development or production; production refuses dev users/keys and needs real secrets',
+    'development',
+    oneOf(['development', 'production', 'test'] as const),
+  ),
+  host: setting(
+    'HOST',
+    'address the HTTP server binds to; 0.0.0.0 so containers are reachable',
+    '0.0.0.0',
+    text,
+  ),
+  port: setting('PORT', 'HTTP port', 3000, integer(0, 65535)),
+  role: setting('TESSERA_ROLE', 'default role when `--role` is not given', 'all' as Role, oneOf(ROLES)),
+  databaseUrl: setting(
+    'DATABASE_URL',
+    'PostgreSQL URL; unset = start embedded PostgreSQL in DATA_DIR',
+    undefined as string | undefined,
+    url,
+  ),
+  dataDir: setting('DATA_DIR', 'where embedded PostgreSQL and generated dev secrets live', './data', text),
+  dbPoolMax: setting('DB_POOL_MAX', 'PostgreSQL connections per process', 20, integer(2, 500)),
+  natsUrl: setting(
+    'NATS_URL',
+    'NATS server; set = RPC between roles goes over NATS, unset = in-process',
+    undefined as string | undefined,
+    text,
+  ),
+  rpcTimeoutMs: setting(
+    'RPC_TIMEOUT_MS',
+    'how long an RPC call waits before answering 503',
+    5000,
+    integer(50, 120000),
+  ),
+  logLevel: setting(
+    'LOG_LEVEL',
+    'fatal | error | warn | info | debug | trace',
+    'info',
+    oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
+  ),
+  logFormat: setting(
+    'LOG_FORMAT',
+    'json (pino), logstash (@timestamp, @version, message), pretty (one plain line)',
+    'json',
+    oneOf(LOG_FORMATS),
+  ),
+  debug: setting('DEBUG', 'namespaces raised to debug, e.g. `tessera:codes*` or `tessera*`', '', text),
+  workerConcurrency: setting('WORKER_CONCURRENCY', 'jobs run at once per worker process', 8, integer(1, 256)),
+  shutdownTimeoutMs: setting(
+    'SHUTDOWN_TIMEOUT_MS',
+    'longest graceful drain on SIGTERM before exiting anyway',
+    9000,
+    integer(100, 120000),
+  ),
+  webhookSecret: setting(
+    'WEBHOOK_SECRET',
+    'Standard Webhooks secret (`whsec_…` base64) for incoming webhooks',
+    undefined as string | undefined,
+    text,
+    'generated in DATA_DIR (dev); required in production',
+  ),
+  jwtSecret: setting(
+    'JWT_SECRET',
+    'secret for dashboard session cookies (≥ 32 chars)',
+    undefined as string | undefined,
+    text,
+    'generated in DATA_DIR (dev); required in production',
+  ),
+  sessionTtlHours: setting('SESSION_TTL_HOURS', 'dashboard session lifetime', 12, integer(1, 24 * 30)),
+  apiFailureMode: setting(
+    'API_FAILURE_MODE',
+    'failure injection on module routes: none | db (503) | random_500 (30%)',
+    'none',
+    oneOf(API_FAILURE_MODES),
+  ),
+  workerFailureMode: setting(
+    'WORKER_FAILURE_MODE',
+    'failure injection in jobs: none | crash | slow (5 s) | bad_schema (50%)',
+    'none',
+    oneOf(WORKER_FAILURE_MODES),
+  ),
+  cronFailureMode: setting(
+    'CRON_FAILURE_MODE',
+    'failure injection in cron: none | timeout (30 s) | db_fail',
+    'none',
+    oneOf(CRON_FAILURE_MODES),
+  ),
+  sentryDsn: setting(
+    'SENTRY_DSN',
+    'Sentry error reporting; off when unset',
+    undefined as string | undefined,
+    text,
+  ),
+  otelEndpoint: setting(
+    'OTEL_EXPORTER_OTLP_ENDPOINT',
+    'OpenTelemetry OTLP/HTTP traces; off when unset',
+    undefined as string | undefined,
+    url,
+  ),
+  eventsRetentionHours: setting(
+    'EVENTS_RETENTION_HOURS',
+    'processed events older than this are deleted by cron',
+    24 * 7,
+    integer(1, 24 * 3650),
+  ),
+  eventsBatchSize: setting(
+    'EVENTS_BATCH_SIZE',
+    'raw events the events worker aggregates per batch',
+    5000,
+    integer(1, 100000),
+  ),
+} as const;
+
+type Settings = typeof settings;
+export type Config = {
+  [K in keyof Settings]: Settings[K] extends Setting<infer T> ? T : never;
+} & { configFile?: string };
+
+/** Reads `tessera.config.json` (or TESSERA_CONFIG); keys are the env names, as in seed 003's config.json. */
+function readConfigFile(env: NodeJS.ProcessEnv): { values: Record<string, unknown>; file?: string } {
+  if (env.TESSERA_CONFIG === 'none') return { values: {} };
+  const file = path.resolve(env.TESSERA_CONFIG ?? 'tessera.config.json');
+  if (!existsSync(file)) {
+    if (env.TESSERA_CONFIG) throw new ConfigError([`TESSERA_CONFIG: file ${file} does not exist`]);
+    return { values: {} };
+  }
+  try {
+    const parsed = JSON.parse(readFileSync(file, 'utf8'));
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+      throw new Error('not an object');
+    return { values: parsed as Record<string, unknown>, file };
+  } catch (err) {
+    throw new ConfigError([`${file}: must be a JSON object of SETTING: value (${(err as Error).message})`]);
+  }
+}
+
+/** Validates every setting at once so one start reports every mistake. Environment beats the file. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const { values: fileValues, file } = readConfigFile(env);
+  const problems: string[] = [];
+  const known = new Set(Object.values(settings).map((s) => s.env));
+  for (const key of Object.keys(fileValues)) {
+    if (!known.has(key)) problems.push(`${file}: unknown setting ${key}`);
+  }
+  const out: Record<string, unknown> = { configFile: file };
+  for (const [key, s] of Object.entries(settings) as [string, Setting<unknown>][]) {
+    const fromEnv = env[s.env];
+    const fromFile = fileValues[s.env];
+    const raw =
+      fromEnv !== undefined && fromEnv !== ''
+        ? fromEnv
+        : fromFile !== undefined
+          ? String(fromFile)
+          : undefined;
+    if (raw === undefined) {
+      out[key] = s.default;
+      continue;
+    }
+    try {
+      out[key] = s.parse(raw);
+    } catch (err) {
+      problems.push(`${s.env}=${JSON.stringify(raw)}: ${(err as Error).message}`);
+    }
+  }
+  const config = out as Config;
+  if (problems.length === 0 && config.nodeEnv === 'production') {
+    if (!config.databaseUrl)
+      problems.push(
+        'DATABASE_URL: required when NODE_ENV=production (embedded PostgreSQL is for development)',
+      );
+    if (!config.jwtSecret || config.jwtSecret.length < 32)
+      problems.push('JWT_SECRET: required in production, at least 32 characters');
+    if (!config.webhookSecret)
+      problems.push('WEBHOOK_SECRET: required in production (whsec_ followed by base64)');
+  }
+  if (problems.length) throw new ConfigError(problems);
+  return config;
+}
+
+/** The README's configuration table, generated so it can never drift from the code. */
+export function configMarkdownTable(): string {
+  const rows = Object.values(settings).map((s: Setting<unknown>) => {
+    const def =
+      s.defaultDoc ?? (s.default === undefined ? '(unset)' : `\`${String(s.default) || '(empty)'}\``);
+    return `| \`${s.env}\` | ${def} | ${s.doc.replace(/\|/g, '\\|')} |`;
+  });
+  return ['| variable | default | meaning |', '|---|---|---|', ...rows].join('\n');
+}

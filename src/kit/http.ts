@@ -1,0 +1,231 @@
+// The Fastify app every role serves: JSON-schema routes that also generate /openapi.json and /docs,
+// the {statusCode, error, message} envelope, request ids, a 1 MB body limit, an access log that
+// leaves out probe and scrape paths, and the request histogram.
+import { randomUUID } from 'node:crypto';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import Fastify, {
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  LogController,
+} from 'fastify';
+import { hasScope, type Principal } from './auth.ts';
+import { RANDOM_500_RATE } from './chaos.ts';
+import { isConnectionError } from './db.ts';
+import { forbidden, HttpError, unauthorized } from './errors.ts';
+import type { Kit } from './kit.ts';
+
+export type App = FastifyInstance<
+  import('node:http').Server,
+  import('node:http').IncomingMessage,
+  import('node:http').ServerResponse,
+  import('fastify').FastifyBaseLogger,
+  TypeBoxTypeProvider
+>;
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    principal?: Principal;
+    rawBody?: string;
+  }
+  interface FastifyContextConfig {
+    /** Keep the raw body for signature verification (Standard Webhooks). */
+    rawBody?: boolean;
+    /** Route needs no credentials (ops, login, signed webhooks that verify themselves). */
+    public?: boolean;
+  }
+}
+
+export const BODY_LIMIT = 1024 * 1024;
+/** Probes and scrapes: never in the access log, never behind auth, never failure-injected. */
+const QUIET_PATHS = new Set(['/metrics', '/api/metrics', '/heartbeat']);
+
+export async function createHttpApp(kit: Kit): Promise<App> {
+  const app = Fastify({
+    loggerInstance: kit.log.child({ module: 'http' }),
+    // Our own access log (onResponse below) replaces Fastify's two lines per request.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: BODY_LIMIT,
+    requestIdHeader: 'x-request-id',
+    genReqId: () => randomUUID(),
+    trustProxy: true,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    ajv: {
+      customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false },
+    },
+  }).withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
+
+  // JSON parsing that can keep the exact bytes a webhook signature covers.
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    const text = body as string;
+    if (req.routeOptions.config?.rawBody) req.rawBody = text;
+    if (text === '') return done(null, undefined);
+    try {
+      done(null, JSON.parse(text));
+    } catch (err) {
+      done(new HttpError(400, `request body is not valid JSON: ${(err as Error).message}`), undefined);
+    }
+  });
+
+  app.addHook('onRequest', async (req, reply) => {
+    reply.header('x-request-id', req.id);
+  });
+
+  // Once shutdown begins, answers in flight close their connection: a keep-alive socket would
+  // otherwise hold server.close() open until the drain timeout.
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onSend', async (_req, reply) => {
+    if (closing) reply.header('connection', 'close');
+  });
+
+  app.addHook('onResponse', async (req, reply) => {
+    const route = req.routeOptions.url ?? 'unmatched';
+    const seconds = reply.elapsedTime / 1000;
+    kit.metrics.httpDuration.observe({ method: req.method, route, status_code: reply.statusCode }, seconds);
+    if (!QUIET_PATHS.has(route)) {
+      req.log.info(
+        {
+          reqId: req.id,
+          method: req.method,
+          url: req.url,
+          statusCode: reply.statusCode,
+          ms: Math.round(reply.elapsedTime * 10) / 10,
+        },
+        'API_REQUEST',
+      );
+    }
+  });
+
+  app.setErrorHandler((err: FastifyError, req, reply) => sendError(kit, err, req, reply));
+  app.setNotFoundHandler((req, reply) => {
+    reply.code(404).send({
+      statusCode: 404,
+      error: 'Not Found',
+      message: `no route for ${req.method} ${req.url.split('?')[0]}`,
+    });
+  });
+
+  await app.register(swagger, {
+    openapi: {
+      info: {
+        title: 'Tessera API',
+        version: kit.version,
+        description: 'codes, sender, events and books on one runtime',
+      },
+      components: {
+        securitySchemes: {
+          bearer: { type: 'http', scheme: 'bearer' },
+          apiKey: { type: 'apiKey', in: 'header', name: 'X-API-Key' },
+        },
+      },
+      security: [{ bearer: [] }, { apiKey: [] }],
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+  app.get('/openapi.json', { schema: { hide: true }, config: { public: true } }, async () => app.swagger());
+  return app;
+}
+
+function sendError(kit: Kit, err: FastifyError, req: FastifyRequest, reply: FastifyReply) {
+  if (err instanceof HttpError) return reply.code(err.statusCode).send(err.toJSON());
+  if (err.validation) {
+    kit.log.debug({ reqId: req.id, validation: err.validation }, 'VALIDATION_ERROR');
+    return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: err.message });
+  }
+  const status = err.statusCode ?? 500;
+  if (status < 500) {
+    return reply
+      .code(status)
+      .send({ statusCode: status, error: httpErrorName(status), message: err.message });
+  }
+  if (isConnectionError(err)) {
+    kit.metrics.dbErrors.inc({ kind: 'connection' });
+    kit.log.error({ reqId: req.id, err: { message: err.message, code: err.code } }, 'DB_CONNECTION_FAILED');
+    return reply.code(503).header('retry-after', '5').send({
+      statusCode: 503,
+      error: 'Service Unavailable',
+      message: 'database unavailable; retry shortly',
+    });
+  }
+  kit.log.error({ reqId: req.id, err }, 'REQUEST_FAILED');
+  kit.captureException?.(err);
+  return reply
+    .code(500)
+    .send({ statusCode: 500, error: 'Internal Server Error', message: 'Internal Server Error' });
+}
+
+function httpErrorName(status: number): string {
+  return new HttpError(status, '').error;
+}
+
+function bearerOrApiKey(req: FastifyRequest): string | undefined {
+  const auth = req.headers.authorization;
+  if (auth?.startsWith('Bearer ')) return auth.slice(7).trim();
+  const key = req.headers['x-api-key'];
+  return typeof key === 'string' ? key : undefined;
+}
+
+function sessionCookie(req: FastifyRequest): string | undefined {
+  const cookie = req.headers.cookie;
+  if (!cookie) return undefined;
+  for (const part of cookie.split(';')) {
+    const [name, ...rest] = part.trim().split('=');
+    if (name === 'tessera_session') return rest.join('=');
+  }
+  return undefined;
+}
+
+/** Resolves the caller from an API key or a session cookie; null when neither is valid. */
+export async function authenticate(kit: Kit, req: FastifyRequest): Promise<Principal | null> {
+  const key = bearerOrApiKey(req);
+  if (key) {
+    const p = await kit.apiKeys.verify(key);
+    if (!p) kit.metrics.authFailures.inc({ kind: 'api_key' });
+    return p;
+  }
+  const token = sessionCookie(req);
+  if (token) {
+    const p = await kit.sessions.verify(token);
+    if (!p) kit.metrics.authFailures.inc({ kind: 'session' });
+    return p;
+  }
+  return null;
+}
+
+/**
+ * The hooks every module's routes run behind: credentials with the module's scope (public routes
+ * opt out), then API failure injection for that module.
+ */
+export function guardModuleRoutes(app: App, kit: Kit, module: string, scope: string): void {
+  app.addHook('onRequest', async (req) => {
+    if (!req.routeOptions.config?.public) {
+      const principal = await authenticate(kit, req);
+      if (!principal) {
+        throw unauthorized(
+          'missing or invalid credentials: send Authorization: Bearer <api key>, X-API-Key, or sign in',
+        );
+      }
+      if (!hasScope(principal, scope)) {
+        kit.metrics.authFailures.inc({ kind: 'scope' });
+        throw forbidden(`this API key lacks the "${scope}" scope`);
+      }
+      req.principal = principal;
+    }
+    const mode = kit.chaos.mode(module, 'api');
+    if (mode === 'db') {
+      kit.chaos.record(module, 'api', mode, { url: req.url });
+      throw new HttpError(503, 'database unavailable (failure injected: API_FAILURE_MODE=db)');
+    }
+    if (mode === 'random_500' && Math.random() < RANDOM_500_RATE) {
+      kit.chaos.record(module, 'api', mode, { url: req.url });
+      throw new HttpError(500, 'Internal Server Error (failure injected: API_FAILURE_MODE=random_500)');
+    }
+  });
+}

@@ -1,0 +1,323 @@
+// Durable jobs and cron in PostgreSQL through graphile-worker: enqueue inside the caller's own
+// transaction (SQL-level add_job), LISTEN/NOTIFY pick-up, exponential-backoff retries, failed jobs
+// kept, and a distributed-safe crontab (exactly one run per tick however many schedulers run).
+// graphile-worker over pg-boss: pg-boss 10+ needs Node 22, and graphile's add_job is plain SQL we
+// can call on any client mid-transaction.
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  type CronItem,
+  Logger as GraphileLogger,
+  parseCronItems,
+  type Runner,
+  run,
+  runMigrations,
+  type TaskList,
+} from 'graphile-worker';
+import { BAD_SCHEMA_RATE, type Chaos, CRON_TIMEOUT_MS, InjectedDbError, SLOW_WORKER_MS } from './chaos.ts';
+import { isConnectionError, type Pool, type Queryable } from './db.ts';
+import { notFound } from './errors.ts';
+import type { Logger } from './log.ts';
+import type { KitMetrics } from './metrics.ts';
+
+/** Job payloads by job name; modules add theirs with `declare module` (one central typed map). */
+// biome-ignore lint/suspicious/noEmptyInterface: augmented by modules
+export interface JobPayloads {}
+export type JobName = keyof JobPayloads & string;
+
+export interface JobContext {
+  log: Logger;
+  jobId: string;
+  attempt: number;
+  maxAttempts: number;
+  /** Set when the job was started with `startTracked`: what GET /api/jobs/:jobId reports. */
+  trackedId?: string;
+  progress(done: number, total?: number): Promise<void>;
+  /** WORKER_FAILURE_MODE=bad_schema: true for ~50% of calls; the module treats that item as unparseable. */
+  injectBadSchema(): boolean;
+  signal: AbortSignal;
+}
+
+export interface JobDefinition<N extends JobName = JobName> {
+  name: N;
+  /** Return value is stored as the tracked job's result. */
+  run(payload: JobPayloads[N], ctx: JobContext): Promise<unknown>;
+  maxAttempts?: number;
+}
+
+export interface CronDefinition {
+  /** module:task, e.g. events:cleanup */
+  name: string;
+  /** crontab pattern, minute resolution */
+  schedule: string;
+  run(ctx: { log: Logger }): Promise<void>;
+}
+
+export interface EnqueueOptions {
+  runAt?: Date;
+  jobKey?: string;
+  maxAttempts?: number;
+  queue?: string;
+  priority?: number;
+}
+
+export type JobState = 'queued' | 'running' | 'retrying' | 'failed';
+export const JOB_STATES: JobState[] = ['queued', 'running', 'retrying', 'failed'];
+
+const moduleOf = (name: string) => name.split(':')[0] ?? name;
+
+export class Jobs {
+  private readonly defs = new Map<string, JobDefinition>();
+  private readonly crons = new Map<string, CronDefinition>();
+  private runner?: Runner;
+
+  constructor(
+    private readonly pool: Pool,
+    private readonly log: Logger,
+    private readonly metrics: KitMetrics,
+    private readonly chaos: Chaos,
+  ) {}
+
+  define<N extends JobName>(def: JobDefinition<N>): void {
+    this.defs.set(def.name, def as unknown as JobDefinition);
+  }
+
+  cron(def: CronDefinition): void {
+    this.crons.set(def.name, def);
+  }
+
+  /** Enqueue on `db`: pass the client of an open transaction so the job commits with the business write. */
+  async enqueue<N extends JobName>(
+    db: Queryable,
+    name: N,
+    payload: JobPayloads[N],
+    opts: EnqueueOptions = {},
+  ): Promise<string> {
+    const { rows } = await db.query<{ id: string }>(
+      `SELECT id FROM graphile_worker.add_job($1, $2::json, queue_name => $3, run_at => $4,
+         max_attempts => $5, job_key => $6, priority => $7)`,
+      [
+        name,
+        JSON.stringify(payload),
+        opts.queue ?? null,
+        opts.runAt ?? null,
+        opts.maxAttempts ?? this.defs.get(name)?.maxAttempts ?? 10,
+        opts.jobKey ?? null,
+        opts.priority ?? null,
+      ],
+    );
+    return String(rows[0]!.id);
+  }
+
+  /** A long job a user watches: returns the id for GET /api/jobs/:jobId. */
+  async startTracked<N extends JobName>(
+    db: Queryable,
+    name: N,
+    payload: JobPayloads[N],
+    total: number,
+    opts: EnqueueOptions = {},
+  ) {
+    const { rows } = await db.query<{ id: string }>(
+      `INSERT INTO tessera_job_runs (name, module, total, payload) VALUES ($1, $2, $3, $4) RETURNING id`,
+      [name, moduleOf(name), total, JSON.stringify(payload)],
+    );
+    const trackedId = rows[0]!.id;
+    await this.enqueue(db, name, { ...(payload as object), __trackedId: trackedId } as JobPayloads[N], opts);
+    return trackedId;
+  }
+
+  async getTracked(id: string) {
+    if (!/^[0-9a-f-]{36}$/i.test(id))
+      throw notFound(`job ${id} not found: job ids are UUIDs as returned by the request that started it`);
+    const { rows } = await this.pool.query(
+      `SELECT id, name, module, state, done, total, result, error, created_at AS "createdAt", updated_at AS "updatedAt"
+       FROM tessera_job_runs WHERE id = $1`,
+      [id],
+    );
+    const row = rows[0];
+    if (!row) throw notFound(`job ${id} not found`);
+    return {
+      ...row,
+      percent: row.total > 0 ? Math.min(100, Math.round((row.done / row.total) * 1000) / 10) : null,
+    };
+  }
+
+  /** Queue state by graphile-worker's own columns; `failed` = out of attempts, kept for inspection. */
+  async list(state: JobState | undefined, limit: number) {
+    const where = {
+      queued: 'locked_at IS NULL AND attempts = 0',
+      running: 'locked_at IS NOT NULL',
+      retrying: 'locked_at IS NULL AND attempts > 0 AND attempts < max_attempts',
+      failed: 'attempts >= max_attempts',
+    };
+    const cond = state ? where[state] : 'true';
+    const { rows } = await this.pool.query(
+      `SELECT id::text, task_identifier AS task, attempts, max_attempts AS "maxAttempts", last_error AS "lastError",
+         run_at AS "runAt", created_at AS "createdAt", locked_by AS "lockedBy",
+         CASE WHEN attempts >= max_attempts THEN 'failed' WHEN locked_at IS NOT NULL THEN 'running'
+              WHEN attempts > 0 THEN 'retrying' ELSE 'queued' END AS state
+       FROM graphile_worker.jobs WHERE ${cond} ORDER BY id DESC LIMIT $1`,
+      [limit],
+    );
+    return rows;
+  }
+
+  async depth(): Promise<number> {
+    const { rows } = await this.pool.query<{ n: number }>(
+      'SELECT count(*)::int AS n FROM graphile_worker.jobs WHERE attempts < max_attempts',
+    );
+    return rows[0]?.n ?? 0;
+  }
+
+  async migrate(): Promise<void> {
+    await runMigrations({ pgPool: this.pool, logger: this.graphileLogger() });
+  }
+
+  /** Starts a runner for what this role does: module jobs (worker), cron (scheduler), or both. */
+  async start(opts: { jobs: boolean; cron: boolean; concurrency: number }): Promise<void> {
+    const taskList: TaskList = {};
+    if (opts.jobs)
+      for (const def of this.defs.values()) taskList[def.name] = (p, h) => this.runJob(def, p, h);
+    const cronItems: CronItem[] = [];
+    if (opts.cron) {
+      for (const def of this.crons.values()) {
+        taskList[def.name] = () => this.runCron(def);
+        cronItems.push({
+          task: def.name,
+          match: def.schedule,
+          identifier: def.name,
+          options: { maxAttempts: 1, backfillPeriod: 0 },
+        });
+      }
+    }
+    if (Object.keys(taskList).length === 0) return;
+    this.runner = await run({
+      pgPool: this.pool,
+      taskList,
+      parsedCronItems: parseCronItems(cronItems),
+      concurrency: opts.concurrency,
+      noHandleSignals: true,
+      pollInterval: 1000,
+      logger: this.graphileLogger(),
+    });
+  }
+
+  /** Graceful: waits for running jobs (graphile-worker's own shutdown), then returns. */
+  async stop(): Promise<void> {
+    await this.runner?.stop();
+    this.runner = undefined;
+  }
+
+  private async runJob(
+    def: JobDefinition,
+    payload: unknown,
+    helpers: { job: { id: string; attempts: number; max_attempts: number }; abortSignal: AbortSignal },
+  ) {
+    const module = moduleOf(def.name);
+    const trackedId = (payload as { __trackedId?: string } | null)?.__trackedId;
+    const log = this.log.child({
+      module,
+      job: def.name,
+      jobId: helpers.job.id,
+      ...(trackedId ? { trackedId } : {}),
+    });
+    const mode = this.chaos.mode(module, 'worker');
+    if (mode === 'crash') {
+      this.chaos.record(module, 'worker', mode, { job: def.name });
+      // Seed 003: "Worker exits immediately with FAILURE_INJECTION log". The job stays locked and
+      // is retried by another worker once graphile-worker's lock expires.
+      process.exit(1);
+    }
+    if (mode === 'slow') {
+      this.chaos.record(module, 'worker', mode, { job: def.name, delayMs: SLOW_WORKER_MS });
+      await sleep(SLOW_WORKER_MS);
+    }
+    const started = process.hrtime.bigint();
+    const ctx: JobContext = {
+      log,
+      jobId: helpers.job.id,
+      attempt: helpers.job.attempts,
+      maxAttempts: helpers.job.max_attempts,
+      trackedId,
+      signal: helpers.abortSignal,
+      progress: async (done, total) => {
+        if (trackedId) await this.updateTracked(trackedId, { state: 'running', done, total });
+      },
+      injectBadSchema: () => {
+        if (this.chaos.mode(module, 'worker') !== 'bad_schema' || Math.random() >= BAD_SCHEMA_RATE)
+          return false;
+        this.chaos.record(module, 'worker', 'bad_schema', { job: def.name });
+        return true;
+      },
+    };
+    try {
+      if (trackedId) await this.updateTracked(trackedId, { state: 'running' });
+      const result = await def.run(payload as never, ctx);
+      if (trackedId) await this.updateTracked(trackedId, { state: 'completed', result });
+      this.metrics.jobsTotal.inc({ task: def.name, outcome: 'success' });
+    } catch (err) {
+      this.metrics.jobsTotal.inc({ task: def.name, outcome: 'failure' });
+      const final = helpers.job.attempts >= helpers.job.max_attempts;
+      log.error({ err, attempt: helpers.job.attempts, final }, final ? 'JOB_FAILED' : 'JOB_RETRY');
+      if (trackedId) {
+        await this.updateTracked(trackedId, {
+          state: final ? 'failed' : 'retrying',
+          error: (err as Error).message,
+        }).catch(() => undefined);
+      }
+      throw err;
+    } finally {
+      this.metrics.jobDuration.observe({ task: def.name }, Number(process.hrtime.bigint() - started) / 1e9);
+    }
+  }
+
+  private async runCron(def: CronDefinition): Promise<void> {
+    const module = moduleOf(def.name);
+    const log = this.log.child({ module, cron: def.name });
+    log.info({ task: def.name }, 'CRON_JOB_START');
+    const mode = this.chaos.mode(module, 'cron');
+    try {
+      if (mode === 'timeout') {
+        this.chaos.record(module, 'cron', mode, { cron: def.name, delayMs: CRON_TIMEOUT_MS });
+        await sleep(CRON_TIMEOUT_MS);
+      }
+      if (mode === 'db_fail') {
+        this.chaos.record(module, 'cron', mode, { cron: def.name });
+        throw new InjectedDbError('CRON_FAILURE_MODE=db_fail');
+      }
+      await def.run({ log });
+      this.metrics.jobsTotal.inc({ task: def.name, outcome: 'success' });
+    } catch (err) {
+      this.metrics.jobsTotal.inc({ task: def.name, outcome: 'failure' });
+      log.error({ err, task: def.name }, isConnectionError(err) ? 'CRON_DB_ERROR' : 'CRON_FAILED');
+      throw err;
+    }
+  }
+
+  private async updateTracked(
+    id: string,
+    u: { state: string; done?: number; total?: number; result?: unknown; error?: string },
+  ) {
+    await this.pool.query(
+      `UPDATE tessera_job_runs SET state = $2, done = coalesce($3, CASE WHEN $2 = 'completed' THEN total ELSE done END),
+         total = coalesce($4, total), result = coalesce($5, result), error = $6, updated_at = now() WHERE id = $1`,
+      [
+        id,
+        u.state,
+        u.done ?? null,
+        u.total ?? null,
+        u.result === undefined ? null : JSON.stringify(u.result),
+        u.error ?? null,
+      ],
+    );
+  }
+
+  private graphileLogger(): GraphileLogger {
+    // graphile-worker's chatter goes to debug; its warnings and errors stay visible.
+    const log = this.log.child({ module: 'jobs' });
+    return new GraphileLogger(() => (level, message, meta) => {
+      if (level === 'error') log.error({ meta }, message);
+      else if (level === 'warning') log.warn({ meta }, message);
+      else log.debug(message);
+    });
+  }
+}

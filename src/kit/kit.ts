@@ -1,0 +1,124 @@
+// The composition root: builds every shared piece once, with explicit parameters, no container.
+
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { ApiKeyVerifier, Sessions, WebhookVerifier } from './auth.ts';
+import { Chaos } from './chaos.ts';
+import type { Config, Role } from './config.ts';
+import { createPool, type Pool } from './db.ts';
+import { type EmbeddedDatabase, startEmbeddedPostgres } from './embedded-postgres.ts';
+import { Jobs } from './jobs.ts';
+import { createRootLogger, type Logger } from './log.ts';
+import { createMetrics, type KitMetrics } from './metrics.ts';
+import { Rpc } from './rpc.ts';
+
+const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+  version: string;
+};
+export const VERSION = pkg.version;
+export const KIT_MIGRATIONS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'migrations');
+
+export interface Kit {
+  config: Config;
+  role: Role;
+  version: string;
+  startedAt: number;
+  log: Logger;
+  pool: Pool;
+  /** Set when this process started the embedded PostgreSQL. */
+  embedded?: EmbeddedDatabase;
+  metrics: KitMetrics;
+  chaos: Chaos;
+  jobs: Jobs;
+  rpc: Rpc;
+  nats?: NatsConnection;
+  apiKeys: ApiKeyVerifier;
+  sessions: Sessions;
+  webhooks: WebhookVerifier;
+  /** The Standard Webhooks secret in use (printed at a dev first start so users can sign). */
+  webhookSecret: string;
+  captureException?: (err: unknown) => void;
+}
+
+interface DevSecrets {
+  jwtSecret: string;
+  webhookSecret: string;
+}
+
+/** Dev convenience: secrets generated once and kept in DATA_DIR, so sessions survive restarts. */
+async function devSecrets(dataDir: string): Promise<DevSecrets> {
+  const file = path.resolve(dataDir, 'secrets.json');
+  if (existsSync(file)) return JSON.parse(await readFile(file, 'utf8')) as DevSecrets;
+  const secrets = {
+    jwtSecret: randomBytes(32).toString('base64url'),
+    webhookSecret: `whsec_${randomBytes(24).toString('base64')}`,
+  };
+  await mkdir(path.dirname(file), { recursive: true });
+  await writeFile(file, JSON.stringify(secrets, null, 2), { mode: 0o600 });
+  return secrets;
+}
+
+export interface KitOptions {
+  config: Config;
+  role: Role;
+  logDestination?: NodeJS.WritableStream;
+}
+
+export async function createKit({ config, role, logDestination }: KitOptions): Promise<Kit> {
+  const log = createRootLogger({
+    level: config.logLevel,
+    format: config.logFormat,
+    debug: config.debug,
+    role,
+    destination: logDestination,
+  });
+  const kitLog = log.child({ module: 'kit' });
+  let embedded: EmbeddedDatabase | undefined;
+  let databaseUrl = config.databaseUrl;
+  if (!databaseUrl) {
+    embedded = await startEmbeddedPostgres(config.dataDir, kitLog);
+    databaseUrl = embedded.url;
+    kitLog.info(
+      { port: embedded.port, dataDir: path.resolve(config.dataDir, 'postgres') },
+      'EMBEDDED_POSTGRES_STARTED',
+    );
+  }
+  const pool = createPool(databaseUrl, config.dbPoolMax, kitLog);
+  const metrics = createMetrics({ role });
+  const chaos = new Chaos(config, log.child({ module: 'chaos' }), metrics);
+  const jobs = new Jobs(pool, log, metrics, chaos);
+  const nats = config.natsUrl
+    ? await Rpc.connectNats(config.natsUrl, `tessera-${role}-${process.pid}`)
+    : undefined;
+  const rpc = new Rpc(
+    log.child({ module: 'rpc' }),
+    metrics,
+    config.rpcTimeoutMs,
+    nats,
+    role === 'api' && nats ? 'nats' : 'local',
+  );
+  const secrets = config.jwtSecret && config.webhookSecret ? undefined : await devSecrets(config.dataDir);
+  const webhookSecret = config.webhookSecret ?? secrets!.webhookSecret;
+  return {
+    config,
+    role,
+    version: VERSION,
+    startedAt: Date.now(),
+    log,
+    pool,
+    embedded,
+    metrics,
+    chaos,
+    jobs,
+    rpc,
+    nats,
+    apiKeys: new ApiKeyVerifier(pool),
+    sessions: new Sessions(config.jwtSecret ?? secrets!.jwtSecret, config.sessionTtlHours),
+    webhooks: new WebhookVerifier(webhookSecret, pool),
+    webhookSecret,
+  };
+}

@@ -1,0 +1,6 @@
+// Every module Tessera runs, in migration order. A module is a folder under src/modules/<name>.
+import type { TesseraModule } from '../kit/module.ts';
+
+export function allModules(): TesseraModule[] {
+  return [];
+}

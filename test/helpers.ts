@@ -1,0 +1,204 @@
+// Shared test helpers: a fresh database per suite (cloned from the migrated template), a platform
+// built in-process for app.inject, log capture, API keys, and spawned Tessera processes for the
+// multi-process suites. Everything registers its own cleanup.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { after } from 'node:test';
+import pg from 'pg';
+import { createApiKey } from '../src/kit/auth.ts';
+import { type Config, loadConfig, type Role } from '../src/kit/config.ts';
+import { freePort } from '../src/kit/embedded-postgres.ts';
+import type { TesseraModule } from '../src/kit/module.ts';
+import { allModules } from '../src/modules/index.ts';
+import { createPlatform, type Platform } from '../src/platform.ts';
+import { TEMPLATE_DB, withDatabase } from './db-urls.ts';
+
+export const ROOT = path.resolve(import.meta.dirname, '..');
+export const NATS_URL = process.env.NATS_URL || undefined;
+export const EXTERNAL_DB = process.env.TESSERA_TEST_EXTERNAL_URL || undefined;
+export const needsNats = NATS_URL
+  ? false
+  : 'NATS_URL is not set: this suite runs api and worker processes over real NATS';
+export const needsExternalDb = EXTERNAL_DB
+  ? false
+  : 'DATABASE_URL is not set: this suite runs against an external PostgreSQL';
+
+function adminUrl(external: boolean): string {
+  const url = external ? EXTERNAL_DB : process.env.TESSERA_TEST_ADMIN_URL;
+  if (!url)
+    throw new Error('run tests through `npm test` (test/run.ts starts PostgreSQL and builds the template)');
+  return url;
+}
+
+/** A new database cloned from the migrated template; dropped when the suite ends. */
+export async function freshDatabase(opts: { external?: boolean } = {}): Promise<string> {
+  const admin = adminUrl(opts.external ?? false);
+  const name = `tessera_t_${randomBytes(6).toString('hex')}`;
+  const client = new pg.Client({ connectionString: admin });
+  await client.connect();
+  await client.query(`CREATE DATABASE ${name} TEMPLATE ${TEMPLATE_DB}`);
+  await client.end();
+  after(async () => {
+    const c = new pg.Client({ connectionString: admin });
+    await c.connect();
+    await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => undefined);
+    await c.end();
+  });
+  return withDatabase(admin, name);
+}
+
+export function testConfig(env: Record<string, string | undefined> = {}): Config {
+  return loadConfig({
+    TESSERA_CONFIG: 'none',
+    NODE_ENV: 'test',
+    LOG_LEVEL: 'info',
+    PORT: '0',
+    HOST: '127.0.0.1',
+    DATA_DIR: mkdtempSync(path.join(tmpdir(), 'tessera-test-')),
+    ...env,
+  });
+}
+
+/** Collects log lines as parsed objects so tests can assert on named events. */
+export class LogCapture extends Writable {
+  readonly lines: Record<string, unknown>[] = [];
+  override _write(chunk: Buffer, _enc: string, done: () => void) {
+    for (const line of chunk.toString().split('\n')) if (line) this.lines.push(JSON.parse(line));
+    done();
+  }
+  events(msg: string) {
+    return this.lines.filter((l) => l.msg === msg);
+  }
+}
+
+export interface TestPlatform extends Platform {
+  logs: LogCapture;
+  key: string;
+  databaseUrl: string;
+  auth: { authorization: string };
+}
+
+/** A platform on a fresh database, started (background work on), with an admin key. */
+export async function startPlatform(
+  opts: {
+    modules?: TesseraModule[];
+    role?: Role;
+    env?: Record<string, string | undefined>;
+    listen?: boolean;
+    databaseUrl?: string;
+  } = {},
+): Promise<TestPlatform> {
+  const databaseUrl = opts.databaseUrl ?? (await freshDatabase());
+  const logs = new LogCapture();
+  const config = testConfig({ DATABASE_URL: databaseUrl, ...opts.env });
+  const platform = await createPlatform({
+    config,
+    role: opts.role ?? 'all',
+    modules: opts.modules ?? allModules(),
+    logDestination: logs,
+  });
+  await platform.start(opts.listen ? { host: '127.0.0.1', port: 0 } : undefined);
+  const { key } = await createApiKey(platform.kit.pool, 'test', ['admin']);
+  after(() => platform.stop());
+  return Object.assign(platform, { logs, key, databaseUrl, auth: { authorization: `Bearer ${key}` } });
+}
+
+export async function waitFor<T>(
+  fn: () => Promise<T | undefined | false> | T | undefined | false,
+  opts: { timeoutMs?: number; intervalMs?: number; what?: string } = {},
+): Promise<T> {
+  const deadline = Date.now() + (opts.timeoutMs ?? 10000);
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 50));
+  }
+  throw new Error(
+    `timed out waiting for ${opts.what ?? 'condition'}${last ? `: ${(last as Error).message}` : ''}`,
+  );
+}
+
+export interface TesseraProcess {
+  proc: ChildProcess;
+  port: number;
+  url: string;
+  output: () => string;
+  logLines: () => Record<string, unknown>[];
+  waitHealthy(timeoutMs?: number): Promise<void>;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/** `tessera start --role <role>` as a real child process. */
+export async function spawnTessera(
+  role: Role,
+  env: Record<string, string | undefined>,
+  opts: { fixture?: boolean } = {},
+): Promise<TesseraProcess> {
+  const port = await freePort();
+  let out = '';
+  // The fixture entry runs the same launcher with the fixture module instead of allModules().
+  const args = opts.fixture
+    ? ['--import', 'tsx', path.join(ROOT, 'test/fixtures/serve.ts'), role]
+    : [path.join(ROOT, 'bin/tessera.js'), 'start', '--role', role];
+  const proc = spawn(process.execPath, args, {
+    cwd: ROOT,
+    env: {
+      ...process.env,
+      TESSERA_CONFIG: 'none',
+      NODE_ENV: 'test',
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      LOG_LEVEL: 'info',
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  proc.stdout!.on('data', (d) => {
+    out += d;
+  });
+  proc.stderr!.on('data', (d) => {
+    out += d;
+  });
+  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
+  const handle: TesseraProcess = {
+    proc,
+    port,
+    url: `http://127.0.0.1:${port}`,
+    output: () => out,
+    logLines: () =>
+      out
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>),
+    async waitHealthy(timeoutMs = 20000) {
+      await waitFor(
+        async () => {
+          if (proc.exitCode !== null) throw new Error(`exited ${proc.exitCode}: ${out.slice(-2000)}`);
+          return (await fetch(`${handle.url}/health`)).ok;
+        },
+        { timeoutMs, intervalMs: 100, what: `${role} on ${port} to be healthy` },
+      );
+    },
+    async stop(signal = 'SIGTERM') {
+      if (proc.exitCode !== null || proc.signalCode !== null) return proc.exitCode;
+      proc.kill(signal);
+      return exited;
+    },
+  };
+  after(() => handle.stop('SIGKILL'));
+  return handle;
+}
+
+/** fetch's json() is typed unknown; tests read fields freely. */
+export async function json(res: Response): Promise<any> {
+  return res.json();
+}

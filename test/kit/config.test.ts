@@ -1,0 +1,59 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { type ConfigError, loadConfig } from '../../src/kit/config.ts';
+import { ROOT } from '../helpers.ts';
+
+describe('configuration', () => {
+  it('when nothing is set, then the defaults bind 0.0.0.0:3000', () => {
+    const c = loadConfig({ TESSERA_CONFIG: 'none' });
+    assert.equal(c.host, '0.0.0.0');
+    assert.equal(c.port, 3000);
+    assert.equal(c.apiFailureMode, 'none');
+  });
+
+  it('when several values are wrong, then one error names each variable and what is allowed', () => {
+    assert.throws(
+      () =>
+        loadConfig({ TESSERA_CONFIG: 'none', PORT: 'abc', LOG_FORMAT: 'xml', API_FAILURE_MODE: 'sometimes' }),
+      (err: ConfigError) => {
+        assert.match(err.message, /PORT="abc": must be an integer from 0 to 65535/);
+        assert.match(err.message, /LOG_FORMAT="xml": must be one of json \| logstash \| pretty/);
+        assert.match(err.message, /API_FAILURE_MODE="sometimes": must be one of none \| db \| random_500/);
+        return true;
+      },
+    );
+  });
+
+  it('when tessera.config.json sets a value, then it applies and the environment wins over it', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'cfg-'));
+    const file = path.join(dir, 'tessera.config.json');
+    writeFileSync(file, JSON.stringify({ WORKER_FAILURE_MODE: 'slow', PORT: 4000 }));
+    const c = loadConfig({ TESSERA_CONFIG: file, PORT: '5000' });
+    assert.equal(c.workerFailureMode, 'slow');
+    assert.equal(c.port, 5000);
+    writeFileSync(file, JSON.stringify({ NOT_A_SETTING: 1 }));
+    assert.throws(() => loadConfig({ TESSERA_CONFIG: file }), /unknown setting NOT_A_SETTING/);
+  });
+
+  it('when production lacks secrets, then the start is refused with what to set', () => {
+    assert.throws(
+      () => loadConfig({ TESSERA_CONFIG: 'none', NODE_ENV: 'production' }),
+      /DATABASE_URL: required[\s\S]*JWT_SECRET[\s\S]*WEBHOOK_SECRET/,
+    );
+  });
+
+  it('when `tessera start` gets a bad value, then it prints the problem and exits with code 2', () => {
+    const res = spawnSync(process.execPath, ['bin/tessera.js', 'start'], {
+      cwd: ROOT,
+      env: { ...process.env, TESSERA_CONFIG: 'none', PORT: 'seventy', DATABASE_URL: '' },
+      encoding: 'utf8',
+      timeout: 30000,
+    });
+    assert.equal(res.status, 2);
+    assert.match(res.stderr, /PORT="seventy": must be an integer/);
+  });
+});

@@ -1,0 +1,84 @@
+// Health against a PostgreSQL we can stop, freeze and restart mid-test, with no Tessera restart.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import pg from 'pg';
+import { startEmbeddedPostgres } from '../../src/kit/embedded-postgres.ts';
+import { createRootLogger } from '../../src/kit/log.ts';
+import { migrate } from '../../src/kit/migrate.ts';
+import { allModules } from '../../src/modules/index.ts';
+import { migrationSources } from '../../src/platform.ts';
+import { startPlatform, waitFor } from '../helpers.ts';
+
+const quiet = createRootLogger({ level: 'silent', format: 'json', debug: '', role: 'test' });
+
+describe('database', () => {
+  it('when migrations run on an empty database and again, then the second run applies nothing', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'tessera-mig-'));
+    const server = await startEmbeddedPostgres(dir, quiet);
+    after(() => server.stop());
+    const pool = new pg.Pool({ connectionString: server.url, max: 3 });
+    pool.on('error', () => undefined);
+    after(() => pool.end());
+    const sources = migrationSources(allModules());
+    // Two processes starting together: the advisory lock serialises them, nothing applies twice.
+    const [first, concurrent] = await Promise.all([
+      migrate(pool, sources, quiet),
+      migrate(pool, sources, quiet),
+    ]);
+    assert.ok(first.length + concurrent.length > 0);
+    assert.equal(new Set([...first, ...concurrent]).size, first.length + concurrent.length);
+    assert.deepEqual(await migrate(pool, sources, quiet), []);
+    const { rows } = await pool.query('SELECT count(*)::int AS n FROM tessera_migrations');
+    assert.equal(rows[0].n, first.length + concurrent.length);
+  });
+
+  it('when PostgreSQL stops, hangs and returns, then /health says 503 naming it, answers within 2 s, and recovers', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'tessera-health-'));
+    let server = await startEmbeddedPostgres(dir, quiet);
+    const admin = new pg.Pool({ connectionString: server.url, max: 1 });
+    await migrate(admin, migrationSources([]), quiet);
+    await admin.end();
+    const port = server.port;
+    const p = await startPlatform({ modules: [], databaseUrl: server.url });
+    after(() => server.stop());
+    assert.equal((await p.app.inject('/health')).statusCode, 200);
+
+    // Frozen server: connections hang. The answer must still come within 2 s.
+    // Freeze the postmaster and every backend it forked, as a hung host would.
+    const pid = Number.parseInt(readFileSync(path.join(dir, 'postgres', 'postmaster.pid'), 'utf8'), 10);
+    const pids = [
+      pid,
+      ...execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' })
+        .split('\n')
+        .filter(Boolean)
+        .map(Number),
+    ];
+    for (const frozen of pids) process.kill(frozen, 'SIGSTOP');
+    try {
+      const started = Date.now();
+      const hung = await p.app.inject('/health');
+      assert.ok(Date.now() - started < 2000, `answered in ${Date.now() - started} ms`);
+      assert.equal(hung.statusCode, 503);
+      assert.equal(hung.json().checks.database.status, 'error');
+    } finally {
+      for (const frozen of pids) process.kill(frozen, 'SIGCONT');
+    }
+
+    await server.stop();
+    const down = await p.app.inject('/health');
+    assert.equal(down.statusCode, 503);
+    assert.equal(down.json().status, 'unhealthy');
+    assert.equal(down.json().database, 'disconnected');
+    assert.deepEqual(down.json().failing, ['database']);
+
+    server = await startEmbeddedPostgres(dir, quiet, { port });
+    await waitFor(async () => (await p.app.inject('/health')).statusCode === 200, {
+      timeoutMs: 10000,
+      what: 'health to recover',
+    });
+  });
+});

@@ -1,0 +1,83 @@
+// Real processes: the launcher's signal handling, cron across two schedulers, RPC over NATS.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import pg from 'pg';
+import { freshDatabase, json, NATS_URL, needsNats, spawnTessera, waitFor } from '../helpers.ts';
+
+describe('processes', () => {
+  it('when SIGTERM arrives with a request in flight, then the request completes and the process exits 0', async () => {
+    const db = await freshDatabase();
+    const t = await spawnTessera('all', { DATABASE_URL: db }, { fixture: true });
+    await t.waitHealthy();
+    const inflight = fetch(`${t.url}/api/fixture/slow?ms=1500`, {
+      headers: { authorization: `Bearer ${await key(db)}` },
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    const started = Date.now();
+    const code = await t.stop('SIGTERM');
+    const res = await inflight;
+    assert.equal(res.status, 200, 'in-flight request finished');
+    assert.equal(code, 0);
+    assert.ok(Date.now() - started < 10000, 'exited within 10 s');
+    assert.match(t.output(), /SHUTDOWN_DONE/);
+  });
+
+  it('when two scheduler processes run, then each cron tick runs exactly once', async () => {
+    const db = await freshDatabase();
+    const a = await spawnTessera('scheduler', { DATABASE_URL: db }, { fixture: true });
+    const b = await spawnTessera('scheduler', { DATABASE_URL: db }, { fixture: true });
+    await Promise.all([a.waitHealthy(), b.waitHealthy()]);
+    const pool = new pg.Pool({ connectionString: db, max: 1 });
+    try {
+      // Wait until two minute boundaries have passed, so at least one whole tick is observed.
+      await waitFor(
+        async () =>
+          (await pool.query('SELECT count(DISTINCT tick)::int AS n FROM fixture_ticks')).rows[0].n >= 2,
+        {
+          timeoutMs: 130000,
+          intervalMs: 1000,
+          what: 'two cron ticks',
+        },
+      );
+      const { rows } = await pool.query(
+        'SELECT tick, count(*)::int AS runs FROM fixture_ticks GROUP BY tick',
+      );
+      for (const r of rows) assert.equal(r.runs, 1, `tick ${r.tick.toISOString()} ran ${r.runs} times`);
+    } finally {
+      await pool.end();
+    }
+  });
+
+  it('when an api process and a worker process share NATS, then calls cross the wire and keep their status', {
+    skip: needsNats,
+  }, async () => {
+    const db = await freshDatabase();
+    const env = { DATABASE_URL: db, NATS_URL };
+    const worker = await spawnTessera('worker', env, { fixture: true });
+    const api = await spawnTessera('api', env, { fixture: true });
+    await Promise.all([worker.waitHealthy(), api.waitHealthy()]);
+    const headers = { authorization: `Bearer ${await key(db)}` };
+    const echo = await json(await fetch(`${api.url}/api/fixture/echo?text=over-nats`, { headers }));
+    assert.equal(echo.text, 'over-nats');
+    assert.equal(echo.pid, worker.proc.pid, 'answered by the worker process');
+    const missing = await fetch(`${api.url}/api/fixture/missing/7`, { headers });
+    assert.equal(missing.status, 404, 'a 404 stays a 404 across NATS');
+    assert.equal((await json(missing)).message, 'fixture 7 not found');
+    const health = await json(await fetch(`${api.url}/health`));
+    assert.equal(health.checks.nats.status, 'ok');
+    await worker.stop('SIGTERM');
+    const none = await fetch(`${api.url}/api/fixture/echo?text=x`, { headers });
+    assert.equal(none.status, 503);
+    assert.match((await json(none)).message, /no fixture worker is running/);
+  });
+});
+
+async function key(db: string): Promise<string> {
+  const { createApiKey } = await import('../../src/kit/auth.ts');
+  const pool = new pg.Pool({ connectionString: db, max: 1 });
+  try {
+    return (await createApiKey(pool, 'process test', ['admin'])).key;
+  } finally {
+    await pool.end();
+  }
+}
