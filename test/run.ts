@@ -2,7 +2,8 @@
 // template database with every migration, then node's test runner over all suites. Each suite
 // clones the template (CREATE DATABASE … TEMPLATE), so suites are isolated and start in ms.
 import { spawn } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { runMigrations as graphileMigrations } from 'graphile-worker';
 import pg from 'pg';
@@ -44,7 +45,10 @@ function testFiles(): string[] {
     .sort();
 }
 
-const embedded = await startEmbeddedPostgres(path.resolve('data/test'), log);
+// A cluster of its own per run: concurrent runs (several engineers, or CI beside a dev) never share
+// or stop each other's server. initdb costs about a second.
+const clusterDir = mkdtempSync(path.join(tmpdir(), 'tessera-test-pg-'));
+const embedded = await startEmbeddedPostgres(clusterDir, log);
 let exitCode = 1;
 try {
   await buildTemplate(embedded.url);
@@ -71,5 +75,6 @@ try {
   exitCode = await new Promise<number>((resolve) => child.on('exit', (code) => resolve(code ?? 1)));
 } finally {
   await embedded.stop();
+  rmSync(clusterDir, { recursive: true, force: true });
 }
 process.exit(exitCode);
