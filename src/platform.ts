@@ -11,6 +11,7 @@ import { moduleLogger } from './kit/log.ts';
 import { type MigrationSource, migrate } from './kit/migrate.ts';
 import type { HealthCheck, ModuleContext, TesseraModule } from './kit/module.ts';
 import { registerOpsRoutes } from './kit/ops-routes.ts';
+import { registerDashboard } from './web/dashboard.ts';
 
 export interface Platform {
   kit: Kit;
@@ -99,6 +100,7 @@ export async function createPlatform(opts: PlatformOptions): Promise<Platform> {
   if (servesApi(role)) {
     registerAuthRoutes(app, kit);
     await registerAdminRoutes(app, kit);
+    await registerDashboard(app, kit);
     for (const m of modules) {
       if (!m.routes) continue;
       const ctx = contexts.get(m.name)!;
@@ -158,4 +160,5 @@ async function closeKit(kit: Kit): Promise<void> {
   await kit.pool.end().catch(() => undefined);
   if (kit.nats && !kit.nats.isClosed()) await kit.nats.close().catch(() => undefined);
   await kit.embedded?.stop();
+  await kit.telemetry.shutdown();
 }

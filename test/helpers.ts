@@ -34,21 +34,27 @@ function adminUrl(external: boolean): string {
   return url;
 }
 
-/** A new database cloned from the migrated template; dropped when the suite ends. */
-export async function freshDatabase(opts: { external?: boolean } = {}): Promise<string> {
-  const admin = adminUrl(opts.external ?? false);
+async function createDatabase(external: boolean): Promise<{ url: string; drop(): Promise<void> }> {
+  const admin = adminUrl(external);
   const name = `tessera_t_${randomBytes(6).toString('hex')}`;
   const client = new pg.Client({ connectionString: admin });
   await client.connect();
   await client.query(`CREATE DATABASE ${name} TEMPLATE ${TEMPLATE_DB}`);
   await client.end();
-  after(async () => {
+  const drop = async () => {
     const c = new pg.Client({ connectionString: admin });
     await c.connect();
     await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => undefined);
     await c.end();
-  });
-  return withDatabase(admin, name);
+  };
+  return { url: withDatabase(admin, name), drop };
+}
+
+/** A new database cloned from the migrated template; dropped when the suite ends. */
+export async function freshDatabase(opts: { external?: boolean } = {}): Promise<string> {
+  const db = await createDatabase(opts.external ?? false);
+  after(db.drop);
+  return db.url;
 }
 
 export function testConfig(env: Record<string, string | undefined> = {}): Config {
@@ -92,7 +98,9 @@ export async function startPlatform(
     databaseUrl?: string;
   } = {},
 ): Promise<TestPlatform> {
-  const databaseUrl = opts.databaseUrl ?? (await freshDatabase());
+  // Created here rather than with freshDatabase so one hook can stop the platform before the drop.
+  const own = opts.databaseUrl ? undefined : await createDatabase(false);
+  const databaseUrl = opts.databaseUrl ?? own!.url;
   const logs = new LogCapture();
   const config = testConfig({ DATABASE_URL: databaseUrl, ...opts.env });
   const platform = await createPlatform({
@@ -103,7 +111,10 @@ export async function startPlatform(
   });
   await platform.start(opts.listen ? { host: '127.0.0.1', port: 0 } : undefined);
   const { key } = await createApiKey(platform.kit.pool, 'test', ['admin']);
-  after(() => platform.stop());
+  after(async () => {
+    await platform.stop();
+    await own?.drop();
+  });
   return Object.assign(platform, { logs, key, databaseUrl, auth: { authorization: `Bearer ${key}` } });
 }
 

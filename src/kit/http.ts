@@ -75,6 +75,29 @@ export async function createHttpApp(kit: Kit): Promise<App> {
     reply.header('x-request-id', req.id);
   });
 
+  const tracer = kit.telemetry.tracer;
+  if (tracer) {
+    const spans = new WeakMap<FastifyRequest, import('@opentelemetry/api').Span>();
+    app.addHook('onRequest', async (req) => {
+      spans.set(
+        req,
+        tracer.startSpan(`${req.method} ${req.routeOptions.url ?? 'unmatched'}`, {
+          attributes: {
+            'http.request.method': req.method,
+            'url.path': req.url,
+            'tessera.request_id': req.id,
+          },
+        }),
+      );
+    });
+    app.addHook('onResponse', async (req, reply) => {
+      const span = spans.get(req);
+      span?.setAttribute('http.response.status_code', reply.statusCode);
+      if (reply.statusCode >= 500) span?.setStatus({ code: 2 });
+      span?.end();
+    });
+  }
+
   // Once shutdown begins, answers in flight close their connection: a keep-alive socket would
   // otherwise hold server.close() open until the drain timeout.
   let closing = false;

@@ -4,6 +4,7 @@
 // graphile-worker over pg-boss: pg-boss 10+ needs Node 22, and graphile's add_job is plain SQL we
 // can call on any client mid-transaction.
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { Tracer } from '@opentelemetry/api';
 import {
   type CronItem,
   Logger as GraphileLogger,
@@ -18,6 +19,7 @@ import { isConnectionError, type Pool, type Queryable } from './db.ts';
 import { notFound } from './errors.ts';
 import type { Logger } from './log.ts';
 import type { KitMetrics } from './metrics.ts';
+import { traced } from './telemetry.ts';
 
 /** Job payloads by job name; modules add theirs with `declare module` (one central typed map). */
 // biome-ignore lint/suspicious/noEmptyInterface: augmented by modules
@@ -75,6 +77,7 @@ export class Jobs {
     private readonly log: Logger,
     private readonly metrics: KitMetrics,
     private readonly chaos: Chaos,
+    private readonly tracer?: Tracer,
   ) {}
 
   define<N extends JobName>(def: JobDefinition<N>): void {
@@ -251,7 +254,12 @@ export class Jobs {
     };
     try {
       if (trackedId) await this.updateTracked(trackedId, { state: 'running' });
-      const result = await def.run(payload as never, ctx);
+      const result = await traced(
+        this.tracer,
+        `job ${def.name}`,
+        { 'job.id': helpers.job.id, 'job.attempt': helpers.job.attempts },
+        () => def.run(payload as never, ctx),
+      );
       if (trackedId) await this.updateTracked(trackedId, { state: 'completed', result });
       this.metrics.jobsTotal.inc({ task: def.name, outcome: 'success' });
     } catch (err) {

@@ -15,6 +15,7 @@ import { Jobs } from './jobs.ts';
 import { createRootLogger, type Logger } from './log.ts';
 import { createMetrics, type KitMetrics } from './metrics.ts';
 import { Rpc } from './rpc.ts';
+import { startTelemetry, type Telemetry } from './telemetry.ts';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
   version: string;
@@ -42,6 +43,8 @@ export interface Kit {
   /** The Standard Webhooks secret in use (printed at a dev first start so users can sign). */
   webhookSecret: string;
   captureException?: (err: unknown) => void;
+  /** Sentry and OpenTelemetry when configured; shut down last. */
+  telemetry: Telemetry;
 }
 
 interface DevSecrets {
@@ -77,6 +80,7 @@ export async function createKit({ config, role, logDestination }: KitOptions): P
     destination: logDestination,
   });
   const kitLog = log.child({ module: 'kit' });
+  const telemetry = await startTelemetry(config, role, VERSION, kitLog);
   let embedded: EmbeddedDatabase | undefined;
   let databaseUrl = config.databaseUrl;
   if (!databaseUrl) {
@@ -90,7 +94,7 @@ export async function createKit({ config, role, logDestination }: KitOptions): P
   const pool = createPool(databaseUrl, config.dbPoolMax, kitLog);
   const metrics = createMetrics({ role });
   const chaos = new Chaos(config, log.child({ module: 'chaos' }), metrics);
-  const jobs = new Jobs(pool, log, metrics, chaos);
+  const jobs = new Jobs(pool, log, metrics, chaos, telemetry.tracer);
   const nats = config.natsUrl
     ? await Rpc.connectNats(config.natsUrl, `tessera-${role}-${process.pid}`)
     : undefined;
@@ -120,5 +124,7 @@ export async function createKit({ config, role, logDestination }: KitOptions): P
     sessions: new Sessions(config.jwtSecret ?? secrets!.jwtSecret, config.sessionTtlHours),
     webhooks: new WebhookVerifier(webhookSecret, pool),
     webhookSecret,
+    telemetry,
+    captureException: telemetry.captureException,
   };
 }
