@@ -124,7 +124,12 @@ export class Jobs {
       [name, moduleOf(name), total, JSON.stringify(payload)],
     );
     const trackedId = rows[0]!.id;
-    await this.enqueue(db, name, { ...(payload as object), __trackedId: trackedId } as JobPayloads[N], opts);
+    await this.enqueue(
+      db,
+      name,
+      { ...(payload as object), __trackedId: trackedId } as unknown as JobPayloads[N],
+      opts,
+    );
     return trackedId;
   }
 

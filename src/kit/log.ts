@@ -34,12 +34,12 @@ function prettyStream(out: NodeJS.WritableStream): DestinationStream {
   });
 }
 
-function formatOptions(format: Config['logFormat']): LoggerOptions {
+function formatOptions(format: Config['logFormat'], role: string): LoggerOptions {
   if (format !== 'logstash') return {};
   return {
     messageKey: 'message',
     timestamp: () => `,"@timestamp":"${new Date().toISOString()}"`,
-    base: { '@version': '1' },
+    base: { role, '@version': '1' },
     formatters: { level: (label) => ({ level: label.toUpperCase() }) },
   };
 }
@@ -60,7 +60,7 @@ export function createRootLogger(opts: LogOptions): Logger {
       level: opts.level,
       base: { role: opts.role },
       serializers: { err: pino.stdSerializers.err },
-      ...formatOptions(opts.format),
+      ...formatOptions(opts.format, opts.role),
     },
     stream,
   );

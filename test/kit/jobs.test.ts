@@ -1,0 +1,124 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { fixtureModule } from '../fixtures/fixture-module.ts';
+import { startPlatform, waitFor } from '../helpers.ts';
+
+describe('jobs and failure injection', async () => {
+  const p = await startPlatform({ modules: [fixtureModule] });
+  const post = (url: string, payload: object) =>
+    p.app.inject({ method: 'POST', url, headers: p.auth, payload });
+  const ticks = async (pid: number) =>
+    (await p.kit.pool.query('SELECT count(*)::int AS n FROM fixture_ticks WHERE pid = $1', [pid])).rows[0]
+      .n as number;
+
+  it('when the enqueuing transaction rolls back, then no job exists; when it commits, then the job runs', async () => {
+    const before = await ticks(process.pid);
+    assert.equal((await post('/api/fixture/jobs', { label: 'rolled', rollback: true })).statusCode, 400);
+    const ok = await post('/api/fixture/jobs', { label: 'committed' });
+    assert.equal(ok.statusCode, 202);
+    await waitFor(async () => (await ticks(process.pid)) === before + 1, { what: 'the committed job' });
+    const { rows } = await p.kit.pool.query(
+      `SELECT count(*)::int AS n FROM graphile_worker._private_jobs WHERE payload->>'label' = 'rolled'`,
+    );
+    assert.equal(rows[0].n, 0);
+  });
+
+  it('when a job keeps failing, then it is retried and kept as failed, listed by GET /api/admin/jobs?state=failed', async () => {
+    await post('/api/fixture/jobs', { label: 'doomed', fail: true });
+    // graphile-worker's backoff after the first failure is exp(1) ≈ 2.7 s, then the job is out of attempts.
+    const failed = await waitFor(
+      async () => {
+        const res = await p.app.inject({ url: '/api/admin/jobs?state=failed', headers: p.auth });
+        return res
+          .json()
+          .jobs.find(
+            (j: { task: string; attempts: number }) => j.task === 'fixture:work' && j.attempts === 2,
+          );
+      },
+      { timeoutMs: 20000, intervalMs: 250, what: 'the job to fail twice' },
+    );
+    assert.equal(failed.state, 'failed');
+    assert.match(failed.lastError, /doomed failed on purpose/);
+    assert.equal(p.logs.events('JOB_RETRY').length >= 1, true);
+    assert.equal(p.logs.events('JOB_FAILED').length >= 1, true);
+    const bad = await p.app.inject({ url: '/api/admin/jobs?state=sideways', headers: p.auth });
+    assert.equal(bad.statusCode, 400);
+  });
+
+  it('when a tracked job reports progress, then GET /api/jobs/:jobId shows it completed with its result', async () => {
+    const res = await post('/api/fixture/jobs', { label: 'tracked', steps: 4 });
+    const { jobId } = res.json();
+    const done = await waitFor(
+      async () => {
+        const r = (await p.app.inject({ url: `/api/jobs/${jobId}`, headers: p.auth })).json();
+        return r.state === 'completed' && r;
+      },
+      { what: 'tracked job completion' },
+    );
+    assert.equal(done.done, 4);
+    assert.equal(done.total, 4);
+    assert.equal(done.percent, 100);
+    assert.deepEqual(done.result, { label: 'tracked' });
+    assert.equal((await p.app.inject({ url: '/api/jobs/not-a-job', headers: p.auth })).statusCode, 404);
+    assert.equal((await p.app.inject({ url: `/api/jobs/${jobId}` })).statusCode, 401);
+  });
+
+  it('when an admin switches API_FAILURE_MODE at run time, then module routes fail as seed 003 says and ops routes do not', async () => {
+    const set = await post('/api/admin/chaos', { module: 'fixture', api: 'db' });
+    assert.equal(set.statusCode, 200);
+    const down = await p.app.inject({ url: '/api/fixture/echo?text=x', headers: p.auth });
+    assert.equal(down.statusCode, 503);
+    assert.match(down.json().message, /failure injected: API_FAILURE_MODE=db/);
+    assert.equal((await p.app.inject('/health')).statusCode, 200, 'ops endpoints are never injected');
+
+    await post('/api/admin/chaos', { module: 'fixture', api: 'random_500' });
+    const codes = [];
+    for (let i = 0; i < 200; i++)
+      codes.push((await p.app.inject({ url: '/api/fixture/echo?text=x', headers: p.auth })).statusCode);
+    const errors = codes.filter((c) => c === 500).length;
+    assert.ok(errors > 30 && errors < 100, `about 30% of 200 failed: ${errors}`);
+    assert.ok(codes.every((c) => c === 200 || c === 500));
+    assert.ok(p.logs.events('API_FAILURE_INJECTED').length >= errors);
+    const metrics = (await p.app.inject('/metrics')).body;
+    assert.match(
+      metrics,
+      /tessera_failures_injected_total\{[^}]*module="fixture"[^}]*kind="api"[^}]*mode="random_500"[^}]*\} \d+/,
+    );
+
+    const reset = await p.app.inject({ method: 'DELETE', url: '/api/admin/chaos', headers: p.auth });
+    assert.equal(reset.statusCode, 200);
+    assert.equal((await p.app.inject({ url: '/api/fixture/echo?text=x', headers: p.auth })).statusCode, 200);
+  });
+
+  it('when a failure mode is not one of the seed modes, or the caller is not admin, then 400 and 403', async () => {
+    const bad = await post('/api/admin/chaos', { api: 'sometimes' });
+    assert.equal(bad.statusCode, 400);
+    const empty = await post('/api/admin/chaos', { module: 'fixture' });
+    assert.equal(empty.statusCode, 400);
+    assert.match(empty.json().message, /at least one of api, worker, cron/);
+    const { createApiKey } = await import('../../src/kit/auth.ts');
+    const { key } = await createApiKey(p.kit.pool, 'books only', ['books']);
+    const res = await p.app.inject({
+      method: 'POST',
+      url: '/api/admin/chaos',
+      headers: { 'x-api-key': key },
+      payload: { api: 'db' },
+    });
+    assert.equal(res.statusCode, 403);
+  });
+
+  it('when WORKER_FAILURE_MODE=bad_schema, then about half the jobs see injected bad input and it is counted', async () => {
+    await post('/api/admin/chaos', { module: 'fixture', worker: 'bad_schema' });
+    try {
+      for (let i = 0; i < 40; i++) await post('/api/fixture/jobs', { label: `bs${i}` });
+      await waitFor(async () => (await ticks(-1)) + (await ticks(process.pid)) >= 41, {
+        timeoutMs: 20000,
+        what: '40 jobs',
+      });
+      const bad = await ticks(-1);
+      assert.ok(bad > 5 && bad < 35, `about half of 40 were bad: ${bad}`);
+    } finally {
+      await p.app.inject({ method: 'DELETE', url: '/api/admin/chaos', headers: p.auth });
+    }
+  });
+});
