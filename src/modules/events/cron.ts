@@ -1,0 +1,59 @@
+// The events cron (every minute, one run per tick however many schedulers): delete processed events
+// and remembered messageIds older than the retention, write the heartbeat, and wake the worker if
+// a backlog waits (the safety net for a wake-up lost to a crash between COMMIT and enqueue).
+import type { Pool } from '../../kit/db.ts';
+import type { Logger } from '../../kit/log.ts';
+import { countBacklog } from './metrics.ts';
+
+/** Deletes go in slices so one tick never holds a long lock or a huge transaction. */
+const DELETE_SLICE = 50_000;
+/** A tick stops after this many; the next tick continues. */
+const MAX_DELETE_PER_TICK = 2_000_000;
+
+export async function deleteOldEvents(pool: Pool, retentionHours: number): Promise<number> {
+  let deleted = 0;
+  for (;;) {
+    const { rowCount } = await pool.query(
+      `DELETE FROM events_processed WHERE id IN (
+         SELECT id FROM events_processed WHERE processed_at < now() - make_interval(hours => $1) LIMIT $2)`,
+      [retentionHours, DELETE_SLICE],
+    );
+    deleted += rowCount ?? 0;
+    if ((rowCount ?? 0) < DELETE_SLICE || deleted >= MAX_DELETE_PER_TICK) break;
+  }
+  await pool.query(`DELETE FROM events_message_ids WHERE seen_at < now() - make_interval(hours => $1)`, [
+    retentionHours,
+  ]);
+  await pool.query(`DELETE FROM events_dead_letter WHERE failed_at < now() - make_interval(hours => $1)`, [
+    retentionHours,
+  ]);
+  return deleted;
+}
+
+export async function writeHeartbeat(pool: Pool, version: string, deleted: number): Promise<Date> {
+  const { rows } = await pool.query<{ heartbeat_at: Date }>(
+    `INSERT INTO events_cron_status (service, heartbeat_at, status, version, deleted)
+     VALUES ('cron', now(), 'healthy', $1, $2)
+     ON CONFLICT (service) DO UPDATE SET heartbeat_at = now(), status = 'healthy', version = $1,
+       deleted = events_cron_status.deleted + $2
+     RETURNING heartbeat_at`,
+    [version, deleted],
+  );
+  return rows[0]!.heartbeat_at;
+}
+
+export async function runCleanupCron(deps: {
+  pool: Pool;
+  log: Logger;
+  retentionHours: number;
+  version: string;
+  wakeWorker(): Promise<void>;
+}): Promise<void> {
+  const { pool, log } = deps;
+  const deleted = await deleteOldEvents(pool, deps.retentionHours);
+  log.info({ deleted, retentionHours: deps.retentionHours }, 'CRON_CLEANUP_DONE');
+  const at = await writeHeartbeat(pool, deps.version, deleted);
+  log.info({ service: 'cron', status: 'healthy', timestamp: at.toISOString() }, 'CRON_HEARTBEAT');
+  const backlog = await countBacklog(pool);
+  if (backlog > 0) await deps.wakeWorker();
+}

@@ -1,0 +1,122 @@
+// Events (seed 003): ingestion (REST and Segment), an aggregation worker that counts each event
+// exactly once, analytics from rollups, and a cron that cleans up and writes a heartbeat.
+//
+// How the worker is woken: after each committed insert the API process enqueues `events:drain`
+// with a fixed jobKey (so at most one drain waits; graphile-worker's NOTIFY starts it at once),
+// at most every WAKE_MS per process. The drain job loops over batches until the backlog is
+// empty. The cron re-enqueues it every minute while a backlog exists, so a wake-up lost to a
+// crash only delays processing, never loses it.
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { JobContext } from '../../kit/jobs.ts';
+import { defineModule, type ModuleContext } from '../../kit/module.ts';
+import { runCleanupCron } from './cron.ts';
+import { Ingestor } from './ingest.ts';
+import { createEventsMetrics, type EventsMetrics } from './metrics.ts';
+import { registerEventRoutes } from './routes.ts';
+import { processBatch } from './worker.ts';
+
+declare module '../../kit/jobs.ts' {
+  interface JobPayloads {
+    'events:drain': Record<string, never>;
+  }
+}
+
+export const DRAIN_JOB = 'events:drain';
+const WAKE_MS = 100;
+/** A drain job hands over to a fresh one after this long, so shutdowns and retries stay prompt. */
+const DRAIN_BUDGET_MS = 30_000;
+
+/** Enqueues the drain job at most once per WAKE_MS, with a trailing call so the last insert is never missed. */
+class Waker {
+  private last = 0;
+  private timer?: NodeJS.Timeout;
+  constructor(private readonly ctx: ModuleContext) {}
+
+  wake(): void {
+    if (this.timer) return;
+    const wait = Math.max(0, this.last + WAKE_MS - Date.now());
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.last = Date.now();
+      this.enqueue().catch((err) => this.ctx.log.warn({ err }, 'EVENTS_WAKE_FAILED'));
+    }, wait);
+  }
+
+  enqueue(): Promise<string> {
+    return this.ctx.jobs.enqueue(this.ctx.pool, DRAIN_JOB, {}, { jobKey: DRAIN_JOB, maxAttempts: 25 });
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+}
+
+async function drain(ctx: ModuleContext, metrics: EventsMetrics, waker: Waker, job: JobContext) {
+  const started = Date.now();
+  let processed = 0;
+  let failed = 0;
+  for (;;) {
+    const r = await processBatch({
+      pool: ctx.pool,
+      log: job.log,
+      metrics,
+      batchSize: ctx.config.eventsBatchSize,
+      injectBadSchema: job.injectBadSchema,
+    });
+    processed += r.processed;
+    failed += r.failed;
+    if (r.claimed === 0) break;
+    // Seed 003's slow mode is "5 s per batch": the kit sleeps before each job, so one batch per job.
+    const slow = ctx.chaos.mode('events', 'worker') === 'slow';
+    if (slow || job.signal.aborted || Date.now() - started > DRAIN_BUDGET_MS) {
+      await waker.enqueue();
+      break;
+    }
+    if (r.claimed < ctx.config.eventsBatchSize) await sleep(5); // let a few more arrive
+  }
+  return { processed, failed };
+}
+
+// setup() and routes() receive the same context object per platform; tests build several platforms.
+const ingestors = new WeakMap<ModuleContext, Ingestor>();
+const wakers = new Set<Waker>();
+
+export const eventsModule = defineModule({
+  name: 'events',
+  scope: 'events',
+  migrationsDir: path.join(import.meta.dirname, 'migrations'),
+  setup(ctx) {
+    const metrics = createEventsMetrics(ctx.metrics.registry, ctx.pool);
+    const waker = new Waker(ctx);
+    const ingestor = new Ingestor(ctx.pool, ctx.log, metrics, () => waker.wake());
+    ingestors.set(ctx, ingestor);
+    wakers.add(waker);
+    ctx.jobs.define({
+      name: DRAIN_JOB,
+      maxAttempts: 25,
+      run: (_payload, job) => drain(ctx, metrics, waker, job),
+    });
+    ctx.jobs.cron({
+      name: 'events:cleanup',
+      schedule: '* * * * *',
+      run: ({ log }) =>
+        runCleanupCron({
+          pool: ctx.pool,
+          log,
+          retentionHours: ctx.config.eventsRetentionHours,
+          version: ctx.version,
+          wakeWorker: async () => {
+            await waker.enqueue();
+          },
+        }),
+    });
+  },
+  routes(app, ctx) {
+    registerEventRoutes(app, ctx, ingestors.get(ctx)!);
+  },
+  async stop() {
+    for (const w of wakers) w.stop();
+  },
+});

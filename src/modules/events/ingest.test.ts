@@ -1,0 +1,171 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { startPlatform } from '../../../test/helpers.ts';
+import { createApiKey } from '../../kit/auth.ts';
+import { eventsModule } from './index.ts';
+
+describe('events ingestion', async () => {
+  // role api: no worker, so raw rows stay where the API put them.
+  const p = await startPlatform({ modules: [eventsModule], role: 'api', env: { DEBUG: 'tessera:events*' } });
+  const post = (payload: unknown, headers: Record<string, string> = p.auth) =>
+    p.app.inject({ method: 'POST', url: '/api/events', headers, payload: payload as object });
+  const raw = async () =>
+    (await p.kit.pool.query('SELECT user_id, action, ts, properties, message_id FROM events_raw ORDER BY id'))
+      .rows;
+  const clear = () => p.kit.pool.query('TRUNCATE events_raw, events_message_ids');
+
+  it('when one event is posted, then 201 and it is stored with its fields, logged as EVENT_INSERTED', async () => {
+    await clear();
+    const res = await post({ userId: 'user_001', action: 'page_view', properties: { path: '/home' } });
+    assert.equal(res.statusCode, 201);
+    assert.deepEqual(res.json(), { accepted: 1, duplicates: 0 });
+    const rows = await raw();
+    assert.equal(rows.length, 1);
+    assert.equal(rows[0].user_id, 'user_001');
+    assert.equal(rows[0].action, 'page_view');
+    assert.deepEqual(rows[0].properties, { path: '/home' });
+    assert.ok(Math.abs(rows[0].ts.getTime() - Date.now()) < 60_000, 'timestamp defaults to now');
+    const line = p.logs.events('EVENT_INSERTED').at(-1)!;
+    assert.equal(line.userId, 'user_001');
+    assert.equal(line.module, 'events');
+  });
+
+  it('when an array of events with timestamps is posted, then all are stored with those timestamps', async () => {
+    await clear();
+    const events = Array.from({ length: 1000 }, (_, i) => ({
+      userId: `u${i % 7}`,
+      action: i % 2 ? 'click' : 'view',
+      timestamp: new Date(Date.UTC(2025, 0, 15, 10, 0, i % 60)).toISOString(),
+    }));
+    const res = await post(events);
+    assert.equal(res.statusCode, 201);
+    assert.equal(res.json().accepted, 1000);
+    const rows = await raw();
+    assert.equal(rows.length, 1000);
+    assert.equal(rows[5].ts.toISOString(), '2025-01-15T10:00:05.000Z');
+  });
+
+  it('when an epoch-millisecond timestamp is sent, then it is accepted', async () => {
+    await clear();
+    const res = await post({ userId: 'u', action: 'a', timestamp: Date.UTC(2025, 0, 1) });
+    assert.equal(res.statusCode, 201);
+    assert.equal((await raw())[0].ts.toISOString(), '2025-01-01T00:00:00.000Z');
+  });
+
+  it('when the same messageId is sent twice, then the second is acknowledged as a duplicate and stored once', async () => {
+    await clear();
+    const e = { userId: 'u1', action: 'buy', messageId: 'msg-1' };
+    assert.deepEqual((await post(e)).json(), { accepted: 1, duplicates: 0 });
+    const again = await post(e);
+    assert.equal(again.statusCode, 201);
+    assert.deepEqual(again.json(), { accepted: 0, duplicates: 1 });
+    const both = await post([e, { ...e, messageId: 'msg-2' }, { ...e, messageId: 'msg-2' }]);
+    assert.deepEqual(both.json(), { accepted: 1, duplicates: 2 });
+    assert.equal((await raw()).length, 2);
+  });
+
+  it('when many requests arrive at once, then each gets 201 and every event is stored once', async () => {
+    await clear();
+    const results = await Promise.all(
+      Array.from({ length: 200 }, (_, i) =>
+        post({ userId: `c${i}`, action: 'burst', messageId: `b-${i % 150}` }),
+      ),
+    );
+    assert.ok(results.every((r) => r.statusCode === 201));
+    const accepted = results.reduce((n, r) => n + r.json().accepted, 0);
+    assert.equal(accepted, 150);
+    assert.equal((await raw()).length, 150);
+  });
+
+  const invalid: [string, unknown, RegExp][] = [
+    ['userId is missing', { action: 'a' }, /userId is required/],
+    ['userId is a number', { userId: 5, action: 'a' }, /userId must be a non-empty string/],
+    ['action is blank', { userId: 'u', action: '  ' }, /action must be a non-empty string/],
+    ['a field is unknown', { userId: 'u', action: 'a', user_id: 'x' }, /user_id is not a known field/],
+    [
+      'properties is an array',
+      { userId: 'u', action: 'a', properties: [1] },
+      /properties must be a JSON object/,
+    ],
+    [
+      'timestamp is not a date',
+      { userId: 'u', action: 'a', timestamp: 'yesterday' },
+      /timestamp must be an ISO 8601/,
+    ],
+    [
+      'timestamp is 25 h ahead',
+      { userId: 'u', action: 'a', timestamp: new Date(Date.now() + 25 * 3600_000).toISOString() },
+      /more than 24 h in the future/,
+    ],
+    ['the array is empty', [], /array is empty/],
+    [
+      'the array has 1001 events',
+      Array.from({ length: 1001 }, () => ({ userId: 'u', action: 'a' })),
+      /at most 1000/,
+    ],
+    [
+      'the third event is bad',
+      [{ userId: 'u', action: 'a' }, { userId: 'u', action: 'a' }, { userId: 'u' }],
+      /events\[2\]\.action is required/,
+    ],
+    ['an array item is a string', ['hello'], /events\[0\] must be an object/],
+    ['userId is 300 characters', { userId: 'x'.repeat(300), action: 'a' }, /at most 256 characters/],
+  ];
+  for (const [what, body, message] of invalid) {
+    it(`when ${what}, then 400 saying what to fix, VALIDATION_ERROR logged, nothing stored`, async () => {
+      await clear();
+      const before = p.logs.events('VALIDATION_ERROR').length;
+      const res = await post(body);
+      assert.equal(res.statusCode, 400);
+      assert.equal(res.json().error, 'Bad Request');
+      assert.match(res.json().message, message);
+      assert.equal(p.logs.events('VALIDATION_ERROR').length, before + 1);
+      assert.equal((await raw()).length, 0);
+    });
+  }
+
+  it('when a timestamp is 23 h ahead, then it is accepted', async () => {
+    const res = await post({
+      userId: 'u',
+      action: 'a',
+      timestamp: new Date(Date.now() + 23 * 3600_000).toISOString(),
+    });
+    assert.equal(res.statusCode, 201);
+  });
+
+  it('when the body is not JSON, then 400', async () => {
+    const res = await p.app.inject({
+      method: 'POST',
+      url: '/api/events',
+      headers: { ...p.auth, 'content-type': 'application/json' },
+      payload: '{"userId":',
+    });
+    assert.equal(res.statusCode, 400);
+    assert.match(res.json().message, /not valid JSON/);
+  });
+
+  it('when no key or a key without the events scope is sent, then 401 and 403', async () => {
+    assert.equal((await post({ userId: 'u', action: 'a' }, {})).statusCode, 401);
+    const { key } = await createApiKey(p.kit.pool, 'books only', ['books']);
+    const res = await post({ userId: 'u', action: 'a' }, { 'x-api-key': key });
+    assert.equal(res.statusCode, 403);
+    assert.match(res.json().message, /"events" scope/);
+    const { key: eventsKey } = await createApiKey(p.kit.pool, 'events', ['events']);
+    assert.equal((await post({ userId: 'u', action: 'a' }, { 'x-api-key': eventsKey })).statusCode, 201);
+  });
+
+  it('when events were ingested, then events_ingested_total counts them on /metrics', async () => {
+    await post([
+      { userId: 'm', action: 'x' },
+      { userId: 'm', action: 'y' },
+    ]);
+    const body = (await p.app.inject('/metrics')).body;
+    const line = body
+      .split('\n')
+      .find((l) => l.startsWith('events_ingested_total{') && l.includes('source="api"'));
+    assert.ok(line, 'events_ingested_total present');
+    assert.ok(Number(line.split(' ').at(-1)) >= 2);
+    assert.match(body, /# TYPE events_backlog gauge/);
+    assert.match(body, /# TYPE events_processing_lag_seconds histogram/);
+  });
+});

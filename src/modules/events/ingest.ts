@@ -1,0 +1,162 @@
+// Ingestion with group commit: concurrent requests are coalesced into one multi-row INSERT (one
+// round trip, one COMMIT, one WAL flush) and each caller is answered only after that COMMIT, so
+// a 201 still means the event is durable. While MAX_IN_FLIGHT inserts run, new requests queue
+// and go together in the next one: the busier the server, the bigger (and cheaper) each insert.
+import type { Pool, Queryable } from '../../kit/db.ts';
+import type { Logger } from '../../kit/log.ts';
+import type { EventsMetrics } from './metrics.ts';
+import type { EventRow } from './validate.ts';
+
+export type Source = 'api' | 'segment';
+
+export interface IngestResult {
+  accepted: number;
+  duplicates: number;
+}
+
+interface Pending {
+  rows: EventRow[];
+  source: Source;
+  resolve(r: IngestResult): void;
+  reject(err: unknown): void;
+}
+
+const MAX_IN_FLIGHT = 4;
+const MAX_ROWS_PER_INSERT = 10_000;
+
+/**
+ * One statement: record new messageIds (ON CONFLICT skips the ones seen before), then insert the
+ * events without a messageId plus those whose messageId was new. unnest() keeps it one parameter
+ * per column however many rows there are.
+ */
+const INSERT_EVENTS = `
+WITH input AS (
+  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::jsonb[], $6::text[])
+    AS t(message_id, user_id, action, ts, properties, source)
+), fresh AS (
+  INSERT INTO events_message_ids (message_id)
+  SELECT message_id FROM input WHERE message_id IS NOT NULL
+  ON CONFLICT DO NOTHING RETURNING message_id
+)
+INSERT INTO events_raw (message_id, user_id, action, ts, properties, source)
+SELECT message_id, user_id, action, ts, properties, source FROM input
+WHERE message_id IS NULL OR message_id IN (SELECT message_id FROM fresh)
+RETURNING message_id`;
+
+/** Inserts rows (messageIds unique within `rows`); returns the messageIds that were new. */
+export async function insertEvents(
+  db: Queryable,
+  rows: { row: EventRow; source: Source }[],
+): Promise<Set<string>> {
+  const cols: [(string | null)[], string[], string[], Date[], (string | null)[], string[]] = [
+    [],
+    [],
+    [],
+    [],
+    [],
+    [],
+  ];
+  for (const { row, source } of rows) {
+    cols[0].push(row.messageId);
+    cols[1].push(row.userId);
+    cols[2].push(row.action);
+    cols[3].push(row.ts);
+    cols[4].push(row.properties ? JSON.stringify(row.properties) : null);
+    cols[5].push(source);
+  }
+  const { rows: inserted } = await db.query<{ message_id: string | null }>(INSERT_EVENTS, cols);
+  const fresh = new Set<string>();
+  for (const r of inserted) if (r.message_id !== null) fresh.add(r.message_id);
+  return fresh;
+}
+
+export class Ingestor {
+  private queue: Pending[] = [];
+  private inFlight = 0;
+  private scheduled = false;
+
+  constructor(
+    private readonly pool: Pool,
+    private readonly log: Logger,
+    private readonly metrics: EventsMetrics,
+    /** Called after each committed insert: wakes the worker. */
+    private readonly onCommitted: () => void,
+  ) {}
+
+  submit(rows: EventRow[], source: Source): Promise<IngestResult> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ rows, source, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.inFlight >= MAX_IN_FLIGHT || this.queue.length === 0) return;
+    this.scheduled = true;
+    // One macrotask turn lets requests parsed in the same I/O phase join this insert.
+    setImmediate(() => {
+      this.scheduled = false;
+      this.flush();
+      this.schedule();
+    });
+  }
+
+  private flush(): void {
+    if (this.inFlight >= MAX_IN_FLIGHT || this.queue.length === 0) return;
+    const group: Pending[] = [];
+    let count = 0;
+    while (
+      this.queue.length > 0 &&
+      (group.length === 0 || count + this.queue[0]!.rows.length <= MAX_ROWS_PER_INSERT)
+    ) {
+      const p = this.queue.shift()!;
+      group.push(p);
+      count += p.rows.length;
+    }
+    this.inFlight++;
+    this.write(group)
+      .catch((err) => {
+        for (const p of group) p.reject(err);
+      })
+      .finally(() => {
+        this.inFlight--;
+        this.schedule();
+      });
+  }
+
+  private async write(group: Pending[]): Promise<void> {
+    // A messageId repeated inside the group (two concurrent resends) is sent once: the first wins,
+    // and the repeats are duplicates whatever the database says about the first.
+    const seen = new Set<string>();
+    const rows: { row: EventRow; source: Source }[] = [];
+    for (const p of group) {
+      for (const row of p.rows) {
+        if (row.messageId !== null) {
+          if (seen.has(row.messageId)) continue;
+          seen.add(row.messageId);
+        }
+        rows.push({ row, source: p.source });
+      }
+    }
+    // A single-statement INSERT commits on its own (autocommit): no BEGIN/COMMIT round trips.
+    const fresh = await insertEvents(this.pool, rows);
+    const debug = this.log.isLevelEnabled('debug');
+    const answered = new Set<string>();
+    for (const p of group) {
+      let accepted = 0;
+      for (const row of p.rows) {
+        if (row.messageId === null) accepted++;
+        else if (fresh.has(row.messageId) && !answered.has(row.messageId)) {
+          answered.add(row.messageId);
+          accepted++;
+        }
+        if (debug) this.log.debug({ userId: row.userId, action: row.action }, 'EVENT_INSERTED');
+      }
+      const duplicates = p.rows.length - accepted;
+      this.metrics.ingested.inc({ source: p.source }, accepted);
+      if (duplicates) this.metrics.duplicates.inc({ source: p.source }, duplicates);
+      p.resolve({ accepted, duplicates });
+    }
+    this.onCommitted();
+  }
+}

@@ -1,0 +1,61 @@
+// The events module's business metrics, on the process registry served at /metrics.
+import type { Pool } from '../../kit/db.ts';
+import { prom, type Registry } from '../../kit/metrics.ts';
+
+export interface EventsMetrics {
+  ingested: prom.Counter<'source'>;
+  duplicates: prom.Counter<'source'>;
+  processed: prom.Counter;
+  failed: prom.Counter<'reason'>;
+  backlog: prom.Gauge;
+  lag: prom.Histogram;
+}
+
+export function createEventsMetrics(registry: Registry, pool: Pool): EventsMetrics {
+  return {
+    ingested: new prom.Counter({
+      name: 'events_ingested_total',
+      help: 'Events accepted and stored (a 201 was or will be sent), by source (api, segment)',
+      labelNames: ['source'],
+      registers: [registry],
+    }),
+    duplicates: new prom.Counter({
+      name: 'events_duplicates_total',
+      help: 'Events acknowledged but not stored again because their messageId was seen before',
+      labelNames: ['source'],
+      registers: [registry],
+    }),
+    processed: new prom.Counter({
+      name: 'events_processed_total',
+      help: 'Events the worker turned into processed rows and aggregates',
+      registers: [registry],
+    }),
+    failed: new prom.Counter({
+      name: 'events_failed_total',
+      help: 'Events the worker could not parse, moved to the dead-letter table, by reason',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    backlog: new prom.Gauge({
+      name: 'events_backlog',
+      help: 'Raw events waiting for the worker (read from PostgreSQL at scrape time)',
+      registers: [registry],
+      async collect() {
+        // A scrape during an outage still answers: the gauge keeps its last value.
+        const n = await countBacklog(pool).catch(() => undefined);
+        if (n !== undefined) this.set(n);
+      },
+    }),
+    lag: new prom.Histogram({
+      name: 'events_processing_lag_seconds',
+      help: 'Time from ingestion (received_at) to processing (the worker COMMIT)',
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800],
+      registers: [registry],
+    }),
+  };
+}
+
+export async function countBacklog(pool: Pool): Promise<number> {
+  const { rows } = await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM events_raw');
+  return rows[0]?.n ?? 0;
+}

@@ -1,0 +1,127 @@
+// HTTP routes of the events module (DESIGN.md §2 events; paths fixed).
+import { Type } from '@sinclair/typebox';
+import { badRequest } from '../../kit/errors.ts';
+import type { App } from '../../kit/http.ts';
+import type { ModuleContext } from '../../kit/module.ts';
+import { analytics, BUCKETS } from './analytics.ts';
+import type { Ingestor, Source } from './ingest.ts';
+import { SEGMENT_TYPES, segmentBatch, segmentPrincipal, segmentToEvent } from './segment.ts';
+import { type EventRow, EventSchema, EventValidationError, MAX_BATCH, validateBody } from './validate.ts';
+
+/** Validation is ours (validate.ts) for field-level messages; the schema documents the body. */
+const documentOnly = () => () => true;
+
+export function registerEventRoutes(app: App, ctx: ModuleContext, ingestor: Ingestor): void {
+  const reject = (err: unknown, reqId: string): never => {
+    if (err instanceof EventValidationError) {
+      ctx.log.info({ reqId, field: err.field, reason: err.message }, 'VALIDATION_ERROR');
+      throw badRequest(err.message);
+    }
+    throw err;
+  };
+  const ingest = async (rows: () => EventRow[], source: Source, reqId: string) => {
+    let valid: EventRow[];
+    try {
+      valid = rows();
+    } catch (err) {
+      return reject(err, reqId);
+    }
+    return ingestor.submit(valid, source);
+  };
+
+  app.post(
+    '/api/events',
+    {
+      schema: {
+        tags: ['events'],
+        summary: 'Ingest one event or an array of up to 1,000; 201 means stored durably',
+        body: Type.Union([EventSchema, Type.Array(EventSchema, { minItems: 1, maxItems: MAX_BATCH })]),
+        response: {
+          201: Type.Object({
+            accepted: Type.Integer({ description: 'events stored' }),
+            duplicates: Type.Integer({ description: 'events whose messageId was already stored' }),
+          }),
+        },
+      },
+      validatorCompiler: documentOnly,
+    },
+    async (req, reply) => {
+      const result = await ingest(() => validateBody(req.body), 'api', req.id);
+      reply.code(201);
+      return result;
+    },
+  );
+
+  app.get(
+    '/api/analytics',
+    {
+      schema: {
+        tags: ['events'],
+        summary: 'Totals, by action, by user, a time series, backlog and the cron heartbeat (from rollups)',
+        querystring: Type.Object({
+          from: Type.Optional(Type.String({ description: 'ISO 8601; with to, limits every figure' })),
+          to: Type.Optional(Type.String({ description: 'ISO 8601, exclusive' })),
+          bucket: Type.Union(
+            BUCKETS.map((b) => Type.Literal(b)),
+            { default: 'hour' },
+          ),
+          top: Type.Integer({ minimum: 1, maximum: 1000, default: 10, description: 'users listed' }),
+        }),
+      },
+    },
+    async (req) => analytics(ctx.pool, req.query),
+  );
+
+  app.get(
+    '/api/events/dead-letters',
+    {
+      schema: {
+        tags: ['events'],
+        summary: 'Events the worker could not parse, newest first',
+        querystring: Type.Object({ limit: Type.Integer({ minimum: 1, maximum: 1000, default: 100 }) }),
+      },
+    },
+    async (req) => {
+      const { rows } = await ctx.pool.query(
+        `SELECT id, message_id AS "messageId", payload, error, received_at AS "receivedAt", failed_at AS "failedAt"
+         FROM events_dead_letter ORDER BY failed_at DESC, id DESC LIMIT $1`,
+        [req.query.limit],
+      );
+      const { rows: count } = await ctx.pool.query<{ n: number }>(
+        'SELECT count(*)::int AS n FROM events_dead_letter',
+      );
+      return { total: count[0]!.n, deadLetters: rows };
+    },
+  );
+
+  // Segment Tracking API: the routes authenticate the write key themselves (public to the guard).
+  const segment = { tags: ['segment'], body: Type.Object({}, { additionalProperties: true }) };
+  app.post(
+    '/v1/batch',
+    {
+      schema: { ...segment, summary: 'Segment batch' },
+      config: { public: true },
+      validatorCompiler: documentOnly,
+    },
+    async (req) => {
+      await segmentPrincipal(ctx, req);
+      await ingest(() => segmentBatch(req.body), 'segment', req.id);
+      return { success: true };
+    },
+  );
+  for (const type of SEGMENT_TYPES) {
+    app.post(
+      `/v1/${type}`,
+      {
+        schema: { ...segment, summary: `Segment ${type}` },
+        config: { public: true },
+        validatorCompiler: documentOnly,
+      },
+      async (req) => {
+        await segmentPrincipal(ctx, req);
+        await ingest(() => [segmentToEvent(req.body, '', type)], 'segment', req.id);
+        return { success: true };
+      },
+    );
+  }
+}

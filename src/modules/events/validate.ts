@@ -1,0 +1,135 @@
+// Event validation at the edge. Hand-written rather than ajv so every message names the event
+// (by index in a batch) and the field, and says what to send instead; the same rules serve
+// POST /api/events, the Segment routes and the worker's re-check of stored rows.
+import { Type } from '@sinclair/typebox';
+
+export const MAX_BATCH = 1000;
+export const MAX_FUTURE_MS = 24 * 3600 * 1000;
+const MAX_ID = 256;
+const MAX_ACTION = 128;
+const MAX_PROPERTIES_BYTES = 32 * 1024;
+const FIELDS = ['userId', 'action', 'timestamp', 'properties', 'messageId'];
+
+/** An event as validated: ready for the INSERT. */
+export interface EventRow {
+  messageId: string | null;
+  userId: string;
+  action: string;
+  ts: Date;
+  properties: Record<string, unknown> | null;
+}
+
+export const EventSchema = Type.Object(
+  {
+    userId: Type.String({ minLength: 1, maxLength: MAX_ID, examples: ['user_001'] }),
+    action: Type.String({ minLength: 1, maxLength: MAX_ACTION, examples: ['page_view'] }),
+    timestamp: Type.Optional(
+      Type.Union([Type.String({ format: 'date-time' }), Type.Integer({ description: 'epoch ms' })], {
+        description: 'when it happened (default: now); at most 24 h in the future',
+      }),
+    ),
+    properties: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+    messageId: Type.Optional(
+      Type.String({ minLength: 1, maxLength: MAX_ID, description: 'resending the same id counts once' }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+export class EventValidationError extends Error {
+  constructor(
+    readonly field: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function text(where: string, field: string, v: unknown, max: number, required: boolean): string | null {
+  if (v === undefined || v === null) {
+    if (!required) return null;
+    throw new EventValidationError(field, `${where}${field} is required: a non-empty string`);
+  }
+  if (typeof v !== 'string' || v.trim() === '')
+    throw new EventValidationError(field, `${where}${field} must be a non-empty string, got ${describe(v)}`);
+  if (v.length > max)
+    throw new EventValidationError(field, `${where}${field} must be at most ${max} characters`);
+  return v;
+}
+
+function describe(v: unknown): string {
+  if (Array.isArray(v)) return 'an array';
+  if (v === '') return 'an empty string';
+  return typeof v === 'string' ? 'a blank string' : `${typeof v} ${JSON.stringify(v)?.slice(0, 40)}`;
+}
+
+/** Parses an ISO 8601 string or epoch milliseconds; undefined means now. */
+export function parseTimestamp(where: string, v: unknown, now = Date.now()): Date {
+  if (v === undefined || v === null) return new Date(now);
+  const d =
+    typeof v === 'number' && Number.isFinite(v)
+      ? new Date(v)
+      : typeof v === 'string' && /^\d{4}-\d{2}-\d{2}/.test(v)
+        ? new Date(v)
+        : undefined;
+  if (!d || Number.isNaN(d.getTime()))
+    throw new EventValidationError(
+      'timestamp',
+      `${where}timestamp must be an ISO 8601 date-time (2025-01-15T10:23:45Z) or epoch milliseconds, got ${describe(v)}`,
+    );
+  if (d.getTime() - now > MAX_FUTURE_MS)
+    throw new EventValidationError(
+      'timestamp',
+      `${where}timestamp ${d.toISOString()} is more than 24 h in the future; check the sender's clock`,
+    );
+  return d;
+}
+
+export function parseProperties(where: string, v: unknown): Record<string, unknown> | null {
+  if (v === undefined || v === null) return null;
+  if (!isObject(v))
+    throw new EventValidationError(
+      'properties',
+      `${where}properties must be a JSON object, got ${describe(v)}`,
+    );
+  if (JSON.stringify(v).length > MAX_PROPERTIES_BYTES)
+    throw new EventValidationError('properties', `${where}properties must be at most 32 KB of JSON`);
+  return v;
+}
+
+export function validateEvent(v: unknown, index: number | null, now = Date.now()): EventRow {
+  const where = index === null ? '' : `events[${index}].`;
+  if (!isObject(v))
+    throw new EventValidationError(
+      'body',
+      `${index === null ? 'the body' : `events[${index}]`} must be an object {userId, action, timestamp?, properties?, messageId?}, got ${describe(v)}`,
+    );
+  for (const key of Object.keys(v)) {
+    if (!FIELDS.includes(key))
+      throw new EventValidationError(key, `${where}${key} is not a known field; use ${FIELDS.join(', ')}`);
+  }
+  return {
+    userId: text(where, 'userId', v.userId, MAX_ID, true)!,
+    action: text(where, 'action', v.action, MAX_ACTION, true)!,
+    ts: parseTimestamp(where, v.timestamp, now),
+    properties: parseProperties(where, v.properties),
+    messageId: text(where, 'messageId', v.messageId, MAX_ID, false),
+  };
+}
+
+/** The POST /api/events body: one event or a non-empty array of up to MAX_BATCH. */
+export function validateBody(body: unknown, now = Date.now()): EventRow[] {
+  if (body === undefined)
+    throw new EventValidationError('body', 'send a JSON body: {userId, action} or an array of them');
+  if (!Array.isArray(body)) return [validateEvent(body, null, now)];
+  if (body.length === 0) throw new EventValidationError('body', 'the array is empty: send 1 to 1000 events');
+  if (body.length > MAX_BATCH)
+    throw new EventValidationError(
+      'body',
+      `the array has ${body.length} events; send at most ${MAX_BATCH} per request`,
+    );
+  return body.map((e, i) => validateEvent(e, i, now));
+}
