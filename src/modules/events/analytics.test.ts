@@ -1,0 +1,61 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { startPlatform } from '../../../test/helpers.ts';
+import { createApiKey } from '../../kit/auth.ts';
+import { eventsModule } from './index.ts';
+
+describe('GET /api/analytics', async () => {
+  const p = await startPlatform({ modules: [eventsModule], role: 'api' });
+  const get = (query: string, headers: Record<string, string> = p.auth) =>
+    p.app.inject({ url: `/api/analytics${query}`, headers });
+
+  it('when nothing was ingested, then zeros, an empty user list, a zero-filled series and no heartbeat', async () => {
+    const res = await get('');
+    assert.equal(res.statusCode, 200);
+    const body = res.json();
+    assert.equal(body.totalEvents, 0);
+    assert.deepEqual(body.eventsByAction, {});
+    assert.deepEqual(body.eventsByUser, {});
+    assert.equal(body.uniqueUsers, 0);
+    assert.equal(body.backlog, 0);
+    assert.equal(body.cron, null);
+    assert.equal(body.bucket, 'hour');
+    assert.equal(body.series.length, 24);
+    assert.ok(body.series.every((s: { count: number }) => s.count === 0));
+  });
+
+  it('when events wait unprocessed, then backlog counts them', async () => {
+    await p.app.inject({
+      method: 'POST',
+      url: '/api/events',
+      headers: p.auth,
+      payload: [
+        { userId: 'a', action: 'x' },
+        { userId: 'b', action: 'x' },
+      ],
+    });
+    assert.equal((await get('')).json().backlog, 2);
+  });
+
+  const bad: [string, string, RegExp][] = [
+    ['from is not a date', '?from=yesterday', /from must be an ISO 8601/],
+    ['to is not a date', '?to=2025-13-45T99:00:00Z', /to must be an ISO 8601/],
+    ['from is after to', '?from=2025-01-02&to=2025-01-01', /from must be earlier than to/],
+    ['bucket is week', '?bucket=week', /bucket/],
+    ['top is 0', '?top=0', /top/],
+    ['a year of minutes is asked', '?from=2024-01-01&to=2025-01-01&bucket=minute', /coarser bucket/],
+  ];
+  for (const [what, query, message] of bad) {
+    it(`when ${what}, then 400 saying what to fix`, async () => {
+      const res = await get(query);
+      assert.equal(res.statusCode, 400);
+      assert.match(res.json().message, message);
+    });
+  }
+
+  it('when called without a key or with a books-only key, then 401 and 403', async () => {
+    assert.equal((await get('', {})).statusCode, 401);
+    const { key } = await createApiKey(p.kit.pool, 'books', ['books']);
+    assert.equal((await get('', { authorization: `Bearer ${key}` })).statusCode, 403);
+  });
+});

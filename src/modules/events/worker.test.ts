@@ -1,0 +1,221 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { startPlatform, waitFor } from '../../../test/helpers.ts';
+import { eventsModule } from './index.ts';
+import { createEventsMetrics } from './metrics.ts';
+import { processBatch } from './worker.ts';
+
+const at = (min: number, sec = 0) => new Date(Date.UTC(2025, 0, 15, 10, min, sec)).toISOString();
+
+describe('events worker (running in the platform)', async () => {
+  const p = await startPlatform({ modules: [eventsModule] });
+  const post = (payload: unknown) =>
+    p.app.inject({ method: 'POST', url: '/api/events', headers: p.auth, payload: payload as object });
+  const get = async (url: string) => {
+    const res = await p.app.inject({ url, headers: p.auth });
+    assert.equal(res.statusCode, 200, res.body);
+    return res.json();
+  };
+
+  it('when events are posted, then the worker processes each once and analytics shows the aggregates', async () => {
+    const events = [
+      ...Array.from({ length: 30 }, (_, i) => ({
+        userId: 'user_001',
+        action: 'page_view',
+        timestamp: at(0, i),
+      })),
+      ...Array.from({ length: 20 }, (_, i) => ({ userId: 'user_002', action: 'click', timestamp: at(1, i) })),
+      ...Array.from({ length: 10 }, (_, i) => ({
+        userId: 'user_003',
+        action: 'click',
+        timestamp: at(61, i),
+      })),
+    ];
+    assert.equal((await post(events)).statusCode, 201);
+    const a = await waitFor(
+      async () => {
+        const body = await get('/api/analytics');
+        return body.totalEvents === 60 && body.backlog === 0 && body;
+      },
+      { what: 'all 60 events processed' },
+    );
+    assert.deepEqual(a.eventsByAction, { click: 30, page_view: 30 });
+    assert.deepEqual(a.eventsByUser, { user_001: 30, user_002: 20, user_003: 10 });
+    assert.equal(a.uniqueUsers, 3);
+    const processed = await p.kit.pool.query('SELECT count(*)::int AS n FROM events_processed');
+    assert.equal(processed.rows[0].n, 60);
+    const rawLeft = await p.kit.pool.query('SELECT count(*)::int AS n FROM events_raw');
+    assert.equal(rawLeft.rows[0].n, 0);
+    for (const event of ['WORKER_JOB_START', 'WORKER_PROCESSING', 'WORKER_JOB_DONE'])
+      assert.ok(p.logs.events(event).length > 0, `${event} logged`);
+    const done = p.logs.events('WORKER_JOB_DONE');
+    assert.equal(
+      done.reduce((n, l) => n + (l.processed as number), 0),
+      60,
+    );
+
+    const byMinute = await get(`/api/analytics?from=${at(0)}&to=${at(3)}&bucket=minute`);
+    assert.deepEqual(
+      byMinute.series.map((s: { count: number }) => s.count),
+      [30, 20, 0],
+    );
+    assert.equal(byMinute.totalEvents, 50, 'the range leaves out 11:01');
+    assert.deepEqual(byMinute.eventsByAction, { page_view: 30, click: 20 });
+    const byHour = await get(`/api/analytics?from=${at(0)}&to=${at(120)}&bucket=hour`);
+    assert.deepEqual(
+      byHour.series.map((s: { t: string; count: number }) => [s.t, s.count]),
+      [
+        ['2025-01-15T10:00:00.000Z', 50],
+        ['2025-01-15T11:00:00.000Z', 10],
+      ],
+    );
+    const byDay = await get('/api/analytics?from=2025-01-14&to=2025-01-17&bucket=day&top=2');
+    assert.deepEqual(
+      byDay.series.map((s: { count: number }) => s.count),
+      [0, 60, 0],
+    );
+    assert.deepEqual(byDay.eventsByUser, { user_001: 30, user_002: 20 });
+    assert.equal(byDay.uniqueUsers, 3);
+    const metrics = (await p.app.inject('/metrics')).body;
+    assert.match(metrics, /^events_processed_total\{[^}]*\} 60$/m);
+    assert.match(metrics, /^events_processing_lag_seconds_count\{[^}]*\} 60$/m);
+  });
+
+  it('when a stored event does not parse, then it goes to the dead-letter list and the rest are processed', async () => {
+    const before = (await get('/api/analytics')).totalEvents;
+    // Written around the API (which would refuse it), as a corrupt row or another writer would.
+    await p.kit.pool.query(
+      `INSERT INTO events_raw (user_id, action, ts) VALUES ('', 'click', now()), ('ok_user', 'click', now())`,
+    );
+    await post({ userId: 'ok_user', action: 'click' }); // wakes the worker
+    await waitFor(async () => (await get('/api/analytics')).totalEvents === before + 2, {
+      what: 'the parseable events processed',
+    });
+    const dl = await get('/api/events/dead-letters');
+    assert.equal(dl.total, 1);
+    assert.equal(dl.deadLetters[0].payload.userId, '');
+    assert.match(dl.deadLetters[0].error, /userId must be a non-empty string/);
+    assert.equal(p.logs.events('WORKER_PARSE_ERROR').length, 1);
+    assert.match(
+      (await p.app.inject('/metrics')).body,
+      /^events_failed_total\{[^}]*reason="parse"[^}]*\} 1$/m,
+    );
+  });
+
+  it('when dead letters are listed with a bad limit, then 400', async () => {
+    const res = await p.app.inject({ url: '/api/events/dead-letters?limit=0', headers: p.auth });
+    assert.equal(res.statusCode, 400);
+    assert.match(res.json().message, /limit/);
+  });
+});
+
+describe('events worker batches (called directly)', async () => {
+  const p = await startPlatform({ modules: [eventsModule], role: 'api' });
+  const metrics = createEventsMetrics(new (await import('prom-client')).Registry(), p.kit.pool);
+  const seed = async (n: number) => {
+    await p.kit.pool.query(
+      `INSERT INTO events_raw (user_id, action, ts)
+       SELECT 'u' || (i % 13), 'a' || (i % 5), '2025-01-15T10:00:00Z'::timestamptz + i * interval '1 second'
+       FROM generate_series(1, $1) AS i`,
+      [n],
+    );
+  };
+  const totals = async () =>
+    (
+      await p.kit.pool.query(`SELECT
+        (SELECT coalesce(sum(n), 0)::int FROM events_counts WHERE grain = 'd') AS by_action,
+        (SELECT coalesce(sum(n), 0)::int FROM events_counts WHERE grain = 'm') AS by_minute,
+        (SELECT coalesce(sum(n), 0)::int FROM events_user_counts) AS by_user,
+        (SELECT coalesce(sum(n), 0)::int FROM events_user_day_counts) AS by_user_day,
+        (SELECT count(*)::int FROM events_processed) AS processed,
+        (SELECT count(*)::int FROM events_raw) AS raw`)
+    ).rows[0];
+  const deps = { pool: p.kit.pool, log: p.kit.log, metrics, batchSize: 100, injectBadSchema: () => false };
+  const reset = () =>
+    p.kit.pool.query(
+      'TRUNCATE events_raw, events_processed, events_counts, events_user_counts, events_user_day_counts, events_dead_letter',
+    );
+
+  it('when a batch fails before COMMIT, then nothing of it is counted, and the retry counts each event once', async () => {
+    await reset();
+    await seed(250);
+    await assert.rejects(
+      processBatch({
+        ...deps,
+        beforeCommit: async () => {
+          throw new Error('worker died mid-batch');
+        },
+      }),
+      /died mid-batch/,
+    );
+    assert.deepEqual(await totals(), {
+      by_action: 0,
+      by_minute: 0,
+      by_user: 0,
+      by_user_day: 0,
+      processed: 0,
+      raw: 250,
+    });
+    while ((await processBatch(deps)).claimed > 0);
+    assert.deepEqual(await totals(), {
+      by_action: 250,
+      by_minute: 250,
+      by_user: 250,
+      by_user_day: 250,
+      processed: 250,
+      raw: 0,
+    });
+  });
+
+  it('when a worker connection dies mid-batch, then its events are claimed again and counted once', async () => {
+    await reset();
+    await seed(100);
+    const client = await p.kit.pool.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query('SELECT id FROM events_raw ORDER BY id LIMIT 50 FOR UPDATE SKIP LOCKED');
+      // While the dying worker holds half, another worker takes only the other half.
+      assert.equal((await processBatch(deps)).claimed, 50);
+      client.release(new Error('connection lost')); // destroys the connection: PostgreSQL rolls back
+    } catch (err) {
+      client.release();
+      throw err;
+    }
+    await waitFor(async () => (await processBatch(deps)).claimed === 50, { what: 'the released half' });
+    assert.deepEqual(await totals(), {
+      by_action: 100,
+      by_minute: 100,
+      by_user: 100,
+      by_user_day: 100,
+      processed: 100,
+      raw: 0,
+    });
+  });
+
+  it('when four workers drain the same backlog at once, then every event is counted exactly once', async () => {
+    await reset();
+    await seed(3000);
+    const drain = async () => {
+      let n = 0;
+      for (;;) {
+        const r = await processBatch(deps);
+        if (r.claimed === 0) return n;
+        n += r.claimed;
+      }
+    };
+    const counts = await Promise.all([drain(), drain(), drain(), drain()]);
+    assert.equal(
+      counts.reduce((a, b) => a + b, 0),
+      3000,
+    );
+    assert.ok(counts.filter((c) => c > 0).length > 1, 'the work was shared');
+    assert.deepEqual(await totals(), {
+      by_action: 3000,
+      by_minute: 3000,
+      by_user: 3000,
+      by_user_day: 3000,
+      processed: 3000,
+      raw: 0,
+    });
+  });
+});
