@@ -39,7 +39,6 @@ export async function startCommand(
   await platform.start({ host: config.host, port: config.port });
   log.info(
     {
-      role,
       address: platform.address(),
       startupMs: Math.round(performance.now() - started),
       embedded: Boolean(platform.kit.embedded),
