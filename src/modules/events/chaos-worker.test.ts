@@ -1,0 +1,58 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { startPlatform, type TestPlatform, waitFor } from '../../../test/helpers.ts';
+import { eventsModule } from './index.ts';
+
+const count = async (p: TestPlatform, table: string): Promise<number> =>
+  (await p.kit.pool.query(`SELECT count(*)::int AS n FROM ${table}`)).rows[0].n;
+
+describe('events worker failure modes', () => {
+  it('when WORKER_FAILURE_MODE=bad_schema, then about half go to the dead-letter table and the rest are processed', async () => {
+    const p = await startPlatform({ modules: [eventsModule], env: { WORKER_FAILURE_MODE: 'bad_schema' } });
+    const events = Array.from({ length: 400 }, (_, i) => ({ userId: `u${i}`, action: 'x' }));
+    assert.equal(
+      (await p.app.inject({ method: 'POST', url: '/api/events', headers: p.auth, payload: events }))
+        .statusCode,
+      201,
+    );
+    await waitFor(async () => (await count(p, 'events_raw')) === 0, { what: 'backlog drained' });
+    const dead = await count(p, 'events_dead_letter');
+    const processed = await count(p, 'events_processed');
+    assert.equal(dead + processed, 400);
+    // Binomial(400, 0.5): sd 10; 140..260 is 6 sd either side.
+    assert.ok(dead >= 140 && dead <= 260, `${dead} of 400 dead-lettered`);
+    assert.equal(p.logs.events('WORKER_PARSE_ERROR').length, dead);
+    assert.ok(p.logs.events('FAILURE_INJECTION').some((l) => l.mode === 'bad_schema'));
+    const listed = await p.app.inject({ url: '/api/events/dead-letters?limit=5', headers: p.auth });
+    assert.equal(listed.json().total, dead);
+    assert.match(listed.json().deadLetters[0].error, /bad_schema/);
+    const totals = (await p.app.inject({ url: '/api/analytics', headers: p.auth })).json();
+    assert.equal(totals.totalEvents, processed);
+  });
+
+  it('when WORKER_FAILURE_MODE=slow, then each batch takes 5 s or more and all still get processed', async () => {
+    const p = await startPlatform({
+      modules: [eventsModule],
+      env: { WORKER_FAILURE_MODE: 'slow', EVENTS_BATCH_SIZE: '10' },
+    });
+    const events = Array.from({ length: 20 }, (_, i) => ({ userId: `u${i}`, action: 'x' }));
+    await p.app.inject({ method: 'POST', url: '/api/events', headers: p.auth, payload: events });
+    await waitFor(async () => (await count(p, 'events_processed')) === 20, {
+      timeoutMs: 30_000,
+      intervalMs: 200,
+      what: 'both batches processed',
+    });
+    const delays = p.logs.events('FAILURE_INJECTION').filter((l) => l.mode === 'slow');
+    const done = p.logs.events('WORKER_JOB_DONE');
+    assert.equal(done.length, 2, 'two batches of 10');
+    assert.ok(delays.length >= 2);
+    for (const d of done) {
+      const delay = delays.filter((l) => (l.time as number) <= (d.time as number)).at(-1)!;
+      assert.ok(
+        (d.time as number) - (delay.time as number) >= 5000,
+        'batch finished ≥ 5 s after its delay began',
+      );
+      assert.equal(delay.delayMs, 5000);
+    }
+  });
+});

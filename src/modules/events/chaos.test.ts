@@ -1,0 +1,54 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { startPlatform } from '../../../test/helpers.ts';
+import { createApiKey } from '../../kit/auth.ts';
+import { eventsModule } from './index.ts';
+
+describe('events API failure modes', async () => {
+  const p = await startPlatform({
+    modules: [eventsModule],
+    role: 'api',
+    env: { API_FAILURE_MODE: 'random_500' },
+  });
+  const post = (i: number) =>
+    p.app.inject({
+      method: 'POST',
+      url: '/api/events',
+      headers: p.auth,
+      payload: { userId: `t${i}`, action: 'test' },
+    });
+  const chaos = (payload: object, headers: Record<string, string> = p.auth) =>
+    p.app.inject({ method: 'POST', url: '/api/admin/chaos', headers, payload });
+
+  it('when API_FAILURE_MODE=random_500, then about 30% answer 500, the rest 201, and only the 201s are stored', async () => {
+    const codes: number[] = [];
+    for (let i = 0; i < 300; i++) codes.push((await post(i)).statusCode);
+    const failed = codes.filter((c) => c === 500).length;
+    assert.equal(codes.filter((c) => c === 201).length + failed, 300, 'only 201 and 500');
+    // Binomial(300, 0.3): mean 90, sd 7.9; 55..125 is beyond 4 sd either side.
+    assert.ok(failed >= 55 && failed <= 125, `${failed} of 300 failed`);
+    assert.equal(p.logs.events('API_FAILURE_INJECTED').length, failed);
+    const stored = await p.kit.pool.query('SELECT count(*)::int AS n FROM events_raw');
+    assert.equal(stored.rows[0].n, 300 - failed);
+  });
+
+  it('when the mode is switched to db at run time, then 503 and API_FAILURE_INJECTED; back to none, then 201', async () => {
+    const set = await chaos({ module: 'events', api: 'db' });
+    assert.equal(set.statusCode, 200);
+    assert.equal(set.json().overrides.events.api, 'db');
+    const res = await post(1);
+    assert.equal(res.statusCode, 503);
+    assert.match(res.json().message, /API_FAILURE_MODE=db/);
+    assert.equal(p.logs.events('API_FAILURE_INJECTED').at(-1)!.mode, 'db');
+    assert.equal((await chaos({ module: 'events', api: 'none' })).statusCode, 200);
+    assert.equal((await post(2)).statusCode, 201);
+  });
+
+  it('when a non-admin key or an unknown mode is sent to /api/admin/chaos, then 403 and 400', async () => {
+    const { key } = await createApiKey(p.kit.pool, 'events', ['events']);
+    assert.equal((await chaos({ module: 'events', api: 'db' }, { 'x-api-key': key })).statusCode, 403);
+    const bad = await chaos({ module: 'events', api: 'explode' });
+    assert.equal(bad.statusCode, 400);
+    assert.match(bad.json().message, /api/);
+  });
+});

@@ -1,0 +1,64 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { startPlatform, waitFor } from '../../../test/helpers.ts';
+import { eventsModule } from './index.ts';
+
+describe('events cron', async () => {
+  const p = await startPlatform({ modules: [eventsModule], env: { EVENTS_RETENTION_HOURS: '24' } });
+  // Runs the cron task now, through the kit's cron wrapper, instead of waiting for the minute.
+  const tick = () => p.kit.pool.query(`SELECT graphile_worker.add_job('events:cleanup', '{}')`);
+  const analytics = async () => (await p.app.inject({ url: '/api/analytics', headers: p.auth })).json();
+
+  it('when the cron runs, then processed events past retention are deleted, newer kept, and the heartbeat written', async () => {
+    await p.kit.pool.query(
+      `INSERT INTO events_processed (id, user_id, action, ts, source, received_at, processed_at)
+       SELECT i, 'u', 'a', now(), 'api', now(), CASE WHEN i <= 30 THEN now() - interval '25 hours' ELSE now() END
+       FROM generate_series(1, 50) AS i`,
+    );
+    const done = p.logs.events('CRON_CLEANUP_DONE').length;
+    await tick();
+    await waitFor(() => p.logs.events('CRON_HEARTBEAT').length > 0, { what: 'CRON_HEARTBEAT' });
+    const cleanup = p.logs.events('CRON_CLEANUP_DONE').slice(done);
+    assert.equal(
+      cleanup.reduce((n, l) => n + (l.deleted as number), 0),
+      30,
+    );
+    assert.ok(p.logs.events('CRON_JOB_START').some((l) => l.task === 'events:cleanup'));
+    const left = await p.kit.pool.query('SELECT count(*)::int AS n FROM events_processed');
+    assert.equal(left.rows[0].n, 20);
+    const { cron } = await analytics();
+    assert.equal(cron.status, 'healthy');
+    assert.ok(cron.ageSeconds >= 0 && cron.ageSeconds < 60, `age ${cron.ageSeconds}`);
+    assert.ok(Date.now() - Date.parse(cron.lastHeartbeat) < 60_000);
+  });
+
+  it('when raw events wait and no wake-up came, then the cron wakes the worker and they are processed', async () => {
+    await p.kit.pool.query(
+      `INSERT INTO events_raw (user_id, action, ts) VALUES ('late', 'x', now()), ('late', 'y', now())`,
+    );
+    await tick();
+    await waitFor(async () => (await analytics()).eventsByUser.late === 2, { what: 'backlog processed' });
+  });
+
+  it('when CRON_FAILURE_MODE is switched to db_fail at run time, then CRON_DB_ERROR is logged and no heartbeat written', async () => {
+    const set = await p.app.inject({
+      method: 'POST',
+      url: '/api/admin/chaos',
+      headers: p.auth,
+      payload: { module: 'events', cron: 'db_fail' },
+    });
+    assert.equal(set.statusCode, 200);
+    const before = (await p.kit.pool.query(`SELECT heartbeat_at FROM events_cron_status`)).rows[0]
+      .heartbeat_at;
+    const errors = p.logs.events('CRON_DB_ERROR').length;
+    await tick();
+    await waitFor(() => p.logs.events('CRON_DB_ERROR').length > errors, { what: 'CRON_DB_ERROR' });
+    assert.ok(
+      p.logs.events('FAILURE_INJECTION').some((l) => l.mode === 'db_fail' && l.cron === 'events:cleanup'),
+    );
+    const after = (await p.kit.pool.query(`SELECT heartbeat_at FROM events_cron_status`)).rows[0]
+      .heartbeat_at;
+    assert.equal(after.getTime(), before.getTime(), 'heartbeat untouched');
+    await p.app.inject({ method: 'DELETE', url: '/api/admin/chaos', headers: p.auth });
+  });
+});
