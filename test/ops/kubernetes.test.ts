@@ -1,0 +1,241 @@
+// deploy/kubernetes, validated offline: every manifest parses, `kubectl kustomize` renders it (when
+// kubectl is installed), and the objects say what the issue and seed 004 ask for. No cluster and
+// no schema download: these are structural checks, listed in docs/OPERATIONS.md.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { describe, test } from 'node:test';
+import pg from 'pg';
+import { loadConfig } from '../../src/kit/config.ts';
+import { freshDatabase } from '../helpers.ts';
+import { DEPLOY, filesIn, needsBinary, read, yamlDocs, yamlFile } from './lib.ts';
+
+const kustomization = yamlFile('deploy/kubernetes/kustomization.yaml');
+const objects: any[] = kustomization.resources.flatMap((f: string) =>
+  yamlDocs(read(`deploy/kubernetes/${f}`)),
+);
+const find = (kind: string, name: string) => {
+  const o = objects.find((x) => x.kind === kind && x.metadata?.name === name);
+  assert.ok(o, `${kind}/${name} missing`);
+  return o;
+};
+const ROLES = ['api', 'worker', 'scheduler'] as const;
+const container = (d: any) => d.spec.template.spec.containers[0];
+const labelsMatch = (selector: Record<string, string>, labels: Record<string, string>) =>
+  Object.entries(selector).every(([k, v]) => labels[k] === v);
+
+describe('kubernetes manifests', () => {
+  test('when every YAML file in deploy/kubernetes is parsed, then each document has apiVersion, kind and name', () => {
+    for (const f of [
+      ...filesIn('deploy/kubernetes', '.yaml'),
+      ...filesIn('deploy/kubernetes/monitoring', '.yaml'),
+    ]) {
+      for (const doc of yamlDocs(read(f))) {
+        assert.ok(doc.apiVersion && doc.kind, `${f}: apiVersion/kind`);
+        if (doc.kind !== 'Kustomization') assert.ok(doc.metadata?.name, `${f}: ${doc.kind} without a name`);
+      }
+    }
+  });
+
+  test(
+    'when kubectl kustomize renders the base, then every resource comes out in the tessera namespace',
+    needsBinary('kubectl', 'kubectl (kustomize)'),
+    () => {
+      const r = spawnSync('kubectl', ['kustomize', `${DEPLOY}/kubernetes`], {
+        encoding: 'utf8',
+        timeout: 60000,
+      });
+      assert.equal(r.status, 0, r.stderr);
+      const rendered = yamlDocs(r.stdout);
+      assert.equal(rendered.length, objects.length);
+      for (const o of rendered.filter((x) => x.kind !== 'Namespace'))
+        assert.equal(o.metadata.namespace, 'tessera', `${o.kind}/${o.metadata.name}`);
+      const images = rendered.filter((o) => o.spec?.template?.spec).map((o) => container(o).image);
+      assert.ok(
+        images.length === 4 && images.every((i) => i === 'ghcr.io/tessera/tessera:latest'),
+        images.join(),
+      );
+    },
+  );
+
+  for (const role of ROLES) {
+    test(`when the ${role} Deployment is read, then it runs that role with seed 004's probes, resources and a locked-down container`, () => {
+      const d = find('Deployment', `tessera-${role}`);
+      const c = container(d);
+      assert.deepEqual(c.args, ['start', '--role', role]);
+      assert.ok(labelsMatch(d.spec.selector.matchLabels, d.spec.template.metadata.labels));
+      assert.equal(d.spec.template.metadata.labels['app.kubernetes.io/component'], role);
+      const port = c.ports.find((p: any) => p.name === 'http');
+      assert.equal(port.containerPort, 3000);
+      const probe = (p: any, path: string) => {
+        assert.equal(p.httpGet.path, path);
+        assert.equal(p.httpGet.port, 'http');
+        assert.equal(p.timeoutSeconds, 5);
+        assert.equal(p.periodSeconds, 10);
+        assert.equal(p.failureThreshold, 3);
+        assert.equal(p.successThreshold, 1);
+      };
+      probe(c.livenessProbe, '/heartbeat');
+      probe(c.readinessProbe, '/health');
+      for (const k of ['requests', 'limits'])
+        for (const r of ['cpu', 'memory']) assert.ok(c.resources[k][r], `${k}.${r}`);
+      assert.equal(c.securityContext.allowPrivilegeEscalation, false);
+      assert.equal(c.securityContext.readOnlyRootFilesystem, true);
+      assert.deepEqual(c.securityContext.capabilities.drop, ['ALL']);
+      assert.equal(d.spec.template.spec.securityContext.runAsNonRoot, true);
+      assert.ok(
+        c.volumeMounts.some((m: any) => m.mountPath === '/tmp'),
+        'tsx needs a writable /tmp',
+      );
+      assert.deepEqual(
+        c.envFrom.map((e: any) => e.configMapRef?.name ?? e.secretRef?.name),
+        ['tessera-config', 'tessera-secrets'],
+      );
+      // Drain fits: SHUTDOWN_TIMEOUT_MS plus the preStop sleep end before the kubelet's SIGKILL.
+      const cm = find('ConfigMap', 'tessera-config');
+      const preStop = Number(c.lifecycle?.preStop?.exec?.command?.[1] ?? 0);
+      assert.ok(
+        d.spec.template.spec.terminationGracePeriodSeconds >
+          preStop + Number(cm.data.SHUTDOWN_TIMEOUT_MS) / 1000,
+      );
+      assert.equal(d.spec.template.metadata.annotations['prometheus.io/path'], '/metrics');
+    });
+  }
+
+  test('when the api autoscaler is read, then it scales 3..12 on 25% CPU', () => {
+    const h = find('HorizontalPodAutoscaler', 'tessera-api');
+    assert.equal(h.spec.scaleTargetRef.name, 'tessera-api');
+    assert.equal(h.spec.minReplicas, 3);
+    assert.equal(h.spec.maxReplicas, 12);
+    assert.deepEqual(h.spec.metrics[0].resource, {
+      name: 'cpu',
+      target: { type: 'Utilization', averageUtilization: 25 },
+    });
+    assert.ok(
+      !objects.some(
+        (o) => o.kind === 'HorizontalPodAutoscaler' && o.spec.scaleTargetRef.name === 'tessera-worker',
+      ),
+      'KEDA owns the worker HPA',
+    );
+  });
+
+  test('when KEDA scales the workers, then its PostgreSQL query counts ready jobs in a real migrated database', async () => {
+    const so = find('ScaledObject', 'tessera-worker');
+    assert.equal(so.spec.scaleTargetRef.name, 'tessera-worker');
+    const trigger = so.spec.triggers[0];
+    assert.equal(trigger.type, 'postgresql');
+    const auth = find('TriggerAuthentication', trigger.authenticationRef.name);
+    assert.deepEqual(auth.spec.secretTargetRef[0], {
+      parameter: 'connection',
+      name: 'tessera-secrets',
+      key: 'DATABASE_URL',
+    });
+    const client = new pg.Client({ connectionString: await freshDatabase() });
+    await client.connect();
+    try {
+      const count = async () => Number((await client.query(trigger.metadata.query)).rows[0].count);
+      const before = await count();
+      await client.query(`SELECT graphile_worker.add_job('ops:probe', '{}'::json)`);
+      await client.query(
+        `SELECT graphile_worker.add_job('ops:later', '{}'::json, run_at => now() + interval '1 hour')`,
+      );
+      assert.equal(await count(), before + 1, 'a ready job counts, a future one does not');
+    } finally {
+      await client.end();
+    }
+  });
+
+  test('when a node drains, then every role has a PodDisruptionBudget that selects its pods', () => {
+    for (const role of ROLES) {
+      const pdb = find('PodDisruptionBudget', `tessera-${role}`);
+      const d = find('Deployment', `tessera-${role}`);
+      assert.ok(labelsMatch(pdb.spec.selector.matchLabels, d.spec.template.metadata.labels));
+      if (pdb.spec.minAvailable !== undefined) assert.ok(pdb.spec.minAvailable < d.spec.replicas);
+    }
+  });
+
+  test('when the migration Job runs, then it runs `tessera migrate` with the same config and secret', () => {
+    const j = find('Job', 'tessera-migrate');
+    const c = container(j);
+    assert.deepEqual(c.args, ['migrate']);
+    assert.equal(j.spec.template.spec.restartPolicy, 'Never');
+    assert.equal(c.image, container(find('Deployment', 'tessera-api')).image);
+  });
+
+  test('when the ConfigMap and example Secret are loaded as Tessera config, then they validate', () => {
+    const cm = find('ConfigMap', 'tessera-config');
+    const secret = yamlDocs(read('deploy/kubernetes/secret.example.yaml'))[0];
+    assert.ok(!kustomization.resources.includes('secret.example.yaml'), 'never apply placeholder secrets');
+    // The README's settings table (generated from config.ts), plus TESSERA_CONFIG (the file path).
+    const documented = new Set([...read('README.md').matchAll(/^\| `([A-Z_]+)`/gm)].map((m) => m[1]));
+    documented.add('TESSERA_CONFIG');
+    for (const key of [...Object.keys(cm.data), ...Object.keys(secret.stringData)])
+      assert.ok(documented.has(key), `${key} is not a Tessera setting`);
+    // Placeholders fail on purpose; real-looking values pass.
+    assert.throws(() => loadConfig({ ...cm.data, ...secret.stringData }), /JWT_SECRET/);
+    const config = loadConfig({
+      ...cm.data,
+      ...secret.stringData,
+      JWT_SECRET: 'x'.repeat(40),
+      WEBHOOK_SECRET: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw',
+    });
+    assert.equal(config.host, '0.0.0.0');
+    assert.equal(config.nodeEnv, 'production');
+  });
+
+  test('when the Ingress is read, then the API and dashboard are routed and /metrics, admin and probes are not', () => {
+    const ing = find('Ingress', 'tessera');
+    const svc = find('Service', 'tessera-api');
+    const paths = ing.spec.rules.flatMap((r: any) => r.http.paths);
+    for (const p of paths) {
+      assert.equal(p.backend.service.name, svc.metadata.name);
+      assert.ok(svc.spec.ports.some((sp: any) => sp.name === p.backend.service.port.name));
+    }
+    // Kubernetes Ingress semantics: Exact matches the path; Prefix matches whole path segments.
+    const routed = (url: string) =>
+      paths.some((p: any) =>
+        p.pathType === 'Exact'
+          ? url === p.path
+          : url === p.path || url.startsWith(p.path.replace(/\/$/, '') + '/'),
+      );
+    for (const url of [
+      '/',
+      '/app/main.js',
+      '/vendor/preact/preact.module.js',
+      '/api/events',
+      '/api/campaigns/c1/reservations',
+      '/api/generate',
+      '/v1/batch',
+      '/books/1',
+      '/checkout',
+      '/racks',
+      '/api/batches/b1/pause',
+      '/webhooks/ses',
+      '/api/auth/login',
+      '/api/jobs/1',
+      '/docs',
+      '/openapi.json',
+    ])
+      assert.ok(routed(url), `${url} should be public`);
+    for (const url of [
+      '/metrics',
+      '/api/metrics',
+      '/api/admin/chaos',
+      '/api/admin/jobs',
+      '/api/keys',
+      '/api/keys/1',
+      '/health',
+      '/api/health',
+      '/heartbeat',
+      '/metrics/',
+      '/api/eventsx',
+    ])
+      assert.ok(!routed(url), `${url} must not be reachable from the internet`);
+  });
+
+  test('when the Prometheus Operator is used, then the PodMonitor selects the pods on the http port', () => {
+    const pm = yamlDocs(read('deploy/kubernetes/monitoring/podmonitor.yaml'))[0];
+    const d = find('Deployment', 'tessera-api');
+    assert.ok(labelsMatch(pm.spec.selector.matchLabels, d.spec.template.metadata.labels));
+    assert.equal(pm.spec.podMetricsEndpoints[0].port, 'http');
+  });
+});
