@@ -2,7 +2,8 @@
 import type { TesseraModule } from '../kit/module.ts';
 import { eventsModule } from './events/index.ts';
 import { booksModule } from './books/index.ts';
+import { codesModule } from './codes/index.ts';
 
 export function allModules(): TesseraModule[] {
-  return [booksModule, eventsModule];
+  return [codesModule, booksModule, eventsModule];
 }

@@ -1,0 +1,180 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { startPlatform, waitFor } from '../../../test/helpers.ts';
+import { codesModule } from './index.ts';
+
+describe('codes: campaigns, generation, lookup, import and export', async () => {
+  const p = await startPlatform({ modules: [codesModule] });
+  const call = (method: 'GET' | 'POST' | 'DELETE', url: string, payload?: unknown, headers = {}) =>
+    p.app.inject({
+      method,
+      url,
+      headers: { ...p.auth, ...headers },
+      ...(payload === undefined ? {} : { payload: payload as string | object }),
+    });
+  const create = (id: string, format: Record<string, unknown>, extra: Record<string, unknown> = {}) =>
+    call('POST', '/api/campaigns', { id, name: `campaign ${id}`, format, ...extra });
+
+  it('when a campaign is created, then it shows its format, capacity, density and empty inventory', async () => {
+    const res = await create('spring', { length: 8, alphabet: 'safe', prefix: 'SP-' });
+    assert.equal(res.statusCode, 201, res.body);
+    const c = res.json();
+    assert.equal(c.format.alphabet, 'ABCDEFGHJKMNPQRSTUVWXYZ23456789');
+    assert.equal(c.format.preset, 'safe');
+    assert.equal(c.capacity, 31 ** 8);
+    assert.equal(c.density, 0);
+    assert.deepEqual(c.inventory, { available: 0, reserved: 0, assigned: 0, total: 0 });
+    const again = await create('spring', { length: 8, alphabet: 'safe' });
+    assert.equal(again.statusCode, 409);
+    const list = (await call('GET', '/api/campaigns')).json();
+    assert.deepEqual(
+      list.campaigns.map((x: { id: string }) => x.id),
+      ['spring'],
+    );
+  });
+
+  it('when the format is bad, then 422 or 400 says what to fix', async () => {
+    const cases: [Record<string, unknown>, number, RegExp][] = [
+      [{ length: 3, alphabet: 'numeric' }, 422, /length must be a whole number from 4 to 32/],
+      [{ length: 33, alphabet: 'numeric' }, 422, /from 4 to 32/],
+      [{ length: 8, alphabet: '' }, 422, /at least 2 distinct characters/],
+      [{ length: 8, alphabet: 'ABCA' }, 422, /"A" twice/],
+      [{ length: 8, alphabet: 'AB C' }, 422, /may only use/],
+      [{ length: 8, alphabet: 'numeric', prefix: 'a b' }, 422, /prefix/],
+      [{ length: 'eight', alphabet: 'numeric' }, 400, /length/],
+    ];
+    for (const [format, status, message] of cases) {
+      const res = await create(`bad-${Math.random().toString(36).slice(2, 8)}`, format);
+      assert.equal(res.statusCode, status, `${JSON.stringify(format)}: ${res.body}`);
+      assert.match(res.json().message, message);
+    }
+  });
+
+  it('when codes are generated, then they are unique, fit the format and count in the inventory', async () => {
+    await create('gen', { length: 6, alphabet: 'numeric', prefix: 'G' });
+    const res = await call('POST', '/api/campaigns/gen/codes', { count: 5000 });
+    assert.equal(res.statusCode, 201, res.body);
+    const { codes, generated } = res.json();
+    assert.equal(generated, 5000);
+    assert.equal(new Set(codes).size, 5000);
+    for (const c of codes) assert.match(c, /^G[0-9]{6}$/);
+    const more = (await call('POST', '/api/campaigns/gen/codes', { count: 3000 })).json().codes;
+    assert.equal(new Set([...codes, ...more]).size, 8000);
+    const c = (await call('GET', '/api/campaigns/gen')).json();
+    assert.deepEqual(c.inventory, { available: 8000, reserved: 0, assigned: 0, total: 8000 });
+    assert.equal(c.density, 8000 / 1e6);
+  });
+
+  it('when a generation would pass 1% density, then 422 explains and nothing is generated', async () => {
+    const res = await call('POST', '/api/campaigns/gen/codes', { count: 5000 });
+    assert.equal(res.statusCode, 422);
+    assert.match(res.json().message, /past 1% of its 1000000 possible codes.*at most 2000 more fit/);
+    assert.equal((await call('GET', '/api/campaigns/gen')).json().inventory.total, 8000);
+  });
+
+  it('when counts are negative, zero, huge or not whole, then 400 names the field', async () => {
+    for (const count of [-1, 0, 50_000_001, 1.5, 'many']) {
+      const res = await call('POST', '/api/campaigns/gen/codes', { count });
+      assert.equal(res.statusCode, 400, `count ${count}: ${res.body}`);
+      assert.match(res.json().message, /count/);
+      const r2 = await call('POST', '/api/campaigns/gen/reservations', { count });
+      assert.equal(r2.statusCode, 400, `reserve count ${count}: ${r2.body}`);
+      assert.match(r2.json().message, /count/);
+    }
+  });
+
+  it('when the campaign is unknown, then 404 says how to create it', async () => {
+    for (const [m, url, body] of [
+      ['GET', '/api/campaigns/nope', undefined],
+      ['POST', '/api/campaigns/nope/codes', { count: 1 }],
+      ['POST', '/api/campaigns/nope/reservations', { count: 1 }],
+      ['GET', '/api/campaigns/nope/codes/ABC', undefined],
+      ['GET', '/api/campaigns/nope/codes.csv', undefined],
+    ] as const) {
+      const res = await call(m, url, body);
+      assert.equal(res.statusCode, 404, `${m} ${url}`);
+      assert.match(res.json().message, /campaign nope not found.*POST \/api\/campaigns/);
+    }
+  });
+
+  it('when the content type is wrong, then 415 says which one to send', async () => {
+    const res = await call('POST', '/api/campaigns/gen/codes', 'count=5', {
+      'content-type': 'application/x-www-form-urlencoded',
+    });
+    assert.equal(res.statusCode, 415);
+    assert.match(res.json().message, /send application\/json/);
+    const csv = await call('POST', '/api/campaigns/gen/reservations', 'a,b', { 'content-type': 'text/csv' });
+    assert.equal(csv.statusCode, 415);
+    assert.match(csv.json().message, /application\/json/);
+  });
+
+  it('when a code is looked up, then its state and dates show; a code off-format is 404 saying the format', async () => {
+    await create('look', { length: 5, alphabet: 'alphanumeric' });
+    const [code] = (await call('POST', '/api/campaigns/look/codes', { count: 3 })).json().codes;
+    const res = await call('GET', `/api/campaigns/look/codes/${code.toLowerCase()}`);
+    assert.equal(res.statusCode, 200, res.body);
+    const v = res.json();
+    assert.equal(v.code, code);
+    assert.equal(v.state, 'available');
+    assert.equal(v.reserveId, null);
+    assert.ok(Date.parse(v.createdAt));
+    const off = await call('GET', '/api/campaigns/look/codes/TOO-LONG-1');
+    assert.equal(off.statusCode, 404);
+    assert.match(off.json().message, /5 of ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/);
+  });
+
+  it('when CSV and JSON lists are imported, then inserted, duplicate and invalid are counted and export streams them', async () => {
+    await create('imp', { length: 6, alphabet: 'numeric' });
+    const csv = ['code', '123456,first', '123456,again', '654321', 'xx', '', '"111111",quoted'].join('\n');
+    const res = await call('POST', '/api/campaigns/imp/codes/import', csv, { 'content-type': 'text/csv' });
+    assert.equal(res.statusCode, 200, res.body);
+    assert.deepEqual(res.json(), { inserted: 3, duplicate: 1, invalid: 1, invalidSamples: ['xx'] });
+    const js = await call('POST', '/api/campaigns/imp/codes/import', ['654321', '222222', 42]);
+    assert.deepEqual(js.json(), { inserted: 1, duplicate: 1, invalid: 1, invalidSamples: ['42'] });
+    const bad = await call('POST', '/api/campaigns/imp/codes/import', { nothing: true });
+    assert.equal(bad.statusCode, 400);
+    assert.match(bad.json().message, /text\/csv.*JSON list/);
+    // generation on top of imports never duplicates them
+    const gen = await call('POST', '/api/campaigns/imp/codes', { count: 2000 });
+    assert.equal(gen.statusCode, 201);
+    const out = await call('GET', '/api/campaigns/imp/codes.csv');
+    assert.equal(out.statusCode, 200);
+    assert.match(out.headers['content-type'] as string, /text\/csv/);
+    const lines = out.body.trim().split('\n');
+    assert.equal(lines[0], 'code,state,reserveId,userId,createdAt,reservedAt,expiresAt,assignedAt');
+    assert.equal(lines.length, 1 + 2004);
+    assert.equal(new Set(lines.slice(1).map((l) => l.split(',')[0])).size, 2004);
+    assert.ok(lines.some((l) => l.startsWith('123456,available,')));
+    assert.equal((await call('GET', '/api/campaigns/imp')).json().inventory.total, 2004);
+  });
+
+  it('when a large count is asked, then 202 gives a job whose progress reaches completed with every code stored', async () => {
+    await create('big', { length: 8, alphabet: 'alphanumeric' });
+    const res = await call('POST', '/api/campaigns/big/codes', { count: 60_000 });
+    assert.equal(res.statusCode, 202, res.body);
+    const { jobId, statusUrl } = res.json();
+    assert.equal(statusUrl, `/api/jobs/${jobId}`);
+    const job = await waitFor(
+      async () => {
+        const j = (await call('GET', statusUrl)).json();
+        return j.state === 'completed' || j.state === 'failed' ? j : undefined;
+      },
+      { timeoutMs: 60_000, what: 'generation job' },
+    );
+    assert.equal(job.state, 'completed', JSON.stringify(job));
+    assert.equal(job.done, 60_000);
+    const c = (await call('GET', '/api/campaigns/big')).json();
+    assert.equal(c.inventory.available, 60_000);
+    const { rows } = await p.kit.pool.query(
+      `SELECT count(*)::int AS n, count(DISTINCT code)::int AS d FROM codes c JOIN codes_campaigns k ON k.no = c.campaign_no WHERE k.id = 'big'`,
+    );
+    assert.deepEqual(rows[0], { n: 60_000, d: 60_000 });
+  });
+
+  it('when metrics are scraped, then the codes business metrics are there by campaign', async () => {
+    const text = (await p.app.inject('/metrics')).body;
+    assert.match(text, /codes_generated_total\{campaign="gen"[^}]*\} 8000/);
+    assert.match(text, /codes_available\{campaign="big"[^}]*\} 60000/);
+    assert.match(text, /codes_operation_duration_seconds_count\{[^}]*operation="generate"/);
+  });
+});

@@ -1,0 +1,195 @@
+// Campaigns: one row each in codes_campaigns. The immutable part (format, key, ttl) is cached per
+// process; the inventory counters are read fresh.
+import { randomBytes } from 'node:crypto';
+import type { Pool, Queryable } from '../../kit/db.ts';
+import { conflict, notFound } from '../../kit/errors.ts';
+import { type CodeFormat, capacityOf, parseFormat } from './format.ts';
+import { CodePermutation } from './permutation.ts';
+
+export const DEFAULT_TTL_SECONDS = 900;
+
+export interface Campaign {
+  no: number;
+  id: string;
+  name: string;
+  format: CodeFormat;
+  reservationTtlSeconds: number;
+  maxPerUser: number | null;
+  key: Buffer;
+  createdAt: Date;
+  permutation: CodePermutation;
+}
+
+export interface Inventory {
+  available: number;
+  reserved: number;
+  assigned: number;
+  total: number;
+}
+
+export interface CampaignView {
+  id: string;
+  name: string;
+  format: { length: number; alphabet: string; preset: string; prefix: string };
+  reservationTtlSeconds: number;
+  maxPerUser: number | null;
+  /** alphabet^length: how many distinct codes the format allows. */
+  capacity: number;
+  /** codes held / capacity; generation stops at 0.01. */
+  density: number;
+  inventory: Inventory;
+  createdAt: string;
+}
+
+export interface CreateCampaignInput {
+  id: string;
+  name: string;
+  format: { length: number; alphabet: string; prefix?: string };
+  reservationTtlSeconds?: number;
+  maxPerUser?: number;
+}
+
+interface Row {
+  no: number;
+  id: string;
+  name: string;
+  length: number;
+  alphabet: string;
+  alphabet_preset: string;
+  prefix: string;
+  reservation_ttl_seconds: number;
+  max_per_user: number | null;
+  fpe_key: Buffer;
+  created_at: Date;
+  available: number;
+  reserved: number;
+  assigned: number;
+}
+
+const COLUMNS = `no, id, name, length, alphabet, alphabet_preset, prefix, reservation_ttl_seconds, max_per_user,
+  fpe_key, created_at, available, reserved, assigned`;
+
+function fromRow(r: Row): Campaign {
+  const format: CodeFormat = {
+    length: r.length,
+    alphabet: r.alphabet,
+    preset: r.alphabet_preset as CodeFormat['preset'],
+    prefix: r.prefix,
+  };
+  return {
+    no: r.no,
+    id: r.id,
+    name: r.name,
+    format,
+    reservationTtlSeconds: r.reservation_ttl_seconds,
+    maxPerUser: r.max_per_user,
+    key: r.fpe_key,
+    createdAt: r.created_at,
+    permutation: new CodePermutation(r.fpe_key, r.alphabet, r.length),
+  };
+}
+
+export function view(c: Campaign, inv: Inventory): CampaignView {
+  const capacity = Number(capacityOf(c.format));
+  return {
+    id: c.id,
+    name: c.name,
+    format: {
+      length: c.format.length,
+      alphabet: c.format.alphabet,
+      preset: c.format.preset,
+      prefix: c.format.prefix,
+    },
+    reservationTtlSeconds: c.reservationTtlSeconds,
+    maxPerUser: c.maxPerUser,
+    capacity,
+    density: inv.total / capacity,
+    inventory: inv,
+    createdAt: c.createdAt.toISOString(),
+  };
+}
+
+const inventoryOf = (r: Pick<Row, 'available' | 'reserved' | 'assigned'>): Inventory => ({
+  available: r.available,
+  reserved: r.reserved,
+  assigned: r.assigned,
+  total: r.available + r.reserved + r.assigned,
+});
+
+export class Campaigns {
+  private readonly cache = new Map<string, Campaign>();
+
+  constructor(private readonly pool: Pool) {}
+
+  async create(input: CreateCampaignInput): Promise<CampaignView> {
+    const format = parseFormat(input.format);
+    const { rows } = await this.pool.query<Row>(
+      `INSERT INTO codes_campaigns (id, name, length, alphabet, alphabet_preset, prefix, reservation_ttl_seconds,
+         max_per_user, fpe_key)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING RETURNING ${COLUMNS}`,
+      [
+        input.id,
+        input.name,
+        format.length,
+        format.alphabet,
+        format.preset,
+        format.prefix,
+        input.reservationTtlSeconds ?? DEFAULT_TTL_SECONDS,
+        input.maxPerUser ?? null,
+        randomBytes(16),
+      ],
+    );
+    const row = rows[0];
+    if (!row) throw conflict(`campaign ${input.id} already exists: choose another id`);
+    const c = fromRow(row);
+    this.cache.set(c.id, c);
+    return view(c, inventoryOf(row));
+  }
+
+  /** Creates the campaign if missing (the default batch-codes campaign), then returns it. */
+  async ensure(input: CreateCampaignInput): Promise<Campaign> {
+    const hit = this.cache.get(input.id);
+    if (hit) return hit;
+    await this.create(input).catch((err) => {
+      if ((err as { statusCode?: number }).statusCode !== 409) throw err;
+    });
+    return this.get(input.id);
+  }
+
+  /** The campaign's fixed part; 404 when unknown. */
+  async get(id: string): Promise<Campaign> {
+    const hit = this.cache.get(id);
+    if (hit) return hit;
+    const { rows } = await this.pool.query<Row>(`SELECT ${COLUMNS} FROM codes_campaigns WHERE id = $1`, [id]);
+    const row = rows[0];
+    if (!row) throw notFound(`campaign ${id} not found: create it with POST /api/campaigns`);
+    const c = fromRow(row);
+    if (this.cache.size > 10_000) this.cache.clear();
+    this.cache.set(id, c);
+    return c;
+  }
+
+  async inventory(c: Campaign, db: Queryable = this.pool): Promise<Inventory> {
+    const { rows } = await db.query<Row>(
+      'SELECT available, reserved, assigned FROM codes_campaigns WHERE no = $1',
+      [c.no],
+    );
+    return inventoryOf(rows[0]!);
+  }
+
+  async list(limit: number, after?: string): Promise<CampaignView[]> {
+    const { rows } = await this.pool.query<Row>(
+      `SELECT ${COLUMNS} FROM codes_campaigns WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2`,
+      [after ?? null, limit],
+    );
+    return rows.map((r) => view(fromRow(r), inventoryOf(r)));
+  }
+
+  /** For the codes_available gauge. */
+  async availableByCampaign(): Promise<{ id: string; available: number }[]> {
+    const { rows } = await this.pool.query<{ id: string; available: number }>(
+      'SELECT id, available FROM codes_campaigns ORDER BY id LIMIT 1000',
+    );
+    return rows;
+  }
+}

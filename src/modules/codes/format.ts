@@ -1,0 +1,80 @@
+// Code formats: the alphabet presets, validation of a campaign's format, capacity and density.
+// Characters are limited to the URL-unreserved set (A–Z a–z 0–9 - _ . ~) so a code is safe in a
+// URL path, a CSV cell and a COPY row without any escaping.
+import { unprocessable } from '../../kit/errors.ts';
+
+export const ALPHABET_PRESETS = {
+  /** A–Z and 0–9: seed 000's batch codes. */
+  alphanumeric: 'ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789',
+  /** No look-alikes: 0 O 1 I L are left out, so codes survive being read aloud or retyped. */
+  safe: 'ABCDEFGHJKMNPQRSTUVWXYZ23456789',
+  numeric: '0123456789',
+} as const;
+export type AlphabetPreset = keyof typeof ALPHABET_PRESETS;
+
+export const MIN_LENGTH = 4;
+export const MAX_LENGTH = 32;
+/** Generation is refused past this share of the code space: beyond it codes become guessable. */
+export const MAX_DENSITY = 0.01;
+const ALLOWED = /^[A-Za-z0-9\-_.~]*$/;
+
+export interface CodeFormat {
+  length: number;
+  /** The characters themselves, in digit order. */
+  alphabet: string;
+  /** The preset name, or 'custom'. */
+  preset: AlphabetPreset | 'custom';
+  prefix: string;
+}
+
+/** Resolves `alphabet` (a preset name or the characters) and checks the whole format; 422 says what to fix. */
+export function parseFormat(input: { length: number; alphabet: string; prefix?: string }): CodeFormat {
+  const { length } = input;
+  if (!Number.isInteger(length) || length < MIN_LENGTH || length > MAX_LENGTH)
+    throw unprocessable(`format.length must be a whole number from ${MIN_LENGTH} to ${MAX_LENGTH}`);
+  const name = input.alphabet;
+  const preset = (Object.keys(ALPHABET_PRESETS) as AlphabetPreset[]).find((p) => p === name);
+  const alphabet = preset ? ALPHABET_PRESETS[preset] : name;
+  if (!preset) {
+    if (alphabet.length < 2)
+      throw unprocessable(
+        `format.alphabet must be a preset (${Object.keys(ALPHABET_PRESETS).join(', ')}) or at least 2 distinct characters`,
+      );
+    if (!ALLOWED.test(alphabet))
+      throw unprocessable('format.alphabet may only use the characters A-Z a-z 0-9 - _ . ~');
+    const seen = new Set<string>();
+    for (const ch of alphabet) {
+      if (seen.has(ch))
+        throw unprocessable(`format.alphabet has the character "${ch}" twice: list each character once`);
+      seen.add(ch);
+    }
+  }
+  const prefix = input.prefix ?? '';
+  if (prefix.length > 32 || !ALLOWED.test(prefix))
+    throw unprocessable('format.prefix may have up to 32 of the characters A-Z a-z 0-9 - _ . ~');
+  return { length, alphabet, preset: preset ?? 'custom', prefix };
+}
+
+/** alphabet^length, exact. */
+export function capacityOf(f: Pick<CodeFormat, 'alphabet' | 'length'>): bigint {
+  return BigInt(f.alphabet.length) ** BigInt(f.length);
+}
+
+/** The most codes a campaign may hold (1% of its space), capped to what a bigint column holds. */
+export function densityLimit(f: Pick<CodeFormat, 'alphabet' | 'length'>): bigint {
+  const limit = capacityOf(f) / BigInt(1 / MAX_DENSITY);
+  const cap = 2n ** 62n;
+  return limit > cap ? cap : limit;
+}
+
+/** Case-folds when the alphabet has one case only, then checks prefix, length and characters. */
+export function normalizeCode(f: CodeFormat, raw: string): string | null {
+  let code = raw.trim();
+  const hasUpper = /[A-Z]/.test(f.alphabet);
+  const hasLower = /[a-z]/.test(f.alphabet);
+  if (hasUpper && !hasLower && !/[a-z]/.test(f.prefix)) code = code.toUpperCase();
+  else if (hasLower && !hasUpper && !/[A-Z]/.test(f.prefix)) code = code.toLowerCase();
+  if (code.length !== f.prefix.length + f.length || !code.startsWith(f.prefix)) return null;
+  for (let i = f.prefix.length; i < code.length; i++) if (!f.alphabet.includes(code[i]!)) return null;
+  return code;
+}

@@ -1,0 +1,380 @@
+// Reserve, assign, release and expire. Why no code can reach two holders:
+// - a code is picked only with `state = 0 … FOR UPDATE SKIP LOCKED`: a row another transaction is
+//   taking is skipped, and one it has already taken fails the state re-check after the lock;
+// - a reserveId is a primary key in codes_reservations, so the same id in two processes at once
+//   serialises on the insert, and the second reads the first one's codes;
+// - assign, release and expiry first lock the reservation row, then its codes, then the campaign
+//   row; every transaction here takes the campaign row last, so these paths cannot deadlock.
+// Throughput comes from the Coalescer (one transaction per batch of concurrent reserves of a
+// campaign) and from an allocation cursor: each process remembers the seq after the last code it
+// handed out and scans the available index from there, skipping the dead index entries of codes
+// already taken. The cursor is only a hint; a short scan falls back to scanning from the start, so
+// a 409 always means the campaign really is short.
+import { randomUUID } from 'node:crypto';
+import type { Pool, PoolClient, Queryable } from '../../kit/db.ts';
+import { withTransaction } from '../../kit/db.ts';
+import { conflict, notFound } from '../../kit/errors.ts';
+import type { Campaign } from './campaigns.ts';
+import { Coalescer } from './coalescer.ts';
+import type { CodesMetrics } from './metrics.ts';
+
+export interface ReserveRequest {
+  count: number;
+  reserveId?: string;
+  ttlSeconds?: number;
+}
+
+export interface ReserveResult {
+  reserveId: string;
+  codes: string[];
+  expiresAt: string;
+}
+
+export interface AssignResult {
+  reserveId: string;
+  codes: string[];
+  userId: string;
+  assignedAt: string;
+}
+
+interface Swept {
+  campaignNo: number;
+  n: number;
+}
+
+/** Returns expired reservations' codes to the pool; the caller updates the campaign counters last. */
+async function sweepExpired(db: Queryable, campaignNo?: number): Promise<Swept[]> {
+  const { rows } = await db.query<{ campaign_no: number; n: number }>(
+    `WITH r AS (
+       UPDATE codes_reservations SET state = 'expired', ended_at = now()
+       WHERE (campaign_no, reserve_id) IN (
+         SELECT campaign_no, reserve_id FROM codes_reservations
+         WHERE state = 'reserved' AND expires_at <= now() AND ($1::int IS NULL OR campaign_no = $1)
+         ORDER BY campaign_no, reserve_id LIMIT 10000 FOR UPDATE SKIP LOCKED)
+       RETURNING campaign_no, reserve_id
+     ), c AS (
+       UPDATE codes SET state = 0, reserve_id = NULL, reserved_at = NULL, expires_at = NULL
+       FROM r WHERE codes.campaign_no = r.campaign_no AND codes.reserve_id = r.reserve_id AND codes.state = 1
+       RETURNING codes.campaign_no
+     )
+     SELECT campaign_no, count(*)::int AS n FROM c GROUP BY campaign_no`,
+    [campaignNo ?? null],
+  );
+  return rows.map((r) => ({ campaignNo: r.campaign_no, n: r.n }));
+}
+
+async function addCounters(
+  db: Queryable,
+  campaignNo: number,
+  d: { available?: number; reserved?: number; assigned?: number },
+) {
+  await db.query(
+    `UPDATE codes_campaigns SET available = available + $2, reserved = reserved + $3, assigned = assigned + $4
+     WHERE no = $1`,
+    [campaignNo, d.available ?? 0, d.reserved ?? 0, d.assigned ?? 0],
+  );
+}
+
+interface Job extends ReserveRequest {
+  campaign: Campaign;
+}
+
+export class Reservations {
+  private readonly cursors = new Map<number, number>();
+  private readonly coalescer: Coalescer<Job, ReserveResult>;
+
+  constructor(
+    private readonly pool: Pool,
+    private readonly metrics: CodesMetrics,
+  ) {
+    this.coalescer = new Coalescer((_key, jobs) => this.reserveBatch(jobs), {
+      maxBatch: 1000,
+      maxInflight: 1,
+    });
+  }
+
+  reserve(campaign: Campaign, req: ReserveRequest): Promise<ReserveResult> {
+    return this.coalescer.submit(String(campaign.no), { ...req, campaign });
+  }
+
+  /** Expiry across all campaigns (the cron job); returns codes returned to the pool. */
+  async expireAll(idOf: (no: number) => Promise<string>): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const swept = await withTransaction(this.pool, async (client) => {
+        const s = await sweepExpired(client);
+        for (const { campaignNo, n } of s.sort((a, b) => a.campaignNo - b.campaignNo))
+          await addCounters(client, campaignNo, { available: n, reserved: -n });
+        return s;
+      });
+      for (const s of swept) this.metrics.expired.inc({ campaign: await idOf(s.campaignNo) }, s.n);
+      const n = swept.reduce((a, s) => a + s.n, 0);
+      total += n;
+      if (n === 0) return total;
+    }
+  }
+
+  /** The lazy check: run before reporting a campaign's inventory, so expired codes never count as reserved. */
+  async expireCampaign(campaign: Campaign): Promise<number> {
+    const n = await withTransaction(this.pool, async (client) => {
+      const s = await sweepExpired(client, campaign.no);
+      const n = s.reduce((a, x) => a + x.n, 0);
+      if (n) await addCounters(client, campaign.no, { available: n, reserved: -n });
+      return n;
+    });
+    if (n) this.metrics.expired.inc({ campaign: campaign.id }, n);
+    return n;
+  }
+
+  private async reserveBatch(jobs: Job[]): Promise<(ReserveResult | Error)[]> {
+    const campaign = jobs[0]!.campaign;
+    // One request per reserveId: duplicates in the same batch share the first one's answer.
+    const ids = jobs.map((j) => j.reserveId ?? randomUUID());
+    const firstOf = new Map<string, number>();
+    const unique: number[] = [];
+    ids.forEach((id, i) => {
+      if (!firstOf.has(id)) {
+        firstOf.set(id, i);
+        unique.push(i);
+      }
+    });
+    const results = await withTransaction(this.pool, (client) =>
+      this.reserveInTx(
+        client,
+        campaign,
+        unique.map((i) => ({ ...jobs[i]!, reserveId: ids[i]! })),
+      ),
+    );
+    const byId = new Map<string, ReserveResult | Error>();
+    for (const [k, i] of unique.entries()) byId.set(ids[i]!, results[k]!);
+    const out = ids.map((id) => byId.get(id)!);
+    let reserved = 0;
+    for (const r of results) if (!(r instanceof Error)) reserved += r.codes.length;
+    if (reserved) this.metrics.reserved.inc({ campaign: campaign.id }, reserved);
+    return out;
+  }
+
+  private async reserveInTx(
+    client: PoolClient,
+    campaign: Campaign,
+    jobs: (Job & { reserveId: string })[],
+  ): Promise<(ReserveResult | Error)[]> {
+    const no = campaign.no;
+    let expired = 0;
+    const sweep = async () => {
+      const n = (await sweepExpired(client, no)).reduce((a, s) => a + s.n, 0);
+      expired += n;
+      return n;
+    };
+    // An explicit reserveId may name an expired reservation whose codes still carry it.
+    if (jobs.some((j) => j.reserveId !== undefined)) await sweep();
+
+    const claimed = await client.query<{ reserve_id: string; expires_at: Date; inserted: boolean }>(
+      `INSERT INTO codes_reservations AS r (campaign_no, reserve_id, state, count, expires_at)
+       SELECT $1, x.id, 'reserved', x.n, now() + make_interval(secs => x.ttl)
+       FROM unnest($2::text[], $3::int[], $4::int[]) AS x(id, n, ttl)
+       ON CONFLICT (campaign_no, reserve_id) DO UPDATE
+         SET state = 'reserved', count = EXCLUDED.count, expires_at = EXCLUDED.expires_at, created_at = now(),
+             user_id = NULL, assigned_at = NULL, ended_at = NULL
+         WHERE r.state IN ('released', 'expired')
+       RETURNING reserve_id, expires_at, (xmax = 0) AS inserted`,
+      [
+        no,
+        jobs.map((j) => j.reserveId),
+        jobs.map((j) => j.count),
+        jobs.map((j) => j.ttlSeconds ?? campaign.reservationTtlSeconds),
+      ],
+    );
+    const fresh = new Map(claimed.rows.map((r) => [r.reserve_id, r]));
+    const results: (ReserveResult | Error | undefined)[] = new Array(jobs.length);
+
+    // The same reserveId again: answer with the codes it already holds.
+    const again = jobs.filter((j) => !fresh.has(j.reserveId)).map((j) => j.reserveId);
+    if (again.length) {
+      const { rows } = await client.query<{ reserve_id: string; expires_at: Date; codes: string[] }>(
+        `SELECT r.reserve_id, r.expires_at, array_agg(c.code ORDER BY c.seq) AS codes
+         FROM codes_reservations r JOIN codes c ON c.campaign_no = r.campaign_no AND c.reserve_id = r.reserve_id
+         WHERE r.campaign_no = $1 AND r.reserve_id = ANY($2::text[])
+         GROUP BY r.reserve_id, r.expires_at`,
+        [no, again],
+      );
+      const held = new Map(rows.map((r) => [r.reserve_id, r]));
+      jobs.forEach((j, i) => {
+        if (fresh.has(j.reserveId)) return;
+        const h = held.get(j.reserveId);
+        results[i] = h
+          ? { reserveId: j.reserveId, codes: h.codes, expiresAt: h.expires_at.toISOString() }
+          : conflict(`reservation ${j.reserveId} is being changed by another request; retry`);
+      });
+    }
+
+    const wanted = jobs.filter((j) => fresh.has(j.reserveId));
+    const total = wanted.reduce((a, j) => a + j.count, 0);
+    let picked: { code: string; seq: number }[] = [];
+    if (total > 0) {
+      const cursor = this.cursors.get(no) ?? 0;
+      const pick = (from: number, limit: number) =>
+        client.query<{ code: string; seq: number }>(
+          `SELECT code, seq FROM codes WHERE campaign_no = $1 AND state = 0 AND seq >= $2
+           ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED`,
+          [no, from, limit],
+        );
+      picked = (await pick(cursor, total)).rows;
+      if (picked.length < total && cursor > 0) picked = (await pick(0, total)).rows;
+      if (picked.length < total && (await sweep()) > 0) picked = (await pick(0, total)).rows;
+      if (picked.length > 0) this.cursors.set(no, picked.at(-1)!.seq + 1);
+      if (picked.length < total) this.cursors.set(no, 0);
+    }
+
+    // All-or-nothing per request, first come first served.
+    const codes: string[] = [];
+    const owners: string[] = [];
+    const expiries: Date[] = [];
+    const dropped: string[] = [];
+    let next = 0;
+    jobs.forEach((j, i) => {
+      const claim = fresh.get(j.reserveId);
+      if (!claim) return;
+      const left = picked.length - next;
+      if (j.count > left) {
+        dropped.push(j.reserveId);
+        results[i] = conflict(
+          `campaign ${campaign.id} has ${left} code(s) available, fewer than the ${j.count} asked for: generate or import more codes, or ask for fewer`,
+        );
+        return;
+      }
+      const mine = picked.slice(next, next + j.count).map((p) => p.code);
+      next += j.count;
+      for (const c of mine) {
+        codes.push(c);
+        owners.push(j.reserveId);
+        expiries.push(claim.expires_at);
+      }
+      results[i] = { reserveId: j.reserveId, codes: mine, expiresAt: claim.expires_at.toISOString() };
+    });
+    if (dropped.length)
+      await client.query(
+        'DELETE FROM codes_reservations WHERE campaign_no = $1 AND reserve_id = ANY($2::text[])',
+        [no, dropped],
+      );
+    if (codes.length)
+      await client.query(
+        `UPDATE codes SET state = 1, reserve_id = x.rid, reserved_at = now(), expires_at = x.exp
+         FROM unnest($2::text[], $3::text[], $4::timestamptz[]) AS x(code, rid, exp)
+         WHERE codes.campaign_no = $1 AND codes.code = x.code`,
+        [no, codes, owners, expiries],
+      );
+    const delta = codes.length - expired;
+    if (delta !== 0) await addCounters(client, no, { available: -delta, reserved: delta });
+    return results as (ReserveResult | Error)[];
+  }
+
+  async assign(campaign: Campaign, reserveId: string, userId: string): Promise<AssignResult> {
+    const result = await withTransaction(this.pool, async (client) => {
+      const no = campaign.no;
+      const { rows } = await client.query<{ assigned_at: Date }>(
+        `UPDATE codes_reservations SET state = 'assigned', user_id = $3, assigned_at = now()
+         WHERE campaign_no = $1 AND reserve_id = $2 AND state = 'reserved' AND expires_at > now()
+         RETURNING assigned_at`,
+        [no, reserveId, userId],
+      );
+      if (!rows[0]) {
+        const prior = await client.query<{ state: string; user_id: string | null; assigned_at: Date | null }>(
+          'SELECT state, user_id, assigned_at FROM codes_reservations WHERE campaign_no = $1 AND reserve_id = $2',
+          [no, reserveId],
+        );
+        const p = prior.rows[0];
+        if (p?.state === 'assigned' && p.user_id === userId) {
+          // Idempotent: the same assign again answers the same.
+          const codes = await codesOf(client, no, reserveId);
+          return { reserveId, codes, userId, assignedAt: p.assigned_at!.toISOString(), fresh: 0 };
+        }
+        const why = !p
+          ? 'no such reservation'
+          : p.state === 'assigned'
+            ? 'it is already assigned to another user'
+            : p.state === 'reserved'
+              ? 'it has expired'
+              : `it was ${p.state}`;
+        throw conflict(
+          `cannot assign reservation ${reserveId} of campaign ${campaign.id}: ${why}; reserve codes first and assign with the reserveId reserve returned`,
+        );
+      }
+      if (campaign.maxPerUser !== null) {
+        // Serialise assigns of one user in this campaign so two at once cannot both pass the limit.
+        await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [no, userId]);
+        const held = await client.query<{ n: number }>(
+          'SELECT count(*)::int AS n FROM codes WHERE campaign_no = $1 AND user_id = $2',
+          [no, userId],
+        );
+        const count = (
+          await client.query<{ n: number }>(
+            'SELECT count(*)::int AS n FROM codes WHERE campaign_no = $1 AND reserve_id = $2 AND state = 1',
+            [no, reserveId],
+          )
+        ).rows[0]!.n;
+        if (held.rows[0]!.n + count > campaign.maxPerUser)
+          throw conflict(
+            `user ${userId} already holds ${held.rows[0]!.n} code(s) of campaign ${campaign.id}; maxPerUser is ${campaign.maxPerUser}`,
+          );
+      }
+      const updated = await client.query<{ code: string }>(
+        `UPDATE codes SET state = 2, user_id = $3, assigned_at = $4
+         WHERE campaign_no = $1 AND reserve_id = $2 AND state = 1 RETURNING code`,
+        [no, reserveId, userId, rows[0].assigned_at],
+      );
+      const n = updated.rows.length;
+      if (n) await addCounters(client, no, { reserved: -n, assigned: n });
+      return {
+        reserveId,
+        codes: updated.rows.map((r) => r.code).sort(),
+        userId,
+        assignedAt: rows[0].assigned_at.toISOString(),
+        fresh: n,
+      };
+    });
+    if (result.fresh) this.metrics.assigned.inc({ campaign: campaign.id }, result.fresh);
+    const { fresh: _fresh, ...answer } = result;
+    return answer;
+  }
+
+  async release(campaign: Campaign, reserveId: string): Promise<{ released: number }> {
+    const released = await withTransaction(this.pool, async (client) => {
+      const no = campaign.no;
+      const { rows } = await client.query(
+        `UPDATE codes_reservations SET state = 'released', ended_at = now()
+         WHERE campaign_no = $1 AND reserve_id = $2 AND state = 'reserved' RETURNING 1`,
+        [no, reserveId],
+      );
+      if (!rows[0]) {
+        const prior = await client.query(
+          'SELECT state FROM codes_reservations WHERE campaign_no = $1 AND reserve_id = $2',
+          [no, reserveId],
+        );
+        if (!prior.rows[0])
+          throw notFound(
+            `reservation ${reserveId} not found in campaign ${campaign.id}: use the reserveId reserve returned`,
+          );
+        return 0; // already released, expired or assigned: nothing to return
+      }
+      const updated = await client.query(
+        `UPDATE codes SET state = 0, reserve_id = NULL, reserved_at = NULL, expires_at = NULL
+         WHERE campaign_no = $1 AND reserve_id = $2 AND state = 1`,
+        [no, reserveId],
+      );
+      const n = updated.rowCount ?? 0;
+      if (n) await addCounters(client, no, { available: n, reserved: -n });
+      return n;
+    });
+    if (released) this.metrics.released.inc({ campaign: campaign.id }, released);
+    return { released };
+  }
+}
+
+async function codesOf(db: Queryable, campaignNo: number, reserveId: string): Promise<string[]> {
+  const { rows } = await db.query<{ code: string }>(
+    'SELECT code FROM codes WHERE campaign_no = $1 AND reserve_id = $2 ORDER BY code',
+    [campaignNo, reserveId],
+  );
+  return rows.map((r) => r.code);
+}

@@ -1,0 +1,229 @@
+// HTTP routes of DESIGN.md §2 codes. Routes call this process's codes objects directly (streams
+// cannot cross RPC); other modules use the RPC service instead.
+import type { Readable } from 'node:stream';
+import { HttpError, notFound } from '../../kit/errors.ts';
+import type { App } from '../../kit/http.ts';
+import type { ModuleContext } from '../../kit/module.ts';
+import { normalizeCode } from './format.ts';
+import { SYNC_MAX } from './generate.ts';
+import { timed } from './metrics.ts';
+import * as S from './schemas.ts';
+import type { CodesState } from './state.ts';
+import { Transfer } from './transfer.ts';
+
+const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody, 422: S.ErrorBody };
+const tags = ['codes'];
+const IMPORT_URL = '/api/campaigns/:id/codes/import';
+const IMPORT_BODY_LIMIT = 64 * 1024 * 1024;
+
+export function registerCodesRoutes(app: App, ctx: ModuleContext, s: CodesState): void {
+  // Bodies other than JSON: CSV (and plain lines) stream into the import; anything else is a 415
+  // that names what to send.
+  app.addContentTypeParser(['text/csv', 'text/plain'], (req, payload, done) => {
+    if (req.routeOptions.url !== IMPORT_URL)
+      return done(new HttpError(415, `send Content-Type: application/json to ${req.method} ${req.url}`));
+    done(null, payload);
+  });
+  app.addContentTypeParser('*', (req, _payload, done) => {
+    const accepted =
+      req.routeOptions.url === IMPORT_URL ? 'text/csv or application/json' : 'application/json';
+    done(
+      new HttpError(
+        415,
+        `Content-Type ${req.headers['content-type'] ?? '(none)'} is not accepted here: send ${accepted}`,
+      ),
+    );
+  });
+
+  app.post(
+    '/api/campaigns',
+    { schema: { tags, body: S.CreateCampaignBody, response: { 201: S.CampaignView, ...errors } } },
+    async (req, reply) => {
+      const created = await s.service.createCampaign(req.body);
+      reply.code(201);
+      return created;
+    },
+  );
+
+  app.get(
+    '/api/campaigns',
+    {
+      schema: {
+        tags,
+        querystring: S.ListQuery,
+        response: {
+          200: { type: 'object', properties: { campaigns: { type: 'array', items: S.CampaignView } } },
+        },
+      },
+    },
+    async (req) => ({ campaigns: await s.campaigns.list(req.query.limit, req.query.after) }),
+  );
+
+  app.get(
+    '/api/campaigns/:id',
+    { schema: { tags, params: S.CampaignParams, response: { 200: S.CampaignView, ...errors } } },
+    (req) => s.service.getCampaign({ campaignId: req.params.id }),
+  );
+
+  app.post(
+    '/api/campaigns/:id/codes',
+    {
+      schema: {
+        tags,
+        params: S.CampaignParams,
+        body: S.GenerateBody,
+        response: { 201: S.GenerateNow, 202: S.GenerateLater, ...errors },
+      },
+    },
+    async (req, reply) => {
+      const campaign = await s.campaigns.get(req.params.id);
+      const { count } = req.body;
+      if (count <= SYNC_MAX) {
+        const codes = await timed(s.metrics, 'generate', () => s.generator.generateSmall(campaign, count));
+        reply.code(201);
+        return { generated: codes.length, codes };
+      }
+      await s.generator.checkRoom(campaign, count);
+      const jobId = await ctx.jobs.startTracked(
+        ctx.pool,
+        'codes:generate',
+        { campaignId: campaign.id, count },
+        count,
+      );
+      reply.code(202);
+      return { jobId, status: 'queued' as const, total: count, statusUrl: `/api/jobs/${jobId}` };
+    },
+  );
+
+  app.post(
+    IMPORT_URL,
+    {
+      bodyLimit: IMPORT_BODY_LIMIT,
+      schema: {
+        tags,
+        params: S.CampaignParams,
+        description:
+          'text/csv (first column; streamed, any size) or a JSON list of codes (up to 64 MB). Codes that do not fit the campaign format count as invalid.',
+        response: { 200: S.ImportResult, ...errors },
+      },
+    },
+    async (req) => {
+      const campaign = await s.campaigns.get(req.params.id);
+      const body = req.body as unknown;
+      let source: AsyncIterable<string>;
+      if (Array.isArray(body)) source = Transfer.list(body);
+      else if (body && typeof body === 'object' && Array.isArray((body as { codes?: unknown }).codes))
+        source = Transfer.list((body as { codes: unknown[] }).codes);
+      else if (body && typeof (body as Readable).pipe === 'function')
+        source = Transfer.csvFirstColumn(body as Readable);
+      else
+        throw new HttpError(
+          400,
+          'send the codes as text/csv (first column) or as a JSON list such as ["CODE1","CODE2"]',
+        );
+      return timed(s.metrics, 'import', () => s.transfer.importCodes(campaign, source));
+    },
+  );
+
+  app.get(
+    '/api/campaigns/:id/codes.csv',
+    { schema: { tags, params: S.CampaignParams, produces: ['text/csv'] } },
+    async (req, reply) => {
+      const campaign = await s.campaigns.get(req.params.id);
+      const stream = await s.transfer.exportCsv(campaign);
+      reply
+        .header('content-type', 'text/csv; charset=utf-8')
+        .header('content-disposition', `attachment; filename="${campaign.id}-codes.csv"`);
+      return reply.send(stream);
+    },
+  );
+
+  app.get(
+    '/api/campaigns/:id/codes/:code',
+    { schema: { tags, params: S.CodeParams, response: { 200: S.CodeView, ...errors } } },
+    (req) =>
+      timed(s.metrics, 'lookup', async () => {
+        const campaign = await s.campaigns.get(req.params.id);
+        const code = normalizeCode(campaign.format, req.params.code);
+        if (!code)
+          throw notFound(
+            `code ${req.params.code} is not in campaign ${campaign.id}: its codes are ${campaign.format.prefix}` +
+              `followed by ${campaign.format.length} of ${campaign.format.alphabet}`,
+          );
+        const found = await s.lookup(campaign, code);
+        if (!found) throw notFound(`code ${code} is not in campaign ${campaign.id}`);
+        return found;
+      }),
+  );
+
+  app.post(
+    '/api/campaigns/:id/reservations',
+    {
+      schema: {
+        tags,
+        params: S.CampaignParams,
+        body: S.ReserveBody,
+        response: { 201: S.ReserveResult, ...errors },
+      },
+    },
+    async (req, reply) => {
+      const r = await s.service.reserve({ campaignId: req.params.id, ...req.body });
+      reply.code(201);
+      return r;
+    },
+  );
+
+  app.post(
+    '/api/campaigns/:id/reservations/:reserveId/assign',
+    {
+      schema: {
+        tags,
+        params: S.ReservationParams,
+        body: S.AssignBody,
+        response: { 200: S.AssignResult, ...errors },
+      },
+    },
+    (req) =>
+      s.service.assign({
+        campaignId: req.params.id,
+        reserveId: req.params.reserveId,
+        userId: req.body.userId,
+      }),
+  );
+
+  app.delete(
+    '/api/campaigns/:id/reservations/:reserveId',
+    { schema: { tags, params: S.ReservationParams, response: { 200: S.ReleaseResult, ...errors } } },
+    (req) => s.service.release({ campaignId: req.params.id, reserveId: req.params.reserveId }),
+  );
+
+  app.post(
+    '/api/generate',
+    {
+      config: { public: true, rawBody: true },
+      schema: {
+        tags,
+        description:
+          'Seed 000: Standard Webhooks-signed (webhook-id, webhook-timestamp, webhook-signature). Answers {code}, or {codes} for {count} up to 1,000, from the batch-codes campaign (6 characters A-Z0-9).',
+        security: [],
+        body: S.WebhookGenerateBody,
+        response: { 201: S.WebhookGenerateResult, ...errors },
+      },
+      // The signature is checked before the body is validated: an unsigned caller learns nothing.
+      preValidation: async (req) => {
+        try {
+          await ctx.webhooks.verify(req.rawBody ?? '', req.headers);
+        } catch (err) {
+          ctx.metrics.authFailures.inc({ kind: 'webhook' });
+          throw err;
+        }
+      },
+    },
+    async (req, reply) => {
+      const count = req.body?.count;
+      const codes = await timed(s.metrics, 'webhook_generate', () => s.webhookGenerate(count ?? 1));
+      reply.code(201);
+      return count === undefined ? { code: codes[0]! } : { codes };
+    },
+  );
+}

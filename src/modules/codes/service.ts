@@ -1,0 +1,100 @@
+// The codes service: what the module's routes use, and what other modules call over RPC
+// (`ctx.rpc.client<CodesService>('codes')`). Inputs are checked here too, because RPC callers
+// bypass the HTTP schemas; every bad input is a 4xx that says what to fix.
+import { badRequest } from '../../kit/errors.ts';
+import { type Campaigns, type CampaignView, type CreateCampaignInput, view } from './campaigns.ts';
+import type { CodesMetrics } from './metrics.ts';
+import { timed } from './metrics.ts';
+import type { AssignResult, Reservations, ReserveResult } from './reservations.ts';
+
+export const RESERVE_MAX = 10_000;
+export const TTL_MAX_SECONDS = 30 * 24 * 3600;
+export const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$/;
+
+export interface ReserveInput {
+  campaignId: string;
+  count: number;
+  /** Same id again → the same codes (idempotent). Omit to get a fresh UUID. */
+  reserveId?: string;
+  /** Defaults to the campaign's reservationTtlSeconds. */
+  ttlSeconds?: number;
+}
+export interface AssignInput {
+  campaignId: string;
+  reserveId: string;
+  userId: string;
+}
+export interface ReleaseInput {
+  campaignId: string;
+  reserveId: string;
+}
+
+/** The RPC contract other modules (sender) program against. */
+export interface CodesService {
+  /** All-or-nothing; 409 when the campaign has fewer available codes, 404 for an unknown campaign. */
+  reserve(input: ReserveInput): Promise<ReserveResult>;
+  /** 409 unless the reserveId holds a live reservation (or is already assigned to this userId). */
+  assign(input: AssignInput): Promise<AssignResult>;
+  /** Returns reserved (not assigned) codes to the pool; 404 for a reserveId never seen. */
+  release(input: ReleaseInput): Promise<{ released: number }>;
+  getCampaign(input: { campaignId: string }): Promise<CampaignView>;
+  createCampaign(input: CreateCampaignInput): Promise<CampaignView>;
+}
+
+function checkInt(name: string, v: unknown, min: number, max: number): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)
+    throw badRequest(`${name} must be a whole number from ${min} to ${max}`);
+  return v;
+}
+
+export function checkId(name: string, v: unknown): string {
+  if (typeof v !== 'string' || !ID_PATTERN.test(v))
+    throw badRequest(
+      `${name} must be 1-200 characters of A-Z a-z 0-9 _ . : - (starting with a letter or digit)`,
+    );
+  return v;
+}
+
+function checkUser(v: unknown): string {
+  if (typeof v !== 'string' || v.length < 1 || v.length > 200)
+    throw badRequest('userId must be a string of 1 to 200 characters');
+  return v;
+}
+
+export function createCodesService(deps: {
+  campaigns: Campaigns;
+  reservations: Reservations;
+  metrics: CodesMetrics;
+}): CodesService {
+  const { campaigns, reservations, metrics } = deps;
+  return {
+    reserve: (input) =>
+      timed(metrics, 'reserve', async () => {
+        const count = checkInt('count', input?.count, 1, RESERVE_MAX);
+        const reserveId = input.reserveId === undefined ? undefined : checkId('reserveId', input.reserveId);
+        const ttlSeconds =
+          input.ttlSeconds === undefined
+            ? undefined
+            : checkInt('ttlSeconds', input.ttlSeconds, 1, TTL_MAX_SECONDS);
+        const campaign = await campaigns.get(checkId('campaignId', input.campaignId));
+        return reservations.reserve(campaign, { count, reserveId, ttlSeconds });
+      }),
+    assign: (input) =>
+      timed(metrics, 'assign', async () => {
+        const campaign = await campaigns.get(checkId('campaignId', input?.campaignId));
+        return reservations.assign(campaign, checkId('reserveId', input.reserveId), checkUser(input.userId));
+      }),
+    release: (input) =>
+      timed(metrics, 'release', async () => {
+        const campaign = await campaigns.get(checkId('campaignId', input?.campaignId));
+        return reservations.release(campaign, checkId('reserveId', input.reserveId));
+      }),
+    getCampaign: (input) =>
+      timed(metrics, 'get_campaign', async () => {
+        const campaign = await campaigns.get(checkId('campaignId', input?.campaignId));
+        await reservations.expireCampaign(campaign);
+        return view(campaign, await campaigns.inventory(campaign));
+      }),
+    createCampaign: (input) => timed(metrics, 'create_campaign', () => campaigns.create(input)),
+  };
+}

@@ -1,0 +1,109 @@
+// What one platform's codes module holds: built in setup(), used by routes, jobs and RPC.
+import type { ModuleContext } from '../../kit/module.ts';
+import { Campaigns } from './campaigns.ts';
+import { Coalescer } from './coalescer.ts';
+import { Generator, STATE_ASSIGNED } from './generate.ts';
+import { type CodesMetrics, createCodesMetrics } from './metrics.ts';
+import { Reservations } from './reservations.ts';
+import { type CodesService, createCodesService } from './service.ts';
+import { Transfer } from './transfer.ts';
+
+/** Seed 000's default campaign behind POST /api/generate, made on first use. */
+export const BATCH_CAMPAIGN = {
+  id: 'batch-codes',
+  name: 'Batch codes (POST /api/generate)',
+  format: { length: 6, alphabet: 'alphanumeric' },
+};
+
+export interface CodeRecord {
+  campaignId: string;
+  code: string;
+  state: 'available' | 'reserved' | 'assigned';
+  reserveId: string | null;
+  userId: string | null;
+  createdAt: string;
+  reservedAt: string | null;
+  expiresAt: string | null;
+  assignedAt: string | null;
+}
+
+export interface CodesState {
+  campaigns: Campaigns;
+  reservations: Reservations;
+  generator: Generator;
+  transfer: Transfer;
+  metrics: CodesMetrics;
+  service: CodesService;
+  lookup(campaign: Awaited<ReturnType<Campaigns['get']>>, code: string): Promise<CodeRecord | null>;
+  /** POST /api/generate: concurrent calls are coalesced into one INSERT. */
+  webhookGenerate(count: number): Promise<string[]>;
+}
+
+const iso = (d: Date | null) => (d ? d.toISOString() : null);
+
+export function createCodesState(ctx: ModuleContext): CodesState {
+  const campaigns = new Campaigns(ctx.pool);
+  const metrics = createCodesMetrics(ctx.metrics.registry, () => campaigns.availableByCampaign());
+  const reservations = new Reservations(ctx.pool, metrics);
+  const generator = new Generator(ctx.pool, metrics);
+  const transfer = new Transfer(ctx.pool, metrics);
+  const service = createCodesService({ campaigns, reservations, metrics });
+  const webhookBatches = new Coalescer<number, string[]>(
+    async (_key, counts) => {
+      const campaign = await campaigns.ensure(BATCH_CAMPAIGN);
+      const total = counts.reduce((a, n) => a + n, 0);
+      const codes = await generator.generateSmall(campaign, total, STATE_ASSIGNED);
+      let off = 0;
+      return counts.map((n) => {
+        const mine = codes.slice(off, off + n);
+        off += n;
+        return mine;
+      });
+    },
+    { maxBatch: 64, maxInflight: 2 },
+  );
+  return {
+    campaigns,
+    reservations,
+    generator,
+    transfer,
+    metrics,
+    service,
+    webhookGenerate: (count) => webhookBatches.submit(BATCH_CAMPAIGN.id, count),
+    async lookup(campaign, code) {
+      const { rows } = await ctx.pool.query<{
+        code: string;
+        state: number;
+        live: boolean;
+        reserve_id: string | null;
+        user_id: string | null;
+        created_at: Date;
+        reserved_at: Date | null;
+        expires_at: Date | null;
+        assigned_at: Date | null;
+      }>(
+        `SELECT code, state, NOT (state = 1 AND expires_at <= now()) AS live, reserve_id, user_id, created_at,
+           reserved_at, expires_at, assigned_at
+         FROM codes WHERE campaign_no = $1 AND code = $2`,
+        [campaign.no, code],
+      );
+      const r = rows[0];
+      if (!r) return null;
+      // The lazy expiry check: a reservation past its TTL is reported available even before the
+      // cron job has returned it to the pool.
+      const state = r.state === 2 ? 'assigned' : r.state === 1 && r.live ? 'reserved' : 'available';
+      const held = state !== 'available';
+      return {
+        campaignId: campaign.id,
+        code: r.code,
+        state,
+        reserveId: held ? r.reserve_id : null,
+        userId: r.user_id,
+        createdAt: r.created_at.toISOString(),
+        reservedAt: held ? iso(r.reserved_at) : null,
+        expiresAt: held ? iso(r.expires_at) : null,
+        assignedAt: iso(r.assigned_at),
+      };
+    },
+  };
+}

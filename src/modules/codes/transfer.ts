@@ -1,0 +1,127 @@
+// Import of existing codes and the CSV export, both streamed: an import reads the upload row by
+// row and writes batches of 5,000 (each batch its own transaction, counters included), an export
+// is a COPY … TO STDOUT piped to the response. Memory stays flat for any file size.
+import type { Readable } from 'node:stream';
+import { parse } from 'csv-parse';
+import { to as copyTo } from 'pg-copy-streams';
+import type { Pool } from '../../kit/db.ts';
+import { withTransaction } from '../../kit/db.ts';
+import type { Campaign } from './campaigns.ts';
+import { normalizeCode } from './format.ts';
+import type { CodesMetrics } from './metrics.ts';
+
+const BATCH = 5_000;
+
+export interface ImportResult {
+  inserted: number;
+  duplicate: number;
+  invalid: number;
+  /** Up to 10 rejected lines, to show what was wrong. */
+  invalidSamples: string[];
+}
+
+export class Transfer {
+  constructor(
+    private readonly pool: Pool,
+    private readonly metrics: CodesMetrics,
+  ) {}
+
+  private async insertBatch(campaign: Campaign, codes: string[]): Promise<number> {
+    return withTransaction(this.pool, async (client) => {
+      const { rows } = await client.query<{ start: number }>(
+        'UPDATE codes_campaigns SET next_seq = next_seq + $2 WHERE no = $1 RETURNING next_seq - $2 AS start',
+        [campaign.no, codes.length],
+      );
+      const r = await client.query(
+        `INSERT INTO codes (campaign_no, code, seq)
+         SELECT $1, x.code, $3 + x.ord - 1 FROM unnest($2::text[]) WITH ORDINALITY AS x(code, ord)
+         ON CONFLICT (campaign_no, code) DO NOTHING`,
+        [campaign.no, codes, rows[0]!.start],
+      );
+      const n = r.rowCount ?? 0;
+      await client.query(
+        'UPDATE codes_campaigns SET available = available + $2, imported = imported + $2 WHERE no = $1',
+        [campaign.no, n],
+      );
+      return n;
+    });
+  }
+
+  /** Codes from any source of strings; duplicates (in the file or already held) are counted, not errors. */
+  async importCodes(campaign: Campaign, source: AsyncIterable<string>): Promise<ImportResult> {
+    const result: ImportResult = { inserted: 0, duplicate: 0, invalid: 0, invalidSamples: [] };
+    let batch: string[] = [];
+    const flush = async () => {
+      if (!batch.length) return;
+      const n = await this.insertBatch(campaign, batch);
+      result.inserted += n;
+      result.duplicate += batch.length - n;
+      batch = [];
+    };
+    let first = true;
+    for await (const raw of source) {
+      const isFirst = first;
+      first = false;
+      if (raw.trim() === '') continue;
+      const code = normalizeCode(campaign.format, raw);
+      if (!code) {
+        if (isFirst && /^\s*code\s*$/i.test(raw)) continue; // a header line
+        result.invalid++;
+        if (result.invalidSamples.length < 10) result.invalidSamples.push(raw.slice(0, 100));
+        continue;
+      }
+      batch.push(code);
+      if (batch.length >= BATCH) await flush();
+    }
+    await flush();
+    if (result.inserted) this.metrics.generated.inc({ campaign: campaign.id }, result.inserted);
+    return result;
+  }
+
+  /** The first column of each CSV row. */
+  static async *csvFirstColumn(body: Readable): AsyncIterable<string> {
+    const parser = body.pipe(
+      parse({ relax_column_count: true, skip_empty_lines: true, trim: true, bom: true, relax_quotes: true }),
+    );
+    body.on('error', (err) => parser.destroy(err));
+    for await (const record of parser as AsyncIterable<string[]>) yield String(record[0] ?? '');
+  }
+
+  static async *list(items: unknown[]): AsyncIterable<string> {
+    for (const item of items) yield typeof item === 'string' ? item : JSON.stringify(item);
+  }
+
+  /** A readable CSV of the campaign's codes; the pool client is released when the stream ends. */
+  async exportCsv(campaign: Campaign): Promise<Readable> {
+    const client = await this.pool.connect();
+    // campaign.no is our own integer, so it can sit in the COPY text (COPY takes no parameters).
+    const stream = client.query(
+      copyTo(`COPY (
+        SELECT code,
+          CASE WHEN state = 0 OR (state = 1 AND expires_at <= now()) THEN 'available'
+               WHEN state = 1 THEN 'reserved' ELSE 'assigned' END AS state,
+          CASE WHEN state = 1 AND expires_at <= now() THEN NULL ELSE reserve_id END AS "reserveId",
+          user_id AS "userId", created_at AS "createdAt",
+          CASE WHEN state = 1 AND expires_at <= now() THEN NULL ELSE reserved_at END AS "reservedAt",
+          CASE WHEN state = 1 AND expires_at <= now() THEN NULL ELSE expires_at END AS "expiresAt",
+          assigned_at AS "assignedAt"
+        FROM codes WHERE campaign_no = ${Number(campaign.no)} ORDER BY code
+      ) TO STDOUT WITH (FORMAT csv, HEADER)`),
+    );
+    let released = false;
+    const release = (err?: Error) => {
+      if (released) return;
+      released = true;
+      client.release(err);
+    };
+    let ended = false;
+    stream.on('end', () => {
+      ended = true;
+      release();
+    });
+    stream.on('error', (err) => release(err));
+    // A client that hangs up mid-export leaves the connection inside COPY: discard it, never reuse.
+    stream.on('close', () => release(ended ? undefined : new Error('export aborted')));
+    return stream;
+  }
+}
