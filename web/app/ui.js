@@ -1,0 +1,179 @@
+// Small shared pieces: htm bound to Preact, polling, form fields, bars, charts, messages.
+import htm from 'htm';
+import { h } from 'preact';
+import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
+import uPlot from 'uplot';
+
+export const html = htm.bind(h);
+
+/** Runs fn now and every `ms`; keeps the last good data and the last error. */
+export function usePoll(fn, ms, deps = []) {
+  const [state, setState] = useState({ data: undefined, error: undefined, at: 0 });
+  const fnRef = useRef(fn);
+  fnRef.current = fn;
+  const refresh = useCallback(async () => {
+    try {
+      const data = await fnRef.current();
+      setState({ data, error: undefined, at: Date.now() });
+    } catch (error) {
+      setState((s) => ({ ...s, error }));
+    }
+  }, []);
+  useEffect(() => {
+    let stopped = false;
+    let timer;
+    const tick = async () => {
+      await refresh();
+      if (!stopped && ms) timer = setTimeout(tick, ms);
+    };
+    tick();
+    return () => {
+      stopped = true;
+      clearTimeout(timer);
+    };
+  }, deps);
+  return { ...state, refresh };
+}
+
+let fieldSeq = 0;
+/** A labelled control: label text, then the input given as children or as `input` props. */
+export function Field({ label, hint, children, ...input }) {
+  const id = useRef(input.id ?? `f${++fieldSeq}`).current;
+  const hintId = hint ? `${id}-hint` : undefined;
+  const control = children ?? html`<input id=${id} aria-describedby=${hintId} ...${input} />`;
+  return html`<div class="field">
+    <label for=${id}>${label}</label>
+    ${children ? withId(children, id, hintId) : control}
+    ${hint && html`<small id=${hintId}>${hint}</small>`}
+  </div>`;
+}
+function withId(child, id, hintId) {
+  if (child && typeof child === 'object' && child.props) {
+    child.props.id = id;
+    if (hintId) child.props['aria-describedby'] = hintId;
+  }
+  return child;
+}
+
+export function Alert({ error }) {
+  if (!error) return null;
+  return html`<p class="alert" role="alert">${error.message ?? String(error)}</p>`;
+}
+
+export function Notice({ children }) {
+  return html`<p class="notice" role="status">${children}</p>`;
+}
+
+/** Several states of one total as a stacked bar, with the numbers as text for everyone. */
+export function StackBar({ label, parts }) {
+  const total = parts.reduce((s, p) => s + (p.value || 0), 0);
+  const text = parts.map((p) => `${p.label} ${fmt(p.value)}`).join(', ');
+  return html`<div class="stackbar">
+    <div class="stackbar-track" role="img" aria-label=${`${label}: ${text}`}>
+      ${parts.map(
+        (p) =>
+          total > 0 &&
+          p.value > 0 &&
+          html`<span class=${`seg ${p.cls}`} style=${`width:${(100 * p.value) / total}%`}></span>`,
+      )}
+    </div>
+    <div class="legend" aria-hidden="true">
+      ${parts.map((p) => html`<span><i class=${`dot ${p.cls}`}></i>${p.label} ${fmt(p.value)}</span>`)}
+    </div>
+  </div>`;
+}
+
+/** A native progress bar with its percentage beside it. */
+export function Progress({ label, done, total }) {
+  const pct = total > 0 ? Math.min(100, Math.round((100 * done) / total)) : 0;
+  return html`<div class="progress">
+    <progress max=${total || 1} value=${done || 0} aria-label=${label}></progress>
+    <span>${fmt(done)} / ${fmt(total)} (${pct}%)</span>
+  </div>`;
+}
+
+const PALETTE = ['#2563eb', '#dc2626', '#16a34a', '#d97706', '#7c3aed', '#0891b2', '#db2777', '#4b5563'];
+
+/**
+ * A uPlot time chart. data = [xs (unix seconds), ...ys]; series = [{label}] one per y.
+ * The chart is redrawn in place when data changes; width follows the container.
+ */
+export function Chart({ title, data, series, height = 220, yLabel }) {
+  const box = useRef(null);
+  const plot = useRef(null);
+  const key = series.map((s) => s.label).join('|');
+  useEffect(() => {
+    const el = box.current;
+    const opts = {
+      width: Math.max(200, el.clientWidth),
+      height,
+      legend: { live: false },
+      cursor: { drag: { x: false, y: false } },
+      scales: { x: { time: true } },
+      axes: [{}, { label: yLabel, size: 50 }],
+      series: [
+        {},
+        ...series.map((s, i) => ({
+          label: s.label,
+          stroke: PALETTE[i % PALETTE.length],
+          width: 2,
+          points: { show: false },
+        })),
+      ],
+    };
+    plot.current = new uPlot(opts, data, el);
+    const ro = new ResizeObserver(() =>
+      plot.current?.setSize({ width: Math.max(200, el.clientWidth), height }),
+    );
+    ro.observe(el);
+    return () => {
+      ro.disconnect();
+      plot.current?.destroy();
+      plot.current = null;
+    };
+  }, [key, height]);
+  useEffect(() => {
+    plot.current?.setData(data);
+  }, [data]);
+  const last = series.map((s, i) => `${s.label} ${fmt(data[i + 1]?.at(-1) ?? 0)}`).join(', ');
+  return html`<figure class="chart">
+    <figcaption>${title}</figcaption>
+    <div ref=${box} role="img" aria-label=${`${title}. Latest: ${last || 'no data yet'}`}></div>
+  </figure>`;
+}
+
+export function fmt(n, digits = 0) {
+  if (n === undefined || n === null || Number.isNaN(n)) return '–';
+  return Number(n).toLocaleString('en', { maximumFractionDigits: digits });
+}
+
+export function ago(ts) {
+  if (!ts) return 'never';
+  const s = Math.max(0, Math.round((Date.now() - new Date(ts).getTime()) / 1000));
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  return `${Math.floor(s / 3600)} h ago`;
+}
+
+export function when(ts) {
+  return ts ? new Date(ts).toLocaleString('en-GB', { hour12: false }) : '–';
+}
+
+/** Runs an async action with busy/error state for a button or form. */
+export function useAction() {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState(undefined);
+  const run = useCallback(async (fn) => {
+    setBusy(true);
+    setError(undefined);
+    try {
+      return await fn();
+    } catch (err) {
+      setError(err);
+      return undefined;
+    } finally {
+      setBusy(false);
+    }
+  }, []);
+  return { busy, error, run, setError };
+}
