@@ -1,0 +1,277 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { startPlatform } from '../../../test/helpers.ts';
+import { codesModule } from './index.ts';
+import type { CodesService } from './service.ts';
+
+describe('codes: reserve, assign, release and expiry', async () => {
+  const p = await startPlatform({ modules: [codesModule], listen: true });
+  const rpc = p.kit.rpc.client<CodesService>('codes');
+  const call = (method: 'GET' | 'POST' | 'DELETE', url: string, payload?: object) =>
+    p.app.inject({ method, url, headers: p.auth, ...(payload ? { payload } : {}) });
+  const campaign = async (id: string, codes: number, extra: Record<string, unknown> = {}) => {
+    const c = await call('POST', '/api/campaigns', {
+      id,
+      name: id,
+      format: { length: 10, alphabet: 'alphanumeric' },
+      ...extra,
+    });
+    assert.equal(c.statusCode, 201, c.body);
+    if (codes)
+      assert.equal((await call('POST', `/api/campaigns/${id}/codes`, { count: codes })).statusCode, 201);
+  };
+  const countsInDb = async (id: string) => {
+    const { rows } = await p.kit.pool.query(
+      `SELECT k.available, k.reserved, k.assigned,
+         (SELECT count(*) FILTER (WHERE state = 0) FROM codes WHERE campaign_no = k.no)::int AS a,
+         (SELECT count(*) FILTER (WHERE state = 1) FROM codes WHERE campaign_no = k.no)::int AS r,
+         (SELECT count(*) FILTER (WHERE state = 2) FROM codes WHERE campaign_no = k.no)::int AS s
+       FROM codes_campaigns k WHERE k.id = $1`,
+      [id],
+    );
+    return rows[0];
+  };
+
+  it('when codes are reserved, assigned and released, then each step answers per the contract', async () => {
+    await campaign('flow', 10);
+    const r = await call('POST', '/api/campaigns/flow/reservations', { count: 3, reserveId: 'order-1' });
+    assert.equal(r.statusCode, 201, r.body);
+    const res = r.json();
+    assert.equal(res.reserveId, 'order-1');
+    assert.equal(res.codes.length, 3);
+    assert.ok(Date.parse(res.expiresAt) > Date.now());
+    const same = (
+      await call('POST', '/api/campaigns/flow/reservations', { count: 3, reserveId: 'order-1' })
+    ).json();
+    assert.deepEqual([...same.codes].sort(), [...res.codes].sort());
+    const looked = (await call('GET', `/api/campaigns/flow/codes/${res.codes[0]}`)).json();
+    assert.equal(looked.state, 'reserved');
+    assert.equal(looked.reserveId, 'order-1');
+    const a = await call('POST', '/api/campaigns/flow/reservations/order-1/assign', { userId: 'u1' });
+    assert.equal(a.statusCode, 200, a.body);
+    assert.deepEqual(a.json().codes, [...res.codes].sort());
+    assert.equal(a.json().userId, 'u1');
+    assert.equal(
+      (await call('POST', '/api/campaigns/flow/reservations/order-1/assign', { userId: 'u1' })).statusCode,
+      200,
+    );
+    const other = await call('POST', '/api/campaigns/flow/reservations/order-1/assign', { userId: 'u2' });
+    assert.equal(other.statusCode, 409);
+    assert.match(other.json().message, /already assigned to another user/);
+    assert.deepEqual((await call('DELETE', '/api/campaigns/flow/reservations/order-1')).json(), {
+      released: 0,
+    });
+    const r2 = (await call('POST', '/api/campaigns/flow/reservations', { count: 2 })).json();
+    assert.match(r2.reserveId, /^[0-9a-f-]{36}$/);
+    const rel = await call('DELETE', `/api/campaigns/flow/reservations/${r2.reserveId}`);
+    assert.deepEqual(rel.json(), { released: 2 });
+    assert.equal((await call('GET', `/api/campaigns/flow/codes/${r2.codes[0]}`)).json().state, 'available');
+    const inv = (await call('GET', '/api/campaigns/flow')).json().inventory;
+    assert.deepEqual(inv, { available: 7, reserved: 0, assigned: 3, total: 10 });
+  });
+
+  it('when inventory is short, unknown or not reserved, then 409 / 404 say what to do', async () => {
+    const short = await call('POST', '/api/campaigns/flow/reservations', { count: 8 });
+    assert.equal(short.statusCode, 409);
+    assert.match(short.json().message, /has 7 code\(s\) available, fewer than the 8 asked for/);
+    assert.equal((await call('GET', '/api/campaigns/flow')).json().inventory.available, 7);
+    const unknown = await call('POST', '/api/campaigns/flow/reservations/nope/assign', { userId: 'u' });
+    assert.equal(unknown.statusCode, 409);
+    assert.match(unknown.json().message, /no such reservation.*reserve codes first/);
+    const rel = await call('DELETE', '/api/campaigns/flow/reservations/nope');
+    assert.equal(rel.statusCode, 404);
+    assert.match(rel.json().message, /reservation nope not found/);
+    const badId = await call('POST', '/api/campaigns/flow/reservations', {
+      count: 1,
+      reserveId: 'has space',
+    });
+    assert.equal(badId.statusCode, 400);
+    assert.match(badId.json().message, /reserveId/);
+    const noUser = await call('POST', '/api/campaigns/flow/reservations/x/assign', {});
+    assert.equal(noUser.statusCode, 400);
+    assert.match(noUser.json().message, /userId/);
+    await assert.rejects(
+      rpc.reserve({ campaignId: 'flow', count: 0 }),
+      /count must be a whole number from 1/,
+    );
+    await assert.rejects(rpc.reserve({ campaignId: 'missing', count: 1 }), { statusCode: 404 });
+  });
+
+  it('when a reservation outlives its TTL, then its codes are reported available and return to the pool', async () => {
+    await campaign('ttl', 4);
+    const r = await rpc.reserve({ campaignId: 'ttl', count: 2, reserveId: 'short', ttlSeconds: 1 });
+    await new Promise((resolve) => setTimeout(resolve, 1200));
+    assert.equal((await call('GET', `/api/campaigns/ttl/codes/${r.codes[0]}`)).json().state, 'available');
+    const assign = await call('POST', '/api/campaigns/ttl/reservations/short/assign', { userId: 'late' });
+    assert.equal(assign.statusCode, 409);
+    assert.match(assign.json().message, /expired/);
+    assert.deepEqual((await call('GET', '/api/campaigns/ttl')).json().inventory, {
+      available: 4,
+      reserved: 0,
+      assigned: 0,
+      total: 4,
+    });
+    const again = await rpc.reserve({ campaignId: 'ttl', count: 4, reserveId: 'short' });
+    assert.equal(again.codes.length, 4);
+    const text = (await p.app.inject('/metrics')).body;
+    assert.match(text, /codes_expired_total\{campaign="ttl"[^}]*\} 2/);
+  });
+
+  it('when maxPerUser is set, then an assign past it is 409', async () => {
+    await campaign('limited', 5, { maxPerUser: 2 });
+    const a = await rpc.reserve({ campaignId: 'limited', count: 2 });
+    await rpc.assign({ campaignId: 'limited', reserveId: a.reserveId, userId: 'greedy' });
+    const b = await rpc.reserve({ campaignId: 'limited', count: 1 });
+    await assert.rejects(rpc.assign({ campaignId: 'limited', reserveId: b.reserveId, userId: 'greedy' }), {
+      statusCode: 409,
+      message: /maxPerUser is 2/,
+    });
+  });
+
+  it('when 64 HTTP clients reserve until the pool is empty, then every code is handed out once and the rest get 409', async () => {
+    const total = 3000;
+    await campaign('race', total);
+    const url = `${p.address()}/api/campaigns/race/reservations`;
+    const seen: string[] = [];
+    let conflicts = 0;
+    await Promise.all(
+      Array.from({ length: 64 }, async (_, client) => {
+        for (let i = 0; ; i++) {
+          const res = await fetch(url, {
+            method: 'POST',
+            headers: { ...p.auth, 'content-type': 'application/json' },
+            body: JSON.stringify({ count: 1 + ((client + i) % 3) }),
+          });
+          const body = (await res.json()) as { codes?: string[] };
+          if (res.status === 409) {
+            conflicts++;
+            // A 409 can only mean short: stop once fewer than 3 remain for everybody.
+            const inv = (await call('GET', '/api/campaigns/race')).json().inventory;
+            if (inv.available < 3) return;
+            continue;
+          }
+          assert.equal(res.status, 201, JSON.stringify(body));
+          seen.push(...body.codes!);
+        }
+      }),
+    );
+    // Drain what is left one by one: the pool must empty exactly.
+    for (;;) {
+      const r = await call('POST', '/api/campaigns/race/reservations', { count: 1 });
+      if (r.statusCode === 409) break;
+      seen.push(...r.json().codes);
+    }
+    assert.equal(new Set(seen).size, seen.length, 'no code handed out twice');
+    assert.equal(seen.length, total, 'pool exactly drained');
+    assert.ok(conflicts > 0, 'the last requests got 409');
+    const c = await countsInDb('race');
+    assert.deepEqual(c, { available: 0, reserved: total, assigned: 0, a: 0, r: total, s: 0 });
+  });
+
+  it('when random create/reserve/assign/release/expire sequences run, then the database always matches a simple model', async () => {
+    let run = 0;
+    const op = fc.oneof(
+      fc.record({
+        kind: fc.constant('reserve' as const),
+        count: fc.integer({ min: 1, max: 4 }),
+        id: fc.integer({ min: 0, max: 7 }),
+      }),
+      fc.record({
+        kind: fc.constant('assign' as const),
+        id: fc.integer({ min: 0, max: 7 }),
+        user: fc.integer({ min: 0, max: 2 }),
+      }),
+      fc.record({ kind: fc.constant('release' as const), id: fc.integer({ min: 0, max: 7 }) }),
+      fc.record({ kind: fc.constant('expire' as const), id: fc.integer({ min: 0, max: 7 }) }),
+      fc.record({ kind: fc.constant('generate' as const), count: fc.integer({ min: 1, max: 5 }) }),
+    );
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 0, max: 12 }),
+        fc.array(op, { maxLength: 25 }),
+        async (initial, ops) => {
+          const id = `model-${run++}`;
+          await campaign(id, 0);
+          if (initial) await call('POST', `/api/campaigns/${id}/codes`, { count: initial });
+          // model: reservation id → {codes, state}
+          const model = new Map<string, { n: number; state: 'reserved' | 'assigned'; user?: string }>();
+          let total = initial;
+          const live = () => [...model.values()];
+          for (const o of ops) {
+            const rid = `r${'id' in o ? o.id : 0}`;
+            if (o.kind === 'generate') {
+              await call('POST', `/api/campaigns/${id}/codes`, { count: o.count });
+              total += o.count;
+            } else if (o.kind === 'reserve') {
+              const held = live().reduce((a, r) => a + r.n, 0);
+              const existing = model.get(rid);
+              const res = await call('POST', `/api/campaigns/${id}/reservations`, {
+                count: o.count,
+                reserveId: rid,
+              });
+              if (existing) assert.equal(res.statusCode, 201, 'same reserveId answers again');
+              else if (total - held >= o.count) {
+                assert.equal(res.statusCode, 201, res.body);
+                assert.equal(res.json().codes.length, o.count);
+                model.set(rid, { n: o.count, state: 'reserved' });
+              } else assert.equal(res.statusCode, 409, res.body);
+            } else if (o.kind === 'assign') {
+              const r = model.get(rid);
+              const res = await call('POST', `/api/campaigns/${id}/reservations/${rid}/assign`, {
+                userId: `u${o.user}`,
+              });
+              if (r && (r.state === 'reserved' || r.user === `u${o.user}`)) {
+                assert.equal(res.statusCode, 200, res.body);
+                r.state = 'assigned';
+                r.user = `u${o.user}`;
+              } else assert.equal(res.statusCode, 409, res.body);
+            } else if (o.kind === 'release') {
+              const r = model.get(rid);
+              const res = await call('DELETE', `/api/campaigns/${id}/reservations/${rid}`);
+              if (r?.state === 'reserved') {
+                assert.deepEqual(res.json(), { released: r.n });
+                model.delete(rid);
+              } else if (r) assert.deepEqual(res.json(), { released: 0 });
+            } else {
+              // expire: move the reservation's deadline into the past, then let the lazy check run
+              const r = model.get(rid);
+              await p.kit.pool.query(
+                `UPDATE codes_reservations SET expires_at = now() - interval '1 second'
+               WHERE reserve_id = $1 AND campaign_no = (SELECT no FROM codes_campaigns WHERE id = $2)`,
+                [rid, id],
+              );
+              await p.kit.pool.query(
+                `UPDATE codes SET expires_at = now() - interval '1 second'
+               WHERE reserve_id = $1 AND campaign_no = (SELECT no FROM codes_campaigns WHERE id = $2)`,
+                [rid, id],
+              );
+              if (r?.state === 'reserved') model.delete(rid);
+            }
+            // invariants after every step
+            const inv = (await call('GET', `/api/campaigns/${id}`)).json().inventory;
+            const reserved = live()
+              .filter((r) => r.state === 'reserved')
+              .reduce((a, r) => a + r.n, 0);
+            const assigned = live()
+              .filter((r) => r.state === 'assigned')
+              .reduce((a, r) => a + r.n, 0);
+            assert.deepEqual(inv, { available: total - reserved - assigned, reserved, assigned, total });
+            const db = await countsInDb(id);
+            assert.equal(db.a, inv.available);
+            assert.equal(db.r, reserved);
+            assert.equal(db.s, assigned);
+            const { rows } = await p.kit.pool.query(
+              `SELECT reserve_id, count(*)::int AS n FROM codes
+             WHERE campaign_no = (SELECT no FROM codes_campaigns WHERE id = $1) AND state > 0 GROUP BY reserve_id`,
+              [id],
+            );
+            for (const row of rows)
+              assert.equal(row.n, model.get(row.reserve_id)?.n, `codes held by ${row.reserve_id}`);
+          }
+        },
+      ),
+      { numRuns: 25 },
+    );
+  });
+});
