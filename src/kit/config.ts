@@ -167,6 +167,18 @@ const settings = {
     24 * 7,
     integer(1, 24 * 3650),
   ),
+  senderPublicUrl: setting(
+    'SENDER_PUBLIC_URL',
+    'base URL of unsubscribe links in sent messages',
+    'http://localhost:3000',
+    url,
+  ),
+  senderApiKeyRate: setting(
+    'SENDER_API_KEY_RATE',
+    'messages/s per API key across all its batches and workers; 0 = no limit',
+    0,
+    integer(0, 10_000_000),
+  ),
   eventsBatchSize: setting(
     'EVENTS_BATCH_SIZE',
     'raw events the events worker aggregates per batch',

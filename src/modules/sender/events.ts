@@ -1,0 +1,67 @@
+// Delivery events from providers (POST /webhooks/:provider, Standard Webhooks signed): delivered,
+// bounced, complained and opened, recorded once per recipient and event type; bounces and
+// complaints put the address on the account's suppression list.
+import type { Pool } from '../../kit/db.ts';
+import { withTransaction } from '../../kit/db.ts';
+import type { Logger } from '../../kit/log.ts';
+import type { DeliveryEvent } from './schemas.ts';
+import { addSuppressions } from './suppressions.ts';
+
+/** Counter column per event type: a fixed map, never caller text, goes into the SQL. */
+const COUNTER = {
+  delivered: 'delivered',
+  bounced: 'bounced',
+  complained: 'complained',
+  opened: 'opened',
+} as const;
+
+export async function recordDeliveryEvents(
+  pool: Pool,
+  log: Logger,
+  provider: string,
+  events: DeliveryEvent[],
+) {
+  let recorded = 0;
+  let duplicate = 0;
+  const unknown: string[] = [];
+  await withTransaction(pool, async (db) => {
+    for (const e of events) {
+      const [batchId, rid] = e.messageId.split(':') as [string, string];
+      const { rows } = await db.query<{ address: string; account_id: string; fresh: boolean }>(
+        `WITH r AS (
+           SELECT address, event FROM sender_recipients WHERE batch_id = $1 AND id = $2 FOR UPDATE),
+         u AS (
+           UPDATE sender_recipients SET event = $3, event_at = now(),
+             state = CASE WHEN $3 = 'bounced' THEN 'bounced' ELSE state END
+           WHERE batch_id = $1 AND id = $2 AND event IS DISTINCT FROM $3 RETURNING 1)
+         SELECT r.address, b.account_id, EXISTS (SELECT 1 FROM u) AS fresh
+         FROM r JOIN sender_batches b ON b.id = $1`,
+        [batchId, Number(rid), e.type],
+      );
+      const row = rows[0];
+      if (!row) {
+        unknown.push(e.messageId);
+        continue;
+      }
+      if (!row.fresh) {
+        duplicate++;
+        continue;
+      }
+      const column = COUNTER[e.type];
+      await db.query(
+        `UPDATE sender_batches SET ${column} = ${column} + 1, updated_at = now() WHERE id = $1`,
+        [batchId],
+      );
+      if (e.type === 'bounced' || e.type === 'complained')
+        await addSuppressions(
+          db,
+          row.account_id,
+          [row.address],
+          e.type === 'bounced' ? 'bounce' : 'complaint',
+        );
+      recorded++;
+    }
+  });
+  log.info({ provider, recorded, duplicate, unknown: unknown.length }, 'SENDER_DELIVERY_EVENTS');
+  return { recorded, duplicate, unknown };
+}

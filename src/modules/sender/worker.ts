@@ -1,0 +1,619 @@
+// The send engine: durable chunk jobs with leases and per-recipient state.
+//
+// Invariants
+// - A chunk (CHUNK_SIZE consecutive recipient ids) is run by one job at a time: the job claims the
+//   chunk row (state running, owner, lease) and a heartbeat extends the lease every 2 s.
+// - A recipient is marked `sending` (attempts + 1) in one UPDATE before its provider call, and its
+//   outcome is written with the sub-batch in one statement; a recipient is never claimed twice
+//   while it is `sending`.
+// - A worker killed mid-chunk leaves its chunk `running` with a lease that runs out; the sweeper in
+//   any worker takes the chunk back and decides for each recipient left in `sending`:
+//     mock, webhook: back to pending and sent again with the same idempotency key (batch:recipient,
+//                    the webhook-id), so the receiver keeps exactly one;
+//     email:         SMTP has no idempotency key, so the recipient is marked failed with reason
+//                    "interrupted" rather than risk a second e-mail (at most once wins over at least once).
+// - Pause and cancel are seen at the next sub-batch (milliseconds) or within 200 ms of a wait.
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Pool, Queryable } from '../../kit/db.ts';
+import { withTransaction } from '../../kit/db.ts';
+import type { JobContext } from '../../kit/jobs.ts';
+import type { Logger } from '../../kit/log.ts';
+import type { ModuleContext } from '../../kit/module.ts';
+import { type Channel, type ChannelSpec, createChannel, type OutMessage, SendError } from './channels.ts';
+import type { CodesService } from './codes.ts';
+import type { SenderMetrics } from './metrics.ts';
+import { type Limit, take } from './ratelimit.ts';
+import { loadChannelSpec } from './send-configs.ts';
+import { render, type Template } from './template.ts';
+import { unsubscribeToken } from './unsubscribe.ts';
+
+declare module '../../kit/jobs.ts' {
+  interface JobPayloads {
+    'sender:start': { batchId: string };
+    'sender:chunk': { batchId: string; no: number };
+    'sender:cancel': { batchId: string };
+  }
+}
+
+export const CHUNK_SIZE = 500;
+const SUB_BATCH = 200;
+const LEASE_SECONDS = 10;
+const HEARTBEAT_MS = 2000;
+const SWEEP_MS = 2000;
+/** A retry further away than this gives the worker slot back and re-queues the chunk for later. */
+const MAX_INLINE_WAIT_MS = 2000;
+const STATE_POLL_MS = 200;
+
+export const INTERRUPTED =
+  'interrupted: the worker stopped during the SMTP call; not re-sent, because SMTP cannot deduplicate and a second e-mail is worse than none';
+
+/** Queues a job for every unfinished chunk (job_key dedupes a chunk already waiting in the queue). */
+export async function enqueueChunks(db: Queryable, batchId: string, no?: number, runAt?: Date) {
+  await db.query(
+    `SELECT graphile_worker.add_job('sender:chunk', json_build_object('batchId', batch_id, 'no', no),
+       run_at => $3, max_attempts => 25, job_key => 'sender:chunk:' || batch_id || ':' || no)
+     FROM sender_chunks WHERE batch_id = $1 AND state <> 'done' AND ($2::int IS NULL OR no = $2)`,
+    [batchId, no ?? null, runAt ?? null],
+  );
+}
+
+/** Exponential backoff with jitter: 0.5–1 × 500 ms × 2^(attempt-1), at most a minute. */
+export function backoffSeconds(attempt: number): number {
+  const base = Math.min(60, 0.5 * 2 ** (attempt - 1));
+  return base * (0.5 + Math.random() / 2);
+}
+
+interface BatchForSend {
+  id: string;
+  account_id: string;
+  state: string;
+  channel: string;
+  send_config_id: string | null;
+  channel_options: Record<string, unknown>;
+  template: Template;
+  rate_per_second: number | null;
+  max_attempts: number;
+  code_campaign: string | null;
+  config_rate: number | null;
+}
+
+interface Claimed {
+  id: number;
+  address: string;
+  variables: Record<string, unknown> | null;
+  attempts: number;
+  code: string | null;
+}
+
+interface Outcome {
+  id: number;
+  state: 'sent' | 'pending' | 'failed' | 'suppressed';
+  error: string | null;
+  delay: number | null;
+  code: string | null;
+}
+
+export class SendEngine {
+  private readonly channels = new Map<string, Channel>();
+  private sweeper?: NodeJS.Timeout;
+  private readonly pool: Pool;
+  private readonly log: Logger;
+  private readonly codes;
+
+  constructor(
+    private readonly ctx: ModuleContext,
+    private readonly metrics: SenderMetrics,
+  ) {
+    this.pool = ctx.pool;
+    this.log = ctx.log;
+    this.codes = ctx.rpc.client<CodesService>('codes');
+  }
+
+  register(): void {
+    this.ctx.jobs.define({ name: 'sender:start', run: (p) => this.start(p.batchId), maxAttempts: 10 });
+    this.ctx.jobs.define({ name: 'sender:chunk', run: (p, job) => this.chunk(p, job), maxAttempts: 25 });
+    this.ctx.jobs.define({ name: 'sender:cancel', run: (p) => this.cancelRest(p.batchId), maxAttempts: 10 });
+  }
+
+  startSweeper(): void {
+    this.sweeper = setInterval(() => {
+      if ((this.pool as unknown as { ending?: boolean }).ending) return clearInterval(this.sweeper);
+      this.sweep().catch((err) => this.log.warn({ err }, 'SENDER_SWEEP_FAILED'));
+    }, SWEEP_MS);
+    this.sweeper.unref();
+  }
+
+  async stop(): Promise<void> {
+    await Promise.allSettled([...this.channels.values()].map((c) => c.close()));
+    this.channels.clear();
+  }
+
+  // --- jobs ----------------------------------------------------------------------------------
+
+  /** queued → sending: writes the chunk rows and queues one job per chunk, in one transaction. */
+  async start(batchId: string) {
+    const total = await withTransaction(this.pool, async (c) => {
+      const { rows } = await c.query<{ total: number }>(
+        `UPDATE sender_batches SET state = 'sending', started_at = coalesce(started_at, now()), updated_at = now()
+         WHERE id = $1 AND state = 'queued' RETURNING total`,
+        [batchId],
+      );
+      if (!rows[0]) return null;
+      await c.query(
+        `INSERT INTO sender_chunks (batch_id, no, from_id, to_id)
+         SELECT $1, g / $2, g + 1, least(g + $2, $3) FROM generate_series(0, $3 - 1, $2) AS g
+         ON CONFLICT DO NOTHING`,
+        [batchId, CHUNK_SIZE, rows[0].total],
+      );
+      await enqueueChunks(c, batchId);
+      return rows[0].total;
+    });
+    if (total !== null) this.log.info({ batchId, total }, 'BATCH_STARTED');
+    return { total };
+  }
+
+  async chunk(p: { batchId: string; no: number }, job: JobContext) {
+    const owner = `${process.pid}:${randomUUID()}`;
+    const { rows } = await this.pool.query<{ from_id: number; to_id: number }>(
+      `UPDATE sender_chunks SET state = 'running', owner = $3, lease_until = now() + make_interval(secs => $4)
+       WHERE batch_id = $1 AND no = $2 AND state = 'pending' RETURNING from_id, to_id`,
+      [p.batchId, p.no, owner, LEASE_SECONDS],
+    );
+    if (!rows[0]) return { skipped: 'chunk is done or held by another worker' };
+    const run = new ChunkRun(this, p.batchId, p.no, rows[0].from_id, rows[0].to_id, owner);
+    const heartbeat = setInterval(() => {
+      this.pool
+        .query(
+          `UPDATE sender_chunks SET lease_until = now() + make_interval(secs => $4)
+           WHERE batch_id = $1 AND no = $2 AND owner = $3 AND state = 'running'`,
+          [p.batchId, p.no, owner, LEASE_SECONDS],
+        )
+        .then((r) => {
+          if (!r.rowCount) run.lost = true;
+        })
+        .catch((err) => job.log.warn({ err }, 'SENDER_HEARTBEAT_FAILED'));
+    }, HEARTBEAT_MS);
+    try {
+      return await run.run();
+    } catch (err) {
+      await this.releaseChunk(p.batchId, p.no, owner).catch(() => undefined);
+      throw err;
+    } finally {
+      clearInterval(heartbeat);
+    }
+  }
+
+  /** The cancel job: every recipient still pending is cancelled and counted; reserved codes released. */
+  async cancelRest(batchId: string, range?: [number, number]) {
+    const { rows } = await this.pool.query<{ n: number; codes: string[] | null }>(
+      `WITH c AS (
+         UPDATE sender_recipients SET state = 'cancelled', next_attempt_at = NULL
+         WHERE batch_id = $1 AND state = 'pending' AND ($2::int IS NULL OR id BETWEEN $2 AND $3)
+         RETURNING id, code),
+       b AS (UPDATE sender_batches SET cancelled = cancelled + (SELECT count(*) FROM c), updated_at = now() WHERE id = $1)
+       SELECT (SELECT count(*) FROM c)::int AS n,
+              (SELECT array_agg(id::text) FROM c WHERE code IS NOT NULL) AS codes`,
+      [batchId, range?.[0] ?? null, range?.[1] ?? null],
+    );
+    if (!range)
+      await this.pool.query(
+        `UPDATE sender_chunks SET state = 'done' WHERE batch_id = $1 AND state = 'pending'`,
+        [batchId],
+      );
+    const batch = await this.loadBatch(batchId);
+    if (batch?.code_campaign)
+      for (const id of rows[0]?.codes ?? []) await this.releaseCode(batch, Number(id));
+    return { cancelled: rows[0]?.n ?? 0 };
+  }
+
+  // --- recovery --------------------------------------------------------------------------------
+
+  /** Takes back chunks whose worker stopped renewing the lease (killed, hung) and queues them again. */
+  async sweep(): Promise<number> {
+    const { rows } = await this.pool.query<{ batch_id: string; no: number; from_id: number; to_id: number }>(
+      `UPDATE sender_chunks SET state = 'pending', owner = NULL, lease_until = NULL
+       WHERE state = 'running' AND lease_until < now() RETURNING batch_id, no, from_id, to_id`,
+    );
+    for (const c of rows) {
+      await withTransaction(this.pool, async (db) => {
+        const { rows: b } = await db.query<{ channel: string; state: string }>(
+          'SELECT channel, state FROM sender_batches WHERE id = $1',
+          [c.batch_id],
+        );
+        const channel = b[0]?.channel;
+        let resent = 0;
+        let failed = 0;
+        if (channel === 'email') {
+          const r = await db.query(
+            `WITH f AS (UPDATE sender_recipients SET state = 'failed', error = $4
+               WHERE batch_id = $1 AND id BETWEEN $2 AND $3 AND state = 'sending' RETURNING 1)
+             UPDATE sender_batches SET failed = failed + (SELECT count(*) FROM f) WHERE id = $1
+             RETURNING (SELECT count(*) FROM f)::int AS n`,
+            [c.batch_id, c.from_id, c.to_id, INTERRUPTED],
+          );
+          failed = r.rows[0]?.n ?? 0;
+        } else {
+          const r = await db.query(
+            `UPDATE sender_recipients SET state = 'pending', next_attempt_at = NULL
+             WHERE batch_id = $1 AND id BETWEEN $2 AND $3 AND state = 'sending'`,
+            [c.batch_id, c.from_id, c.to_id],
+          );
+          resent = r.rowCount ?? 0;
+        }
+        if (b[0]?.state === 'sending') await enqueueChunks(db, c.batch_id, c.no);
+        if (failed) this.metrics.messages.inc({ channel: 'email', status: 'interrupted' }, failed);
+        this.metrics.chunksRecovered.inc();
+        this.log.warn({ batchId: c.batch_id, chunk: c.no, resent, failed }, 'SENDER_CHUNK_RECOVERED');
+      });
+    }
+    return rows.length;
+  }
+
+  // --- shared pieces used by ChunkRun ----------------------------------------------------------
+
+  async loadBatch(batchId: string): Promise<BatchForSend | undefined> {
+    const { rows } = await this.pool.query<BatchForSend>(
+      `SELECT b.id, b.account_id, b.state, b.channel, b.send_config_id, b.channel_options, b.template,
+         b.rate_per_second, b.max_attempts, b.code_campaign, c.rate_per_second AS config_rate
+       FROM sender_batches b LEFT JOIN sender_send_configs c ON c.id = b.send_config_id WHERE b.id = $1`,
+      [batchId],
+    );
+    return rows[0];
+  }
+
+  async channelFor(b: BatchForSend): Promise<Channel> {
+    const key = b.send_config_id ?? `mock:${JSON.stringify(b.channel_options)}`;
+    let ch = this.channels.get(key);
+    if (!ch) {
+      const spec: ChannelSpec = b.send_config_id
+        ? await loadChannelSpec(this.pool, b.send_config_id)
+        : { channel: 'mock', settings: b.channel_options };
+      ch = this.channels.get(key) ?? createChannel(spec);
+      this.channels.set(key, ch);
+    }
+    return ch;
+  }
+
+  limitsFor(b: BatchForSend): Limit[] {
+    const limits: Limit[] = [];
+    if (b.rate_per_second)
+      limits.push({ kind: 'batch', key: `batch:${b.id}`, ratePerSecond: b.rate_per_second });
+    if (b.config_rate)
+      limits.push({ kind: 'provider', key: `provider:${b.send_config_id}`, ratePerSecond: b.config_rate });
+    if (this.ctx.config.senderApiKeyRate > 0)
+      limits.push({
+        kind: 'api_key',
+        key: `account:${b.account_id}`,
+        ratePerSecond: this.ctx.config.senderApiKeyRate,
+      });
+    return limits;
+  }
+
+  /** Takes tokens from every limit; returns the longest wait and counts it in the metrics. */
+  async takeTokens(limits: Limit[], n: number): Promise<number> {
+    let wait = 0;
+    for (const l of limits) {
+      const w = await take(this.pool, l, n);
+      if (w > 0) {
+        this.metrics.rateLimitWaits.inc({ limit: l.kind });
+        this.metrics.rateLimitWaitSeconds.inc({ limit: l.kind }, w);
+      }
+      wait = Math.max(wait, w);
+    }
+    return wait;
+  }
+
+  async releaseChunk(batchId: string, no: number, owner: string) {
+    await this.pool.query(
+      `UPDATE sender_chunks SET state = 'pending', owner = NULL, lease_until = NULL
+       WHERE batch_id = $1 AND no = $2 AND owner = $3 AND state = 'running'`,
+      [batchId, no, owner],
+    );
+  }
+
+  async finishChunk(batchId: string, no: number, owner: string) {
+    await this.pool.query(
+      `UPDATE sender_chunks SET state = 'done', lease_until = NULL WHERE batch_id = $1 AND no = $2 AND owner = $3`,
+      [batchId, no, owner],
+    );
+    // Each chunk commits `done` before it looks, so the last chunk to finish always sees all done.
+    const { rows } = await this.pool.query<{ state: string; sent: number; failed: number }>(
+      `UPDATE sender_batches
+       SET state = CASE WHEN sent = 0 AND failed > 0 THEN 'failed' ELSE 'completed' END,
+           error = CASE WHEN sent = 0 AND failed > 0 THEN 'every recipient failed' END,
+           finished_at = now(), updated_at = now()
+       WHERE id = $1 AND state = 'sending'
+         AND NOT EXISTS (SELECT 1 FROM sender_chunks WHERE batch_id = $1 AND state <> 'done')
+       RETURNING state, sent, failed`,
+      [batchId],
+    );
+    if (rows[0]) this.log.info({ batchId, ...rows[0] }, 'BATCH_COMPLETED');
+  }
+
+  unsubscribeUrl(batchId: string, recipientId: number): string {
+    return `${this.ctx.config.senderPublicUrl.replace(/\/$/, '')}/api/unsubscribe/${unsubscribeToken(this.ctx.webhookSecret, batchId, recipientId)}`;
+  }
+
+  async reserveCode(b: BatchForSend, recipientId: number): Promise<string> {
+    const r = await this.codes.reserve({
+      campaignId: b.code_campaign!,
+      count: 1,
+      reserveId: `${b.id}:${recipientId}`,
+    });
+    const code = r.codes[0];
+    if (!code) throw new Error('the codes service returned no code');
+    return code;
+  }
+
+  async assignCode(b: BatchForSend, recipientId: number, address: string) {
+    await this.codes
+      .assign({ campaignId: b.code_campaign!, reserveId: `${b.id}:${recipientId}`, userId: address })
+      .catch((err) => this.log.warn({ err, batchId: b.id, recipientId }, 'SENDER_CODE_ASSIGN_FAILED'));
+  }
+
+  async releaseCode(b: BatchForSend, recipientId: number) {
+    await this.codes
+      .release({ campaignId: b.code_campaign!, reserveId: `${b.id}:${recipientId}` })
+      .catch((err) => this.log.warn({ err, batchId: b.id, recipientId }, 'SENDER_CODE_RELEASE_FAILED'));
+  }
+
+  get senderMetrics() {
+    return this.metrics;
+  }
+  get db() {
+    return this.pool;
+  }
+}
+
+/** Runs `fn` over `items` with at most `limit` in flight. */
+async function eachLimit<T>(items: T[], limit: number, fn: (item: T) => Promise<void>) {
+  let next = 0;
+  const lanes = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) await fn(items[next++]!);
+  });
+  await Promise.all(lanes);
+}
+
+/** One job's pass over one chunk: sub-batches of claim → send → record until nothing is left. */
+class ChunkRun {
+  lost = false;
+  private batch!: BatchForSend;
+  private channel!: Channel;
+  private limits: Limit[] = [];
+  private subBatch = SUB_BATCH;
+
+  constructor(
+    private readonly engine: SendEngine,
+    private readonly batchId: string,
+    private readonly no: number,
+    private readonly from: number,
+    private readonly to: number,
+    private readonly owner: string,
+  ) {}
+
+  private get pool() {
+    return this.engine.db;
+  }
+
+  async run() {
+    const b = await this.engine.loadBatch(this.batchId);
+    if (!b) return { skipped: 'batch deleted' };
+    this.batch = b;
+    this.limits = this.engine.limitsFor(b);
+    // Small sub-batches under a low rate, so a pause is never stuck behind a long token wait.
+    const slowest = Math.min(...this.limits.map((l) => l.ratePerSecond), Number.POSITIVE_INFINITY);
+    this.subBatch = Math.max(1, Math.min(SUB_BATCH, Math.floor(slowest / 4)));
+    try {
+      this.channel = await this.engine.channelFor(b);
+    } catch (err) {
+      await this.pool.query(
+        `UPDATE sender_batches SET state = 'failed', error = $2, finished_at = now() WHERE id = $1 AND state = 'sending'`,
+        [this.batchId, `channel unavailable: ${(err as Error).message}`],
+      );
+      await this.engine.finishChunk(this.batchId, this.no, this.owner);
+      return { failed: (err as Error).message };
+    }
+    let sent = 0;
+    for (;;) {
+      if (this.lost) return { sent, lost: true };
+      const state = await this.state();
+      if (state === 'paused') {
+        await this.engine.releaseChunk(this.batchId, this.no, this.owner);
+        // A resume that came between our look and the release found this chunk still running.
+        if ((await this.state()) === 'sending') await enqueueChunks(this.pool, this.batchId, this.no);
+        return { sent, paused: true };
+      }
+      if (state !== 'sending') {
+        if (state === 'cancelled') await this.engine.cancelRest(this.batchId, [this.from, this.to]);
+        await this.engine.finishChunk(this.batchId, this.no, this.owner);
+        return { sent, stopped: state };
+      }
+      if (this.limits.length) {
+        const wait = await this.engine.takeTokens(this.limits, this.subBatch);
+        if (wait > 0 && !(await this.sleepWhileSending(wait * 1000))) continue;
+      }
+      const claimed = await this.claim();
+      if (claimed.length === 0) {
+        const next = await this.nextRetryAt();
+        if (next === null) {
+          await this.engine.finishChunk(this.batchId, this.no, this.owner);
+          return { sent };
+        }
+        const waitMs = next.getTime() - Date.now();
+        if (waitMs > MAX_INLINE_WAIT_MS) {
+          // Give the worker slot to other chunks; come back when the earliest retry is due.
+          await this.engine.releaseChunk(this.batchId, this.no, this.owner);
+          await enqueueChunks(this.pool, this.batchId, this.no, next);
+          return { sent, deferredUntil: next };
+        }
+        await this.sleepWhileSending(Math.max(10, waitMs));
+        continue;
+      }
+      sent += await this.sendAll(claimed);
+    }
+  }
+
+  private async state(): Promise<string | undefined> {
+    const { rows } = await this.pool.query<{ state: string }>(
+      'SELECT state FROM sender_batches WHERE id = $1',
+      [this.batchId],
+    );
+    return rows[0]?.state;
+  }
+
+  /** Sleeps up to `ms`, looking at the batch every 200 ms; false when it stopped being `sending`. */
+  private async sleepWhileSending(ms: number): Promise<boolean> {
+    const until = Date.now() + ms;
+    while (Date.now() < until) {
+      await sleep(Math.min(STATE_POLL_MS, until - Date.now()));
+      if ((await this.state()) !== 'sending') return false;
+    }
+    return true;
+  }
+
+  private async claim(): Promise<Claimed[]> {
+    const { rows } = await this.pool.query<Claimed>(
+      `UPDATE sender_recipients SET state = 'sending', attempts = attempts + 1
+       WHERE batch_id = $1 AND id IN (
+         SELECT id FROM sender_recipients
+         WHERE batch_id = $1 AND id BETWEEN $2 AND $3 AND state = 'pending'
+           AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+         ORDER BY id LIMIT $4)
+       RETURNING id, address, variables, attempts, code`,
+      [this.batchId, this.from, this.to, this.subBatch],
+    );
+    return rows;
+  }
+
+  private async nextRetryAt(): Promise<Date | null> {
+    const { rows } = await this.pool.query<{ at: Date | null }>(
+      `SELECT min(coalesce(next_attempt_at, now())) AS at FROM sender_recipients
+       WHERE batch_id = $1 AND id BETWEEN $2 AND $3 AND state = 'pending'`,
+      [this.batchId, this.from, this.to],
+    );
+    return rows[0]?.at ?? null;
+  }
+
+  private async suppressed(rows: Claimed[]): Promise<Set<string>> {
+    const { rows: s } = await this.pool.query<{ address: string }>(
+      'SELECT address FROM sender_suppressions WHERE account_id = $1 AND address = ANY($2::text[])',
+      [this.batch.account_id, rows.map((r) => r.address.toLowerCase())],
+    );
+    return new Set(s.map((r) => r.address));
+  }
+
+  /** Sends one claimed sub-batch and records every outcome in one statement. */
+  private async sendAll(rows: Claimed[]): Promise<number> {
+    const b = this.batch;
+    const m = this.engine.senderMetrics;
+    const channel = this.channel;
+    const suppressed = await this.suppressed(rows);
+    const outcomes: Outcome[] = [];
+    const work: Claimed[] = [];
+    for (const r of rows) {
+      if (suppressed.has(r.address.toLowerCase()))
+        outcomes.push({ id: r.id, state: 'suppressed', error: null, delay: null, code: null });
+      else work.push(r);
+    }
+    await eachLimit(work, channel.concurrency, async (r) => {
+      let code = r.code;
+      try {
+        if (b.code_campaign && !code) {
+          try {
+            code = await this.engine.reserveCode(b, r.id);
+          } catch (err) {
+            throw new SendError(`no code from campaign ${b.code_campaign}: ${(err as Error).message}`, true);
+          }
+        }
+        const unsubscribeUrl = this.engine.unsubscribeUrl(b.id, r.id);
+        const view = { ...r.variables, address: r.address, email: r.address, code, unsubscribeUrl };
+        let msg: OutMessage;
+        try {
+          msg = {
+            idempotencyKey: `${b.id}:${r.id}`,
+            batchId: b.id,
+            recipientId: r.id,
+            to: r.address,
+            ...render(b.template, view),
+            variables: r.variables ?? {},
+            unsubscribeUrl,
+          };
+        } catch (err) {
+          throw new SendError(`template: ${(err as Error).message}`, true);
+        }
+        const started = performance.now();
+        try {
+          await channel.send(msg);
+        } finally {
+          m.latency.observe({ channel: channel.name }, (performance.now() - started) / 1000);
+        }
+        outcomes.push({ id: r.id, state: 'sent', error: null, delay: null, code });
+      } catch (err) {
+        const permanent = err instanceof SendError ? err.permanent : false;
+        const reason = (err as Error).message;
+        if (permanent || r.attempts >= b.max_attempts) {
+          const error = permanent ? reason : `gave up after ${r.attempts} attempts: ${reason}`;
+          outcomes.push({ id: r.id, state: 'failed', error, delay: null, code });
+        } else {
+          outcomes.push({
+            id: r.id,
+            state: 'pending',
+            error: reason,
+            delay: backoffSeconds(r.attempts),
+            code,
+          });
+        }
+      }
+    });
+    const counts = await this.record(outcomes);
+    for (const [status, n] of Object.entries(counts))
+      if (n) m.messages.inc({ channel: channel.name, status: status === 'pending' ? 'retry' : status }, n);
+    if (b.code_campaign) {
+      const byId = new Map(rows.map((r) => [r.id, r]));
+      await eachLimit(outcomes, 32, async (o) => {
+        if (!o.code) return;
+        if (o.state === 'sent') await this.engine.assignCode(b, o.id, byId.get(o.id)!.address);
+        else if (o.state === 'failed') await this.engine.releaseCode(b, o.id);
+      });
+    }
+    return counts.sent ?? 0;
+  }
+
+  /**
+   * Writes a sub-batch's outcomes and the batch counters in one statement. Only rows still `sending`
+   * are written, and the counters are counted from what was written, so a chunk taken back by the
+   * sweeper can never be counted twice.
+   */
+  private async record(outcomes: Outcome[]): Promise<Record<string, number>> {
+    if (outcomes.length === 0) return {};
+    const { rows } = await this.pool.query<{ state: string; n: number }>(
+      `WITH v AS (
+         SELECT * FROM unnest($2::int[], $3::text[], $4::text[], $5::float8[], $6::text[]) AS v(id, state, error, delay, code)),
+       u AS (
+         UPDATE sender_recipients r SET state = v.state, error = v.error, code = coalesce(v.code, r.code),
+           next_attempt_at = CASE WHEN v.delay IS NULL THEN NULL ELSE now() + make_interval(secs => v.delay) END,
+           sent_at = CASE WHEN v.state = 'sent' THEN now() ELSE r.sent_at END
+         FROM v WHERE r.batch_id = $1 AND r.id = v.id AND r.state = 'sending'
+         RETURNING v.state),
+       counts AS (SELECT state, count(*)::int AS n FROM u GROUP BY state),
+       b AS (
+         UPDATE sender_batches SET
+           sent = sent + coalesce((SELECT n FROM counts WHERE state = 'sent'), 0),
+           failed = failed + coalesce((SELECT n FROM counts WHERE state = 'failed'), 0),
+           suppressed = suppressed + coalesce((SELECT n FROM counts WHERE state = 'suppressed'), 0),
+           updated_at = now()
+         WHERE id = $1)
+       SELECT state, n FROM counts`,
+      [
+        this.batchId,
+        outcomes.map((o) => o.id),
+        outcomes.map((o) => o.state),
+        outcomes.map((o) => o.error),
+        outcomes.map((o) => o.delay),
+        outcomes.map((o) => o.code),
+      ],
+    );
+    return Object.fromEntries(rows.map((r) => [r.state, r.n]));
+  }
+}
