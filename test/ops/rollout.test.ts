@@ -6,7 +6,7 @@ import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
-import { DEPLOY } from './lib.ts';
+import { DEPLOY, needsBinary } from './lib.ts';
 
 const IMAGE = 'ghcr.io/acme/tessera:abc1234';
 
@@ -157,3 +157,15 @@ describe('rollout.sh', () => {
     }
   });
 });
+
+test(
+  'when shellcheck lints rollout.sh, then it reports nothing',
+  needsBinary('shellcheck', 'shellcheck'),
+  () => {
+    const r = spawnSync('shellcheck', [path.join(DEPLOY, 'rollout.sh')], {
+      encoding: 'utf8',
+      timeout: 30000,
+    });
+    assert.equal(r.status, 0, r.stdout);
+  },
+);
