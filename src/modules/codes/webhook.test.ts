@@ -1,0 +1,83 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { Webhook } from 'standardwebhooks';
+import { startPlatform } from '../../../test/helpers.ts';
+import { codesModule } from './index.ts';
+
+describe('codes: POST /api/generate (seed 000, Standard Webhooks)', async () => {
+  const p = await startPlatform({ modules: [codesModule] });
+  const signer = new Webhook(p.kit.webhookSecret);
+  let n = 0;
+  const send = (body: string, opts: { id?: string; at?: Date; wh?: Webhook; headers?: Record<string, string> } = {}) => {
+    const id = opts.id ?? `msg_${n++}`;
+    const at = opts.at ?? new Date();
+    return p.app.inject({
+      method: 'POST',
+      url: '/api/generate',
+      headers: {
+        'content-type': 'application/json',
+        'webhook-id': id,
+        'webhook-timestamp': String(Math.floor(at.getTime() / 1000)),
+        'webhook-signature': (opts.wh ?? signer).sign(id, at, body),
+        ...opts.headers,
+      },
+      payload: body,
+    });
+  };
+  const generated = async () =>
+    (
+      await p.kit.pool.query(
+        `SELECT count(*)::int AS n FROM codes WHERE campaign_no = (SELECT no FROM codes_campaigns WHERE id = 'batch-codes')`,
+      )
+    ).rows[0]?.n ?? 0;
+
+  it('when 10,000 signed calls arrive, then every answer is a distinct 6-character A-Z0-9 code', async () => {
+    const codes: string[] = [];
+    for (let batch = 0; batch < 100; batch++) {
+      const answers = await Promise.all(Array.from({ length: 100 }, () => send('{}')));
+      for (const res of answers) {
+        assert.equal(res.statusCode, 201, res.body);
+        codes.push(res.json().code);
+      }
+    }
+    assert.equal(codes.length, 10_000);
+    for (const c of codes) assert.match(c, /^[A-Z0-9]{6}$/);
+    assert.equal(new Set(codes).size, 10_000);
+    const c = (await p.app.inject({ url: '/api/campaigns/batch-codes', headers: p.auth })).json();
+    assert.equal(c.inventory.assigned, 10_000, 'handed-out codes can never be reserved by anyone else');
+  });
+
+  it('when {count} is sent, then {codes} holds that many new codes; a count over 1,000 is 400', async () => {
+    const res = await send(JSON.stringify({ count: 250 }));
+    assert.equal(res.statusCode, 201, res.body);
+    assert.equal(new Set(res.json().codes).size, 250);
+    const big = await send(JSON.stringify({ count: 1001 }));
+    assert.equal(big.statusCode, 400);
+    assert.match(big.json().message, /count/);
+  });
+
+  it('when the signature is missing, wrong, stale or replayed, then 401 and nothing is generated', async () => {
+    const before = await generated();
+    const body = JSON.stringify({ count: 5 });
+    const wrong = await send(body, { wh: new Webhook(Buffer.from('not-the-secret-at-all').toString('base64')) });
+    assert.equal(wrong.statusCode, 401);
+    assert.match(wrong.json().message, /signature/);
+    const stale = await send(body, { at: new Date(Date.now() - 10 * 60 * 1000) });
+    assert.equal(stale.statusCode, 401);
+    const unsigned = await p.app.inject({
+      method: 'POST',
+      url: '/api/generate',
+      headers: { 'content-type': 'application/json' },
+      payload: body,
+    });
+    assert.equal(unsigned.statusCode, 401);
+    assert.match(unsigned.json().message, /webhook-signature/);
+    assert.equal((await send(body, { id: 'once' })).statusCode, 201);
+    const replay = await send(body, { id: 'once' });
+    assert.equal(replay.statusCode, 401);
+    assert.match(replay.json().message, /already used/);
+    const tampered = await send(body, { headers: { 'webhook-signature': signer.sign('other', new Date(), body) } });
+    assert.equal(tampered.statusCode, 401);
+    assert.equal(await generated(), before + 5, 'only the one valid call generated codes');
+  });
+});
