@@ -1,0 +1,91 @@
+// `tessera seed events --count 100 [--url URL] [--key KEY]`: seed 003's generate-seed-data script.
+// Sends realistic events one request at a time to a running Tessera, with a progress bar.
+import type { Command } from 'commander';
+
+const USERS = Array.from({ length: 10 }, (_, i) => `user_${String(i + 1).padStart(3, '0')}`);
+const ACTIONS = ['page_view', 'click', 'signup', 'purchase', 'logout'];
+export const DEFAULT_URL = 'http://localhost:3000/api/events';
+export const DEFAULT_KEY = 'test-api-key';
+
+const pick = <T>(xs: T[]): T => xs[Math.floor(Math.random() * xs.length)]!;
+
+export function seedEvent(i: number) {
+  const action = pick(ACTIONS);
+  return {
+    userId: pick(USERS),
+    action,
+    timestamp: new Date(Date.now() - Math.floor(Math.random() * 3600_000)).toISOString(),
+    properties: {
+      seed: true,
+      n: i,
+      ...(action === 'purchase' ? { amount: 5 + Math.floor(Math.random() * 95) } : {}),
+    },
+  };
+}
+
+function eventsUrl(url: string): string {
+  const u = new URL(url);
+  if (u.pathname === '/' || u.pathname === '') u.pathname = '/api/events';
+  return u.toString();
+}
+
+function progress(out: NodeJS.WriteStream, done: number, total: number, failed: number): void {
+  const width = 30;
+  const filled = Math.round((done / total) * width);
+  const line = `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${done}/${total}${failed ? ` (${failed} failed)` : ''}`;
+  if (out.isTTY) out.write(`\r${line}`);
+  else if (done === total || done % Math.max(1, Math.ceil(total / 10)) === 0) out.write(`${line}\n`);
+}
+
+export async function seedEvents(opts: {
+  count: number;
+  url: string;
+  key: string;
+}): Promise<{ sent: number; failed: number }> {
+  const url = eventsUrl(opts.url);
+  const statuses = new Map<number | string, number>();
+  let failed = 0;
+  for (let i = 1; i <= opts.count; i++) {
+    let status: number | string;
+    try {
+      const res = await fetch(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${opts.key}` },
+        body: JSON.stringify(seedEvent(i)),
+      });
+      status = res.status;
+      if (res.status === 401 || res.status === 403) {
+        const body = (await res.json().catch(() => ({}))) as { message?: string };
+        throw new Error(`${res.status} from ${url}: ${body.message ?? 'rejected'}; pass --key <API key>`);
+      }
+      await res.arrayBuffer();
+    } catch (err) {
+      if ((err as Error).message.includes('--key')) throw err;
+      status = (err as { cause?: { code?: string } }).cause?.code ?? 'network error';
+      if (i === 1) throw new Error(`cannot reach ${url} (${status}); is Tessera running? pass --url`);
+    }
+    if (status !== 201) failed++;
+    statuses.set(status, (statuses.get(status) ?? 0) + 1);
+    progress(process.stderr, i, opts.count, failed);
+  }
+  if (process.stderr.isTTY) process.stderr.write('\n');
+  const summary = [...statuses].map(([s, n]) => `${n}× ${s}`).join(', ');
+  process.stdout.write(`sent ${opts.count} events to ${url}: ${summary}\n`);
+  return { sent: opts.count - failed, failed };
+}
+
+export function registerSeedEvents(program: Command, positiveInt: (v: string) => number): void {
+  const seed =
+    program.commands.find((c) => c.name() === 'seed') ??
+    program.command('seed').description('send sample data');
+  seed
+    .command('events')
+    .description('send sample events to a running Tessera (seed 003)')
+    .option('--count <n>', 'how many events', positiveInt, 20)
+    .option('--url <url>', 'POST /api/events URL (or the server base URL)', DEFAULT_URL)
+    .option('--key <key>', 'API key with the events scope', DEFAULT_KEY)
+    .action(async (opts: { count: number; url: string; key: string }) => {
+      const { failed } = await seedEvents(opts);
+      if (failed) process.exitCode = 1;
+    });
+}
