@@ -4,10 +4,11 @@ import path from 'node:path';
 import pg from 'pg';
 import { startEmbeddedPostgres } from '../src/kit/embedded-postgres.ts';
 import { createRootLogger } from '../src/kit/log.ts';
+import { benchBooks } from './books.ts';
 import { benchKit } from './kit.ts';
 
 type Bench = (databaseUrl: string) => Promise<void>;
-export const BENCHES: Record<string, Bench> = { kit: benchKit };
+export const BENCHES: Record<string, Bench> = { kit: benchKit, books: benchBooks };
 
 const log = createRootLogger({ level: 'warn', format: 'json', debug: '', role: 'bench' });
 

@@ -1,0 +1,140 @@
+// `npm run bench -- books`: GET /books/:id in the single-process default and through
+// api → NATS → worker processes, beside the bare-Fastify ceiling of the same run, plus p99 at a
+// fixed 1,000 req/s and the write paths (POST /books, POST /checkout). NATS rows need NATS_URL.
+import type autocannon from 'autocannon';
+import pg from 'pg';
+import { createApiKey } from '../src/kit/auth.ts';
+import { load, measureCeiling, printRows, type Row, type Server, startServer } from './lib.ts';
+
+const BOOKS = 1000;
+const WORKERS = Number(process.env.BENCH_BOOKS_WORKERS ?? 2);
+
+async function seed(databaseUrl: string): Promise<{ key: string; ids: string[] }> {
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 2 });
+  try {
+    const { key } = await createApiKey(pool, 'bench', ['books']);
+    const { rows } = await pool.query<{ id: string }>(
+      `INSERT INTO books (tags, name, author, rack_id)
+       SELECT ARRAY['bench'], 'Bench title ' || i, 'Author ' || (i % 50), 'rack-' || (i % 10)
+       FROM generate_series(1, $1) AS i RETURNING id`,
+      [BOOKS],
+    );
+    return { key, ids: rows.map((r) => r.id) };
+  } finally {
+    await pool.end();
+  }
+}
+
+/** A request that reads a random book of the seeded ones. */
+const randomGet = (ids: string[]): autocannon.Request[] => [
+  {
+    method: 'GET',
+    setupRequest: (req) => ({ ...req, path: `/books/${ids[Math.floor(Math.random() * ids.length)]}` }),
+  },
+];
+
+/** Checkouts and returns of random books: 200 or an honest 409, both real work. */
+const randomCheckout = (ids: string[]): autocannon.Request[] => [
+  {
+    method: 'POST',
+    setupRequest: (req) => ({
+      ...req,
+      path: '/checkout',
+      body: JSON.stringify({
+        id: ids[Math.floor(Math.random() * ids.length)],
+        info: { status: Math.random() < 0.5 ? 'checked-out' : 'available' },
+      }),
+    }),
+  },
+];
+
+async function measure(server: Server, key: string, ids: string[], label: string): Promise<Row[]> {
+  const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json' };
+  const url = server.url;
+  await load({ url, headers, requests: randomGet(ids), durationSec: 1 }); // warm-up
+  const get = await load({ url, headers, requests: randomGet(ids) });
+  const atRate = await load({ url, headers, requests: randomGet(ids), rate: 1000, connections: 16 });
+  const checkout = await load({ url, headers, requests: randomCheckout(ids) });
+  const create = await load({
+    url: `${url}/books`,
+    method: 'POST',
+    headers,
+    body: JSON.stringify({
+      tags: ['bench'],
+      info: { name: 'Created', author: 'Bench' },
+      rack_id: 'rack-new',
+    }),
+  });
+  const errs = (r: { errors: number; non2xx: number }) => (r.errors ? `, ${r.errors} errors` : '');
+  return [
+    {
+      name: `${label}: GET /books/:id`,
+      figure: get.rps,
+      unit: 'req/s',
+      note: `p50 ${get.p50} ms, p99 ${get.p99} ms${get.non2xx ? `, ${get.non2xx} non-2xx` : ''}${errs(get)}`,
+    },
+    {
+      name: `${label}: GET /books/:id at 1,000 req/s`,
+      figure: atRate.rps,
+      unit: 'req/s',
+      note: `p50 ${atRate.p50} ms, p99 ${atRate.p99} ms${errs(atRate)}`,
+    },
+    {
+      name: `${label}: POST /checkout (random book, 200 or 409)`,
+      figure: checkout.rps,
+      unit: 'req/s',
+      note: `p99 ${checkout.p99} ms${errs(checkout)}`,
+    },
+    {
+      name: `${label}: POST /books`,
+      figure: create.rps,
+      unit: 'req/s',
+      note: `p99 ${create.p99} ms${create.non2xx ? `, ${create.non2xx} non-2xx` : ''}${errs(create)}`,
+    },
+  ];
+}
+
+export async function benchBooks(databaseUrl: string) {
+  const ceiling = await measureCeiling();
+  const rows: Row[] = [{ name: 'ceiling: bare Fastify GET', figure: ceiling.rps, unit: 'req/s' }];
+  const withCeiling = (rs: Row[], target: number | undefined) =>
+    rs.map((r, i) =>
+      i === 0
+        ? {
+            ...r,
+            ceiling: ceiling.rps,
+            ...(target ? { target: `≥ ${target}×`, pass: r.figure / ceiling.rps >= target } : {}),
+          }
+        : i === 1
+          ? { ...r, target: 'p99 ≤ 5 ms', pass: Number(/p99 ([\d.]+)/.exec(r.note ?? '')?.[1]) <= 5 }
+          : { ...r, ceiling: ceiling.rps },
+    );
+
+  const single = await startServer('bench/tessera-server.ts', ['all'], { DATABASE_URL: databaseUrl });
+  let seeded: { key: string; ids: string[] };
+  try {
+    seeded = await seed(databaseUrl);
+    rows.push(...withCeiling(await measure(single, seeded.key, seeded.ids, 'single process'), 0.5));
+  } finally {
+    await single.stop();
+  }
+
+  const natsUrl = process.env.NATS_URL;
+  if (!natsUrl) {
+    rows.push({ name: 'api → NATS → worker', figure: 0, unit: 'req/s', note: 'skipped: set NATS_URL' });
+  } else {
+    const env = { DATABASE_URL: databaseUrl, NATS_URL: natsUrl };
+    const workers = await Promise.all(
+      Array.from({ length: WORKERS }, () => startServer('bench/tessera-server.ts', ['worker'], env)),
+    );
+    const api = await startServer('bench/tessera-server.ts', ['api'], env);
+    try {
+      const label = `api → NATS → ${WORKERS} worker${WORKERS > 1 ? 's' : ''}`;
+      rows.push(...withCeiling(await measure(api, seeded.key, seeded.ids, label), 0.3));
+    } finally {
+      await api.stop();
+      await Promise.all(workers.map((w) => w.stop()));
+    }
+  }
+  printRows('books', rows);
+}
