@@ -65,7 +65,7 @@ describe('rollout.sh', () => {
     const r = run(['--image', IMAGE]);
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.applied, new RegExp(`image: ${IMAGE}`), 'the migration Job runs the new image');
-    assert.match(r.applied, /args: \['migrate'\]/);
+    assert.match(r.applied, /args: \[["']migrate["']\]/);
     const order = [
       'kubectl -n tessera delete job tessera-migrate',
       'kubectl -n tessera apply -f -',
