@@ -5,10 +5,11 @@ import pg from 'pg';
 import { startEmbeddedPostgres } from '../src/kit/embedded-postgres.ts';
 import { createRootLogger } from '../src/kit/log.ts';
 import { benchBooks } from './books.ts';
+import { benchEvents } from './events.ts';
 import { benchKit } from './kit.ts';
 
 type Bench = (databaseUrl: string) => Promise<void>;
-export const BENCHES: Record<string, Bench> = { kit: benchKit, books: benchBooks };
+export const BENCHES: Record<string, Bench> = { kit: benchKit, books: benchBooks, events: benchEvents };
 
 const log = createRootLogger({ level: 'warn', format: 'json', debug: '', role: 'bench' });
 

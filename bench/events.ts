@@ -1,0 +1,165 @@
+// `npm run bench -- events`: ingestion (single and batched) against the bare-Fastify POST ceiling,
+// the worker at a sustained 20,000 events/s, and GET /api/analytics with 10,000,000 events stored.
+// BENCH_EVENTS_SUSTAIN_SEC (default 60) and BENCH_EVENTS_STORED (default 10,000,000) shorten runs.
+import pg from 'pg';
+import { createApiKey } from '../src/kit/auth.ts';
+import { load, measureCeiling, printRows, type Row, startServer } from './lib.ts';
+
+const SUSTAIN_SEC = Number(process.env.BENCH_EVENTS_SUSTAIN_SEC ?? 60);
+const STORED = Number(process.env.BENCH_EVENTS_STORED ?? 10_000_000);
+const SUSTAIN_RATE = 20_000;
+
+const batch = (n: number, tag: string) =>
+  JSON.stringify(
+    Array.from({ length: n }, (_, i) => ({
+      userId: `user_${i % 500}`,
+      action: `action_${i % 12}`,
+      properties: { tag },
+    })),
+  );
+
+/** Stores `count` processed events and their rollups the way the worker would, in 1M-row slices. */
+async function storeEvents(pool: pg.Pool, count: number): Promise<void> {
+  const slice = 1_000_000;
+  for (let start = 0; start < count; start += slice) {
+    const end = Math.min(count, start + slice) - 1;
+    // 30 days of history, 20 actions, 10,000 users.
+    await pool.query(
+      `INSERT INTO events_processed (id, user_id, action, ts, source, received_at, processed_at)
+       SELECT 1e12::bigint + i, 'user_' || (i % 10000), 'action_' || (i % 20),
+              now() - (i % 2592000) * interval '1 second', 'bench', now(), now()
+       FROM generate_series($1::bigint, $2::bigint) AS i`,
+      [start, end],
+    );
+    const rows = `SELECT * FROM events_processed WHERE id BETWEEN 1e12::bigint + $1 AND 1e12::bigint + $2`;
+    await pool.query(
+      `INSERT INTO events_counts (grain, bucket, action, n)
+       SELECT g.grain, date_trunc(g.unit, e.ts, 'UTC'), e.action, count(*) FROM (${rows}) e
+       CROSS JOIN (VALUES ('m'::"char", 'minute'), ('h'::"char", 'hour'), ('d'::"char", 'day')) AS g(grain, unit)
+       GROUP BY 1, 2, 3 ON CONFLICT (grain, bucket, action) DO UPDATE SET n = events_counts.n + EXCLUDED.n`,
+      [start, end],
+    );
+    await pool.query(
+      `INSERT INTO events_user_counts (user_id, n) SELECT user_id, count(*) FROM (${rows}) e GROUP BY 1
+       ON CONFLICT (user_id) DO UPDATE SET n = events_user_counts.n + EXCLUDED.n`,
+      [start, end],
+    );
+    await pool.query(
+      `INSERT INTO events_user_day_counts (day, user_id, n)
+       SELECT (ts AT TIME ZONE 'UTC')::date, user_id, count(*) FROM (${rows}) e GROUP BY 1, 2
+       ON CONFLICT (day, user_id) DO UPDATE SET n = events_user_day_counts.n + EXCLUDED.n`,
+      [start, end],
+    );
+  }
+  await pool.query('ANALYZE');
+}
+
+export async function benchEvents(databaseUrl: string) {
+  const ceiling = await measureCeiling('POST');
+  const server = await startServer('bench/tessera-server.ts', ['all'], { DATABASE_URL: databaseUrl });
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 2 });
+  const rows: Row[] = [{ name: 'ceiling: bare Fastify POST', figure: ceiling.rps, unit: 'req/s' }];
+  try {
+    const { key } = await createApiKey(pool, 'bench', ['events']);
+    const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json' };
+    const url = `${server.url}/api/events`;
+    const backlog = async () =>
+      (await pool.query('SELECT count(*)::int AS n FROM events_raw')).rows[0].n as number;
+
+    await load({ url, method: 'POST', headers, body: batch(1, 'warm'), durationSec: 1 });
+    const single = await load({
+      url,
+      method: 'POST',
+      headers,
+      body: JSON.stringify({ userId: 'u1', action: 'click' }),
+    });
+    rows.push({
+      name: 'POST /api/events (1 event)',
+      figure: single.rps,
+      unit: 'req/s',
+      ceiling: ceiling.rps,
+      target: '≥ 0.5× ceiling',
+      pass: single.rps >= 0.5 * ceiling.rps && single.non2xx === 0,
+      note: `p99 ${single.p99} ms, non-2xx ${single.non2xx}`,
+    });
+
+    const batched = await load({ url, method: 'POST', headers, body: batch(100, 'batch'), connections: 32 });
+    rows.push({
+      name: 'POST /api/events (100 events/request)',
+      figure: batched.rps * 100,
+      unit: 'events/s',
+      target: '≥ 200,000 events/s',
+      pass: batched.rps * 100 >= 200_000 && batched.non2xx === 0,
+      note: `${Math.round(batched.rps)} req/s, p99 ${batched.p99} ms, non-2xx ${batched.non2xx}`,
+    });
+
+    // Let the worker finish what the bursts left, then hold 20,000 events/s and watch the backlog.
+    const drainStart = Date.now();
+    while ((await backlog()) > 0 && Date.now() - drainStart < 300_000)
+      await new Promise((r) => setTimeout(r, 500));
+    const samples: number[] = [];
+    const sampler = setInterval(() => {
+      backlog().then(
+        (n) => samples.push(n),
+        () => undefined,
+      );
+    }, 1000);
+    const sustained = await load({
+      url,
+      method: 'POST',
+      headers,
+      body: batch(100, 'sustain'),
+      connections: 16,
+      rate: SUSTAIN_RATE / 100,
+      durationSec: SUSTAIN_SEC,
+    });
+    clearInterval(sampler);
+    const maxBacklog = Math.max(0, ...samples);
+    const lastBacklog = samples.at(-1) ?? 0;
+    const firstHalf = Math.max(0, ...samples.slice(0, samples.length / 2));
+    rows.push({
+      name: `worker at ${SUSTAIN_RATE.toLocaleString('en-US')} events/s for ${SUSTAIN_SEC} s`,
+      figure: sustained.rps * 100,
+      unit: 'events/s offered',
+      target: 'backlog bounded',
+      // Bounded: the backlog never exceeds a few seconds of input and is not still climbing at the end.
+      pass: maxBacklog <= 5 * SUSTAIN_RATE && lastBacklog <= Math.max(2 * SUSTAIN_RATE, firstHalf),
+      note: `backlog max ${maxBacklog}, at end ${lastBacklog}, non-2xx ${sustained.non2xx}`,
+    });
+
+    const storeStart = Date.now();
+    await storeEvents(pool, STORED);
+    const storeSec = Math.round((Date.now() - storeStart) / 1000);
+    const stored = (await pool.query('SELECT count(*)::int AS n FROM events_processed')).rows[0].n as number;
+    const aurl = `${server.url}/api/analytics`;
+    await load({ url: aurl, headers, durationSec: 1, connections: 8 });
+    const all = await load({ url: aurl, headers, connections: 8 });
+    rows.push({
+      name: `GET /api/analytics (${stored.toLocaleString('en-US')} events stored)`,
+      figure: all.rps,
+      unit: 'req/s',
+      target: 'p99 ≤ 50 ms',
+      pass: all.p99 <= 50 && all.non2xx === 0,
+      note: `p50 ${all.p50} ms, p99 ${all.p99} ms; stored in ${storeSec} s`,
+    });
+    const to = new Date();
+    const from = new Date(to.getTime() - 7 * 86_400_000);
+    const ranged = await load({
+      url: `${aurl}?from=${from.toISOString()}&to=${to.toISOString()}&bucket=hour&top=20`,
+      headers,
+      connections: 8,
+    });
+    rows.push({
+      name: 'GET /api/analytics (7 days by hour, top 20 users)',
+      figure: ranged.rps,
+      unit: 'req/s',
+      target: 'p99 ≤ 50 ms',
+      pass: ranged.p99 <= 50 && ranged.non2xx === 0,
+      note: `p50 ${ranged.p50} ms, p99 ${ranged.p99} ms`,
+    });
+  } finally {
+    printRows('events', rows);
+    await pool.end();
+    await server.stop();
+  }
+}
