@@ -5,11 +5,17 @@ import pg from 'pg';
 import { startEmbeddedPostgres } from '../src/kit/embedded-postgres.ts';
 import { createRootLogger } from '../src/kit/log.ts';
 import { benchBooks } from './books.ts';
+import { benchCodes } from './codes.ts';
 import { benchEvents } from './events.ts';
 import { benchKit } from './kit.ts';
 
 type Bench = (databaseUrl: string) => Promise<void>;
-export const BENCHES: Record<string, Bench> = { kit: benchKit, books: benchBooks, events: benchEvents };
+export const BENCHES: Record<string, Bench> = {
+  kit: benchKit,
+  codes: benchCodes,
+  books: benchBooks,
+  events: benchEvents,
+};
 
 const log = createRootLogger({ level: 'warn', format: 'json', debug: '', role: 'bench' });
 

@@ -17,6 +17,13 @@ declare module '../../kit/jobs.ts' {
 
 const states = new WeakMap<ModuleContext, CodesState>();
 
+/** This platform's codes objects (for the CLI, which sets the module up on its own kit). */
+export function codesStateOf(ctx: ModuleContext): CodesState {
+  const s = states.get(ctx);
+  if (!s) throw new Error('codes module is not set up on this context');
+  return s;
+}
+
 export const codesModule = defineModule({
   name: 'codes',
   scope: 'codes',

@@ -8,7 +8,10 @@ describe('codes: POST /api/generate (seed 000, Standard Webhooks)', async () => 
   const p = await startPlatform({ modules: [codesModule] });
   const signer = new Webhook(p.kit.webhookSecret);
   let n = 0;
-  const send = (body: string, opts: { id?: string; at?: Date; wh?: Webhook; headers?: Record<string, string> } = {}) => {
+  const send = (
+    body: string,
+    opts: { id?: string; at?: Date; wh?: Webhook; headers?: Record<string, string> } = {},
+  ) => {
     const id = opts.id ?? `msg_${n++}`;
     const at = opts.at ?? new Date();
     return p.app.inject({
@@ -59,7 +62,9 @@ describe('codes: POST /api/generate (seed 000, Standard Webhooks)', async () => 
   it('when the signature is missing, wrong, stale or replayed, then 401 and nothing is generated', async () => {
     const before = await generated();
     const body = JSON.stringify({ count: 5 });
-    const wrong = await send(body, { wh: new Webhook(Buffer.from('not-the-secret-at-all').toString('base64')) });
+    const wrong = await send(body, {
+      wh: new Webhook(Buffer.from('not-the-secret-at-all').toString('base64')),
+    });
     assert.equal(wrong.statusCode, 401);
     assert.match(wrong.json().message, /signature/);
     const stale = await send(body, { at: new Date(Date.now() - 10 * 60 * 1000) });
@@ -76,7 +81,9 @@ describe('codes: POST /api/generate (seed 000, Standard Webhooks)', async () => 
     const replay = await send(body, { id: 'once' });
     assert.equal(replay.statusCode, 401);
     assert.match(replay.json().message, /already used/);
-    const tampered = await send(body, { headers: { 'webhook-signature': signer.sign('other', new Date(), body) } });
+    const tampered = await send(body, {
+      headers: { 'webhook-signature': signer.sign('other', new Date(), body) },
+    });
     assert.equal(tampered.statusCode, 401);
     assert.equal(await generated(), before + 5, 'only the one valid call generated codes');
   });

@@ -1,0 +1,143 @@
+// `npm run bench -- codes`: generation of 10,000,000 8-character codes (time and the server's peak
+// RSS), reservations of one code per request with 64 connections, the signed POST /api/generate
+// and GET of one code, each beside the bare-Fastify ceiling of the same run.
+import { readFileSync } from 'node:fs';
+import pg from 'pg';
+import { Webhook } from 'standardwebhooks';
+import { createApiKey } from '../src/kit/auth.ts';
+import { load, measureCeiling, printRows, startServer } from './lib.ts';
+
+const GENERATE = Number(process.env.BENCH_CODES_GENERATE ?? 10_000_000);
+
+function peakRssMb(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = Number(status.match(/VmHWM:\s+(\d+)/)?.[1] ?? 0);
+  return kb / 1024;
+}
+
+export async function benchCodes(databaseUrl: string) {
+  const ceilingGet = await measureCeiling('GET');
+  const ceilingPost = await measureCeiling('POST');
+  const secret = `whsec_${Buffer.from('tessera-bench-webhook-secret-32b').toString('base64')}`;
+  const server = await startServer('bench/tessera-server.ts', ['all'], {
+    DATABASE_URL: databaseUrl,
+    WEBHOOK_SECRET: secret,
+    JWT_SECRET: 'bench-jwt-secret-bench-jwt-secret-0123456789',
+  });
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 2 });
+  try {
+    const { key } = await createApiKey(pool, 'bench', ['admin']);
+    const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json' };
+    const api = async (method: string, path: string, body?: unknown) => {
+      const res = await fetch(`${server.url}${path}`, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      const json = (await res.json()) as any;
+      if (res.status >= 400) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
+      return json;
+    };
+    await api('POST', '/api/campaigns', {
+      id: 'bench',
+      name: 'bench',
+      format: { length: 8, alphabet: 'alphanumeric' },
+    });
+
+    const t0 = Date.now();
+    const started = await api('POST', '/api/campaigns/bench/codes', { count: GENERATE });
+    let job: any;
+    for (;;) {
+      job = await api('GET', started.statusUrl);
+      if (job.state === 'completed' || job.state === 'failed') break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const genSeconds = (Date.now() - t0) / 1000;
+    const rssMb = peakRssMb(server.proc.pid!);
+    if (job.state !== 'completed') throw new Error(`generation failed: ${job.error}`);
+    const stored = (await pool.query(`SELECT count(*)::int AS n FROM codes`)).rows[0].n;
+
+    const reserveOpts = {
+      url: `${server.url}/api/campaigns/bench/reservations`,
+      method: 'POST' as const,
+      headers,
+      body: JSON.stringify({ count: 1 }),
+    };
+    await load({ ...reserveOpts, durationSec: 1 });
+    const reserve = await load(reserveOpts);
+
+    const wh = new Webhook(secret);
+    let n = 0;
+    const webhook = await load({
+      url: `${server.url}/api/generate`,
+      method: 'POST',
+      requests: [
+        {
+          method: 'POST',
+          path: '/api/generate',
+          setupRequest: (req: any) => {
+            const id = `msg_${process.pid}_${n++}`;
+            const at = new Date();
+            const body = '{}';
+            return {
+              ...req,
+              body,
+              headers: {
+                'content-type': 'application/json',
+                'webhook-id': id,
+                'webhook-timestamp': String(Math.floor(at.getTime() / 1000)),
+                'webhook-signature': wh.sign(id, at, body),
+              },
+            };
+          },
+        },
+      ],
+    });
+
+    const one = (await api('POST', '/api/campaigns/bench/reservations', { count: 1 })).codes[0];
+    const lookup = await load({ url: `${server.url}/api/campaigns/bench/codes/${one}`, headers });
+
+    printRows('codes', [
+      { name: 'ceiling: bare Fastify GET', figure: ceilingGet.rps, unit: 'req/s' },
+      { name: 'ceiling: bare Fastify POST', figure: ceilingPost.rps, unit: 'req/s' },
+      {
+        name: `generate ${GENERATE.toLocaleString('en-US')} 8-char codes (job, COPY)`,
+        figure: genSeconds,
+        unit: 's',
+        target: '≤ 30 s, RSS ≤ 512 MB',
+        pass: genSeconds <= 30 && rssMb <= 512 && stored >= GENERATE,
+        note: `${Math.round(GENERATE / genSeconds).toLocaleString('en-US')} codes/s, server peak RSS ${Math.round(rssMb)} MB, ${stored.toLocaleString('en-US')} rows stored`,
+      },
+      {
+        name: 'POST reservations, 1 code, 64 conn',
+        figure: reserve.rps,
+        unit: 'req/s',
+        ceiling: ceilingPost.rps,
+        target: '≥ 10,000 and ≥ 0.3×',
+        pass: reserve.rps >= 10_000 && reserve.rps >= 0.3 * ceilingPost.rps && reserve.non2xx === 0,
+        note: `p99 ${reserve.p99} ms, non-2xx ${reserve.non2xx}, errors ${reserve.errors}`,
+      },
+      {
+        name: 'POST /api/generate (signed)',
+        figure: webhook.rps,
+        unit: 'req/s',
+        ceiling: ceilingPost.rps,
+        target: '≥ 0.3×',
+        pass: webhook.rps >= 0.3 * ceilingPost.rps && webhook.non2xx === 0,
+        note: `p99 ${webhook.p99} ms, non-2xx ${webhook.non2xx}`,
+      },
+      {
+        name: 'GET one code',
+        figure: lookup.rps,
+        unit: 'req/s',
+        ceiling: ceilingGet.rps,
+        target: '≥ 0.5×',
+        pass: lookup.rps >= 0.5 * ceilingGet.rps && lookup.non2xx === 0,
+        note: `p99 ${lookup.p99} ms`,
+      },
+    ]);
+  } finally {
+    await pool.end();
+    await server.stop();
+  }
+}
