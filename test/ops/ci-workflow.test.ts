@@ -48,7 +48,7 @@ describe('ci workflow', () => {
     const build = j.steps.find((s: any) => s.uses?.startsWith('docker/build-push-action'));
     assert.deepEqual(build.with.platforms.split(','), ['linux/amd64', 'linux/arm64']);
     assert.equal(build.with.push, true);
-    assert.equal(build.with.tags, '${{ steps.tags.outputs.tags }}');
+    assert.equal(build.with.tags, '$' + '{{ steps.tags.outputs.tags }}'); // the GitHub expression, literally
     assert.ok(j.steps.some((s: any) => s.uses?.startsWith('docker/setup-qemu-action')));
     const login = j.steps.find((s: any) => s.uses?.startsWith('docker/login-action'));
     assert.equal(login.with.registry, 'ghcr.io');
