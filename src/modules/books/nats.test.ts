@@ -12,6 +12,7 @@ import {
   needsNats,
   spawnTessera,
   type TesseraProcess,
+  waitFor,
 } from '../../../test/helpers.ts';
 import { createApiKey } from '../../kit/auth.ts';
 
@@ -82,9 +83,9 @@ async function drive(
   base: string,
   headers: Record<string, string>,
   ids: string[],
-  opts: { count?: number; stop?: () => boolean },
+  opts: { count?: number; stop?: () => boolean; results?: Result[] },
 ): Promise<Result[]> {
-  const results: Result[] = [];
+  const results: Result[] = opts.results ?? [];
   let sent = 0;
   const loop = async () => {
     while (opts.count !== undefined ? sent < opts.count : !opts.stop!()) {
@@ -161,32 +162,37 @@ describe('books over NATS: 1 api and 3 worker processes', { skip: needsNats }, a
 
   it('when one worker gets SIGTERM and another kill -9 during a run, then no request fails before the kill, only bounded 503s after it, and the data stays consistent', async () => {
     const [graceful, killed, survivor] = workers as [TesseraProcess, TesseraProcess, TesseraProcess];
-    let stopAt = Number.POSITIVE_INFINITY;
-    const run = drive(api.url, headers, ids, { stop: () => Date.now() > stopAt });
-
+    // Phases are counted in answered requests, not seconds, so a slow machine only runs longer.
+    const results: Result[] = [];
+    const answered = (n: number, after = 0) =>
+      waitFor(() => results.filter((r) => r.ended >= after).length >= n, {
+        timeoutMs: 120000,
+        what: `${n} answers`,
+      });
+    let stopping = false;
+    const run = drive(api.url, headers, ids, { stop: () => stopping, results });
     let killAt = Number.POSITIVE_INFINITY;
     try {
-      await new Promise((r) => setTimeout(r, 1500));
+      await answered(150);
       const servedBeforeTerm = await operationsServed(graceful);
       const code = await graceful.stop('SIGTERM');
       assert.equal(code, 0, 'the SIGTERMed worker exits 0');
       assert.match(graceful.output(), /SHUTDOWN_DONE/);
       assert.ok(servedBeforeTerm > 0, 'the SIGTERMed worker was serving when the signal came');
 
-      await new Promise((r) => setTimeout(r, 1000));
+      await answered(150, Date.now());
       killAt = Date.now();
       killed.proc.kill('SIGKILL');
-      await new Promise((r) => setTimeout(r, RPC_TIMEOUT_MS + 1500));
-      stopAt = Date.now();
+      // Long enough for every call the killed worker held to reach its RPC timeout.
+      await answered(200, killAt);
+      await new Promise((r) => setTimeout(r, RPC_TIMEOUT_MS + 500));
     } finally {
-      stopAt = Date.now(); // a failed assertion above must not leave the load running
+      stopping = true; // a failed assertion above must not leave the load running
     }
-    const results = await run;
+    await run;
 
     const before = results.filter((r) => r.ended < killAt);
     const after = results.filter((r) => r.ended >= killAt);
-    assert.ok(before.length > 200, `load ran before the kill (${before.length} requests)`);
-    assert.ok(after.length > 200, `load went on after the kill (${after.length} requests)`);
     const failedBefore = before.filter((r) => !EXPECTED.has(r.status));
     assert.deepEqual(failedBefore, [], `failures around the SIGTERM: ${JSON.stringify(tally(failedBefore))}`);
     const failedAfter = after.filter((r) => !EXPECTED.has(r.status));
@@ -200,13 +206,11 @@ describe('books over NATS: 1 api and 3 worker processes', { skip: needsNats }, a
       `${failedAfter.length} 503s, at most ${CONCURRENCY} expected`,
     );
     for (const r of failedAfter) {
-      assert.ok(
-        r.ended - r.started <= RPC_TIMEOUT_MS + 1000,
-        `a 503 took ${r.ended - r.started} ms: no hang`,
-      );
+      // Bounded by the RPC timeout (plus slack for a loaded machine): a 503, never a hang.
+      assert.ok(r.ended - r.started <= RPC_TIMEOUT_MS + 3000, `a 503 took ${r.ended - r.started} ms`);
     }
     const lastFailure = Math.max(killAt, ...failedAfter.map((r) => r.ended));
-    assert.ok(lastFailure - killAt <= RPC_TIMEOUT_MS + 1000, '503s stop once the timeout has passed');
+    assert.ok(lastFailure - killAt <= RPC_TIMEOUT_MS + 3000, '503s stop once the timeout has passed');
     process.stdout.write(
       `# SIGTERM/kill -9 run: ${results.length} requests, ${failedAfter.length} 503s after kill -9\n`,
     );
