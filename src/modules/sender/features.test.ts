@@ -1,0 +1,256 @@
+// CSV upload, suppressions and unsubscribe links, signed delivery events, live progress (SSE), and
+// the 4xx answers of the batch API.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { startPlatform, type TestPlatform, waitFor } from '../../../test/helpers.ts';
+import { senderModule } from './index.ts';
+
+const template = { subject: 'Hi {{name}}', text: 'Hello {{name}} from {{city}}' };
+const inject = (
+  p: TestPlatform,
+  method: 'GET' | 'POST' | 'DELETE',
+  url: string,
+  payload?: unknown,
+  headers = {},
+) => p.app.inject({ method, url, headers: { ...p.auth, ...headers }, payload: payload as object });
+
+async function finished(p: TestPlatform, id: string) {
+  return waitFor(
+    async () => {
+      const b = (await inject(p, 'GET', `/api/batches/${id}`)).json();
+      return ['completed', 'cancelled', 'failed'].includes(b.state) ? b : undefined;
+    },
+    { timeoutMs: 60000, what: `batch ${id} to finish` },
+  );
+}
+
+function sign(p: TestPlatform, body: string, id = `evt_${Math.random().toString(36).slice(2)}`) {
+  return { ...p.kit.webhooks.sign(id, body), 'content-type': 'application/json' };
+}
+
+describe('sender features', () => {
+  it('when a CSV is uploaded to a draft batch, then its rows become recipients with their columns as variables', async () => {
+    const p = await startPlatform({ modules: [senderModule] });
+    const draft = await inject(p, 'POST', '/api/batches', { channel: 'mock', draft: true, template });
+    assert.equal(draft.statusCode, 201);
+    assert.equal(draft.json().state, 'draft');
+    const id = draft.json().id;
+    const rows = Array.from({ length: 12_001 }, (_, i) => `u${i}@example.com,Name ${i},"City, ${i}"`);
+    const csv = `address,name,city\n${rows.join('\n')}\n`;
+    const up = await inject(p, 'POST', `/api/batches/${id}/recipients`, csv, { 'content-type': 'text/csv' });
+    assert.equal(up.statusCode, 201, up.body);
+    assert.deepEqual(up.json(), { added: 12_001, total: 12_001 });
+    const more = await inject(p, 'POST', `/api/batches/${id}/recipients`, {
+      recipients: [{ address: 'last@example.com', variables: { name: 'Last', city: 'Oslo' } }],
+    });
+    assert.deepEqual(more.json(), { added: 1, total: 12_002 });
+    const r = (await inject(p, 'GET', `/api/batches/${id}/recipients?after=12000&limit=1`)).json();
+    assert.deepEqual(r.recipients[0].variables, { name: 'Name 12000', city: 'City, 12000' });
+    const sent = await inject(p, 'POST', `/api/batches/${id}/send`);
+    assert.equal(sent.json().state, 'queued');
+    const b = await finished(p, id);
+    assert.equal(b.progress.sent, 12_002);
+    assert.equal((await inject(p, 'POST', `/api/batches/${id}/send`)).statusCode, 409);
+    const late = await inject(p, 'POST', `/api/batches/${id}/recipients`, 'address\nx@example.com\n', {
+      'content-type': 'text/csv',
+    });
+    assert.equal(late.statusCode, 409);
+  });
+
+  it('when a CSV or a batch body is wrong, then the answer is a 4xx that says what to fix', async () => {
+    const p = await startPlatform({ modules: [senderModule] });
+    const id = (await inject(p, 'POST', '/api/batches', { channel: 'mock', draft: true, template })).json()
+      .id;
+    const csv = (text: string) =>
+      inject(p, 'POST', `/api/batches/${id}/recipients`, text, { 'content-type': 'text/csv' });
+    const noAddress = await csv('name,city\nA,B\n');
+    assert.equal(noAddress.statusCode, 400);
+    assert.match(noAddress.json().message, /"address" \(or "email"\) column/);
+    const ragged = await csv('address,name\na@example.com,A\nb@example.com,B,extra\n');
+    assert.equal(ragged.statusCode, 400);
+    assert.match(ragged.json().message, /CSV could not be read near line/);
+    const badJson = await inject(p, 'POST', `/api/batches/${id}/recipients`, { people: [] });
+    assert.equal(badJson.statusCode, 400);
+    assert.match(badJson.json().message, /recipients/);
+    assert.equal((await inject(p, 'POST', `/api/batches/${id}/send`)).statusCode, 409, 'no recipients yet');
+    const cases: [unknown, number, RegExp][] = [
+      [{ template }, 400, /sendConfigId is required/],
+      [{ channel: 'mock', template }, 400, /give at least one recipient/],
+      [
+        { channel: 'mock', template: { subject: 'x' }, recipients: [{ address: 'a' }] },
+        400,
+        /html or a text body/,
+      ],
+      [
+        { channel: 'mock', template: { subject: '{{#x}}', text: 't' }, recipients: [{ address: 'a' }] },
+        400,
+        /template\.subject/,
+      ],
+      [{ channel: 'mock', template, recipients: [{ address: 'a' }], ratePerSecond: 0 }, 400, /ratePerSecond/],
+      [
+        { channel: 'mock', template, recipients: [{ address: 'a' }], scheduledAt: 'soon' },
+        400,
+        /scheduledAt/,
+      ],
+      [
+        { sendConfigId: '00000000-0000-0000-0000-000000000000', template, recipients: [{ address: 'a' }] },
+        404,
+        /send config/,
+      ],
+    ];
+    for (const [body, status, message] of cases) {
+      const res = await inject(p, 'POST', '/api/batches', body);
+      assert.equal(res.statusCode, status, JSON.stringify(body));
+      assert.match(res.json().message, message);
+    }
+    const tooMany = Array.from({ length: 10_001 }, (_, i) => ({ address: `a${i}` }));
+    assert.equal(
+      (await inject(p, 'POST', '/api/batches', { channel: 'mock', template, recipients: tooMany }))
+        .statusCode,
+      400,
+    );
+    const missing = '00000000-0000-0000-0000-000000000000';
+    for (const path of ['', '/recipients', '/events'])
+      assert.equal((await inject(p, 'GET', `/api/batches/${missing}${path}`)).statusCode, 404);
+    for (const action of ['pause', 'resume', 'cancel', 'send'])
+      assert.equal((await inject(p, 'POST', `/api/batches/${missing}/${action}`)).statusCode, 404);
+    assert.equal((await inject(p, 'GET', '/api/batches/not-a-uuid')).statusCode, 400);
+    assert.equal((await p.app.inject({ method: 'GET', url: '/api/batches' })).statusCode, 401);
+  });
+
+  it('when an address is suppressed or unsubscribes, then later batches skip it and count it', async () => {
+    const p = await startPlatform({ modules: [senderModule] });
+    const add = await inject(p, 'POST', '/api/suppressions', { addresses: ['Blocked@Example.com'] });
+    assert.equal(add.statusCode, 201);
+    const first = await inject(p, 'POST', '/api/batches', {
+      channel: 'mock',
+      template,
+      recipients: [
+        { address: 'blocked@example.com' },
+        { address: 'leaver@example.com' },
+        { address: 'ok@example.com' },
+      ],
+    });
+    const b1 = await finished(p, first.json().id);
+    assert.equal(b1.progress.suppressed, 1);
+    assert.equal(b1.progress.sent, 2);
+    // The leaver follows the unsubscribe link of their message (token as the e-mail carries it).
+    const { unsubscribeToken } = await import('./unsubscribe.ts');
+    const token = unsubscribeToken(p.kit.webhookSecret, b1.id, 2);
+    const page = await p.app.inject({ method: 'GET', url: `/api/unsubscribe/${token}` });
+    assert.equal(page.statusCode, 200);
+    assert.match(page.body, /<form method="post">/);
+    const done = await p.app.inject({
+      method: 'POST',
+      url: `/api/unsubscribe/${token}`,
+      payload: 'List-Unsubscribe=One-Click',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    });
+    assert.equal(done.statusCode, 200);
+    assert.match(done.body, /leaver@example.com is unsubscribed/);
+    assert.equal(
+      (await p.app.inject({ method: 'POST', url: `/api/unsubscribe/${token.slice(0, -2)}xx` })).statusCode,
+      404,
+    );
+    const list = (await inject(p, 'GET', '/api/suppressions')).json();
+    assert.deepEqual(
+      list.suppressions.map((s: { address: string }) => s.address),
+      ['blocked@example.com', 'leaver@example.com'],
+    );
+    const second = await inject(p, 'POST', '/api/batches', {
+      channel: 'mock',
+      template,
+      recipients: [{ address: 'leaver@example.com' }, { address: 'ok@example.com' }],
+    });
+    const b2 = await finished(p, second.json().id);
+    assert.deepEqual([b2.progress.suppressed, b2.progress.sent], [1, 1]);
+    assert.equal((await inject(p, 'DELETE', '/api/suppressions/leaver@example.com')).statusCode, 204);
+    assert.equal((await inject(p, 'DELETE', '/api/suppressions/leaver@example.com')).statusCode, 404);
+    assert.equal((await inject(p, 'POST', '/api/suppressions', { addresses: [] })).statusCode, 400);
+  });
+
+  it('when a provider posts signed delivery events, then they are counted once and a bounce suppresses the address', async () => {
+    const p = await startPlatform({ modules: [senderModule] });
+    const res = await inject(p, 'POST', '/api/batches', {
+      channel: 'mock',
+      template,
+      recipients: [{ address: 'a@example.com' }, { address: 'b@example.com' }],
+    });
+    const id = res.json().id;
+    await finished(p, id);
+    const body = JSON.stringify({
+      events: [
+        { type: 'delivered', messageId: `${id}:1` },
+        { type: 'opened', messageId: `${id}:1` },
+        { type: 'bounced', messageId: `${id}:2` },
+        { type: 'bounced', messageId: `${id}:2` },
+        { type: 'delivered', messageId: '00000000-0000-0000-0000-000000000000:1' },
+      ],
+    });
+    const ok = await p.app.inject({
+      method: 'POST',
+      url: '/webhooks/mock',
+      payload: body,
+      headers: sign(p, body),
+    });
+    assert.equal(ok.statusCode, 200, ok.body);
+    assert.equal(ok.json().recorded, 3);
+    assert.equal(ok.json().duplicate, 1);
+    assert.equal(ok.json().unknown.length, 1);
+    const b = (await inject(p, 'GET', `/api/batches/${id}`)).json();
+    assert.deepEqual([b.progress.delivered, b.progress.opened, b.progress.bounced], [1, 1, 1]);
+    const sup = (await inject(p, 'GET', '/api/suppressions')).json().suppressions;
+    assert.deepEqual(
+      sup.map((s: { address: string; reason: string }) => [s.address, s.reason]),
+      [['b@example.com', 'bounce']],
+    );
+    // Unsigned, tampered and replayed deliveries are refused; a bad body after a good signature is a 400.
+    const unsigned = await p.app.inject({
+      method: 'POST',
+      url: '/webhooks/mock',
+      payload: body,
+      headers: { 'content-type': 'application/json' },
+    });
+    assert.equal(unsigned.statusCode, 401);
+    const headers = sign(p, body, 'evt_fixed');
+    const tampered = await p.app.inject({
+      method: 'POST',
+      url: '/webhooks/mock',
+      payload: body.replace('opened', 'bounced'),
+      headers,
+    });
+    assert.equal(tampered.statusCode, 401);
+    assert.equal(
+      (await p.app.inject({ method: 'POST', url: '/webhooks/mock', payload: body, headers })).statusCode,
+      200,
+    );
+    const replay = await p.app.inject({ method: 'POST', url: '/webhooks/mock', payload: body, headers });
+    assert.equal(replay.statusCode, 401);
+    assert.match(replay.json().message, /already used/);
+    const bad = JSON.stringify({ type: 'exploded', messageId: `${id}:1` });
+    assert.equal(
+      (await p.app.inject({ method: 'POST', url: '/webhooks/mock', payload: bad, headers: sign(p, bad) }))
+        .statusCode,
+      400,
+    );
+  });
+
+  it('when a client follows /events, then it gets progress events and an end event', async () => {
+    const p = await startPlatform({ modules: [senderModule], listen: true });
+    const res = await inject(p, 'POST', '/api/batches', {
+      channel: 'mock',
+      ratePerSecond: 500,
+      template,
+      recipients: Array.from({ length: 1500 }, (_, i) => ({ address: `s${i}` })),
+    });
+    const id = res.json().id;
+    const stream = await fetch(`${p.address()}/api/batches/${id}/events`, { headers: p.auth });
+    assert.equal(stream.status, 200);
+    assert.match(stream.headers.get('content-type') ?? '', /text\/event-stream/);
+    const text = await stream.text(); // the server ends the stream when the batch is finished
+    const progress = [...text.matchAll(/event: progress\ndata: (.*)\n/g)].map((m) => JSON.parse(m[1]!));
+    assert.ok(progress.length >= 2, `several progress events (${progress.length})`);
+    assert.equal(progress.at(-1).progress.sent, 1500);
+    assert.match(text, /event: end\ndata: \{"state":"completed"\}/);
+  });
+});

@@ -1,0 +1,98 @@
+// Real peers for the sender's tests and benchmarks: an SMTP server (smtp-server) that parses what it
+// receives, and an HTTP receiver that verifies every webhook with the standardwebhooks package and
+// dedupes on webhook-id, as a receiver honouring the idempotency key would.
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { SMTPServer } from 'smtp-server';
+import { Webhook } from 'standardwebhooks';
+
+export interface ReceivedMail {
+  from: string;
+  to: string[];
+  raw: string;
+}
+
+export async function startSmtpSink(opts: { keep?: boolean } = {}) {
+  const mails: ReceivedMail[] = [];
+  let count = 0;
+  const server = new SMTPServer({
+    authOptional: true,
+    disabledCommands: ['STARTTLS', 'AUTH'],
+    logger: false,
+    disableReverseLookup: true,
+    size: 10 * 1024 * 1024,
+    onData(stream, session, callback) {
+      const parts: Buffer[] = [];
+      stream.on('data', (d: Buffer) => parts.push(d));
+      stream.on('end', () => {
+        count++;
+        if (opts.keep !== false)
+          mails.push({
+            from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
+            to: session.envelope.rcptTo.map((r) => r.address),
+            raw: Buffer.concat(parts).toString('utf8'),
+          });
+        callback();
+      });
+    },
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.server.address() as AddressInfo).port;
+  return {
+    port,
+    mails,
+    count: () => count,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+export const WEBHOOK_SECRET = `whsec_${Buffer.from('tessera-sender-test-secret-0123456789').toString('base64')}`;
+
+export async function startWebhookReceiver(
+  opts: { secret?: string; keep?: boolean; failRate?: number } = {},
+) {
+  const wh = new Webhook(opts.secret ?? WEBHOOK_SECRET);
+  /** webhook-id → deliveries with that id (a receiver keeps the first) */
+  const seen = new Map<string, number>();
+  const bodies: Record<string, unknown>[] = [];
+  let rejected = 0;
+  let raw = 0;
+  const server: Server = createServer((req, res) => {
+    const parts: Buffer[] = [];
+    req.on('data', (d: Buffer) => parts.push(d));
+    req.on('end', () => {
+      const body = Buffer.concat(parts).toString('utf8');
+      raw++;
+      try {
+        const payload = wh.verify(body, req.headers as Record<string, string>) as Record<string, unknown>;
+        if (opts.failRate && Math.random() < opts.failRate) {
+          res.writeHead(503).end();
+          return;
+        }
+        const id = String(req.headers['webhook-id']);
+        const n = seen.get(id) ?? 0;
+        seen.set(id, n + 1);
+        if (n === 0 && opts.keep !== false) bodies.push(payload);
+        res.writeHead(200).end();
+      } catch {
+        rejected++;
+        res.writeHead(401).end();
+      }
+    });
+  });
+  server.keepAliveTimeout = 30_000;
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    url: `http://127.0.0.1:${port}/hook`,
+    seen,
+    bodies,
+    rejected: () => rejected,
+    raw: () => raw,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
