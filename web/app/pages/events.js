@@ -1,5 +1,92 @@
-import { html } from '../ui.js';
+// Events (seed 003): events over time and by action, top users, backlog, cron heartbeat age from
+// GET /api/analytics every 2 s; a test-event form; the failure-mode switch for admins.
+import { useState } from 'preact/hooks';
+import { api, post } from '../api.js';
+import { Alert, ago, Chart, Field, fmt, html, Notice, useAction, usePoll } from '../ui.js';
+import { FailureModes } from './chaos.js';
 
-export function EventsPage() {
-  return html`<h1>Events</h1><p class="muted">Coming soon.</p>`;
+const RANGES = { minute: 'last hour, per minute', hour: 'last day, per hour', day: 'last 30 days, per day' };
+
+export function EventsPage({ isAdmin }) {
+  const [bucket, setBucket] = useState('minute');
+  const stats = usePoll(() => api(`/api/analytics?bucket=${bucket}&top=10`), 2000, [bucket]);
+  const d = stats.data;
+  const xs = d ? d.series.map((p) => Date.parse(p.t) / 1000) : [];
+  const ys = d ? d.series.map((p) => p.count) : [];
+  const actions = d ? Object.entries(d.eventsByAction) : [];
+  const maxAction = Math.max(1, ...actions.map(([, n]) => n));
+  const hbAge = d?.cron?.ageSeconds;
+
+  return html`<h1>Events</h1>
+    <${Alert} error=${stats.error} />
+    ${
+      d &&
+      html`
+      <dl class="stats">
+        <div><dt>Total events</dt><dd data-testid="total-events">${fmt(d.totalEvents)}</dd></div>
+        <div><dt>Unique users</dt><dd>${fmt(d.uniqueUsers)}</dd></div>
+        <div><dt>Backlog (unprocessed)</dt><dd data-testid="backlog">${fmt(d.backlog)}</dd></div>
+        <div><dt>Cron heartbeat</dt><dd data-testid="heartbeat">
+          ${d.cron ? html`<span class=${hbAge > 180 ? 'bad-text' : ''}>${ago(d.cron.lastHeartbeat)}</span>` : 'never'}
+        </dd>${d.cron && html`<small class="muted">${d.cron.status}</small>`}</div>
+      </dl>
+      <div class="row-inline">
+        <${Field} label="Time range">
+          <select value=${bucket} onChange=${(e) => setBucket(e.currentTarget.value)}>
+            ${Object.entries(RANGES).map(([b, label]) => html`<option value=${b}>${label}</option>`)}
+          </select>
+        <//>
+      </div>
+      <${Chart} title=${`Events over time (${RANGES[bucket]})`} yLabel="events"
+        series=${[{ label: 'events' }]} data=${[xs, ys]} />
+      <div class="grid">
+        <section aria-labelledby="by-action-h">
+          <h2 id="by-action-h">By action</h2>
+          ${actions.length === 0 && html`<p class="muted">No events yet.</p>`}
+          <table data-testid="by-action">
+            <thead><tr><th scope="col">Action</th><th scope="col" class="num">Events</th><th scope="col"><span class="sr-only">Share</span></th></tr></thead>
+            <tbody>${actions.map(
+              ([a, n]) => html`<tr><td>${a}</td><td class="num">${fmt(n)}</td>
+                <td style="width:40%"><div class="hbar" style=${`width:${(100 * n) / maxAction}%`}></div></td></tr>`,
+            )}</tbody>
+          </table>
+        </section>
+        <section aria-labelledby="top-users-h">
+          <h2 id="top-users-h">Top users</h2>
+          <table>
+            <thead><tr><th scope="col">User</th><th scope="col" class="num">Events</th></tr></thead>
+            <tbody>${Object.entries(d.eventsByUser).map(
+              ([u, n]) => html`<tr><td>${u}</td><td class="num">${fmt(n)}</td></tr>`,
+            )}</tbody>
+          </table>
+        </section>
+      </div>`
+    }
+    <${SendEvent} onSent=${stats.refresh} />
+    ${isAdmin && html`<${FailureModes} defaultModule="events" />`}`;
+}
+
+function SendEvent({ onSent }) {
+  const [userId, setUserId] = useState('user_001');
+  const [action, setAction] = useState('page_view');
+  const [sent, setSent] = useState(0);
+  const send = useAction();
+  const submit = (e) => {
+    e.preventDefault();
+    send.run(async () => {
+      await post('/api/events', { userId, action });
+      setSent((n) => n + 1);
+      onSent();
+    });
+  };
+  return html`<section class="card" aria-labelledby="send-event-h">
+    <h2 id="send-event-h">Send a test event</h2>
+    <form class="row" onSubmit=${submit}>
+      <${Field} label="User id" required value=${userId} onInput=${(e) => setUserId(e.currentTarget.value)} />
+      <${Field} label="Action" required value=${action} onInput=${(e) => setAction(e.currentTarget.value)} />
+      <button type="submit" disabled=${send.busy}>Send event</button>
+    </form>
+    ${sent > 0 && html`<${Notice}>${sent} event${sent > 1 ? 's' : ''} sent; the worker aggregates them within a second or two.<//>`}
+    <${Alert} error=${send.error} />
+  </section>`;
 }

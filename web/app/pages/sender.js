@@ -1,5 +1,254 @@
-import { html } from '../ui.js';
+// Sender (seed 001): batches with live progress bars and a send-rate chart; a new batch from a CSV
+// with a server-rendered template preview for a sample recipient; pause, resume, cancel.
+import { useRef, useState } from 'preact/hooks';
+import { api, post } from '../api.js';
+import { Alert, Chart, Field, fmt, html, Notice, Progress, useAction, usePoll, when } from '../ui.js';
+
+const POLL_MS = 1000;
+const WINDOW = 120;
+const STATE_BADGE = {
+  draft: 'idle',
+  queued: 'idle',
+  sending: 'ok',
+  paused: 'warn',
+  completed: 'ok',
+  cancelled: 'idle',
+  failed: 'bad',
+};
 
 export function SenderPage() {
-  return html`<h1>Sender</h1><p class="muted">Coming soon.</p>`;
+  const last = useRef(null);
+  const history = useRef({ t: [], rate: [] });
+  const list = usePoll(async () => {
+    const r = await api('/api/batches?limit=50');
+    // Send rate = growth of sent + failed across the listed batches between two polls.
+    const now = Date.now() / 1000;
+    const done = r.batches.reduce((s, b) => s + b.progress.sent + b.progress.failed, 0);
+    if (last.current) {
+      const h = history.current;
+      h.t.push(now);
+      h.rate.push(Math.max(0, (done - last.current.done) / Math.max(0.001, now - last.current.at)));
+      if (h.t.length > WINDOW) {
+        h.t.shift();
+        h.rate.shift();
+      }
+    }
+    last.current = { at: now, done };
+    return r;
+  }, POLL_MS);
+  const batches = list.data?.batches ?? [];
+  const h = history.current;
+
+  return html`<h1>Sender</h1>
+    <${Alert} error=${list.error} />
+    <${Chart} title="Messages sent per second (all your batches)" yLabel="msg/s"
+      series=${[{ label: 'messages/s' }]} data=${[h.t.slice(), h.rate.slice()]} />
+    <section aria-labelledby="batches-h">
+      <h2 id="batches-h">Batches</h2>
+      ${list.data && batches.length === 0 && html`<p class="muted">No batches yet: create one below.</p>`}
+      <div class="scroll"><table>
+        <thead><tr><th scope="col">Batch</th><th scope="col">State</th><th scope="col">Progress</th>
+          <th scope="col" class="num">Sent</th><th scope="col" class="num">Failed</th><th scope="col" class="num">Rate</th>
+          <th scope="col"><span class="sr-only">Actions</span></th></tr></thead>
+        <tbody>${batches.map((b) => html`<${BatchRow} key=${b.id} b=${b} onChange=${list.refresh} />`)}</tbody>
+      </table></div>
+    </section>
+    <${NewBatch} onCreated=${list.refresh} />`;
+}
+
+function BatchRow({ b, onChange }) {
+  const act = useAction();
+  const name = b.name || b.id.slice(0, 8);
+  const p = b.progress;
+  const call = (verb) =>
+    act.run(async () => {
+      await post(`/api/batches/${b.id}/${verb}`);
+      onChange();
+    });
+  const live = ['queued', 'sending', 'paused'].includes(b.state);
+  return html`<tr data-testid="batch-row">
+    <td><strong>${name}</strong><br /><small class="muted">${b.channel} · ${when(b.createdAt)}</small></td>
+    <td><span class=${`badge ${STATE_BADGE[b.state] ?? 'idle'}`}>${b.state}</span>
+      ${b.error && html`<br /><small class="bad-text">${b.error}</small>`}</td>
+    <td><${Progress} label=${`Progress of ${name}`} done=${p.total - p.pending} total=${p.total} /></td>
+    <td class="num">${fmt(p.sent)}</td><td class="num">${fmt(p.failed)}</td><td class="num">${fmt(p.rate, 1)}/s</td>
+    <td><div class="actions">
+      ${
+        b.state === 'sending' || b.state === 'queued'
+          ? html`<button type="button" class="secondary" aria-label=${`Pause ${name}`} disabled=${act.busy} onClick=${() => call('pause')}>Pause</button>`
+          : null
+      }
+      ${
+        b.state === 'paused'
+          ? html`<button type="button" aria-label=${`Resume ${name}`} disabled=${act.busy} onClick=${() => call('resume')}>Resume</button>`
+          : null
+      }
+      ${
+        live
+          ? html`<button type="button" class="danger" aria-label=${`Cancel ${name}`} disabled=${act.busy} onClick=${() => {
+              if (confirm(`Cancel “${name}”? Messages not yet sent will not be sent.`)) call('cancel');
+            }}>Cancel</button>`
+          : null
+      }
+    </div><${Alert} error=${act.error} /></td>
+  </tr>`;
+}
+
+/** RFC 4180-ish: quoted fields with "" escapes; enough to show one sample row. */
+export function parseCsv(text, maxRows = 2) {
+  const rows = [];
+  let row = [];
+  let field = '';
+  let quoted = false;
+  for (let i = 0; i < text.length && rows.length < maxRows; i++) {
+    const c = text[i];
+    if (quoted) {
+      if (c === '"' && text[i + 1] === '"') {
+        field += '"';
+        i++;
+      } else if (c === '"') quoted = false;
+      else field += c;
+    } else if (c === '"') quoted = true;
+    else if (c === ',') {
+      row.push(field);
+      field = '';
+    } else if (c === '\n' || c === '\r') {
+      if (c === '\r' && text[i + 1] === '\n') i++;
+      row.push(field);
+      if (row.some((f) => f !== '')) rows.push(row);
+      row = [];
+      field = '';
+    } else field += c;
+  }
+  if ((field !== '' || row.length) && rows.length < maxRows) rows.push([...row, field]);
+  return rows;
+}
+
+function sampleRecipient(csv) {
+  const [header, first] = parseCsv(csv, 2);
+  if (!header || !first) return null;
+  const cols = header.map((h) => h.trim());
+  const rec = Object.fromEntries(cols.map((c, i) => [c, first[i] ?? '']));
+  const address = rec.address ?? rec.email;
+  if (!address) return null;
+  const { address: _a, ...variables } = rec;
+  return { address, variables };
+}
+
+const uuid = () =>
+  globalThis.crypto?.randomUUID?.() ?? `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+
+const SAMPLE_CSV = 'email,name\nada@example.com,Ada\ngrace@example.com,Grace\n';
+
+function NewBatch({ onCreated }) {
+  const configs = usePoll(() => api('/api/send-configs'), 0);
+  const [f, setF] = useState({
+    name: '',
+    via: 'mock',
+    rate: '',
+    subject: 'Hello {{name}}',
+    text: 'Hi {{name}}, this message went to {{email}}.',
+    html: '',
+    csv: SAMPLE_CSV,
+  });
+  const [preview, setPreview] = useState(null);
+  const [created, setCreated] = useState('');
+  const pv = useAction();
+  const create = useAction();
+  const set = (k) => (e) => setF({ ...f, [k]: e.currentTarget.value });
+  const template = () => {
+    const t = { subject: f.subject };
+    if (f.text) t.text = f.text;
+    if (f.html) t.html = f.html;
+    return t;
+  };
+  const channel = () => (f.via === 'mock' ? { channel: 'mock' } : { sendConfigId: f.via });
+
+  const doPreview = () =>
+    pv.run(async () => {
+      const sample = sampleRecipient(f.csv);
+      if (!sample)
+        throw new Error('the CSV needs a header row with an "email" (or "address") column and one recipient');
+      const r = await post('/api/batches', {
+        ...channel(),
+        template: template(),
+        recipients: [sample],
+        dryRun: true,
+      });
+      if (r.errors?.length) throw new Error(r.errors[0].error);
+      setPreview(r.preview[0]);
+    });
+  const readFile = async (e) => {
+    const file = e.currentTarget.files[0];
+    if (file) setF({ ...f, csv: await file.text() });
+  };
+  const submit = (e) => {
+    e.preventDefault();
+    setCreated('');
+    create.run(async () => {
+      const body = { ...channel(), template: template(), draft: true };
+      if (f.name) body.name = f.name;
+      if (f.rate) body.ratePerSecond = Number(f.rate);
+      // One key per submission: a retried click cannot create the batch twice.
+      const batch = await post('/api/batches', body, { headers: { 'idempotency-key': uuid() } });
+      const up = await api(`/api/batches/${batch.id}/recipients`, {
+        method: 'POST',
+        body: f.csv,
+        headers: { 'content-type': 'text/csv' },
+      });
+      await post(`/api/batches/${batch.id}/send`);
+      setCreated(`Batch ${f.name || batch.id.slice(0, 8)} queued with ${fmt(up.total)} recipients.`);
+      onCreated();
+    });
+  };
+
+  return html`<section class="card" aria-labelledby="new-batch-h">
+    <h2 id="new-batch-h">New batch</h2>
+    <form onSubmit=${submit}>
+      <div class="row">
+        <${Field} label="Batch name" maxlength="200" value=${f.name} onInput=${set('name')} />
+        <${Field} label="Send through">
+          <select value=${f.via} onChange=${set('via')}>
+            <option value="mock">mock channel (nothing leaves the machine)</option>
+            ${(configs.data?.sendConfigs ?? []).map(
+              (c) => html`<option value=${c.id}>${c.name} (${c.channel})</option>`,
+            )}
+          </select>
+        <//>
+        <${Field} label="Rate limit (messages/s)" type="number" min="1" value=${f.rate} onInput=${set('rate')} />
+      </div>
+      <div class="grid">
+        <div>
+          <${Field} label="Subject template" required maxlength="1000" value=${f.subject} onInput=${set('subject')} />
+          <${Field} label="Text template" hint="Mustache: {{name}}, {{email}} and any CSV column">
+            <textarea value=${f.text} onInput=${set('text')}></textarea>
+          <//>
+          <${Field} label="HTML template (optional)">
+            <textarea value=${f.html} onInput=${set('html')}></textarea>
+          <//>
+        </div>
+        <div>
+          <${Field} label="Recipients CSV" hint="header row with email (or address); other columns become variables">
+            <textarea value=${f.csv} onInput=${set('csv')} spellcheck="false"></textarea>
+          <//>
+          <${Field} label="…or load a CSV file" type="file" accept=".csv,text/csv" onChange=${readFile} />
+        </div>
+      </div>
+      <div class="actions" style="margin-top:0.75rem">
+        <button type="button" class="secondary" disabled=${pv.busy} onClick=${doPreview}>Preview first recipient</button>
+        <button type="submit" disabled=${create.busy}>Create and send batch</button>
+      </div>
+    </form>
+    <${Alert} error=${pv.error || create.error} />
+    ${
+      preview &&
+      html`<div aria-live="polite" data-testid="preview">
+      <h3>Preview for ${preview.address}</h3>
+      <p><strong>Subject:</strong> ${preview.subject}</p>
+      ${preview.text && html`<div class="preview">${preview.text}</div>`}
+      ${preview.html && html`<details><summary>HTML source</summary><div class="preview">${preview.html}</div></details>`}
+    </div>`
+    }
+    ${created && html`<${Notice}>${created}<//>`}
+  </section>`;
 }

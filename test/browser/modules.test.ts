@@ -1,0 +1,208 @@
+// The module pages in a real browser: codes, sender, events and books, each against the real API.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { json } from '../helpers.ts';
+import { launchBrowser, needsChromium, openPage, PHONE, signIn, startDashboard } from './harness.ts';
+
+describe('dashboard module pages', { skip: needsChromium }, async () => {
+  if (needsChromium) return;
+  const [browser, base] = await Promise.all([launchBrowser(), startDashboard()]);
+  const apiGet = async (path: string) => json(await fetch(`${base.baseUrl}${path}`, { headers: base.auth }));
+
+  test('when a campaign is created and codes generated, imported and exported, then its inventory bar shows them', async () => {
+    const w = await openPage(browser, base.baseUrl);
+    await signIn(w);
+    await w.page.getByRole('link', { name: 'Codes' }).click();
+    await w.page.getByLabel('Campaign id').fill('spring');
+    await w.page.getByLabel('Campaign name').fill('Spring sale');
+    await w.page.getByLabel('Code length').fill('8');
+    await w.page.getByRole('button', { name: 'Create campaign' }).click();
+    const card = w.page.getByTestId('campaign-spring');
+    await card.getByRole('heading', { name: /Spring sale/ }).waitFor();
+
+    // Small counts answer at once; a count above 10,000 runs as a job with a progress bar.
+    await card.getByLabel('Codes to generate').fill('20000');
+    await card.getByRole('button', { name: 'Generate' }).click();
+    await card.getByTestId('job-progress').waitFor();
+    await card.getByText('Generated 20,000 codes.').waitFor({ timeout: 30_000 });
+    await card.getByRole('img', { name: /Inventory of Spring sale: available 20,000/ }).waitFor();
+
+    await card.getByLabel(/^Import codes \(CSV/).setInputFiles({
+      name: 'codes.csv',
+      mimeType: 'text/csv',
+      buffer: Buffer.from('code\nAAAA2222\nnot valid!\n'),
+    });
+    await card.getByRole('button', { name: 'Import', exact: true }).click();
+    await card.getByText(/Imported: 1 new, 0 duplicate, \d+ invalid/).waitFor();
+    await card.getByRole('img', { name: /available 20,001/ }).waitFor();
+
+    // The export link works with the session cookie alone.
+    const href = await card.getByRole('link', { name: /Export Spring sale codes/ }).getAttribute('href');
+    const res = await w.context.request.get(href!);
+    assert.equal(res.status(), 200);
+    const lines = (await res.text()).trim().split('\n');
+    assert.ok(lines.length >= 20_001, `export has ${lines.length} lines`);
+    await w.shot('codes');
+    w.assertClean();
+  });
+
+  test('when a batch is created from a CSV, then the preview renders a sample recipient and the batch completes', async () => {
+    const w = await openPage(browser, base.baseUrl);
+    await signIn(w);
+    await w.page.getByRole('link', { name: 'Sender' }).click();
+    await w.page.getByLabel('Batch name').fill('welcome');
+    await w.page.getByLabel('Subject template').fill('Welcome {{name}}');
+    await w.page.getByLabel('Text template').fill('Hi {{name}} from {{city}}');
+    await w.page
+      .getByLabel('Recipients CSV')
+      .fill(
+        'email,name,city\nada@example.com,Ada,London\ngrace@example.com,Grace,Arlington\nalan@example.com,Alan,Wilmslow\n',
+      );
+    await w.page.getByRole('button', { name: 'Preview first recipient' }).click();
+    const preview = w.page.getByTestId('preview');
+    await preview.getByText('Subject: Welcome Ada').waitFor();
+    await preview.getByText('Hi Ada from London').waitFor();
+
+    await w.page.getByRole('button', { name: 'Create and send batch' }).click();
+    await w.page.getByText('Batch welcome queued with 3 recipients.').waitFor();
+    const row = w.page.getByTestId('batch-row').filter({ hasText: 'welcome' });
+    await row.getByText('completed').waitFor({ timeout: 30_000 });
+    await row.getByRole('progressbar', { name: 'Progress of welcome' }).waitFor();
+    assert.equal(await row.getByRole('progressbar').getAttribute('value'), '3');
+    await w.shot('sender');
+    w.assertClean();
+  });
+
+  test('when a slow batch is paused, resumed and cancelled from the page, then its state follows', async () => {
+    const w = await openPage(browser, base.baseUrl);
+    await signIn(w);
+    await w.page.getByRole('link', { name: 'Sender' }).click();
+    await w.page.getByLabel('Batch name').fill('slow');
+    // A rate of 1 message/s keeps the batch running long enough to act on it.
+    await w.page.getByLabel('Rate limit (messages/s)').fill('1');
+    const csv = ['email,name', ...Array.from({ length: 30 }, (_, i) => `u${i}@example.com,U${i}`)].join('\n');
+    await w.page.getByLabel('Recipients CSV').fill(csv);
+    await w.page.getByRole('button', { name: 'Create and send batch' }).click();
+    const row = w.page.getByTestId('batch-row').filter({ hasText: 'slow' });
+    await row.getByRole('button', { name: 'Pause slow' }).click();
+    await row.getByText('paused').waitFor();
+    await row.getByRole('button', { name: 'Resume slow' }).click();
+    await row.getByRole('button', { name: 'Pause slow' }).waitFor();
+    await row.getByRole('button', { name: 'Cancel slow' }).click();
+    await row.getByText('cancelled').waitFor();
+    w.assertClean();
+  });
+
+  test('when events are sent, then the events chart, totals and top users change', async () => {
+    const w = await openPage(browser, base.baseUrl);
+    await signIn(w);
+    await w.page.getByRole('link', { name: 'Events' }).click();
+    await w.page.getByTestId('total-events').waitFor();
+    const chart = w.page.getByRole('img', { name: /^Events over time/ });
+    const before = await chart.getAttribute('aria-label');
+    assert.match(before ?? '', /Latest: events 0/);
+
+    const events = Array.from({ length: 25 }, (_, i) => ({
+      userId: `user_${i % 3}`,
+      action: i % 2 ? 'click' : 'page_view',
+    }));
+    const sent = await fetch(`${base.baseUrl}/api/events`, {
+      method: 'POST',
+      headers: { ...base.auth, 'content-type': 'application/json' },
+      body: JSON.stringify(events),
+    });
+    assert.equal(sent.status, 201);
+    await w.page.getByTestId('total-events').getByText('25').waitFor({ timeout: 15_000 });
+    await w.page.getByRole('img', { name: /Latest: events 25/ }).waitFor();
+    await w.page
+      .getByTestId('by-action')
+      .getByRole('row', { name: /page_view 13/ })
+      .waitFor();
+    await w.page.getByRole('cell', { name: 'user_0' }).waitFor();
+
+    // The form sends one more through the browser session.
+    await w.page.getByRole('button', { name: 'Send event' }).click();
+    await w.page.getByTestId('total-events').getByText('26').waitFor({ timeout: 15_000 });
+    await w.shot('events');
+    w.assertClean();
+  });
+
+  test('when an admin switches a failure mode, then the module answers 503 until it is cleared', async () => {
+    const w = await openPage(browser, base.baseUrl);
+    await signIn(w);
+    await w.page.getByRole('link', { name: 'Events' }).click();
+    await w.page.getByLabel('Module').selectOption('books');
+    await w.page.getByLabel('Api mode').selectOption('db');
+    await w.page.getByRole('button', { name: 'Apply' }).click();
+    await w.page.getByTestId('chaos-active').getByText('books api: db').waitFor();
+    const hit = await fetch(`${base.baseUrl}/books`, { headers: base.auth });
+    assert.equal(hit.status, 503);
+    await w.shot('events-failure-mode');
+    await w.page.getByRole('button', { name: 'Clear all overrides' }).click();
+    await w.page.getByTestId('chaos-active').getByText('no failures injected').waitFor();
+    assert.equal((await fetch(`${base.baseUrl}/books`, { headers: base.auth })).status, 200);
+    w.assertClean();
+  });
+
+  test('when a book is added, found, edited, checked out, returned and deleted, then the table follows each step', async () => {
+    const w = await openPage(browser, base.baseUrl);
+    await signIn(w);
+    await w.page.getByRole('link', { name: 'Books' }).click();
+    const form = w.page.locator('#book-form');
+    for (const [title, author] of [
+      ['Dune', 'Frank Herbert'],
+      ['Emma', 'Jane Austen'],
+    ]) {
+      await form.getByLabel('Title').fill(title!);
+      await form.getByLabel('Author').fill(author!);
+      await form.getByLabel('Rack').fill('R1');
+      await form.getByLabel('Tags').fill('fiction, classic');
+      await form.getByRole('button', { name: 'Add book' }).click();
+      await w.page.getByRole('cell', { name: title, exact: true }).waitFor();
+    }
+    await w.page.getByLabel('Search title or author').fill('austen');
+    await w.page.getByRole('cell', { name: 'Dune', exact: true }).waitFor({ state: 'detached' });
+    await w.page.getByRole('cell', { name: 'Emma', exact: true }).waitFor();
+
+    await w.page.getByRole('button', { name: 'Edit Emma' }).click();
+    await form.getByLabel('Title').fill('Emma (annotated)');
+    await form.getByRole('button', { name: 'Save changes' }).click();
+    await w.page.getByRole('cell', { name: 'Emma (annotated)', exact: true }).waitFor();
+
+    await w.page.getByRole('button', { name: 'Check out Emma (annotated)' }).click();
+    await w.page.getByLabel('Borrower of Emma (annotated)').fill('reader-7');
+    await w.page.getByRole('button', { name: 'Confirm checkout' }).click();
+    await w.page.getByRole('button', { name: 'Return Emma (annotated)' }).waitFor();
+    await w.page.getByText('reader-7').waitFor();
+    await w.shot('books');
+    await w.page.getByRole('button', { name: 'Return Emma (annotated)' }).click();
+    await w.page.getByRole('button', { name: 'Check out Emma (annotated)' }).waitFor();
+
+    const { data } = await apiGet('/books?q=annotated');
+    const history = await apiGet(`/books/${data[0].id}/history`);
+    assert.deepEqual(history.data.map((h: { action: string }) => h.action).sort(), ['checkout', 'return']);
+
+    await w.page.getByRole('button', { name: 'Delete Emma (annotated)' }).click();
+    await w.page.getByText('No books match.').waitFor();
+    w.assertClean();
+  });
+
+  test('when each module page opens at phone width, then nothing scrolls sideways', async () => {
+    const w = await openPage(browser, base.baseUrl, PHONE);
+    await signIn(w);
+    for (const page of ['codes', 'sender', 'events', 'books']) {
+      await w.page.goto(`/#/${page}`);
+      await w.page.getByRole('heading', { level: 1 }).waitFor();
+      await w.page.waitForLoadState('networkidle').catch(() => undefined);
+      const overflow = (await w.page.evaluate(
+        'document.documentElement.scrollWidth - window.innerWidth',
+      )) as number;
+      const culprit = await w.page.evaluate(
+        `[...document.querySelectorAll('body *')].filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1 && !e.closest('.scroll')).map((e) => e.tagName + '.' + e.className + '#' + e.id).slice(0, 5).join(' ')`,
+      );
+      assert.ok(overflow <= 0, `${page} is ${overflow}px wider than the phone screen: ${culprit}`);
+      await w.shot(`${page}-phone`);
+    }
+    w.assertClean();
+  });
+});
