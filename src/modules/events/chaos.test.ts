@@ -21,6 +21,7 @@ describe('events API failure modes', async () => {
     p.app.inject({ method: 'POST', url: '/api/admin/chaos', headers, payload });
 
   it('when API_FAILURE_MODE=random_500, then about 30% answer 500, the rest 201, and only the 201s are stored', async () => {
+    assert.equal((await chaos({ module: 'events', api: 'random_500' })).statusCode, 200);
     const codes: number[] = [];
     for (let i = 0; i < 300; i++) codes.push((await post(i)).statusCode);
     const failed = codes.filter((c) => c === 500).length;
@@ -50,5 +51,21 @@ describe('events API failure modes', async () => {
     const bad = await chaos({ module: 'events', api: 'explode' });
     assert.equal(bad.statusCode, 400);
     assert.match(bad.json().message, /api/);
+  });
+
+  it('when API_FAILURE_MODE=db comes from the environment, then every events call answers 503', async () => {
+    const env = await startPlatform({
+      modules: [eventsModule],
+      role: 'api',
+      env: { API_FAILURE_MODE: 'db' },
+    });
+    const res = await env.app.inject({
+      method: 'POST',
+      url: '/api/events',
+      headers: env.auth,
+      payload: { userId: 'u', action: 'a' },
+    });
+    assert.equal(res.statusCode, 503);
+    assert.equal(env.logs.events('API_FAILURE_INJECTED').length, 1);
   });
 });
