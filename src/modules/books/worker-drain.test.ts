@@ -1,0 +1,48 @@
+// What the books workers rely on from the kit, made deterministic: a worker that gets SIGTERM with
+// RPC calls in flight answers every one of them before it leaves its NATS queue group, and calls
+// sent during its drain go to the other worker. Books calls finish in a millisecond, too quick to
+// catch in flight on purpose, so this uses the fixture module's slow call on the same Rpc code path.
+import assert from 'node:assert/strict';
+import { it } from 'node:test';
+import pg from 'pg';
+import { freshDatabase, NATS_URL, needsNats, spawnTessera } from '../../../test/helpers.ts';
+import { createApiKey } from '../../kit/auth.ts';
+
+it('when a worker gets SIGTERM with 30 slow RPC calls in flight, then every call answers 200 and the worker exits 0', {
+  skip: needsNats,
+}, async () => {
+  const db = await freshDatabase();
+  const env = { DATABASE_URL: db, NATS_URL };
+  const leaving = await spawnTessera('worker', env, { fixture: true });
+  const staying = await spawnTessera('worker', env, { fixture: true });
+  const api = await spawnTessera('api', env, { fixture: true });
+  await Promise.all([leaving, staying, api].map((p) => p.waitHealthy(60000)));
+  const pool = new pg.Pool({ connectionString: db, max: 1 });
+  const { key } = await createApiKey(pool, 'drain test', ['admin']);
+  await pool.end();
+  const headers = { authorization: `Bearer ${key}` };
+  const call = (ms: number) =>
+    fetch(`${api.url}/api/fixture/slow?ms=${ms}`, { headers }).then(async (r) => ({
+      status: r.status,
+      pid: ((await r.json()) as { pid?: number }).pid,
+    }));
+
+  const inflight = Array.from({ length: 30 }, () => call(3000));
+  await new Promise((r) => setTimeout(r, 1000)); // the calls have reached the workers
+  const exiting = leaving.stop('SIGTERM');
+  const duringDrain = await Promise.all(Array.from({ length: 10 }, () => call(10)));
+  assert.equal(await exiting, 0);
+  const answers = await Promise.all(inflight);
+  assert.deepEqual(
+    answers.map((a) => a.status),
+    Array(30).fill(200),
+  );
+  assert.ok(
+    answers.some((a) => a.pid === leaving.proc.pid),
+    'the SIGTERMed worker held some of the calls',
+  );
+  assert.deepEqual(
+    duringDrain.map((a) => a.status),
+    Array(10).fill(200),
+  );
+});
