@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { createUser } from '../../src/kit/auth.ts';
 import { json } from '../helpers.ts';
 import { launchBrowser, needsChromium, openPage, PHONE, signIn, startDashboard, USER } from './harness.ts';
 
@@ -102,6 +103,23 @@ describe('dashboard shell, sign-in, overview and API keys', { skip: needsChromiu
       'browser-test',
     ]);
     assert.ok(rows[0]?.revoked_at, 'revoked in the database');
+    w.assertClean();
+  });
+
+  test('when a non-admin signs in, then admin pages and calls are left out, so nothing answers 403', async () => {
+    const viewer = { email: 'viewer@example.com', password: 'viewer-pass-1' };
+    await createUser(base.kit.pool, viewer.email, viewer.password, 'user');
+    const w = await openPage(browser, base.baseUrl);
+    await signIn(w, viewer);
+    await w.page.getByRole('heading', { name: /Health: healthy/ }).waitFor();
+    await w.page.getByTestId('rps').waitFor();
+    assert.equal(await w.page.getByRole('link', { name: 'API keys' }).count(), 0);
+    assert.equal(await w.page.getByTestId('queue-depth').count(), 0);
+    await w.page.getByRole('link', { name: 'Events' }).click();
+    await w.page.getByTestId('total-events').waitFor();
+    assert.equal(await w.page.getByRole('heading', { name: 'Failure injection' }).count(), 0);
+    await w.page.goto('/#/keys');
+    await w.page.getByRole('heading', { name: 'Not found' }).waitFor();
     w.assertClean();
   });
 
