@@ -8,6 +8,7 @@ import { benchBooks } from './books.ts';
 import { benchCodes } from './codes.ts';
 import { benchEvents } from './events.ts';
 import { benchKit } from './kit.ts';
+import { benchSender } from './sender.ts';
 
 type Bench = (databaseUrl: string) => Promise<void>;
 export const BENCHES: Record<string, Bench> = {
@@ -15,6 +16,7 @@ export const BENCHES: Record<string, Bench> = {
   codes: benchCodes,
   books: benchBooks,
   events: benchEvents,
+  sender: benchSender,
 };
 
 const log = createRootLogger({ level: 'warn', format: 'json', debug: '', role: 'bench' });

@@ -38,7 +38,8 @@ declare module '../../kit/jobs.ts' {
 
 export const CHUNK_SIZE = 500;
 const SUB_BATCH = 200;
-const LEASE_SECONDS = 10;
+/** Long enough to ride out a slow, overloaded database; a killed worker's chunks wait this long. */
+const LEASE_SECONDS = 20;
 const HEARTBEAT_MS = 2000;
 const SWEEP_MS = 2000;
 /** A retry further away than this gives the worker slot back and re-queues the chunk for later. */
@@ -211,43 +212,62 @@ export class SendEngine {
 
   /** Takes back chunks whose worker stopped renewing the lease (killed, hung) and queues them again. */
   async sweep(): Promise<number> {
-    const { rows } = await this.pool.query<{ batch_id: string; no: number; from_id: number; to_id: number }>(
-      `UPDATE sender_chunks SET state = 'pending', owner = NULL, lease_until = NULL
-       WHERE state = 'running' AND lease_until < now() RETURNING batch_id, no, from_id, to_id`,
-    );
-    for (const c of rows) {
-      await withTransaction(this.pool, async (db) => {
-        const { rows: b } = await db.query<{ channel: string; state: string }>(
-          'SELECT channel, state FROM sender_batches WHERE id = $1',
-          [c.batch_id],
+    let recovered = 0;
+    // One chunk per transaction: the lease is taken back, its orphans settled and its job queued
+    // together, so a failure half-way leaves the chunk to the next sweep instead of stranded.
+    for (;;) {
+      const done = await withTransaction(this.pool, async (db) => {
+        const { rows } = await db.query<{ batch_id: string; no: number; from_id: number; to_id: number }>(
+          `SELECT batch_id, no, from_id, to_id FROM sender_chunks
+           WHERE state = 'running' AND lease_until < now() LIMIT 1 FOR UPDATE SKIP LOCKED`,
         );
-        const channel = b[0]?.channel;
-        let resent = 0;
-        let failed = 0;
-        if (channel === 'email') {
-          const r = await db.query(
-            `WITH f AS (UPDATE sender_recipients SET state = 'failed', error = $4
-               WHERE batch_id = $1 AND id BETWEEN $2 AND $3 AND state = 'sending' RETURNING 1)
-             UPDATE sender_batches SET failed = failed + (SELECT count(*) FROM f) WHERE id = $1
-             RETURNING (SELECT count(*) FROM f)::int AS n`,
-            [c.batch_id, c.from_id, c.to_id, INTERRUPTED],
-          );
-          failed = r.rows[0]?.n ?? 0;
-        } else {
-          const r = await db.query(
-            `UPDATE sender_recipients SET state = 'pending', next_attempt_at = NULL
-             WHERE batch_id = $1 AND id BETWEEN $2 AND $3 AND state = 'sending'`,
-            [c.batch_id, c.from_id, c.to_id],
-          );
-          resent = r.rowCount ?? 0;
-        }
-        if (b[0]?.state === 'sending') await enqueueChunks(db, c.batch_id, c.no);
-        if (failed) this.metrics.messages.inc({ channel: 'email', status: 'interrupted' }, failed);
+        const c = rows[0];
+        if (!c) return true;
+        await db.query(
+          `UPDATE sender_chunks SET state = 'pending', owner = NULL, lease_until = NULL WHERE batch_id = $1 AND no = $2`,
+          [c.batch_id, c.no],
+        );
+        const { resent, failed, state } = await this.settleOrphans(db, c.batch_id, c.from_id, c.to_id);
+        if (state === 'sending') await enqueueChunks(db, c.batch_id, c.no);
         this.metrics.chunksRecovered.inc();
         this.log.warn({ batchId: c.batch_id, chunk: c.no, resent, failed }, 'SENDER_CHUNK_RECOVERED');
+        return false;
       });
+      if (done) return recovered;
+      recovered++;
     }
-    return rows.length;
+  }
+
+  /**
+   * Recipients left `sending` by a worker that is gone: mock and webhook go back to pending (the
+   * re-send carries the same idempotency key); e-mail is failed as interrupted (no second e-mail).
+   */
+  async settleOrphans(db: Queryable, batchId: string, from: number, to: number) {
+    const { rows: b } = await db.query<{ channel: string; state: string }>(
+      'SELECT channel, state FROM sender_batches WHERE id = $1',
+      [batchId],
+    );
+    let resent = 0;
+    let failed = 0;
+    if (b[0]?.channel === 'email') {
+      const r = await db.query(
+        `WITH f AS (UPDATE sender_recipients SET state = 'failed', error = $4
+           WHERE batch_id = $1 AND id BETWEEN $2 AND $3 AND state = 'sending' RETURNING 1)
+         UPDATE sender_batches SET failed = failed + (SELECT count(*) FROM f) WHERE id = $1
+         RETURNING (SELECT count(*) FROM f)::int AS n`,
+        [batchId, from, to, INTERRUPTED],
+      );
+      failed = r.rows[0]?.n ?? 0;
+      if (failed) this.metrics.messages.inc({ channel: 'email', status: 'interrupted' }, failed);
+    } else {
+      const r = await db.query(
+        `UPDATE sender_recipients SET state = 'pending', next_attempt_at = NULL
+         WHERE batch_id = $1 AND id BETWEEN $2 AND $3 AND state = 'sending'`,
+        [batchId, from, to],
+      );
+      resent = r.rowCount ?? 0;
+    }
+    return { resent, failed, state: b[0]?.state };
   }
 
   // --- shared pieces used by ChunkRun ----------------------------------------------------------
@@ -435,7 +455,12 @@ class ChunkRun {
       }
       const claimed = await this.claim();
       if (claimed.length === 0) {
-        const next = await this.nextRetryAt();
+        const { next, orphans } = await this.nextRetryAt();
+        if (orphans > 0) {
+          // Nothing of ours is in flight here, so these were left by a worker that lost this chunk.
+          await this.engine.settleOrphans(this.pool, this.batchId, this.from, this.to);
+          continue;
+        }
         if (next === null) {
           await this.engine.finishChunk(this.batchId, this.no, this.owner);
           return { sent };
@@ -486,13 +511,14 @@ class ChunkRun {
     return rows;
   }
 
-  private async nextRetryAt(): Promise<Date | null> {
-    const { rows } = await this.pool.query<{ at: Date | null }>(
-      `SELECT min(coalesce(next_attempt_at, now())) AS at FROM sender_recipients
-       WHERE batch_id = $1 AND id BETWEEN $2 AND $3 AND state = 'pending'`,
+  private async nextRetryAt(): Promise<{ next: Date | null; orphans: number }> {
+    const { rows } = await this.pool.query<{ at: Date | null; orphans: number }>(
+      `SELECT min(coalesce(next_attempt_at, now())) FILTER (WHERE state = 'pending') AS at,
+         count(*) FILTER (WHERE state = 'sending')::int AS orphans
+       FROM sender_recipients WHERE batch_id = $1 AND id BETWEEN $2 AND $3 AND state IN ('pending', 'sending')`,
       [this.batchId, this.from, this.to],
     );
-    return rows[0]?.at ?? null;
+    return { next: rows[0]?.at ?? null, orphans: rows[0]?.orphans ?? 0 };
   }
 
   private async suppressed(rows: Claimed[]): Promise<Set<string>> {
