@@ -1,5 +1,7 @@
 // `npm run bench [-- name…]`: runs the named benchmarks (all when none), each against a fresh
 // database (DATABASE_URL's server, or an embedded PostgreSQL started here).
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { startEmbeddedPostgres } from '../src/kit/embedded-postgres.ts';
@@ -40,9 +42,9 @@ if (unknown.length) {
   );
   process.exit(2);
 }
-const embedded = process.env.DATABASE_URL
-  ? undefined
-  : await startEmbeddedPostgres(path.resolve('data/bench'), log);
+// A cluster of its own per run, so two benches (or a bench beside npm test) never stop each other's.
+const clusterDir = mkdtempSync(path.join(tmpdir(), 'tessera-bench-pg-'));
+const embedded = process.env.DATABASE_URL ? undefined : await startEmbeddedPostgres(clusterDir, log);
 const serverUrl = process.env.DATABASE_URL ?? embedded!.url;
 try {
   process.stdout.write(
@@ -53,4 +55,5 @@ try {
   }
 } finally {
   await embedded?.stop();
+  rmSync(clusterDir, { recursive: true, force: true });
 }

@@ -11,7 +11,53 @@ export type Queryable = Pick<pg.Pool, 'query'>;
 // BIGINT/INT8 counts come back as strings by default; our counts fit in a JS number.
 pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number.parseInt(v, 10));
 
-export function createPool(connectionString: string, max: number, log: Logger): pg.Pool {
+/** Seed 004's alert threshold: queries slower than this are counted and logged. */
+export const SLOW_QUERY_MS = 1000;
+
+export interface QueryObserver {
+  observe(seconds: number, outcome: 'ok' | 'error'): void;
+  slow(seconds: number, sql: string): void;
+}
+
+/**
+ * Times every query of a client, promise or callback style (pool.query runs through the callback
+ * form). Streams such as COPY (objects with submit()) pass through untimed.
+ */
+function timeQueries(client: pg.PoolClient, observer: QueryObserver): void {
+  const original = client.query.bind(client) as (...args: unknown[]) => unknown;
+  (client as { query: unknown }).query = (...args: unknown[]) => {
+    const first = args[0] as { submit?: unknown; text?: string } | string;
+    if (typeof first === 'object' && typeof first?.submit === 'function') return original(...args);
+    const started = process.hrtime.bigint();
+    const done = (outcome: 'ok' | 'error') => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      observer.observe(seconds, outcome);
+      if (seconds * 1000 > SLOW_QUERY_MS)
+        observer.slow(seconds, typeof first === 'string' ? first : (first?.text ?? ''));
+    };
+    const callback = args.at(-1);
+    if (typeof callback === 'function') {
+      args[args.length - 1] = (err: unknown, res: unknown) => {
+        done(err ? 'error' : 'ok');
+        callback(err, res);
+      };
+      return original(...args);
+    }
+    const result = original(...args) as Promise<unknown>;
+    result.then(
+      () => done('ok'),
+      () => done('error'),
+    );
+    return result;
+  };
+}
+
+export function createPool(
+  connectionString: string,
+  max: number,
+  log: Logger,
+  observer?: QueryObserver,
+): pg.Pool {
   const pool = new pg.Pool({
     connectionString,
     max,
@@ -23,7 +69,10 @@ export function createPool(connectionString: string, max: number, log: Logger): 
   // Without this listener an idle client losing its server would crash the process.
   pool.on('error', (err) => log.warn({ err }, 'DB_CONNECTION_FAILED'));
   // A checked-out client can also lose its server; its query rejects, but the emitter must not throw.
-  pool.on('connect', (client) => client.on('error', (err) => log.debug({ err }, 'DB_CLIENT_ERROR')));
+  pool.on('connect', (client) => {
+    client.on('error', (err) => log.debug({ err }, 'DB_CLIENT_ERROR'));
+    if (observer) timeQueries(client, observer);
+  });
   return pool;
 }
 

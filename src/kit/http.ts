@@ -222,25 +222,27 @@ export async function authenticate(kit: Kit, req: FastifyRequest): Promise<Princ
   return null;
 }
 
-/**
- * The hooks every module's routes run behind: credentials with the module's scope (public routes
- * opt out), then API failure injection for that module.
- */
-export function guardModuleRoutes(app: App, kit: Kit, module: string, scope: string): void {
+/** Credentials with the given scope on every route of `app` (routes with `config.public` opt out). */
+export function requireScope(app: App, kit: Kit, scope: string): void {
   app.addHook('onRequest', async (req) => {
-    if (!req.routeOptions.config?.public) {
-      const principal = await authenticate(kit, req);
-      if (!principal) {
-        throw unauthorized(
-          'missing or invalid credentials: send Authorization: Bearer <api key>, X-API-Key, or sign in',
-        );
-      }
-      if (!hasScope(principal, scope)) {
-        kit.metrics.authFailures.inc({ kind: 'scope' });
-        throw forbidden(`this API key lacks the "${scope}" scope`);
-      }
-      req.principal = principal;
+    if (req.routeOptions.config?.public) return;
+    const principal = await authenticate(kit, req);
+    if (!principal) {
+      throw unauthorized(
+        'missing or invalid credentials: send Authorization: Bearer <api key>, X-API-Key, or sign in',
+      );
     }
+    if (!hasScope(principal, scope)) {
+      kit.metrics.authFailures.inc({ kind: 'scope' });
+      throw forbidden(`this API key lacks the "${scope}" scope`);
+    }
+    req.principal = principal;
+  });
+}
+
+/** Seed 003's API failure modes for one module's routes. Never on ops or admin routes. */
+export function injectApiFailures(app: App, kit: Kit, module: string): void {
+  app.addHook('onRequest', async (req) => {
     const mode = kit.chaos.mode(module, 'api');
     if (mode === 'db') {
       kit.chaos.record(module, 'api', mode, { url: req.url });
@@ -251,4 +253,10 @@ export function guardModuleRoutes(app: App, kit: Kit, module: string, scope: str
       throw new HttpError(500, 'Internal Server Error (failure injected: API_FAILURE_MODE=random_500)');
     }
   });
+}
+
+/** The hooks every module's routes run behind: credentials with the module's scope, then failure injection. */
+export function guardModuleRoutes(app: App, kit: Kit, module: string, scope: string): void {
+  requireScope(app, kit, scope);
+  injectApiFailures(app, kit, module);
 }

@@ -18,7 +18,7 @@ import { BAD_SCHEMA_RATE, type Chaos, CRON_TIMEOUT_MS, InjectedDbError, SLOW_WOR
 import { isConnectionError, type Pool, type Queryable } from './db.ts';
 import { notFound } from './errors.ts';
 import type { Logger } from './log.ts';
-import type { KitMetrics } from './metrics.ts';
+import { type KitMetrics, prom } from './metrics.ts';
 import { traced } from './telemetry.ts';
 
 /** Job payloads by job name; modules add theirs with `declare module` (one central typed map). */
@@ -78,7 +78,21 @@ export class Jobs {
     private readonly metrics: KitMetrics,
     private readonly chaos: Chaos,
     private readonly tracer?: Tracer,
-  ) {}
+  ) {
+    const jobs = this;
+    // Read at scrape time; a slow or absent database keeps the last value rather than stall /metrics.
+    new prom.Gauge({
+      name: 'tessera_jobs_queue_depth',
+      help: 'Durable jobs waiting or running (not yet out of attempts)',
+      registers: [metrics.registry],
+      async collect() {
+        const depth = await Promise.race([jobs.depth(), sleep(1000).then(() => undefined)]).catch(
+          () => undefined,
+        );
+        if (depth !== undefined) this.set(depth);
+      },
+    });
+  }
 
   define<N extends JobName>(def: JobDefinition<N>): void {
     this.defs.set(def.name, def as unknown as JobDefinition);

@@ -91,8 +91,17 @@ export async function createKit({ config, role, logDestination }: KitOptions): P
       'EMBEDDED_POSTGRES_STARTED',
     );
   }
-  const pool = createPool(databaseUrl, config.dbPoolMax, kitLog);
   const metrics = createMetrics({ role });
+  const pool = createPool(databaseUrl, config.dbPoolMax, kitLog, {
+    observe: (seconds, outcome) => metrics.dbQueryDuration.observe({ outcome }, seconds),
+    slow: (seconds, sql) => {
+      metrics.dbSlowQueries.inc();
+      kitLog.warn(
+        { ms: Math.round(seconds * 1000), sql: sql.replace(/\s+/g, ' ').slice(0, 200) },
+        'DB_SLOW_QUERY',
+      );
+    },
+  });
   const chaos = new Chaos(config, log.child({ module: 'chaos' }), metrics);
   const jobs = new Jobs(pool, log, metrics, chaos, telemetry.tracer);
   const nats = config.natsUrl

@@ -14,6 +14,8 @@ export interface KitMetrics {
   rpcDuration: client.Histogram<'service' | 'method' | 'transport' | 'outcome'>;
   authFailures: client.Counter<'kind'>;
   dbErrors: client.Counter<'kind'>;
+  dbQueryDuration: client.Histogram<'outcome'>;
+  dbSlowQueries: client.Counter;
 }
 
 export function createMetrics(labels: Record<string, string>): KitMetrics {
@@ -65,6 +67,18 @@ export function createMetrics(labels: Record<string, string>): KitMetrics {
       name: 'tessera_db_errors_total',
       help: 'Database errors by kind (connection, query)',
       labelNames: ['kind'],
+      registers: [registry],
+    }),
+    dbQueryDuration: new client.Histogram({
+      name: 'tessera_db_query_duration_seconds',
+      help: 'PostgreSQL query time by outcome (ok, error), COPY streams excluded',
+      labelNames: ['outcome'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
+      registers: [registry],
+    }),
+    dbSlowQueries: new client.Counter({
+      name: 'tessera_db_slow_queries_total',
+      help: 'Queries that took longer than 1 s (seed 004 alert threshold)',
       registers: [registry],
     }),
   };

@@ -46,7 +46,27 @@ describe('HTTP, auth and ops endpoints', async () => {
       lines.some((l) => l.startsWith('nodejs_eventloop_lag_seconds')),
       'event-loop lag exported',
     );
+    assert.ok(
+      lines.some((l) => /^tessera_db_query_duration_seconds_count\{[^}]*outcome="ok"[^}]*\} [1-9]/.test(l)),
+      'queries timed',
+    );
+    assert.ok(
+      lines.some((l) => /^tessera_jobs_queue_depth\{[^}]*\} \d+$/.test(l)),
+      'queue depth exported',
+    );
     assert.equal((await p.app.inject('/api/metrics')).statusCode, 200);
+  });
+
+  it('when a query takes over 1 s, then it is counted as slow and logged as DB_SLOW_QUERY', async () => {
+    const slowCount = async () =>
+      Number(
+        (await p.app.inject('/metrics')).body.match(/^tessera_db_slow_queries_total\{[^}]*\} (\d+)/m)?.[1] ??
+          0,
+      );
+    const before = await slowCount();
+    await p.kit.pool.query('SELECT pg_sleep(1.1)');
+    assert.equal(await slowCount(), before + 1);
+    assert.match(String(p.logs.events('DB_SLOW_QUERY').at(-1)?.sql), /pg_sleep/);
   });
 
   it('when no key, a wrong key, or a key without the scope is sent, then 401, 401 and 403', async () => {

@@ -85,6 +85,10 @@ describe('jobs and failure injection', async () => {
       /tessera_failures_injected_total\{[^}]*module="fixture"[^}]*kind="api"[^}]*mode="random_500"[^}]*\} \d+/,
     );
 
+    // The operator's way out is never injected itself.
+    await post('/api/admin/chaos', { api: 'random_500' });
+    for (let i = 0; i < 30; i++)
+      assert.equal((await p.app.inject({ url: '/api/admin/chaos', headers: p.auth })).statusCode, 200);
     const reset = await p.app.inject({ method: 'DELETE', url: '/api/admin/chaos', headers: p.auth });
     assert.equal(reset.statusCode, 200);
     assert.equal((await p.app.inject({ url: '/api/fixture/echo?text=x', headers: p.auth })).statusCode, 200);
