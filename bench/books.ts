@@ -51,7 +51,7 @@ const randomCheckout = (ids: string[]): autocannon.Request[] => [
 async function measure(server: Server, key: string, ids: string[], label: string): Promise<Row[]> {
   const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json' };
   const url = server.url;
-  await load({ url, headers, requests: randomGet(ids), durationSec: 1 }); // warm-up
+  await load({ url, headers, requests: randomGet(ids), durationSec: 3 }); // warm-up: JIT, pools, key cache
   const get = await load({ url, headers, requests: randomGet(ids) });
   const atRate = await load({ url, headers, requests: randomGet(ids), rate: 1000, connections: 16 });
   const checkout = await load({ url, headers, requests: randomCheckout(ids) });
