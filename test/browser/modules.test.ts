@@ -113,7 +113,8 @@ describe('dashboard module pages', { skip: needsChromium }, async () => {
     });
     assert.equal(sent.status, 201);
     await w.page.getByTestId('total-events').getByText('25').waitFor({ timeout: 15_000 });
-    await w.page.getByRole('img', { name: /Latest: events 25/ }).waitFor();
+    // One line per action: the latest bucket holds all 25, split 13 page_view / 12 click.
+    await w.page.getByRole('img', { name: /Latest: page_view 13, click 12/ }).waitFor();
     await w.page
       .getByTestId('by-action')
       .getByRole('row', { name: /page_view 13/ })

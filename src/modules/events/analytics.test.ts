@@ -21,7 +21,11 @@ describe('GET /api/analytics', async () => {
     assert.equal(body.cron, null);
     assert.equal(body.bucket, 'hour');
     assert.equal(body.series.length, 24);
-    assert.ok(body.series.every((s: { count: number }) => s.count === 0));
+    assert.ok(
+      body.series.every(
+        (s: { count: number; byAction: object }) => s.count === 0 && Object.keys(s.byAction).length === 0,
+      ),
+    );
   });
 
   it('when events wait unprocessed, then backlog counts them', async () => {

@@ -57,11 +57,11 @@ export async function analytics(pool: Pool, q: AnalyticsQuery) {
       [totalsGrain, totalsFrom, totalsTo],
     ),
     ranged ? usersInRange(pool, seriesFrom, seriesTo, q.top) : usersAllTime(pool, q.top),
-    pool.query<{ t: Date; n: number }>(
-      `SELECT s.t, coalesce(sum(c.n), 0)::bigint AS n
+    pool.query<{ t: Date; action: string | null; n: number }>(
+      `SELECT s.t, c.action, coalesce(sum(c.n), 0)::bigint AS n
        FROM generate_series($2::timestamptz, $3::timestamptz - interval '1 microsecond', $4::interval) AS s(t)
        LEFT JOIN events_counts c ON c.grain = $1 AND c.bucket = s.t
-       GROUP BY s.t ORDER BY s.t`,
+       GROUP BY s.t, c.action ORDER BY s.t`,
       [grain, seriesFrom, seriesTo, `1 ${q.bucket}`],
     ),
     countBacklog(pool),
@@ -84,7 +84,7 @@ export async function analytics(pool: Pool, q: AnalyticsQuery) {
     uniqueUsers: users.count,
     range: ranged ? { from: seriesFrom.toISOString(), to: seriesTo.toISOString() } : null,
     bucket: q.bucket,
-    series: series.rows.map((r) => ({ t: r.t.toISOString(), count: r.n })),
+    series: seriesByBucket(series.rows),
     backlog,
     cron: hb
       ? {
@@ -95,6 +95,23 @@ export async function analytics(pool: Pool, q: AnalyticsQuery) {
         }
       : null,
   };
+}
+
+/** One point per bucket with its total and its counts by action (empty buckets: 0 and {}). */
+function seriesByBucket(rows: { t: Date; action: string | null; n: number }[]) {
+  const points = new Map<string, { t: string; count: number; byAction: Record<string, number> }>();
+  for (const r of rows) {
+    const t = r.t.toISOString();
+    let point = points.get(t);
+    if (!point) {
+      point = { t, count: 0, byAction: {} };
+      points.set(t, point);
+    }
+    if (r.action === null) continue;
+    point.count += r.n;
+    point.byAction[r.action] = r.n;
+  }
+  return [...points.values()];
 }
 
 async function usersAllTime(pool: Pool, top: number) {

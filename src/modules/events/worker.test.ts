@@ -59,6 +59,11 @@ describe('events worker (running in the platform)', async () => {
       byMinute.series.map((s: { count: number }) => s.count),
       [30, 20, 0],
     );
+    assert.deepEqual(
+      byMinute.series.map((s: { byAction: Record<string, number> }) => s.byAction),
+      [{ page_view: 30 }, { click: 20 }, {}],
+      'each bucket splits by action',
+    );
     assert.equal(byMinute.totalEvents, 50, 'the range leaves out 11:01');
     assert.deepEqual(byMinute.eventsByAction, { page_view: 30, click: 20 });
     const byHour = await get(`/api/analytics?from=${at(0)}&to=${at(120)}&bucket=hour`);

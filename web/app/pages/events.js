@@ -1,4 +1,4 @@
-// Events (seed 003): events over time and by action, top users, backlog, cron heartbeat age from
+// Events (seed 003): events over time by action (a line per busiest action), top users, backlog, cron heartbeat age from
 // GET /api/analytics every 2 s; a test-event form; the failure-mode switch for admins.
 import { useState } from 'preact/hooks';
 import { api, post } from '../api.js';
@@ -7,13 +7,27 @@ import { FailureModes } from './chaos.js';
 
 const RANGES = { minute: 'last hour, per minute', hour: 'last day, per hour', day: 'last 30 days, per day' };
 
+const CHART_ACTIONS = 5;
+
+/** One line per busiest action (eventsByAction is sorted by count), the rest summed as "other". */
+function chartLines(series, actions) {
+  if (actions.length === 0) return [{ label: 'events', values: series.map((p) => p.count) }];
+  const top = actions.slice(0, CHART_ACTIONS).map(([a]) => a);
+  const lines = top.map((a) => ({ label: a, values: series.map((p) => p.byAction[a] ?? 0) }));
+  if (actions.length > CHART_ACTIONS) {
+    const shown = (p) => top.reduce((sum, a) => sum + (p.byAction[a] ?? 0), 0);
+    lines.push({ label: 'other', values: series.map((p) => p.count - shown(p)) });
+  }
+  return lines;
+}
+
 export function EventsPage({ isAdmin }) {
   const [bucket, setBucket] = useState('minute');
   const stats = usePoll(() => api(`/api/analytics?bucket=${bucket}&top=10`), 2000, [bucket]);
   const d = stats.data;
   const xs = d ? d.series.map((p) => Date.parse(p.t) / 1000) : [];
-  const ys = d ? d.series.map((p) => p.count) : [];
   const actions = d ? Object.entries(d.eventsByAction) : [];
+  const lines = d ? chartLines(d.series, actions) : [];
   const maxAction = Math.max(1, ...actions.map(([, n]) => n));
   const hbAge = d?.cron?.ageSeconds;
 
@@ -38,7 +52,7 @@ export function EventsPage({ isAdmin }) {
         <//>
       </div>
       <${Chart} title=${`Events over time (${RANGES[bucket]})`} yLabel="events"
-        series=${[{ label: 'events' }]} data=${[xs, ys]} />
+        series=${lines.map(({ label }) => ({ label }))} data=${[xs, ...lines.map((l) => l.values)]} />
       <div class="grid">
         <section aria-labelledby="by-action-h">
           <h2 id="by-action-h">By action</h2>
