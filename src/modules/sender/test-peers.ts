@@ -49,8 +49,15 @@ export async function startSmtpSink(opts: { keep?: boolean } = {}) {
 export const WEBHOOK_SECRET = `whsec_${Buffer.from('tessera-sender-test-secret-0123456789').toString('base64')}`;
 
 export async function startWebhookReceiver(
-  opts: { secret?: string; keep?: boolean; failRate?: number } = {},
+  opts: {
+    secret?: string;
+    keep?: boolean;
+    failRate?: number;
+    /** Addresses (`to`) refused with 422, a permanent failure for the sender. */
+    refuse?: string[];
+  } = {},
 ) {
+  const refuse = new Set(opts.refuse ?? []);
   const wh = new Webhook(opts.secret ?? WEBHOOK_SECRET);
   /** webhook-id → deliveries with that id (a receiver keeps the first) */
   const seen = new Map<string, number>();
@@ -65,6 +72,10 @@ export async function startWebhookReceiver(
       raw++;
       try {
         const payload = wh.verify(body, req.headers as Record<string, string>) as Record<string, unknown>;
+        if (refuse.has(String(payload.to))) {
+          res.writeHead(422).end();
+          return;
+        }
         if (opts.failRate && Math.random() < opts.failRate) {
           res.writeHead(503).end();
           return;

@@ -1,0 +1,102 @@
+// codeCampaign with the real codes module loaded: every recipient gets its own code through the
+// codes RPC service, sees it as {{code}} (checked at a webhook receiver), the code is assigned to
+// the recipient in the codes API, and a recipient that fails for good gives its code back.
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { startPlatform, type TestPlatform, waitFor } from '../../../test/helpers.ts';
+import { codesModule } from '../codes/index.ts';
+import { senderModule } from './index.ts';
+import { startWebhookReceiver, WEBHOOK_SECRET } from './test-peers.ts';
+
+const inject = (p: TestPlatform, method: 'GET' | 'POST', url: string, payload?: unknown) =>
+  p.app.inject({ method, url, headers: p.auth, payload: payload as object });
+
+describe('sender codes', () => {
+  it('when a batch names a codeCampaign, then each recipient gets a distinct assigned code as {{code}} and a failed recipient releases its code', async () => {
+    const N = 40;
+    const refused = 'refused@example.com';
+    const rx = await startWebhookReceiver({ refuse: [refused] });
+    after(() => rx.close());
+    const p = await startPlatform({ modules: [codesModule, senderModule] });
+    const camp = await inject(p, 'POST', '/api/campaigns', {
+      id: 'sender-test',
+      name: 'sender test',
+      format: { length: 10, alphabet: 'alphanumeric' },
+    });
+    assert.equal(camp.statusCode, 201, camp.body);
+    const gen = await inject(p, 'POST', '/api/campaigns/sender-test/codes', { count: N + 10 });
+    assert.equal(gen.statusCode, 201, gen.body);
+    const inventory = async () =>
+      (await inject(p, 'GET', '/api/campaigns/sender-test')).json().inventory as Record<string, number>;
+    assert.equal((await inventory()).available, N + 10);
+
+    const cfg = await inject(p, 'POST', '/api/send-configs', {
+      name: 'receiver',
+      channel: 'webhook',
+      settings: { url: rx.url },
+      secret: WEBHOOK_SECRET,
+    });
+    assert.equal(cfg.statusCode, 201, cfg.body);
+    const recipients = [
+      ...Array.from({ length: N }, (_, i) => ({ address: `u${i}@example.com`, variables: { n: i } })),
+      { address: refused, variables: { n: -1 } },
+    ];
+    const res = await inject(p, 'POST', '/api/batches', {
+      sendConfigId: cfg.json().id,
+      codeCampaign: 'sender-test',
+      template: { subject: 'code for {{n}}', text: 'to={{address}} code={{code}}' },
+      recipients,
+    });
+    assert.equal(res.statusCode, 201, res.body);
+    const id = res.json().id;
+    const b = await waitFor(
+      async () => {
+        const v = (await inject(p, 'GET', `/api/batches/${id}`)).json();
+        return ['completed', 'failed', 'cancelled'].includes(v.state) ? v : undefined;
+      },
+      { timeoutMs: 60000, what: 'the batch to finish' },
+    );
+    assert.equal(b.state, 'completed');
+    assert.equal(b.progress.sent, N);
+    assert.equal(b.progress.failed, 1);
+
+    // At the receiver: one message per sent recipient, each with a code, no code twice.
+    assert.equal(rx.bodies.length, N);
+    const codeOf = new Map<string, string>();
+    for (const body of rx.bodies) {
+      const m = /^to=(\S+) code=(\S+)$/.exec(String(body.text));
+      assert.ok(m, `rendered text carries the code: ${body.text}`);
+      assert.equal(m[1], body.to);
+      codeOf.set(m[1]!, m[2]!);
+    }
+    assert.equal(codeOf.size, N, 'every sent recipient received a message');
+    assert.equal(new Set(codeOf.values()).size, N, 'every recipient a different code');
+
+    // In the codes API: each code assigned to its recipient under reserveId batch:recipient.
+    for (let i = 0; i < N; i++) {
+      const addr = `u${i}@example.com`;
+      const code = codeOf.get(addr);
+      assert.ok(code, `${addr} received a code`);
+      const v = await inject(p, 'GET', `/api/campaigns/sender-test/codes/${code}`);
+      assert.equal(v.statusCode, 200, v.body);
+      assert.equal(v.json().state, 'assigned');
+      assert.equal(v.json().userId, addr);
+      assert.equal(v.json().reserveId, `${id}:${i + 1}`);
+    }
+
+    // The refused recipient failed for good; its code went back to the pool.
+    const failed = (await inject(p, 'GET', `/api/batches/${id}/recipients?after=${N}&limit=1`)).json()
+      .recipients[0];
+    assert.equal(failed.address, refused);
+    assert.equal(failed.state, 'failed');
+    assert.match(failed.error, /422/);
+    await waitFor(async () => (await inventory()).reserved === 0, { what: 'the failed code released' });
+    const inv = await inventory();
+    assert.equal(inv.assigned, N);
+    assert.equal(inv.available, 10, 'the failed recipient code is back in the pool');
+    assert.ok(failed.code, 'the failed recipient had a code reserved before its send');
+    assert.ok(![...codeOf.values()].includes(failed.code));
+    const v = (await inject(p, 'GET', `/api/campaigns/sender-test/codes/${failed.code}`)).json();
+    assert.equal(v.state, 'available', 'the failed recipient code is available again');
+  });
+});
