@@ -76,24 +76,32 @@ export async function revokeApiKey(pool: Pool, id: string): Promise<boolean> {
  */
 export class ApiKeyVerifier {
   static readonly CACHE_MS = 5000;
-  private readonly cache = new Map<string, { principal: Principal | null; until: number }>();
+  /**
+   * The lookup promise is cached, not its result, so when an entry expires under load the many
+   * requests carrying that key share one query instead of all updating the same row at once.
+   */
+  private readonly cache = new Map<string, { principal: Promise<Principal | null>; until: number }>();
   constructor(private readonly pool: Pool) {}
 
-  async verify(key: string): Promise<Principal | null> {
+  verify(key: string): Promise<Principal | null> {
     const now = Date.now();
     const hit = this.cache.get(key);
     if (hit && hit.until > now) return hit.principal;
+    if (this.cache.size > 10_000) this.cache.clear();
+    const principal = this.lookup(key);
+    this.cache.set(key, { principal, until: now + ApiKeyVerifier.CACHE_MS });
+    // A failed lookup (database down) must not be remembered as "no such key".
+    principal.catch(() => this.cache.delete(key));
+    return principal;
+  }
+
+  private async lookup(key: string): Promise<Principal | null> {
     const { rows } = await this.pool.query<{ id: string; name: string; scopes: string[] }>(
       `UPDATE api_keys SET last_used_at = now() WHERE key_hash = $1 AND revoked_at IS NULL RETURNING id, name, scopes`,
       [sha256(key)],
     );
     const row = rows[0];
-    const principal: Principal | null = row
-      ? { kind: 'api_key', id: row.id, name: row.name, scopes: row.scopes }
-      : null;
-    if (this.cache.size > 10_000) this.cache.clear();
-    this.cache.set(key, { principal, until: now + ApiKeyVerifier.CACHE_MS });
-    return principal;
+    return row ? { kind: 'api_key', id: row.id, name: row.name, scopes: row.scopes } : null;
   }
 }
 

@@ -86,6 +86,28 @@ describe('HTTP, auth and ops endpoints', async () => {
     assert.equal(ok.json().text, 'a');
   });
 
+  it('when 50 requests bring a key not yet cached, then one lookup serves them all', async () => {
+    const { key } = await createApiKey(p.kit.pool, 'stampede', ['books']);
+    const pool = p.kit.pool as unknown as { query: (...a: unknown[]) => unknown };
+    const original = pool.query;
+    let lookups = 0;
+    pool.query = function (this: unknown, ...args: unknown[]) {
+      if (String(args[0]).includes('UPDATE api_keys')) lookups++;
+      return original.apply(this, args);
+    };
+    try {
+      const answers = await Promise.all(
+        Array.from({ length: 50 }, () =>
+          p.app.inject({ url: '/api/fixture/echo?text=s', headers: { 'x-api-key': key } }),
+        ),
+      );
+      assert.ok(answers.every((a) => a.statusCode === 200));
+      assert.equal(lookups, 1);
+    } finally {
+      pool.query = original;
+    }
+  });
+
   it('when an RPC handler throws a 404, then the HTTP answer is a 404 in the error envelope', async () => {
     const res = await p.app.inject({ url: '/api/fixture/missing/42', headers: p.auth });
     assert.equal(res.statusCode, 404);
