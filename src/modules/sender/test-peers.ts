@@ -55,12 +55,16 @@ export async function startWebhookReceiver(
     failRate?: number;
     /** Addresses (`to`) refused with 422, a permanent failure for the sender. */
     refuse?: string[];
+    /** Answer 503 (transient) to the first n deliveries of every webhook-id. */
+    failFirst?: number;
   } = {},
 ) {
   const refuse = new Set(opts.refuse ?? []);
   const wh = new Webhook(opts.secret ?? WEBHOOK_SECRET);
   /** webhook-id → deliveries with that id (a receiver keeps the first) */
   const seen = new Map<string, number>();
+  /** webhook-id → deliveries tried (verified), for failFirst */
+  const attempts = new Map<string, number>();
   const bodies: Record<string, unknown>[] = [];
   let rejected = 0;
   let raw = 0;
@@ -74,6 +78,12 @@ export async function startWebhookReceiver(
         const payload = wh.verify(body, req.headers as Record<string, string>) as Record<string, unknown>;
         if (refuse.has(String(payload.to))) {
           res.writeHead(422).end();
+          return;
+        }
+        const tries = (attempts.get(String(req.headers['webhook-id'])) ?? 0) + 1;
+        attempts.set(String(req.headers['webhook-id']), tries);
+        if (opts.failFirst && tries <= opts.failFirst) {
+          res.writeHead(503).end();
           return;
         }
         if (opts.failRate && Math.random() < opts.failRate) {

@@ -233,9 +233,32 @@ export class SendEngine {
         this.log.warn({ batchId: c.batch_id, chunk: c.no, resent, failed }, 'SENDER_CHUNK_RECOVERED');
         return false;
       });
-      if (done) return recovered;
+      if (done) break;
       recovered++;
     }
+    return recovered + (await this.requeueJobless());
+  }
+
+  /**
+   * Queues a job for every pending chunk of a sending batch that has none. A chunk can be left so
+   * when the job holding it ends without queuing the next: a resume (or any enqueue) while that job
+   * runs takes its job_key over and marks it final (graphile sets attempts = max_attempts), so if
+   * that job then fails, nothing retries it and its released chunk waits forever. `preserve_run_at`
+   * leaves a job already queued for a later retry alone.
+   */
+  async requeueJobless(): Promise<number> {
+    const { rowCount } = await this.pool.query(
+      `SELECT graphile_worker.add_job('sender:chunk', json_build_object('batchId', c.batch_id, 'no', c.no),
+         max_attempts => 25, job_key => 'sender:chunk:' || c.batch_id || ':' || c.no, job_key_mode => 'preserve_run_at')
+       FROM sender_batches b JOIN sender_chunks c ON c.batch_id = b.id AND c.state = 'pending'
+       WHERE b.state = 'sending'
+         AND NOT EXISTS (SELECT 1 FROM graphile_worker.jobs j WHERE j.key = 'sender:chunk:' || c.batch_id || ':' || c.no)`,
+    );
+    if (rowCount) {
+      this.metrics.chunksRecovered.inc(rowCount);
+      this.log.warn({ chunks: rowCount }, 'SENDER_CHUNK_REQUEUED');
+    }
+    return rowCount ?? 0;
   }
 
   /**

@@ -1,0 +1,108 @@
+// A chunk whose recipients all wait for a retry further away than the inline wait gives its worker
+// slot back and is queued again for the retry time. Pausing and resuming its batch in that window
+// must leave it with a queued job: the batch completes.
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { startPlatform, type TestPlatform, waitFor } from '../../../test/helpers.ts';
+import { senderModule } from './index.ts';
+import { startWebhookReceiver, WEBHOOK_SECRET } from './test-peers.ts';
+
+const inject = (p: TestPlatform, method: 'GET' | 'POST', url: string, payload?: unknown) =>
+  p.app.inject({ method, url, headers: p.auth, payload: payload as object });
+
+async function deferredBatch(p: TestPlatform, url: string) {
+  const cfg = await inject(p, 'POST', '/api/send-configs', {
+    name: `receiver-${Math.random()}`,
+    channel: 'webhook',
+    settings: { url },
+    secret: WEBHOOK_SECRET,
+  });
+  const res = await inject(p, 'POST', '/api/batches', {
+    sendConfigId: cfg.json().id,
+    maxAttempts: 10,
+    template: { subject: 's', text: 't {{n}}' },
+    recipients: Array.from({ length: 3 }, (_, i) => ({ address: `r${i}`, variables: { n: i } })),
+  });
+  assert.equal(res.statusCode, 201, res.body);
+  const id: string = res.json().id;
+  // Wait until the chunk has handed its slot back: chunk pending, its recipients' retry > 2 s away.
+  const { chunkJobAt } = await waitFor(
+    async () => {
+      const { rows } = await p.kit.pool.query<{ deferred: boolean; at: Date | null }>(
+        `SELECT (c.state = 'pending' AND (SELECT bool_and(state = 'pending' AND next_attempt_at > now() + interval '1 second')
+                  FROM sender_recipients WHERE batch_id = $1)) AS deferred,
+                (SELECT max(run_at) FROM graphile_worker.jobs WHERE key = 'sender:chunk:' || $1 || ':0') AS at
+         FROM sender_chunks c WHERE c.batch_id = $1 AND c.no = 0`,
+        [id],
+      );
+      return rows[0]?.deferred && rows[0].at ? { chunkJobAt: rows[0].at } : undefined;
+    },
+    { timeoutMs: 60000, intervalMs: 50, what: 'the chunk to defer its retry' },
+  );
+  return { id, chunkJobAt };
+}
+
+async function completes(p: TestPlatform, id: string) {
+  return waitFor(
+    async () => {
+      const v = (await inject(p, 'GET', `/api/batches/${id}`)).json();
+      return v.state === 'completed' ? v : undefined;
+    },
+    { timeoutMs: 60000, intervalMs: 200, what: `batch ${id} to complete` },
+  );
+}
+
+describe('sender pause during a deferred retry', () => {
+  it('when a chunk waiting for its retry has lost its queued job, then a sweep queues it again and the batch completes', async () => {
+    const rx = await startWebhookReceiver({ failFirst: 5 });
+    after(() => rx.close());
+    const p = await startPlatform({ modules: [senderModule] });
+    const { id } = await deferredBatch(p, rx.url);
+    // The state a paused-then-resumed chunk job can end in: chunk pending, batch sending, no job.
+    const removed = await p.kit.pool.query(
+      `SELECT graphile_worker.remove_job('sender:chunk:' || $1 || ':0') WHERE EXISTS
+         (SELECT 1 FROM graphile_worker.jobs WHERE key = 'sender:chunk:' || $1 || ':0' AND locked_at IS NULL)`,
+      [id],
+    );
+    assert.equal(removed.rowCount, 1, 'the queued retry job removed');
+    const b = await completes(p, id);
+    assert.equal(b.progress.sent, 3);
+    assert.equal(rx.seen.size, 3);
+    assert.ok(p.logs.events('SENDER_CHUNK_REQUEUED').length > 0, 'requeued by the sweeper');
+  });
+
+  it('when a batch is paused and resumed while its chunk waits for a retry, then the chunk still has a job and the batch completes', async () => {
+    const rx = await startWebhookReceiver({ failFirst: 5 });
+    after(() => rx.close());
+    const p = await startPlatform({ modules: [senderModule] });
+    const { id } = await deferredBatch(p, rx.url);
+    assert.equal((await inject(p, 'POST', `/api/batches/${id}/pause`)).json().state, 'paused');
+    assert.equal((await inject(p, 'POST', `/api/batches/${id}/resume`)).json().state, 'sending');
+    const b = await completes(p, id);
+    assert.equal(b.progress.sent, 3);
+    assert.equal(rx.seen.size, 3);
+  });
+
+  it('when the retry comes due while the batch is paused, then resume still finds the chunk a job and the batch completes', async () => {
+    const rx = await startWebhookReceiver({ failFirst: 5 });
+    after(() => rx.close());
+    const p = await startPlatform({ modules: [senderModule] });
+    const { id, chunkJobAt } = await deferredBatch(p, rx.url);
+    assert.equal((await inject(p, 'POST', `/api/batches/${id}/pause`)).json().state, 'paused');
+    // Let the deferred job come due and run while paused.
+    await waitFor(
+      async () => {
+        const { rows } = await p.kit.pool.query(
+          `SELECT 1 FROM graphile_worker.jobs WHERE key = 'sender:chunk:' || $1 || ':0'`,
+          [id],
+        );
+        return Date.now() > chunkJobAt.getTime() && rows.length === 0;
+      },
+      { timeoutMs: 30000, what: 'the deferred chunk job to run during the pause' },
+    );
+    assert.equal((await inject(p, 'POST', `/api/batches/${id}/resume`)).json().state, 'sending');
+    const b = await completes(p, id);
+    assert.equal(b.progress.sent, 3);
+    assert.equal(rx.seen.size, 3);
+  });
+});
