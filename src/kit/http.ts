@@ -240,16 +240,19 @@ export function requireScope(app: App, kit: Kit, scope: string): void {
 
 /** Seed 003's API failure modes for one module's routes. Never on ops or admin routes. */
 export function injectApiFailures(app: App, kit: Kit, module: string): void {
-  app.addHook('onRequest', async (req) => {
+  app.addHook('onRequest', (req, _reply, done) => {
     const mode = kit.chaos.mode(module, 'api');
     if (mode === 'db') {
       kit.chaos.record(module, 'api', mode, { url: req.url });
-      throw new HttpError(503, 'database unavailable (failure injected: API_FAILURE_MODE=db)');
+      return done(new HttpError(503, 'database unavailable (failure injected: API_FAILURE_MODE=db)'));
     }
     if (mode === 'random_500' && Math.random() < RANDOM_500_RATE) {
       kit.chaos.record(module, 'api', mode, { url: req.url });
-      throw new HttpError(500, 'Internal Server Error (failure injected: API_FAILURE_MODE=random_500)');
+      return done(
+        new HttpError(500, 'Internal Server Error (failure injected: API_FAILURE_MODE=random_500)'),
+      );
     }
+    done();
   });
 }
 
