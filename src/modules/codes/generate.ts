@@ -1,13 +1,15 @@
 // Generation: a counter range claimed in one short UPDATE (with the density limit in its WHERE), the
 // range run through the campaign's permutation, and the codes written. Small counts are one INSERT;
-// large ones stream through COPY in chunks, so memory stays flat whatever the count: ten million
-// codes are a few hundred 16k-code buffers produced while PostgreSQL ingests the previous ones.
+// large ones are sorted by code in runs of up to ten million (80 MB of 8-byte keys) and streamed
+// through COPY in 16k-code chunks by two connections at once, each writing one slice of the sorted
+// run in its own transaction. Sorted input makes both indexes grow in order instead of at random
+// leaves: 10M codes went from 105 to 58 s of PostgreSQL CPU (see generateLarge).
 // Generated codes never collide with each other; they can collide only with imported codes, so a
 // campaign that has imports goes through a staging table and ON CONFLICT, and tops up the shortfall.
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { from as copyFrom } from 'pg-copy-streams';
-import type { Pool, PoolClient, Queryable } from '../../kit/db.ts';
+import type { Pool, Queryable } from '../../kit/db.ts';
 import { withTransaction } from '../../kit/db.ts';
 import { unprocessable } from '../../kit/errors.ts';
 import type { Campaign } from './campaigns.ts';
@@ -18,6 +20,11 @@ import type { CodesMetrics } from './metrics.ts';
 export const SYNC_MAX = 10_000;
 export const GENERATE_MAX = 50_000_000;
 const CHUNK = 16_384;
+/** Codes sorted together in one run: 8 bytes each, so 80 MB of keys at most. */
+const RUN_MAX = 10_000_000;
+/** Each run is written by this many connections at once, one slice of the sorted codes each. */
+const PARTS = 2;
+const LOWER_SHARE = 0.4;
 
 export const STATE_AVAILABLE = 0;
 export const STATE_ASSIGNED = 2;
@@ -140,8 +147,11 @@ export class Generator {
   }
 
   /**
-   * The job behind a large POST /api/campaigns/:id/codes. `runId` (the tracked job id) is recorded
-   * in the same transaction as the codes, so a retried job never generates twice.
+   * The job behind a large POST /api/campaigns/:id/codes. The counter range is claimed once and
+   * recorded under `<runId>:plan`; the range is cut into runs of at most RUN_MAX codes, each run is
+   * sorted by code and written as PARTS halves on parallel connections, and each half commits with
+   * its `<runId>:<run>.<half>` row. A retried job therefore rewrites only unfinished parts, into
+   * the same range: it never generates twice and never leaves a gap.
    */
   async generateLarge(
     campaign: Campaign,
@@ -151,19 +161,174 @@ export class Generator {
   ): Promise<{ generated: number; alreadyDone?: boolean }> {
     const done = await this.pool.query('SELECT 1 FROM codes_generations WHERE id = $1', [runId]);
     if (done.rows[0]) return { generated: count, alreadyDone: true };
-    const range = await this.claim(this.pool, campaign, count);
-    const client = await this.pool.connect();
+    const plan = await this.plan(campaign, count, runId);
+    const runs = Math.ceil(count / RUN_MAX);
+    const runSize = Math.ceil(count / runs);
+    const partIds: string[] = [];
+    for (let r = 0; r < runs; r++) for (let h = 0; h < PARTS; h++) partIds.push(`${runId}:${r}.${h}`);
+    const finished = await this.pool.query<{ id: string; count: number }>(
+      'SELECT id, count FROM codes_generations WHERE id = ANY($1::text[])',
+      [partIds],
+    );
+    const partsDone = new Map(finished.rows.map((r) => [r.id, r.count]));
+    const perPart: number[] = [];
+    let lastReport = 0;
+    const report = () => {
+      if (Date.now() - lastReport < 500) return;
+      lastReport = Date.now();
+      void progress(perPart.reduce((a, n) => a + n, 0)).catch(() => undefined);
+    };
     let inserted = 0;
-    try {
-      await client.query('BEGIN');
-      const direct = range.imported === 0;
+    for (let r = 0; r < runs; r++) {
+      const off = r * runSize;
+      const n = Math.min(runSize, count - off);
+      const todo: number[] = [];
+      for (let h = 0; h < PARTS; h++) {
+        const id = `${runId}:${r}.${h}`;
+        const [a, b] = half(n, h);
+        if (partsDone.has(id)) {
+          perPart[r * PARTS + h] = b - a;
+          inserted += partsDone.get(id)!;
+        } else todo.push(h);
+      }
+      if (!todo.length) continue;
+      const rows = this.runRows(campaign, plan.startIndex + off, plan.startSeq + off, n);
+      const written = await Promise.all(
+        todo.map((h) => {
+          const [a, b] = half(n, h);
+          return this.writePart(campaign, `${runId}:${r}.${h}`, rows(a, b), (d) => {
+            perPart[r * PARTS + h] = d;
+            report();
+          });
+        }),
+      );
+      inserted += written.reduce((x, y) => x + y, 0);
+    }
+    await progress(count);
+    // Collisions with imported codes: top up so the caller gets exactly `count` new codes.
+    if (inserted < count) await this.generateSmall(campaign, count - inserted);
+    await this.pool.query(
+      'INSERT INTO codes_generations (id, campaign_no, count) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING',
+      [runId, campaign.no, count],
+    );
+    return { generated: count };
+  }
+
+  /** The counter range of a run: claimed and recorded together, or read back on a retry. */
+  private plan(
+    campaign: Campaign,
+    count: number,
+    runId: string,
+  ): Promise<{ startIndex: number; startSeq: number }> {
+    return withTransaction(this.pool, async (client) => {
+      const id = `${runId}:plan`;
+      const fresh = await client.query(
+        `INSERT INTO codes_generations (id, campaign_no, count) VALUES ($1, $2, $3)
+         ON CONFLICT (id) DO NOTHING RETURNING id`,
+        [id, campaign.no, count],
+      );
+      if (fresh.rows[0]) {
+        const range = await this.claim(client, campaign, count);
+        await client.query('UPDATE codes_generations SET start_index = $2, start_seq = $3 WHERE id = $1', [
+          id,
+          range.startIndex,
+          range.startSeq,
+        ]);
+        return range;
+      }
+      const { rows } = await client.query<{ start_index: number; start_seq: number }>(
+        'SELECT start_index, start_seq FROM codes_generations WHERE id = $1',
+        [id],
+      );
+      return { startIndex: rows[0]!.start_index, startSeq: rows[0]!.start_seq };
+    });
+  }
+
+  /**
+   * The COPY rows of codes #start … #start+n-1, as a function of a slice [a, b) of them. When the
+   * code space fits a double exactly (8 alphanumeric characters does, up to 10), the run is sorted
+   * by code and seq numbers follow that order: both indexes (the primary key and the available
+   * index by seq) then grow in order instead of at random places, which is what makes a
+   * ten-million-code load fast. Reservations hand a run's codes out in code order; the codes
+   * themselves stay unpredictable without the key.
+   */
+  private runRows(
+    campaign: Campaign,
+    start: number,
+    seqStart: number,
+    n: number,
+  ): (a: number, b: number) => AsyncIterable<Buffer> {
+    const { alphabet, length } = campaign.format;
+    const radix = alphabet.length;
+    if (radix ** length > 2 ** 53) {
+      const self = this;
+      return async function* (a, b) {
+        for (let off = a; off < b; off += CHUNK) {
+          const m = Math.min(CHUNK, b - off);
+          yield self.copyChunk(campaign, start + off, seqStart + off, m);
+          await new Promise<void>((r) => setImmediate(r));
+        }
+      };
+    }
+    // Digit d sorts as the rank of its character in byte order (what COLLATE "C" compares).
+    const byteOrder = [...alphabet].sort();
+    const rank = new Float64Array(radix);
+    for (let d = 0; d < radix; d++) rank[d] = byteOrder.indexOf(alphabet[d]!);
+    const keys = new Float64Array(n);
+    for (let off = 0; off < n; off += CHUNK) {
+      const m = Math.min(CHUNK, n - off);
+      const digits = campaign.permutation.digits(start + off, m);
+      for (let k = 0; k < m; k++) {
+        let x = 0;
+        for (let j = 0; j < length; j++) x = x * radix + rank[digits[k * length + j]!]!;
+        keys[off + k] = x;
+      }
+    }
+    keys.sort();
+    const letters = Buffer.from(byteOrder.join(''), 'latin1');
+    const head = Buffer.from(`${campaign.no}\t${campaign.format.prefix}`);
+    return async function* (a, b) {
+      for (let off = a; off < b; off += CHUNK) {
+        const m = Math.min(CHUNK, b - off);
+        yield sortedChunk(keys, off, m, seqStart + off, head, letters, length);
+        await new Promise<void>((r) => setImmediate(r));
+      }
+    };
+  }
+
+  /** One part in one transaction: COPY, the part's row, the available count; returns codes inserted. */
+  private async writePart(
+    campaign: Campaign,
+    partId: string,
+    rows: AsyncIterable<Buffer>,
+    progress: (done: number) => void,
+  ): Promise<number> {
+    return withTransaction(this.pool, async (client) => {
+      // Generated codes can only collide with imported ones: without imports, straight into codes.
+      const { rows: c } = await client.query<{ imported: number }>(
+        'SELECT imported FROM codes_campaigns WHERE no = $1',
+        [campaign.no],
+      );
+      const direct = (c[0]?.imported ?? 0) === 0;
+      const table = direct ? 'codes' : 'codes_staging';
       if (!direct)
         await client.query(
           'CREATE TEMP TABLE codes_staging (campaign_no int, code text, seq bigint) ON COMMIT DROP',
         );
-      await this.copy(client, campaign, range, count, direct ? 'codes' : 'codes_staging', progress);
-      if (direct) inserted = count;
-      else {
+      let done = 0;
+      async function* counted() {
+        for await (const buf of rows) {
+          yield buf;
+          done += countLines(buf);
+          progress(done);
+        }
+      }
+      await pipeline(
+        Readable.from(counted(), { objectMode: false, highWaterMark: 4 }),
+        client.query(copyFrom(`COPY ${table} (campaign_no, code, seq) FROM STDIN`)),
+      );
+      let inserted = done;
+      if (!direct) {
         const r = await client.query(
           `INSERT INTO codes (campaign_no, code, seq) SELECT campaign_no, code, seq FROM codes_staging
            ON CONFLICT (campaign_no, code) DO NOTHING`,
@@ -171,50 +336,84 @@ export class Generator {
         inserted = r.rowCount ?? 0;
       }
       await client.query('INSERT INTO codes_generations (id, campaign_no, count) VALUES ($1, $2, $3)', [
-        runId,
+        partId,
         campaign.no,
-        count,
+        inserted,
       ]);
+      // Last, so the campaign row is locked only for the commit (the other half commits too).
       await client.query('UPDATE codes_campaigns SET available = available + $2 WHERE no = $1', [
         campaign.no,
         inserted,
       ]);
-      await client.query('COMMIT');
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw err;
-    } finally {
-      client.release();
-    }
-    this.metrics.generated.inc({ campaign: campaign.id }, inserted);
-    // Collisions with imported codes: top up so the caller gets exactly `count` new codes.
-    if (inserted < count) await this.generateSmall(campaign, count - inserted);
-    return { generated: count };
+      this.metrics.generated.inc({ campaign: campaign.id }, inserted);
+      return inserted;
+    });
   }
+}
 
-  private async copy(
-    client: PoolClient,
-    campaign: Campaign,
-    range: Range,
-    count: number,
-    table: string,
-    progress: (done: number) => Promise<void>,
-  ): Promise<void> {
-    const self = this;
-    let lastReport = Date.now();
-    async function* rows() {
-      for (let off = 0; off < count; off += CHUNK) {
-        const n = Math.min(CHUNK, count - off);
-        yield self.copyChunk(campaign, range.startIndex + off, range.startSeq + off, n);
-        if (Date.now() - lastReport > 500) {
-          lastReport = Date.now();
-          await progress(off + n);
-        }
-      }
-    }
-    await pipeline(
-      Readable.from(rows(), { objectMode: false, highWaterMark: 4 }),
-      client.query(copyFrom(`COPY ${table} (campaign_no, code, seq) FROM STDIN`)),
-    );
+/**
+ * Slice h of [0, n). The lower slice goes inside the indexes (a full btree descent per row) while
+ * the upper one appends at their right edge (PostgreSQL's rightmost-leaf fast path), so the lower
+ * one gets the smaller share: measured 7.5 against 4.6 µs of PostgreSQL CPU per row.
+ */
+function half(n: number, h: number): [number, number] {
+  const cut = Math.floor(n * LOWER_SHARE);
+  return h === 0 ? [0, cut] : [cut, n];
+}
+
+function countLines(buf: Buffer): number {
+  let n = 0;
+  let i = buf.indexOf(10);
+  while (i !== -1) {
+    n++;
+    i = buf.indexOf(10, i + 1);
   }
+  return n;
+}
+
+/** COPY rows `campaign_no \t prefix+code \t seq \n` of sorted keys[off … off+m-1]. */
+function sortedChunk(
+  keys: Float64Array,
+  off: number,
+  m: number,
+  seqStart: number,
+  head: Buffer,
+  letters: Buffer,
+  length: number,
+): Buffer {
+  const radix = letters.length;
+  const buf = Buffer.allocUnsafe(m * (head.length + length + 2 + 20));
+  const tmp = new Uint8Array(20);
+  let o = 0;
+  for (let k = 0; k < m; k++) {
+    head.copy(buf, o);
+    o += head.length;
+    let x = keys[off + k]!;
+    for (let j = length - 1; j >= 0; j--) {
+      let q = Math.floor(x / radix);
+      let d = x - q * radix;
+      // x / radix is rounded; the correction keeps the digit exact near 2^53.
+      if (d < 0) {
+        q--;
+        d += radix;
+      } else if (d >= radix) {
+        q++;
+        d -= radix;
+      }
+      buf[o + j] = letters[d]!;
+      x = q;
+    }
+    o += length;
+    buf[o++] = 9;
+    let s = seqStart + k;
+    let t = 0;
+    do {
+      const q = Math.floor(s / 10);
+      tmp[t++] = 48 + (s - q * 10);
+      s = q;
+    } while (s > 0);
+    while (t > 0) buf[o++] = tmp[--t]!;
+    buf[o++] = 10;
+  }
+  return buf.subarray(0, o);
 }

@@ -1,0 +1,106 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { startPlatform } from '../../../test/helpers.ts';
+import { prom } from '../../kit/metrics.ts';
+import { Campaigns } from './campaigns.ts';
+import { Generator } from './generate.ts';
+import { codesModule } from './index.ts';
+import { createCodesMetrics } from './metrics.ts';
+
+describe('codes: large generation in parts', async () => {
+  const p = await startPlatform({ modules: [codesModule] });
+  const pool = p.kit.pool;
+  const campaigns = new Campaigns(pool);
+  const generator = new Generator(
+    pool,
+    createCodesMetrics(new prom.Registry(), async () => []),
+  );
+  const create = async (id: string, format: { length: number; alphabet: string; prefix?: string }) => {
+    await campaigns.create({ id, name: id, format });
+    return campaigns.get(id);
+  };
+  const stored = async (no: number) =>
+    (
+      await pool.query<{ n: number; d: number; seqs: number; available: number }>(
+        `SELECT count(*)::int AS n, count(DISTINCT code)::int AS d, count(DISTINCT seq)::int AS seqs,
+           (SELECT available FROM codes_campaigns WHERE no = $1) AS available
+         FROM codes WHERE campaign_no = $1`,
+        [no],
+      )
+    ).rows[0]!;
+
+  it('when the same job runs twice, then the second generates nothing and the count is exact', async () => {
+    const c = await create('twice', { length: 8, alphabet: 'alphanumeric', prefix: 'T-' });
+    const seen: number[] = [];
+    const first = await generator.generateLarge(c, 50_000, 'job-twice', async (d) => {
+      seen.push(d);
+    });
+    assert.deepEqual(first, { generated: 50_000 });
+    assert.equal(seen.at(-1), 50_000, 'progress ends at the count');
+    const again = await generator.generateLarge(c, 50_000, 'job-twice', async () => undefined);
+    assert.equal(again.alreadyDone, true);
+    assert.deepEqual(await stored(c.no), { n: 50_000, d: 50_000, seqs: 50_000, available: 50_000 });
+    const { rows } = await pool.query<{ code: string }>('SELECT code FROM codes WHERE campaign_no = $1', [
+      c.no,
+    ]);
+    for (const r of rows) assert.match(r.code, /^T-[A-Z0-9]{8}$/);
+  });
+
+  it('when a job died after one part committed, then the retry writes only the missing part, into the same range', async () => {
+    const c = await create('retry', { length: 8, alphabet: 'alphanumeric' });
+    await generator.generateLarge(c, 40_000, 'job-retry', async () => undefined);
+    const all = await pool.query<{ code: string }>(
+      'SELECT code FROM codes WHERE campaign_no = $1 ORDER BY code',
+      [c.no],
+    );
+    // The state a crash during the upper part leaves: its transaction rolled back (its codes, its
+    // part row and its share of the available count gone), and no completion row.
+    const part = await pool.query<{ count: number }>('SELECT count FROM codes_generations WHERE id = $1', [
+      'job-retry:0.1',
+    ]);
+    const upper = part.rows[0]!.count;
+    assert.ok(upper > 0 && upper < 40_000);
+    await pool.query(
+      `DELETE FROM codes WHERE campaign_no = $1 AND seq >= (SELECT start_seq + 40000 - $2 FROM codes_generations WHERE id = 'job-retry:plan')`,
+      [c.no, upper],
+    );
+    await pool.query(`DELETE FROM codes_generations WHERE id IN ('job-retry', 'job-retry:0.1')`);
+    await pool.query('UPDATE codes_campaigns SET available = available - $2 WHERE no = $1', [c.no, upper]);
+    assert.equal((await stored(c.no)).n, 40_000 - upper);
+
+    const retried = await generator.generateLarge(c, 40_000, 'job-retry', async () => undefined);
+    assert.deepEqual(retried, { generated: 40_000 });
+    assert.deepEqual(await stored(c.no), { n: 40_000, d: 40_000, seqs: 40_000, available: 40_000 });
+    const after = await pool.query<{ code: string }>(
+      'SELECT code FROM codes WHERE campaign_no = $1 ORDER BY code',
+      [c.no],
+    );
+    assert.deepEqual(
+      after.rows.map((r) => r.code),
+      all.rows.map((r) => r.code),
+      'the very same codes: the retry reused the recorded range',
+    );
+    const next = await pool.query('SELECT next_index FROM codes_campaigns WHERE no = $1', [c.no]);
+    assert.equal(next.rows[0].next_index, 40_000, 'no second range claimed');
+  });
+
+  it('when codes are too long to sort as numbers, then parts follow the counter and stay unique', async () => {
+    const c = await create('long', { length: 12, alphabet: 'alphanumeric' });
+    await generator.generateLarge(c, 30_000, 'job-long', async () => undefined);
+    assert.deepEqual(await stored(c.no), { n: 30_000, d: 30_000, seqs: 30_000, available: 30_000 });
+  });
+
+  it('when imported codes collide with generated ones, then they are skipped and topped up to the exact count', async () => {
+    const c = await create('mixed', { length: 7, alphabet: 'numeric' });
+    const clash = c.permutation.codes(0, 5);
+    const res = await p.app.inject({
+      method: 'POST',
+      url: '/api/campaigns/mixed/codes/import',
+      headers: p.auth,
+      payload: clash,
+    });
+    assert.equal(res.json().inserted, 5, res.body);
+    await generator.generateLarge(c, 20_000, 'job-mixed', async () => undefined);
+    assert.deepEqual(await stored(c.no), { n: 20_005, d: 20_005, seqs: 20_005, available: 20_005 });
+  });
+});
