@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { type ConfigError, loadConfig } from '../../src/kit/config.ts';
+import { type ConfigError, configMarkdownTable, loadConfig } from '../../src/kit/config.ts';
 import { ROOT } from '../helpers.ts';
 
 describe('configuration', () => {
@@ -55,5 +55,22 @@ describe('configuration', () => {
     });
     assert.equal(res.status, 2);
     assert.match(res.stderr, /PORT="seventy": must be an integer/);
+  });
+
+  it('when the README lists the settings, then its table is exactly what the code declares', () => {
+    // Cells, not whitespace: the formatter may pad the Markdown columns.
+    const cells = (table: string) =>
+      table
+        .trim()
+        .split('\n')
+        .filter((row) => !/^\|[-\s|]+\|$/.test(row))
+        .map((row) => row.split(/(?<!\\)\|/).map((c) => c.trim()));
+    const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+    const table = readme.split('<!-- config-table:start -->')[1]?.split('<!-- config-table:end -->')[0] ?? '';
+    assert.deepEqual(
+      cells(table),
+      cells(configMarkdownTable()),
+      'regenerate with: node bin/tessera.js config --markdown',
+    );
   });
 });
