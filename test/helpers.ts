@@ -3,7 +3,7 @@
 // multi-process suites. Everything registers its own cleanup.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -64,9 +64,16 @@ export function testConfig(env: Record<string, string | undefined> = {}): Config
     LOG_LEVEL: 'info',
     PORT: '0',
     HOST: '127.0.0.1',
-    DATA_DIR: mkdtempSync(path.join(tmpdir(), 'tessera-test-')),
+    DATA_DIR: testDataDir(),
     ...env,
   });
+}
+
+/** A DATA_DIR (dev secrets) for one platform, removed when its suite ends. */
+function testDataDir(): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'tessera-test-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
 }
 
 /** Collects log lines as parsed objects so tests can assert on named events. */
