@@ -138,13 +138,11 @@ export class Reservations {
         unique.push(i);
       }
     });
-    const results = await withTransaction(this.pool, (client) =>
-      this.reserveInTx(
-        client,
-        campaign,
-        unique.map((i) => ({ ...jobs[i]!, reserveId: ids[i]! })),
-      ),
-    );
+    const batch = unique.map((i) => ({ ...jobs[i]!, reserveId: ids[i]! }));
+    // Fresh ids only (no reserveId given): one statement, one round trip, when the pool has enough.
+    const results =
+      (jobs.every((j) => j.reserveId === undefined) && (await this.reserveFresh(campaign, batch))) ||
+      (await withTransaction(this.pool, (client) => this.reserveInTx(client, campaign, batch)));
     const byId = new Map<string, ReserveResult | Error>();
     for (const [k, i] of unique.entries()) byId.set(ids[i]!, results[k]!);
     const out = ids.map((id) => byId.get(id)!);
@@ -152,6 +150,73 @@ export class Reservations {
     for (const r of results) if (!(r instanceof Error)) reserved += r.codes.length;
     if (reserved) this.metrics.reserved.inc({ campaign: campaign.id }, reserved);
     return out;
+  }
+
+  /**
+   * The common case in one statement (so one round trip and no BEGIN/COMMIT): a batch of requests
+   * under fresh ids, all satisfied from the codes after this process's cursor. It picks, records the
+   * reservations, marks the codes and moves the counters, or, when the codes after the cursor are
+   * too few, changes nothing and answers null so the batch takes the general path.
+   */
+  private async reserveFresh(
+    campaign: Campaign,
+    jobs: (Job & { reserveId: string })[],
+  ): Promise<ReserveResult[] | null> {
+    const no = campaign.no;
+    const total = jobs.reduce((a, j) => a + j.count, 0);
+    const { rows } = await this.pool.query<{
+      reserve_id: string;
+      code: string;
+      seq: number;
+      expires_at: Date;
+    }>({
+      // Named: each connection parses and plans it once.
+      name: 'codes_reserve_fresh',
+      text: `WITH req AS (
+         SELECT x.id, x.n, x.ttl, sum(x.n) OVER (ORDER BY x.ord) AS hi
+         FROM unnest($2::text[], $3::int[], $4::int[]) WITH ORDINALITY AS x(id, n, ttl, ord)
+       ), picked AS (
+         SELECT code, seq FROM codes WHERE campaign_no = $1 AND state = 0 AND seq >= $5
+         ORDER BY seq LIMIT $6 FOR UPDATE SKIP LOCKED
+       ), enough AS (
+         SELECT count(*) = $6 AS ok FROM picked
+       ), own AS (
+         SELECT p.code, p.seq, req.id, now() + make_interval(secs => req.ttl) AS exp
+         FROM (SELECT code, seq, row_number() OVER (ORDER BY seq) AS rn FROM picked) p
+         JOIN req ON p.rn > req.hi - req.n AND p.rn <= req.hi
+         WHERE (SELECT ok FROM enough)
+       ), r AS (
+         INSERT INTO codes_reservations (campaign_no, reserve_id, state, count, expires_at)
+         SELECT $1, id, 'reserved', n, now() + make_interval(secs => ttl) FROM req WHERE (SELECT ok FROM enough)
+       ), c AS (
+         UPDATE codes_campaigns SET available = available - $6, reserved = reserved + $6
+         WHERE no = $1 AND (SELECT ok FROM enough)
+       )
+       UPDATE codes SET state = 1, reserve_id = own.id, reserved_at = now(), expires_at = own.exp
+       FROM own WHERE codes.campaign_no = $1 AND codes.code = own.code
+       RETURNING own.id AS reserve_id, own.code, own.seq, own.exp AS expires_at`,
+      values: [
+        no,
+        jobs.map((j) => j.reserveId),
+        jobs.map((j) => j.count),
+        jobs.map((j) => j.ttlSeconds ?? campaign.reservationTtlSeconds),
+        this.cursors.get(no) ?? 0,
+        total,
+      ],
+    });
+    if (rows.length < total) return null;
+    rows.sort((a, b) => a.seq - b.seq);
+    this.cursors.set(no, rows.at(-1)!.seq + 1);
+    const byId = new Map<string, { codes: string[]; expiresAt: string }>();
+    for (const r of rows) {
+      let e = byId.get(r.reserve_id);
+      if (!e) {
+        e = { codes: [], expiresAt: r.expires_at.toISOString() };
+        byId.set(r.reserve_id, e);
+      }
+      e.codes.push(r.code);
+    }
+    return jobs.map((j) => ({ reserveId: j.reserveId, ...byId.get(j.reserveId)! }));
   }
 
   private async reserveInTx(
