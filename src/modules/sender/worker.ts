@@ -38,6 +38,8 @@ declare module '../../kit/jobs.ts' {
 
 export const CHUNK_SIZE = 500;
 const SUB_BATCH = 200;
+/** The mock provider answers in-process, so its sub-batch is a whole chunk: fewer round trips. */
+const MOCK_SUB_BATCH = CHUNK_SIZE;
 /** Long enough to ride out a slow, overloaded database; a killed worker's chunks wait this long. */
 const LEASE_SECONDS = 20;
 const HEARTBEAT_MS = 2000;
@@ -85,6 +87,7 @@ interface Claimed {
   variables: Record<string, unknown> | null;
   attempts: number;
   code: string | null;
+  suppressed: boolean;
 }
 
 interface Outcome {
@@ -444,9 +447,6 @@ class ChunkRun {
     if (!b) return { skipped: 'batch deleted' };
     this.batch = b;
     this.limits = this.engine.limitsFor(b);
-    // Small sub-batches under a low rate, so a pause is never stuck behind a long token wait.
-    const slowest = Math.min(...this.limits.map((l) => l.ratePerSecond), Number.POSITIVE_INFINITY);
-    this.subBatch = Math.max(1, Math.min(SUB_BATCH, Math.floor(slowest / 4)));
     try {
       this.channel = await this.engine.channelFor(b);
     } catch (err) {
@@ -457,9 +457,26 @@ class ChunkRun {
       await this.engine.finishChunk(this.batchId, this.no, this.owner);
       return { failed: (err as Error).message };
     }
+    // Small sub-batches under a low rate, so a pause is never stuck behind a long token wait.
+    const slowest = Math.min(...this.limits.map((l) => l.ratePerSecond), Number.POSITIVE_INFINITY);
+    const most = this.channel.name === 'mock' ? MOCK_SUB_BATCH : SUB_BATCH;
+    this.subBatch = Math.max(1, Math.min(most, Math.floor(slowest / 4)));
     let sent = 0;
+    // The batch state is read only when a claim comes back empty: the claim itself takes nothing
+    // unless the batch is `sending`, so a pause or cancel still stops the chunk at the next sub-batch.
+    let claimed: Claimed[] = [];
     for (;;) {
       if (this.lost) return { sent, lost: true };
+      if (claimed.length > 0) {
+        sent += await this.sendAll(claimed);
+        claimed = [];
+      }
+      const wait = this.limits.length ? await this.engine.takeTokens(this.limits, this.subBatch) : 0;
+      // A token wait cut short by a pause or cancel goes straight to the state handling below.
+      if (wait === 0 || (await this.sleepWhileSending(wait * 1000))) {
+        claimed = await this.claim();
+        if (claimed.length > 0) continue;
+      }
       const state = await this.state();
       if (state === 'paused') {
         await this.engine.releaseChunk(this.batchId, this.no, this.owner);
@@ -472,12 +489,7 @@ class ChunkRun {
         await this.engine.finishChunk(this.batchId, this.no, this.owner);
         return { sent, stopped: state };
       }
-      if (this.limits.length) {
-        const wait = await this.engine.takeTokens(this.limits, this.subBatch);
-        if (wait > 0 && !(await this.sleepWhileSending(wait * 1000))) continue;
-      }
-      const claimed = await this.claim();
-      if (claimed.length === 0) {
+      {
         const { next, orphans } = await this.nextRetryAt();
         if (orphans > 0) {
           // Nothing of ours is in flight here, so these were left by a worker that lost this chunk.
@@ -496,9 +508,7 @@ class ChunkRun {
           return { sent, deferredUntil: next };
         }
         await this.sleepWhileSending(Math.max(10, waitMs));
-        continue;
       }
-      sent += await this.sendAll(claimed);
     }
   }
 
@@ -520,16 +530,23 @@ class ChunkRun {
     return true;
   }
 
+  /**
+   * Marks the next due recipients `sending` (attempts + 1) and returns them with their suppression
+   * flag, in one round trip; takes nothing unless the batch is `sending`.
+   */
   private async claim(): Promise<Claimed[]> {
     const { rows } = await this.pool.query<Claimed>(
-      `UPDATE sender_recipients SET state = 'sending', attempts = attempts + 1
-       WHERE batch_id = $1 AND id IN (
+      `UPDATE sender_recipients r SET state = 'sending', attempts = r.attempts + 1
+       WHERE r.batch_id = $1 AND r.id IN (
          SELECT id FROM sender_recipients
          WHERE batch_id = $1 AND id BETWEEN $2 AND $3 AND state = 'pending'
            AND (next_attempt_at IS NULL OR next_attempt_at <= now())
          ORDER BY id LIMIT $4)
-       RETURNING id, address, variables, attempts, code`,
-      [this.batchId, this.from, this.to, this.subBatch],
+         AND EXISTS (SELECT 1 FROM sender_batches WHERE id = $1 AND state = 'sending')
+       RETURNING r.id, r.address, r.variables, r.attempts, r.code,
+         EXISTS (SELECT 1 FROM sender_suppressions s WHERE s.account_id = $5 AND s.address = lower(r.address))
+           AS suppressed`,
+      [this.batchId, this.from, this.to, this.subBatch, this.batch.account_id],
     );
     return rows;
   }
@@ -544,24 +561,15 @@ class ChunkRun {
     return { next: rows[0]?.at ?? null, orphans: rows[0]?.orphans ?? 0 };
   }
 
-  private async suppressed(rows: Claimed[]): Promise<Set<string>> {
-    const { rows: s } = await this.pool.query<{ address: string }>(
-      'SELECT address FROM sender_suppressions WHERE account_id = $1 AND address = ANY($2::text[])',
-      [this.batch.account_id, rows.map((r) => r.address.toLowerCase())],
-    );
-    return new Set(s.map((r) => r.address));
-  }
-
   /** Sends one claimed sub-batch and records every outcome in one statement. */
   private async sendAll(rows: Claimed[]): Promise<number> {
     const b = this.batch;
     const m = this.engine.senderMetrics;
     const channel = this.channel;
-    const suppressed = await this.suppressed(rows);
     const outcomes: Outcome[] = [];
     const work: Claimed[] = [];
     for (const r of rows) {
-      if (suppressed.has(r.address.toLowerCase()))
+      if (r.suppressed)
         outcomes.push({ id: r.id, state: 'suppressed', error: null, delay: null, code: null });
       else work.push(r);
     }
