@@ -173,10 +173,13 @@ export class Generator {
     const partsDone = new Map(finished.rows.map((r) => [r.id, r.count]));
     const perPart: number[] = [];
     let lastReport = 0;
+    // Reports run one after another, so a late one never overwrites a newer figure.
+    let reporting = Promise.resolve();
     const report = () => {
       if (Date.now() - lastReport < 500) return;
       lastReport = Date.now();
-      void progress(perPart.reduce((a, n) => a + n, 0)).catch(() => undefined);
+      const done = perPart.reduce((a, n) => a + n, 0);
+      reporting = reporting.then(() => progress(done)).catch(() => undefined);
     };
     let inserted = 0;
     for (let r = 0; r < runs; r++) {
@@ -204,6 +207,7 @@ export class Generator {
       );
       inserted += written.reduce((x, y) => x + y, 0);
     }
+    await reporting;
     await progress(count);
     // Collisions with imported codes: top up so the caller gets exactly `count` new codes.
     if (inserted < count) await this.generateSmall(campaign, count - inserted);
