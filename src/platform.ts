@@ -1,6 +1,7 @@
 // Builds Tessera for one role: the kit, the modules, the HTTP app, and what runs in the background.
 // The launcher (src/cli/start.ts) only picks the role, listens and handles signals.
 
+import { setTimeout as sleep } from 'node:timers/promises';
 import { registerAdminRoutes, registerAuthRoutes } from './kit/admin-routes.ts';
 import { createApiKey, createUser, WebhookVerifier } from './kit/auth.ts';
 import type { Config, Role } from './kit/config.ts';
@@ -153,10 +154,22 @@ export async function createPlatform(opts: PlatformOptions): Promise<Platform> {
   };
 }
 
+/**
+ * Waits (at most 2 s) until nothing holds or waits for a connection. graphile-worker may ask for a
+ * client to record a job's completion just after its stop() resolves; pool.end() in that same tick
+ * closes the idle clients under the pending request, which then fails "timeout exceeded" 5 s later.
+ */
+async function settle(pool: Kit['pool'], maxMs = 2000): Promise<void> {
+  const deadline = Date.now() + maxMs;
+  do await sleep(20);
+  while ((pool.waitingCount > 0 || pool.totalCount > pool.idleCount) && Date.now() < deadline);
+}
+
 async function closeKit(kit: Kit): Promise<void> {
   // From here on a dropped connection is expected, not news.
   kit.pool.removeAllListeners('error');
   kit.pool.on('error', () => undefined);
+  await settle(kit.pool);
   await kit.pool.end().catch(() => undefined);
   if (kit.nats && !kit.nats.isClosed()) await kit.nats.close().catch(() => undefined);
   await kit.embedded?.stop();

@@ -61,8 +61,9 @@ export function createPool(
   const pool = new pg.Pool({
     connectionString,
     max,
-    // A stopped or hung server must fail fast so requests answer 503 at once, never hang.
-    connectionTimeoutMillis: 2000,
+    // Bounded so a hung server never hangs a request (a stopped one refuses at once anyway, and
+    // /health has its own 1.5 s deadline); 2 s gave false timeouts on a saturated 2-core machine.
+    connectionTimeoutMillis: 5000,
     idleTimeoutMillis: 30000,
     keepAlive: true,
   });

@@ -225,8 +225,13 @@ export class Jobs {
 
   /** Graceful: waits for running jobs (graphile-worker's own shutdown), then returns. */
   async stop(): Promise<void> {
-    await this.runner?.stop();
+    const runner = this.runner;
     this.runner = undefined;
+    if (!runner) return;
+    await runner.stop();
+    // stop() can resolve while a job that just finished still records its completion; the runner's
+    // promise settles only when all of that is done, so the pool is not closed under it.
+    await runner.promise.catch(() => undefined);
   }
 
   private async runJob(
@@ -244,13 +249,17 @@ export class Jobs {
     });
     const mode = this.chaos.mode(module, 'worker');
     if (mode === 'crash') {
-      this.chaos.record(module, 'worker', mode, { job: def.name });
+      this.chaos.record(module, 'worker', mode, { job: def.name, jobId: helpers.job.id });
       // Seed 003: "Worker exits immediately with FAILURE_INJECTION log". The job stays locked and
       // is retried by another worker once graphile-worker's lock expires.
       process.exit(1);
     }
     if (mode === 'slow') {
-      this.chaos.record(module, 'worker', mode, { job: def.name, delayMs: SLOW_WORKER_MS });
+      this.chaos.record(module, 'worker', mode, {
+        job: def.name,
+        jobId: helpers.job.id,
+        delayMs: SLOW_WORKER_MS,
+      });
       await sleep(SLOW_WORKER_MS);
     }
     const started = process.hrtime.bigint();
@@ -267,7 +276,7 @@ export class Jobs {
       injectBadSchema: () => {
         if (this.chaos.mode(module, 'worker') !== 'bad_schema' || Math.random() >= BAD_SCHEMA_RATE)
           return false;
-        this.chaos.record(module, 'worker', 'bad_schema', { job: def.name });
+        this.chaos.record(module, 'worker', 'bad_schema', { job: def.name, jobId: helpers.job.id });
         return true;
       },
     };
