@@ -146,7 +146,9 @@ export async function createPlatform(opts: PlatformOptions): Promise<Platform> {
       await kit.rpc.close(); // leaves NATS queue groups, answers in-flight RPC
       await kit.jobs.stop(); // waits for running jobs
       for (const m of modules)
-        await m.stop?.().catch((err) => log.error({ err, module: m.name }, 'MODULE_STOP_FAILED'));
+        await m
+          .stop?.(contexts.get(m.name)!)
+          .catch((err) => log.error({ err, module: m.name }, 'MODULE_STOP_FAILED'));
       kit.chaos.stopSync();
       await closeKit(kit);
       log.info('SHUTDOWN_DONE');

@@ -26,8 +26,8 @@ export interface TesseraModule {
   routes?(app: App, ctx: ModuleContext): void | Promise<void>;
   /** Extra /health checks. */
   healthChecks?: HealthCheck[];
-  /** Release what setup() acquired. */
-  stop?(): Promise<void>;
+  /** Release what setup() acquired for this platform (a process may build several, as tests do). */
+  stop?(ctx: ModuleContext): Promise<void>;
 }
 
 export function defineModule(m: TesseraModule): TesseraModule {

@@ -83,9 +83,9 @@ async function drain(ctx: ModuleContext, metrics: EventsMetrics, waker: Waker, j
   return { processed, failed };
 }
 
-// setup() and routes() receive the same context object per platform; tests build several platforms.
+// setup(), routes() and stop() receive the same context object per platform; tests build several.
 const ingestors = new WeakMap<ModuleContext, Ingestor>();
-const wakers = new Set<Waker>();
+const wakers = new WeakMap<ModuleContext, Waker>();
 
 export const eventsModule = defineModule({
   name: 'events',
@@ -96,7 +96,7 @@ export const eventsModule = defineModule({
     const waker = new Waker(ctx);
     const ingestor = new Ingestor(ctx.pool, ctx.log, metrics, () => waker.wake());
     ingestors.set(ctx, ingestor);
-    wakers.add(waker);
+    wakers.set(ctx, waker);
     ctx.jobs.define({
       name: DRAIN_JOB,
       maxAttempts: 25,
@@ -120,7 +120,7 @@ export const eventsModule = defineModule({
   routes(app, ctx) {
     registerEventRoutes(app, ctx, ingestors.get(ctx)!);
   },
-  async stop() {
-    for (const w of wakers) w.stop();
+  async stop(ctx) {
+    wakers.get(ctx)?.stop();
   },
 });

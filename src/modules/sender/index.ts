@@ -1,7 +1,7 @@
 // The sender module (issue 6, seed 001 BatchSender): batches of personalised messages sent through
 // durable chunk jobs to e-mail (SMTP), webhooks or a mock provider. See docs/api/sender.md.
 import path from 'node:path';
-import { defineModule } from '../../kit/module.ts';
+import { defineModule, type ModuleContext } from '../../kit/module.ts';
 import { Batches } from './batches.ts';
 import { createSenderMetrics } from './metrics.ts';
 import { senderRoutes } from './routes.ts';
@@ -9,10 +9,8 @@ import { SendEngine } from './worker.ts';
 
 export type { CodesService } from './codes.ts';
 
-// One engine per platform built in this process (tests build several). stop() has no context, so
-// it closes every engine's provider connections (they reopen on demand), and each sweeper stops
-// itself once its pool is shutting down.
-const engines = new Set<SendEngine>();
+// One engine per platform built in this process (tests build several), found again by its context.
+const engines = new WeakMap<ModuleContext, SendEngine>();
 
 export const senderModule = defineModule({
   name: 'sender',
@@ -21,14 +19,14 @@ export const senderModule = defineModule({
   setup(ctx) {
     const metrics = createSenderMetrics(ctx.metrics.registry, ctx.pool);
     const engine = new SendEngine(ctx, metrics);
-    engines.add(engine);
+    engines.set(ctx, engine);
     engine.register();
     if (ctx.role === 'all' || ctx.role === 'worker') engine.startSweeper();
   },
   routes(app, ctx) {
     senderRoutes(app, ctx, new Batches(ctx.pool, ctx.jobs));
   },
-  async stop() {
-    await Promise.all([...engines].map((e) => e.stop()));
+  async stop(ctx) {
+    await engines.get(ctx)?.stop();
   },
 });

@@ -129,6 +129,7 @@ export class SendEngine {
   }
 
   async stop(): Promise<void> {
+    clearInterval(this.sweeper);
     await Promise.allSettled([...this.channels.values()].map((c) => c.close()));
     this.channels.clear();
   }
