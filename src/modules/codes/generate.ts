@@ -126,22 +126,12 @@ export class Generator {
     const digits = campaign.permutation.digits(start, n);
     const buf = Buffer.allocUnsafe(n * (head.length + length + 2 + 20));
     let o = 0;
-    const tmp = new Uint8Array(20);
     for (let k = 0; k < n; k++) {
       head.copy(buf, o);
       o += head.length;
       const base = k * length;
       for (let j = 0; j < length; j++) buf[o++] = letters[digits[base + j]!]!;
-      buf[o++] = 9; // \t
-      let s = seqStart + k;
-      let t = 0;
-      do {
-        const q = Math.floor(s / 10);
-        tmp[t++] = 48 + (s - q * 10);
-        s = q;
-      } while (s > 0);
-      while (t > 0) buf[o++] = tmp[--t]!;
-      buf[o++] = 10; // \n
+      o = writeSeqTail(buf, o, seqStart + k);
     }
     return buf.subarray(0, o);
   }
@@ -360,6 +350,23 @@ export class Generator {
  * the upper one appends at their right edge (PostgreSQL's rightmost-leaf fast path), so the lower
  * one gets the smaller share: measured 7.5 against 4.6 µs of PostgreSQL CPU per row.
  */
+const digitScratch = new Uint8Array(20);
+
+/** Writes `\t<seq>\n` of a COPY row at `o` (digits by hand: String() per row costs at 10M rows). */
+function writeSeqTail(buf: Buffer, o: number, seq: number): number {
+  buf[o++] = 9; // \t
+  let s = seq;
+  let t = 0;
+  do {
+    const q = Math.floor(s / 10);
+    digitScratch[t++] = 48 + (s - q * 10);
+    s = q;
+  } while (s > 0);
+  while (t > 0) buf[o++] = digitScratch[--t]!;
+  buf[o++] = 10; // \n
+  return o;
+}
+
 function half(n: number, h: number): [number, number] {
   const cut = Math.floor(n * LOWER_SHARE);
   return h === 0 ? [0, cut] : [cut, n];
@@ -387,7 +394,6 @@ function sortedChunk(
 ): Buffer {
   const radix = letters.length;
   const buf = Buffer.allocUnsafe(m * (head.length + length + 2 + 20));
-  const tmp = new Uint8Array(20);
   let o = 0;
   for (let k = 0; k < m; k++) {
     head.copy(buf, o);
@@ -408,16 +414,7 @@ function sortedChunk(
       x = q;
     }
     o += length;
-    buf[o++] = 9;
-    let s = seqStart + k;
-    let t = 0;
-    do {
-      const q = Math.floor(s / 10);
-      tmp[t++] = 48 + (s - q * 10);
-      s = q;
-    } while (s > 0);
-    while (t > 0) buf[o++] = tmp[--t]!;
-    buf[o++] = 10;
+    o = writeSeqTail(buf, o, seqStart + k);
   }
   return buf.subarray(0, o);
 }
