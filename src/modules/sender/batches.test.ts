@@ -4,6 +4,7 @@ import { describe, it } from 'node:test';
 import { startPlatform, type TestPlatform, waitFor } from '../../../test/helpers.ts';
 import { mockProvider } from './channels.ts';
 import { senderModule } from './index.ts';
+import { batchFinished } from './test-peers.ts';
 
 const template = { subject: 'Hi {{name}}', html: '<p>Hello {{name}}</p>', text: 'Hello {{name}}' };
 const people = (n: number, prefix = 'p') =>
@@ -20,32 +21,9 @@ async function post(p: TestPlatform, url: string, payload?: unknown, headers: Re
     payload: payload as object,
   });
 }
+const finished = (p: TestPlatform, id: string, timeoutMs = 30000) => batchFinished(p, id, timeoutMs);
 async function get(p: TestPlatform, url: string) {
   return p.app.inject({ method: 'GET', url, headers: p.auth });
-}
-async function finished(p: TestPlatform, id: string, timeoutMs = 30000) {
-  return waitFor(
-    async () => {
-      const b = (await get(p, `/api/batches/${id}`)).json();
-      return ['completed', 'cancelled', 'failed'].includes(b.state) ? b : undefined;
-    },
-    { timeoutMs, what: `batch ${id} to finish` },
-  ).catch(async (e) => {
-    const dump = {
-      b: (await get(p, `/api/batches/${id}`)).json(),
-      r: (
-        await p.kit.pool.query(
-          'SELECT state, attempts, next_attempt_at, now() FROM sender_recipients WHERE batch_id=$1 AND state NOT IN ($2) LIMIT 20',
-          [id, 'sent'],
-        )
-      ).rows,
-      c: (await p.kit.pool.query('SELECT * FROM sender_chunks WHERE batch_id=$1', [id])).rows,
-      j: (await p.kit.pool.query('SELECT * FROM graphile_worker.jobs')).rows,
-      logs: p.logs.lines.filter((l) => (l.level as number) >= 40).slice(0, 5),
-    };
-    (await import('node:fs')).writeFileSync('/tmp/sender-debug.json', JSON.stringify(dump, null, 1));
-    throw e;
-  });
 }
 
 /** Lets in-flight chunk jobs finish before the platform stops (graphile completes jobs lazily). */

@@ -4,20 +4,12 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { startPlatform, type TestPlatform, waitFor } from '../../../test/helpers.ts';
 import { senderModule } from './index.ts';
-import { startSmtpSink, startWebhookReceiver, WEBHOOK_SECRET } from './test-peers.ts';
+import { batchFinished, startSmtpSink, startWebhookReceiver, WEBHOOK_SECRET } from './test-peers.ts';
 
 const inject = (p: TestPlatform, method: 'GET' | 'POST' | 'DELETE', url: string, payload?: unknown) =>
   p.app.inject({ method, url, headers: p.auth, payload: payload as object });
 
-async function finished(p: TestPlatform, id: string) {
-  return waitFor(
-    async () => {
-      const b = (await inject(p, 'GET', `/api/batches/${id}`)).json();
-      return ['completed', 'cancelled', 'failed'].includes(b.state) ? b : undefined;
-    },
-    { timeoutMs: 60000, what: `batch ${id} to finish` },
-  );
-}
+const finished = (p: TestPlatform, id: string) => batchFinished(p, id, 60000);
 
 describe('sender channels with real peers', () => {
   it('when a batch goes to the local SMTP server, then each e-mail has its own subject, body, variables and List-Unsubscribe', async () => {

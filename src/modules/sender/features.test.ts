@@ -2,8 +2,9 @@
 // the 4xx answers of the batch API.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { startPlatform, type TestPlatform, waitFor } from '../../../test/helpers.ts';
+import { startPlatform, type TestPlatform } from '../../../test/helpers.ts';
 import { senderModule } from './index.ts';
+import { batchFinished } from './test-peers.ts';
 
 const template = { subject: 'Hi {{name}}', text: 'Hello {{name}} from {{city}}' };
 const inject = (
@@ -14,15 +15,7 @@ const inject = (
   headers = {},
 ) => p.app.inject({ method, url, headers: { ...p.auth, ...headers }, payload: payload as object });
 
-async function finished(p: TestPlatform, id: string) {
-  return waitFor(
-    async () => {
-      const b = (await inject(p, 'GET', `/api/batches/${id}`)).json();
-      return ['completed', 'cancelled', 'failed'].includes(b.state) ? b : undefined;
-    },
-    { timeoutMs: 60000, what: `batch ${id} to finish` },
-  );
-}
+const finished = (p: TestPlatform, id: string) => batchFinished(p, id, 60000);
 
 function sign(p: TestPlatform, body: string, id = `evt_${Math.random().toString(36).slice(2)}`) {
   return { ...p.kit.webhooks.sign(id, body), 'content-type': 'application/json' };

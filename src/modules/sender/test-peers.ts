@@ -5,6 +5,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { SMTPServer } from 'smtp-server';
 import { Webhook } from 'standardwebhooks';
+import { type TestPlatform, waitFor } from '../../../test/helpers.ts';
 
 export interface ReceivedMail {
   from: string;
@@ -116,4 +117,30 @@ export async function startWebhookReceiver(
         server.close(() => resolve());
       }),
   };
+}
+
+/**
+ * Waits for a batch to reach a final state and returns it; on timeout the error carries the
+ * batch and up to 10 unsent recipients, which is what one needs to see why it stalled.
+ */
+export async function batchFinished(p: TestPlatform, id: string, timeoutMs: number) {
+  const get = async () =>
+    (await p.app.inject({ method: 'GET', url: `/api/batches/${id}`, headers: p.auth })).json();
+  try {
+    return await waitFor(
+      async () => {
+        const b = await get();
+        return ['completed', 'cancelled', 'failed'].includes(b.state) ? b : undefined;
+      },
+      { timeoutMs, what: `batch ${id} to finish` },
+    );
+  } catch (err) {
+    const { rows } = await p.kit.pool.query(
+      `SELECT state, attempts, next_attempt_at FROM sender_recipients WHERE batch_id = $1 AND state <> 'sent' LIMIT 10`,
+      [id],
+    );
+    throw new Error(
+      `${(err as Error).message}; batch ${JSON.stringify(await get())}; unsent ${JSON.stringify(rows)}`,
+    );
+  }
 }
