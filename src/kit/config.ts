@@ -179,6 +179,12 @@ const settings = {
     0,
     integer(0, 10_000_000),
   ),
+  senderRetryBaseMs: setting(
+    'SENDER_RETRY_BASE_MS',
+    'first retry delay of a transient send failure; doubles per attempt (with jitter), at most 60 s',
+    500,
+    integer(1, 60_000),
+  ),
   eventsBatchSize: setting(
     'EVENTS_BATCH_SIZE',
     'raw events the events worker aggregates per batch',

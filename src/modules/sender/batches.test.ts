@@ -87,7 +87,9 @@ describe('sender batches (mock channel)', () => {
   });
 
   it('when 30% of attempts fail transiently, then all are delivered in the end and none twice', async () => {
-    const p = await startPlatform({ modules: [senderModule] });
+    // A 20 ms first retry: at 500 ms, one of 600 recipients failing 7 times in a row (p ≈ 0.13)
+    // waits about a minute for its next try, longer than the test waits.
+    const p = await startPlatform({ modules: [senderModule], env: { SENDER_RETRY_BASE_MS: '20' } });
     mockProvider.record = true;
     const res = await post(p, '/api/batches', {
       channel: 'mock',

@@ -31,7 +31,8 @@ async function deferredBatch(p: TestPlatform, url: string) {
       const { rows } = await p.kit.pool.query<{ deferred: boolean; at: Date | null }>(
         `SELECT (c.state = 'pending' AND (SELECT bool_and(state = 'pending' AND next_attempt_at > now() + interval '1 second')
                   FROM sender_recipients WHERE batch_id = $1)) AS deferred,
-                (SELECT max(run_at) FROM graphile_worker.jobs WHERE key = 'sender:chunk:' || $1 || ':0') AS at
+                (SELECT max(run_at) FROM graphile_worker.jobs
+                  WHERE key = 'sender:chunk:' || $1 || ':0' AND locked_at IS NULL) AS at
          FROM sender_chunks c WHERE c.batch_id = $1 AND c.no = 0`,
         [id],
       );

@@ -61,9 +61,9 @@ export async function enqueueChunks(db: Queryable, batchId: string, no?: number,
   );
 }
 
-/** Exponential backoff with jitter: 0.5–1 × 500 ms × 2^(attempt-1), at most a minute. */
-export function backoffSeconds(attempt: number): number {
-  const base = Math.min(60, 0.5 * 2 ** (attempt - 1));
+/** Exponential backoff with jitter: 0.5–1 × base × 2^(attempt-1), at most a minute. */
+export function backoffSeconds(attempt: number, baseMs: number): number {
+  const base = Math.min(60, (baseMs / 1000) * 2 ** (attempt - 1));
   return base * (0.5 + Math.random() / 2);
 }
 
@@ -118,6 +118,10 @@ export class SendEngine {
     this.ctx.jobs.define({ name: 'sender:start', run: (p) => this.start(p.batchId), maxAttempts: 10 });
     this.ctx.jobs.define({ name: 'sender:chunk', run: (p, job) => this.chunk(p, job), maxAttempts: 25 });
     this.ctx.jobs.define({ name: 'sender:cancel', run: (p) => this.cancelRest(p.batchId), maxAttempts: 10 });
+  }
+
+  get retryBaseMs(): number {
+    return this.ctx.config.senderRetryBaseMs;
   }
 
   startSweeper(): void {
@@ -351,8 +355,8 @@ export class SendEngine {
     return wait;
   }
 
-  async releaseChunk(batchId: string, no: number, owner: string) {
-    await this.pool.query(
+  async releaseChunk(batchId: string, no: number, owner: string, db: Queryable = this.pool) {
+    await db.query(
       `UPDATE sender_chunks SET state = 'pending', owner = NULL, lease_until = NULL
        WHERE batch_id = $1 AND no = $2 AND owner = $3 AND state = 'running'`,
       [batchId, no, owner],
@@ -504,8 +508,11 @@ class ChunkRun {
         const waitMs = next.getTime() - Date.now();
         if (waitMs > MAX_INLINE_WAIT_MS) {
           // Give the worker slot to other chunks; come back when the earliest retry is due.
-          await this.engine.releaseChunk(this.batchId, this.no, this.owner);
-          await enqueueChunks(this.pool, this.batchId, this.no, next);
+          // One transaction: no moment where the chunk is released but has no queued job.
+          await withTransaction(this.pool, async (db) => {
+            await this.engine.releaseChunk(this.batchId, this.no, this.owner, db);
+            await enqueueChunks(db, this.batchId, this.no, next);
+          });
           return { sent, deferredUntil: next };
         }
         await this.sleepWhileSending(Math.max(10, waitMs));
@@ -618,7 +625,7 @@ class ChunkRun {
             id: r.id,
             state: 'pending',
             error: reason,
-            delay: backoffSeconds(r.attempts),
+            delay: backoffSeconds(r.attempts, this.engine.retryBaseMs),
             code,
           });
         }
