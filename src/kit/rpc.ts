@@ -3,6 +3,12 @@
 // api processes send requests: NATS load-balances across workers and reports "no responders" at
 // once when none is running. This is seed 002's gateway → orchestrator → worker shape, minus the
 // orchestrator: the queue group is the registry. An HttpError keeps its status across the wire.
+//
+// Over NATS, concurrent calls to one method travel together: a request carries a JSON array of
+// inputs and its reply an array of answers, one each. At most MAX_BATCHES_IN_FLIGHT requests per
+// method are out at once (spread over the workers by the queue group); calls that come meanwhile
+// wait and leave together in the next one. At low load a call goes at once, alone; under load one
+// NATS round trip (two messages, two socket writes, one timer) serves dozens of calls.
 import {
   connect,
   type NatsConnection,
@@ -10,6 +16,7 @@ import {
   type Subscription,
   TimeoutError,
 } from '@nats-io/transport-node';
+import { Coalescer } from './coalescer.ts';
 import { HttpError, unavailable } from './errors.ts';
 import type { Logger } from './log.ts';
 import type { KitMetrics } from './metrics.ts';
@@ -30,12 +37,20 @@ interface WireReply {
 
 const subjectOf = (service: string, method: string) => `tessera.rpc.${service}.${method}`;
 
+/** Requests out per method at once: enough to keep several workers busy, few enough to batch. */
+const MAX_BATCHES_IN_FLIGHT = 8;
+const MAX_BATCH = 128;
+
 export type RpcTransport = 'local' | 'nats';
 
 export class Rpc {
   private readonly services = new Map<string, Handlers>();
   private readonly subs: Subscription[] = [];
   private readonly inflight = new Set<Promise<unknown>>();
+  private readonly natsBatches = new Coalescer<unknown, unknown>(
+    (subject, inputs) => this.sendBatch(subject, inputs),
+    { maxBatch: MAX_BATCH, maxInflight: MAX_BATCHES_IN_FLIGHT },
+  );
 
   constructor(
     private readonly log: Logger,
@@ -99,14 +114,17 @@ export class Rpc {
     return this.handler(service, method)(input);
   }
 
-  private async callNats(service: string, method: string, input: unknown): Promise<unknown> {
-    const nc = this.nats!;
-    let reply: WireReply;
+  private callNats(service: string, method: string, input: unknown): Promise<unknown> {
+    return this.natsBatches.submit(subjectOf(service, method), input ?? null);
+  }
+
+  /** One NATS request for a batch of calls; one answer (or HttpError) per call, in order. */
+  private async sendBatch(subject: string, inputs: unknown[]): Promise<unknown[]> {
+    const [, , service, method] = subject.split('.');
+    let replies: WireReply[];
     try {
-      const msg = await nc.request(subjectOf(service, method), JSON.stringify(input ?? null), {
-        timeout: this.timeoutMs,
-      });
-      reply = msg.json<WireReply>();
+      const msg = await this.nats!.request(subject, JSON.stringify(inputs), { timeout: this.timeoutMs });
+      replies = msg.json<WireReply[]>();
     } catch (err) {
       if (err instanceof RequestError && err.isNoResponders()) {
         throw unavailable(`no ${service} worker is running: start one with \`tessera start --role worker\``);
@@ -116,8 +134,11 @@ export class Rpc {
       }
       throw unavailable(`${service} service unreachable over NATS: ${(err as Error).message}`);
     }
-    if (reply.ok) return reply.data;
-    throw new HttpError(reply.error?.statusCode ?? 500, reply.error?.message ?? 'RPC failed');
+    return inputs.map((_, i) => {
+      const reply = replies[i];
+      if (reply?.ok) return reply.data;
+      return new HttpError(reply?.error?.statusCode ?? 500, reply?.error?.message ?? 'RPC failed');
+    });
   }
 
   /** Worker role with NATS: serve every registered service in its queue group. */
@@ -143,10 +164,29 @@ export class Rpc {
     }
   }
 
-  private async answer(service: string, method: string, data: Uint8Array): Promise<WireReply> {
+  /** Answers a batch: every call runs concurrently (so the service can coalesce their queries). */
+  private async answer(service: string, method: string, data: Uint8Array): Promise<WireReply[]> {
+    let inputs: unknown[];
     try {
-      const input = data.length ? JSON.parse(Buffer.from(data).toString('utf8')) : null;
-      return { ok: true, data: await this.handler(service, method)(input) };
+      inputs = JSON.parse(Buffer.from(data).toString('utf8'));
+      if (!Array.isArray(inputs)) throw new Error('an RPC request is a JSON array of inputs');
+    } catch (err) {
+      this.log.error({ err, service, method }, 'RPC_BAD_REQUEST');
+      return [];
+    }
+    const handler = this.services.get(service)?.[method];
+    return Promise.all(inputs.map((input) => this.answerOne(service, method, handler, input)));
+  }
+
+  private async answerOne(
+    service: string,
+    method: string,
+    handler: Handler | undefined,
+    input: unknown,
+  ): Promise<WireReply> {
+    try {
+      if (!handler) throw new HttpError(501, `RPC ${service}.${method} is not registered in this process`);
+      return { ok: true, data: await handler(input) };
     } catch (err) {
       if (err instanceof HttpError)
         return { ok: false, error: { statusCode: err.statusCode, message: err.message } };

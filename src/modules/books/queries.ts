@@ -75,6 +75,17 @@ export async function selectBook(db: Queryable, id: string): Promise<BookRow | u
   return rows[0];
 }
 
+/** Many books by id in one round trip (the coalesced GET /books/:id); in the order asked. */
+export async function selectBooksById(db: Queryable, ids: string[]): Promise<(BookRow | undefined)[]> {
+  const { rows } = await db.query<BookRow>({
+    name: 'books_select_books_by_id',
+    text: `SELECT ${COLUMNS} FROM books WHERE id = ANY($1::uuid[])`,
+    values: [ids],
+  });
+  const byId = new Map(rows.map((r) => [r.id, r]));
+  return ids.map((id) => byId.get(id));
+}
+
 export interface BookFilter {
   tag?: string;
   status?: BookStatus;

@@ -1,15 +1,18 @@
 // The books service: what the books RPC answers, in-process or on worker processes over NATS.
 // Inputs and outputs are plain JSON (ISO dates), so both transports return the same thing.
 // Other modules import only the BooksService type from here.
+import { Coalescer } from '../../kit/coalescer.ts';
 import type { Pool } from '../../kit/db.ts';
 import { badRequest, conflict, notFound } from '../../kit/errors.ts';
 import type { Logger } from '../../kit/log.ts';
 import {
+  type BookRow,
   changeStatus,
   deleteBook,
   insertBook,
   selectBook,
   selectBooks,
+  selectBooksById,
   selectHistory,
   selectRacks,
   toBook,
@@ -100,6 +103,12 @@ export function createBooksService(pool: Pool, log: Logger): BooksService {
     );
   }
 
+  // GET /books/:id is the hottest call: concurrent reads share one query.
+  const reads = new Coalescer<string, BookRow | undefined>((_key, ids) => selectBooksById(pool, ids), {
+    maxBatch: 500,
+    maxInflight: 2,
+  });
+
   return {
     async create(input) {
       const status: BookStatus = input.info.status ?? 'available';
@@ -119,7 +128,7 @@ export function createBooksService(pool: Pool, log: Logger): BooksService {
     },
 
     async get({ id }) {
-      const row = await selectBook(pool, bookId(id));
+      const row = await reads.submit('books', bookId(id));
       if (!row) throw missing(id);
       return toBook(row);
     },

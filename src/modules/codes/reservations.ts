@@ -11,11 +11,11 @@
 // already taken. The cursor is only a hint; a short scan falls back to scanning from the start, so
 // a 409 always means the campaign really is short.
 import { randomUUID } from 'node:crypto';
+import { Coalescer } from '../../kit/coalescer.ts';
 import type { Pool, PoolClient, Queryable } from '../../kit/db.ts';
 import { withTransaction } from '../../kit/db.ts';
 import { conflict, notFound } from '../../kit/errors.ts';
 import type { Campaign } from './campaigns.ts';
-import { Coalescer } from './coalescer.ts';
 import type { CodesMetrics } from './metrics.ts';
 
 export interface ReserveRequest {

@@ -1,7 +1,9 @@
 // What one platform's codes module holds: built in setup(), used by routes, jobs and RPC.
+
+import { Coalescer } from '../../kit/coalescer.ts';
+import type { Queryable } from '../../kit/db.ts';
 import type { ModuleContext } from '../../kit/module.ts';
 import { Campaigns } from './campaigns.ts';
-import { Coalescer } from './coalescer.ts';
 import { Generator, STATE_ASSIGNED } from './generate.ts';
 import { type CodesMetrics, createCodesMetrics } from './metrics.ts';
 import { Reservations } from './reservations.ts';
@@ -34,7 +36,7 @@ export interface CodesState {
   transfer: Transfer;
   metrics: CodesMetrics;
   service: CodesService;
-  lookup(campaign: Awaited<ReturnType<Campaigns['get']>>, code: string): Promise<CodeRecord | null>;
+  lookup(campaign: Campaign, code: string): Promise<CodeRecord | null>;
   /** POST /api/generate: concurrent calls are coalesced into one INSERT. */
   webhookGenerate(count: number): Promise<string[]>;
 }
@@ -62,6 +64,16 @@ export function createCodesState(ctx: ModuleContext): CodesState {
     },
     { maxBatch: 64, maxInflight: 2 },
   );
+  // GET of one code is the hottest read: concurrent lookups in a campaign share one query.
+  const lookups = new Coalescer<Lookup, CodeRecord | null>(
+    (_key, reqs) =>
+      lookupMany(
+        ctx.pool,
+        reqs[0]!.campaign,
+        reqs.map((r) => r.code),
+      ),
+    { maxBatch: 500, maxInflight: 2 },
+  );
   return {
     campaigns,
     reservations,
@@ -70,40 +82,61 @@ export function createCodesState(ctx: ModuleContext): CodesState {
     metrics,
     service,
     webhookGenerate: (count) => webhookBatches.submit(BATCH_CAMPAIGN.id, count),
-    async lookup(campaign, code) {
-      const { rows } = await ctx.pool.query<{
-        code: string;
-        state: number;
-        live: boolean;
-        reserve_id: string | null;
-        user_id: string | null;
-        created_at: Date;
-        reserved_at: Date | null;
-        expires_at: Date | null;
-        assigned_at: Date | null;
-      }>(
-        `SELECT code, state, NOT (state = 1 AND expires_at <= now()) AS live, reserve_id, user_id, created_at,
-           reserved_at, expires_at, assigned_at
-         FROM codes WHERE campaign_no = $1 AND code = $2`,
-        [campaign.no, code],
-      );
-      const r = rows[0];
-      if (!r) return null;
-      // The lazy expiry check: a reservation past its TTL is reported available even before the
-      // cron job has returned it to the pool.
-      const state = r.state === 2 ? 'assigned' : r.state === 1 && r.live ? 'reserved' : 'available';
-      const held = state !== 'available';
-      return {
-        campaignId: campaign.id,
-        code: r.code,
-        state,
-        reserveId: held ? r.reserve_id : null,
-        userId: r.user_id,
-        createdAt: r.created_at.toISOString(),
-        reservedAt: held ? iso(r.reserved_at) : null,
-        expiresAt: held ? iso(r.expires_at) : null,
-        assignedAt: iso(r.assigned_at),
-      };
-    },
+    lookup: (campaign, code) => lookups.submit(String(campaign.no), { campaign, code }),
+  };
+}
+
+type Campaign = Awaited<ReturnType<Campaigns['get']>>;
+interface Lookup {
+  campaign: Campaign;
+  code: string;
+}
+
+interface CodeRow {
+  code: string;
+  state: number;
+  live: boolean;
+  reserve_id: string | null;
+  user_id: string | null;
+  created_at: Date;
+  reserved_at: Date | null;
+  expires_at: Date | null;
+  assigned_at: Date | null;
+}
+
+/** The records of `codes` in one campaign, in the order asked (null where a code is not there). */
+async function lookupMany(
+  pool: Queryable,
+  campaign: Campaign,
+  codes: string[],
+): Promise<(CodeRecord | null)[]> {
+  const { rows } = await pool.query<CodeRow>(
+    `SELECT code, state, NOT (state = 1 AND expires_at <= now()) AS live, reserve_id, user_id, created_at,
+       reserved_at, expires_at, assigned_at
+     FROM codes WHERE campaign_no = $1 AND code = ANY($2::text[])`,
+    [campaign.no, codes],
+  );
+  const found = new Map(rows.map((r) => [r.code, r]));
+  return codes.map((code) => {
+    const r = found.get(code);
+    return r ? toRecord(campaign, r) : null;
+  });
+}
+
+function toRecord(campaign: Campaign, r: CodeRow): CodeRecord {
+  // The lazy expiry check: a reservation past its TTL is reported available even before the
+  // cron job has returned it to the pool.
+  const state = r.state === 2 ? 'assigned' : r.state === 1 && r.live ? 'reserved' : 'available';
+  const held = state !== 'available';
+  return {
+    campaignId: campaign.id,
+    code: r.code,
+    state,
+    reserveId: held ? r.reserve_id : null,
+    userId: r.user_id,
+    createdAt: r.created_at.toISOString(),
+    reservedAt: held ? iso(r.reserved_at) : null,
+    expiresAt: held ? iso(r.expires_at) : null,
+    assignedAt: iso(r.assigned_at),
   };
 }

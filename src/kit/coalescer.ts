@@ -1,9 +1,9 @@
-// Coalesces concurrent requests for the same key (a campaign) into one batch: while a batch for a
-// campaign is in its transaction, newcomers queue; when it commits, everything queued goes in the
-// next batch. Under load one transaction serves dozens of requests (64 connections → batches of
-// ~64), so throughput is bounded by HTTP, not by PostgreSQL round trips; at low load a request
-// runs at once, alone, with no added wait. Correctness never rests on this class: the SQL is safe
-// with any number of processes batching side by side.
+// Coalesces concurrent requests for the same key (a campaign, a table) into one batch: while a
+// batch for a key is in flight, newcomers queue; when it ends, everything queued goes in the next
+// batch. Under load one round trip serves dozens of requests (64 connections → batches of ~64), so
+// throughput is bounded by HTTP, not by PostgreSQL round trips; at low load a request runs at
+// once, alone, with no added wait. Correctness never rests on this class: callers' SQL must be
+// safe with any number of processes batching side by side.
 
 interface Pending<Req, Res> {
   req: Req;
