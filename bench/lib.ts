@@ -1,6 +1,7 @@
 // Bench harness: servers run in child processes, autocannon drives load from this process, and
 // every figure is printed next to the bare-Fastify ceiling measured in the same run.
 import { type ChildProcess, spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -20,7 +21,11 @@ export async function startServer(
   args: string[] = [],
   env: Record<string, string> = {},
 ): Promise<Server> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, script), ...args], {
+  // BENCH_PROFILE=<dir>: every server writes a V8 CPU profile there when it exits (for `--cpu-prof`).
+  const profile = process.env.BENCH_PROFILE
+    ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`]
+    : [];
+  const proc = spawn(process.execPath, [...profile, '--import', 'tsx', path.join(ROOT, script), ...args], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -221,5 +226,54 @@ export function printRows(title: string, rows: Row[]): void {
     process.stdout.write(
       `| ${r.name} | ${fmt(r.figure)} | ${fmt(r.ceiling)} | ${ratio} | ${r.target ?? ''} | ${result}${r.note ? ` (${r.note})` : ''} |\n`,
     );
+  }
+}
+
+/** utime, stime, cutime, cstime of a /proc/<pid>/stat line, and its parent pid. */
+function procStat(pid: string): { ppid: number; ticks: number } | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]) };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * CPU seconds used so far by a process and all its descendants (finished ones included, through
+ * cutime/cstime). Unlike wall time, this does not move when other work shares the machine, so it
+ * gives a cost per operation that holds on a busy box: read before and after, and divide.
+ */
+export function treeCpuSeconds(root: number): number {
+  const stats = new Map<number, { ppid: number; ticks: number }>();
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    const st = procStat(d);
+    if (st) stats.set(Number(d), st);
+  }
+  let ticks = 0;
+  const visit = (pid: number) => {
+    const st = stats.get(pid);
+    if (!st) return;
+    ticks += st.ticks;
+    for (const [child, c] of stats) if (c.ppid === pid) visit(child);
+  };
+  visit(root);
+  return ticks / 100;
+}
+
+/** The postmaster's pid of the PostgreSQL server behind `databaseUrl` (must be on this machine). */
+export async function postmasterPid(databaseUrl: string): Promise<number | undefined> {
+  const { default: pg } = await import('pg');
+  const client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ dir: string }>(`SELECT current_setting('data_directory') AS dir`);
+    return Number(readFileSync(`${rows[0]!.dir}/postmaster.pid`, 'utf8').split('\n')[0]);
+  } catch {
+    return undefined;
+  } finally {
+    await client.end();
   }
 }

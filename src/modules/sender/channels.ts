@@ -7,6 +7,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import nodemailer, { type Transporter } from 'nodemailer';
 import { Webhook } from 'standardwebhooks';
+import { Pool } from 'undici';
 
 export const CHANNELS = ['email', 'webhook', 'mock'] as const;
 export type ChannelName = (typeof CHANNELS)[number];
@@ -97,11 +98,21 @@ export class WebhookChannel implements Channel {
   readonly concurrency = 64;
   readonly idempotent = true;
   private readonly signer: Webhook;
-  constructor(
-    private readonly s: WebhookSettings,
-    secret: string,
-  ) {
+  private readonly url: URL;
+  /**
+   * undici's Pool rather than fetch(): one keep-alive pool per receiver, no WHATWG streams or
+   * AbortSignal per request. fetch cost ~0.5 ms of CPU per delivery and capped a 2-core machine
+   * at ~1,700 deliveries/s.
+   */
+  private readonly pool: Pool;
+  constructor(s: WebhookSettings, secret: string) {
     this.signer = new Webhook(secret);
+    this.url = new URL(s.url);
+    this.pool = new Pool(this.url.origin, {
+      connections: this.concurrency,
+      headersTimeout: 10_000,
+      bodyTimeout: 10_000,
+    });
   }
   async send(msg: OutMessage): Promise<void> {
     const body = JSON.stringify({
@@ -116,10 +127,11 @@ export class WebhookChannel implements Channel {
       unsubscribeUrl: msg.unsubscribeUrl,
     });
     const now = new Date();
-    let res: Response;
+    let status: number;
     try {
-      res = await fetch(this.s.url, {
+      const res = await this.pool.request({
         method: 'POST',
+        path: this.url.pathname + this.url.search,
         headers: {
           'content-type': 'application/json',
           'webhook-id': msg.idempotencyKey,
@@ -128,17 +140,19 @@ export class WebhookChannel implements Channel {
           'idempotency-key': msg.idempotencyKey,
         },
         body,
-        signal: AbortSignal.timeout(10_000),
       });
-      await res.arrayBuffer();
+      status = res.statusCode;
+      await res.body.dump();
     } catch (err) {
       throw new SendError(`webhook: ${(err as Error).message}`, false);
     }
-    if (res.ok) return;
-    const transient = res.status === 408 || res.status === 429 || res.status >= 500;
-    throw new SendError(`webhook: receiver answered ${res.status}`, !transient);
+    if (status < 300) return;
+    const transient = status === 408 || status === 429 || status >= 500;
+    throw new SendError(`webhook: receiver answered ${status}`, !transient);
   }
-  async close() {}
+  async close() {
+    await this.pool.close();
+  }
 }
 
 export class EmailChannel implements Channel {
