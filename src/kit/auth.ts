@@ -4,6 +4,7 @@ import { createHash, randomBytes, scrypt as scryptCb, timingSafeEqual } from 'no
 import { promisify } from 'node:util';
 import { jwtVerify, SignJWT } from 'jose';
 import { Webhook, WebhookVerificationError } from 'standardwebhooks';
+import { Coalescer } from './coalescer.ts';
 import type { Pool } from './db.ts';
 import { badRequest, conflict, unauthorized } from './errors.ts';
 
@@ -189,11 +190,17 @@ export const WEBHOOK_TOLERANCE_SECONDS = 5 * 60;
 /** Verifies signature and timestamp (the package enforces the 5-minute window), then rejects replays. */
 export class WebhookVerifier {
   private readonly webhook: Webhook;
+  /** Concurrent deliveries record their ids in one INSERT (one commit), not one each. */
+  private readonly firstSeen: Coalescer<string, boolean>;
   constructor(
     secret: string,
     private readonly pool: Pool,
   ) {
     this.webhook = new Webhook(secret);
+    this.firstSeen = new Coalescer((_key, ids) => recordWebhookIds(this.pool, ids), {
+      maxBatch: 500,
+      maxInflight: 2,
+    });
   }
 
   async verify(rawBody: string, headers: Record<string, string | string[] | undefined>): Promise<void> {
@@ -213,11 +220,8 @@ export class WebhookVerifier {
       const why = err instanceof WebhookVerificationError ? err.message : 'invalid signature';
       throw unauthorized(`webhook signature rejected: ${why}`);
     }
-    const { rowCount } = await this.pool.query(
-      'INSERT INTO webhook_seen (id) VALUES ($1) ON CONFLICT DO NOTHING',
-      [h['webhook-id']],
-    );
-    if (!rowCount) throw unauthorized(`webhook-id ${h['webhook-id']} was already used: replays are rejected`);
+    if (!(await this.firstSeen.submit('webhook_seen', h['webhook-id'])))
+      throw unauthorized(`webhook-id ${h['webhook-id']} was already used: replays are rejected`);
   }
 
   /** Ids older than the tolerance can no longer verify, so they need not be remembered. */
@@ -234,4 +238,14 @@ export class WebhookVerifier {
       'webhook-signature': this.webhook.sign(id, at, body),
     };
   }
+}
+
+/** Records webhook ids; true for each id seen here for the first time (the first of repeats). */
+async function recordWebhookIds(pool: Pool, ids: string[]): Promise<boolean[]> {
+  const { rows } = await pool.query<{ id: string }>(
+    'INSERT INTO webhook_seen (id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING RETURNING id',
+    [ids],
+  );
+  const fresh = new Set(rows.map((r) => r.id));
+  return ids.map((id) => fresh.delete(id));
 }

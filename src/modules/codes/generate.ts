@@ -92,21 +92,23 @@ export class Generator {
     while (missing > 0) {
       const range = await this.claim(this.pool, campaign, missing);
       const codes = this.withPrefix(campaign, campaign.permutation.codes(range.startIndex, missing));
-      const inserted = await withTransaction(this.pool, async (client) => {
-        const { rows } = await client.query<{ code: string }>(
-          `INSERT INTO codes (campaign_no, code, seq, state, assigned_at)
+      // One statement (atomic without BEGIN/COMMIT round trips): the rows and the counters.
+      const { rows } = await this.pool.query<{ code: string }>(
+        `WITH ins AS (
+           INSERT INTO codes (campaign_no, code, seq, state, assigned_at)
            SELECT $1, x.code, $3 + x.ord - 1, $4::smallint, CASE WHEN $4::smallint = 2 THEN now() END
            FROM unnest($2::text[]) WITH ORDINALITY AS x(code, ord)
-           ON CONFLICT (campaign_no, code) DO NOTHING RETURNING code`,
-          [campaign.no, codes, range.startSeq, state],
-        );
-        const n = rows.length;
-        await client.query(
-          `UPDATE codes_campaigns SET available = available + $2, assigned = assigned + $3 WHERE no = $1`,
-          [campaign.no, state === STATE_AVAILABLE ? n : 0, state === STATE_ASSIGNED ? n : 0],
-        );
-        return rows.map((r) => r.code);
-      });
+           ON CONFLICT (campaign_no, code) DO NOTHING RETURNING code
+         ), counters AS (
+           UPDATE codes_campaigns
+           SET available = available + CASE WHEN $4::smallint = ${STATE_AVAILABLE} THEN (SELECT count(*) FROM ins) ELSE 0 END,
+               assigned = assigned + CASE WHEN $4::smallint = ${STATE_ASSIGNED} THEN (SELECT count(*) FROM ins) ELSE 0 END
+           WHERE no = $1
+         )
+         SELECT code FROM ins`,
+        [campaign.no, codes, range.startSeq, state],
+      );
+      const inserted = rows.map((r) => r.code);
       if (inserted.length === codes.length) out.push(...codes);
       else {
         const ok = new Set(inserted);
