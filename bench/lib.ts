@@ -277,3 +277,23 @@ export async function postmasterPid(databaseUrl: string): Promise<number | undef
     await client.end();
   }
 }
+
+export interface CpuSnapshot {
+  node: number;
+  pg: number;
+}
+
+/**
+ * CPU seconds of a server process tree and of its PostgreSQL so far. `cost(before, after, n)`
+ * turns two snapshots into µs per operation, e.g. "41 + 23 µs" (server + PostgreSQL).
+ */
+export async function cpuMeter(serverPids: number[], databaseUrl: string) {
+  const pg = await postmasterPid(databaseUrl);
+  const snap = (): CpuSnapshot => ({
+    node: serverPids.reduce((a, pid) => a + treeCpuSeconds(pid), 0),
+    pg: pg ? treeCpuSeconds(pg) : 0,
+  });
+  const cost = (a: CpuSnapshot, b: CpuSnapshot, n: number) =>
+    `${(((b.node - a.node) * 1e6) / n).toFixed(0)} + ${(((b.pg - a.pg) * 1e6) / n).toFixed(0)} µs CPU per op (server + PostgreSQL)`;
+  return { snap, cost };
+}

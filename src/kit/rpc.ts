@@ -83,7 +83,12 @@ export class Rpc {
 
   client<H>(service: string): ServiceClient<H> {
     return new Proxy({} as ServiceClient<H>, {
-      get: (_t, method: string) => (input: unknown) => this.call(service, method, input),
+      // Not a thenable: `await`ing a client (or returning it from an async function) must not
+      // turn into an RPC call named "then".
+      get: (_t, method) =>
+        typeof method !== 'string' || method === 'then'
+          ? undefined
+          : (input: unknown) => this.call(service, method, input),
     });
   }
 
@@ -118,13 +123,62 @@ export class Rpc {
     return this.natsBatches.submit(subjectOf(service, method), input ?? null);
   }
 
-  /** One NATS request for a batch of calls; one answer (or HttpError) per call, in order. */
+  /**
+   * Sends a batch of calls as few NATS requests as the server's max_payload allows (usually one);
+   * answers one result or HttpError per call, in order. A reply too large for one message comes
+   * back as `{tooLarge: true}`, and its calls go again one per request.
+   */
   private async sendBatch(subject: string, inputs: unknown[]): Promise<unknown[]> {
+    const results: unknown[] = new Array(inputs.length);
+    const limit = (this.nats!.info?.max_payload ?? 1024 * 1024) - 1024;
+    const groups: { at: number[]; body: string[]; bytes: number }[] = [];
+    let group = { at: [] as number[], body: [] as string[], bytes: 2 };
+    inputs.forEach((input, i) => {
+      const text = JSON.stringify(input);
+      const bytes = Buffer.byteLength(text) + 1;
+      if (bytes > limit) {
+        results[i] = new HttpError(
+          413,
+          `the ${subject} call is ${bytes} bytes; NATS carries at most ${limit}`,
+        );
+        return;
+      }
+      if (group.bytes + bytes > limit) {
+        groups.push(group);
+        group = { at: [], body: [], bytes: 2 };
+      }
+      group.at.push(i);
+      group.body.push(text);
+      group.bytes += bytes;
+    });
+    if (group.at.length) groups.push(group);
+    await Promise.all(
+      groups.map(async (g) => {
+        const answers = await this.request(subject, `[${g.body.join(',')}]`).catch((err: Error) => err);
+        if (answers === 'tooLarge' && g.at.length > 1) {
+          await Promise.all(
+            g.at.map(async (i, k) => {
+              const one = await this.request(subject, `[${g.body[k]}]`).catch((err: Error) => err);
+              results[i] = this.toResult(subject, one, 0);
+            }),
+          );
+          return;
+        }
+        g.at.forEach((i, k) => {
+          results[i] = this.toResult(subject, answers, k);
+        });
+      }),
+    );
+    return results;
+  }
+
+  /** One request/reply; the replies, or 'tooLarge' when the answer did not fit one message. */
+  private async request(subject: string, body: string): Promise<WireReply[] | 'tooLarge'> {
     const [, , service, method] = subject.split('.');
-    let replies: WireReply[];
     try {
-      const msg = await this.nats!.request(subject, JSON.stringify(inputs), { timeout: this.timeoutMs });
-      replies = msg.json<WireReply[]>();
+      const msg = await this.nats!.request(subject, body, { timeout: this.timeoutMs });
+      const replies = msg.json<WireReply[] | { tooLarge: true }>();
+      return Array.isArray(replies) ? replies : 'tooLarge';
     } catch (err) {
       if (err instanceof RequestError && err.isNoResponders()) {
         throw unavailable(`no ${service} worker is running: start one with \`tessera start --role worker\``);
@@ -134,11 +188,15 @@ export class Rpc {
       }
       throw unavailable(`${service} service unreachable over NATS: ${(err as Error).message}`);
     }
-    return inputs.map((_, i) => {
-      const reply = replies[i];
-      if (reply?.ok) return reply.data;
-      return new HttpError(reply?.error?.statusCode ?? 500, reply?.error?.message ?? 'RPC failed');
-    });
+  }
+
+  private toResult(subject: string, answers: WireReply[] | 'tooLarge' | Error, k: number): unknown {
+    if (answers instanceof Error) return answers;
+    if (answers === 'tooLarge')
+      return new HttpError(502, `the answer to ${subject} is larger than NATS's max_payload`);
+    const reply = answers[k];
+    if (reply?.ok) return reply.data;
+    return new HttpError(reply?.error?.statusCode ?? 500, reply?.error?.message ?? 'RPC failed');
   }
 
   /** Worker role with NATS: serve every registered service in its queue group. */
@@ -151,11 +209,15 @@ export class Rpc {
           queue: `tessera.${service}`,
           callback: (err, msg) => {
             if (err) return this.log.error({ err, service, method }, 'RPC_SUBSCRIPTION_ERROR');
-            const work = this.answer(service, method, msg.data).then((reply) =>
-              msg.respond(JSON.stringify(reply)),
-            );
+            const work = this.answer(service, method, msg.data).then((replies) => {
+              const text = JSON.stringify(replies);
+              const fits = Buffer.byteLength(text) <= (nc.info?.max_payload ?? 1024 * 1024) - 1024;
+              msg.respond(fits ? text : '{"tooLarge":true}');
+            });
+            // The caller times out and answers 503; here the failed reply is logged, never thrown.
+            work.catch((err) => this.log.error({ err, service, method }, 'RPC_REPLY_FAILED'));
             this.inflight.add(work);
-            work.finally(() => this.inflight.delete(work));
+            work.finally(() => this.inflight.delete(work)).catch(() => undefined);
           },
         });
         this.subs.push(sub);

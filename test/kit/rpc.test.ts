@@ -1,0 +1,97 @@
+// RPC over real NATS, in one process: a serving Rpc and a calling Rpc on two connections. Batching
+// must be invisible to callers: each call gets its own answer or its own error, whatever else
+// travelled in the same request, and answers larger than one NATS message still arrive.
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { type HttpError, notFound } from '../../src/kit/errors.ts';
+import { createRootLogger } from '../../src/kit/log.ts';
+import { createMetrics } from '../../src/kit/metrics.ts';
+import { Rpc } from '../../src/kit/rpc.ts';
+import { NATS_URL, needsNats } from '../helpers.ts';
+
+interface Echo {
+  echo(input: { n: number }): Promise<{ n: number }>;
+  blob(input: { kb: number }): Promise<string>;
+  fail(input: { n: number }): Promise<never>;
+}
+
+describe('RPC over NATS (batched)', { skip: needsNats }, () => {
+  const log = createRootLogger({ level: 'silent', format: 'json', debug: '', role: 'test' });
+  const start = async () => {
+    const server = new Rpc(
+      log,
+      createMetrics({ role: 'worker' }),
+      5000,
+      await Rpc.connectNats(NATS_URL!, 'w'),
+    );
+    // A subject of its own per run, so a parallel suite on the same NATS never answers here.
+    const service = `rpctest${process.pid}${Math.floor(Math.random() * 1e6)}`;
+    server.register(service, {
+      echo: async (input: { n: number }) => ({ n: input.n }),
+      blob: async (input: { kb: number }) => 'x'.repeat(input.kb * 1024),
+      fail: async (input: { n: number }) => {
+        throw notFound(`no ${input.n}`);
+      },
+    });
+    server.serve();
+    const client = new Rpc(
+      log,
+      createMetrics({ role: 'api' }),
+      5000,
+      await Rpc.connectNats(NATS_URL!, 'a'),
+      'nats',
+    );
+    after(async () => {
+      await client.close();
+      await server.close();
+    });
+    return client.client<Echo>(service);
+  };
+
+  it('when 500 calls go at once, then each gets its own answer and errors keep their status', async () => {
+    const svc = await start();
+    const answers = await Promise.all(Array.from({ length: 500 }, (_, n) => svc.echo({ n })));
+    assert.deepEqual(
+      answers.map((a) => a.n),
+      Array.from({ length: 500 }, (_, n) => n),
+    );
+    const mixed = await Promise.allSettled(
+      Array.from({ length: 40 }, (_, n) => (n % 2 ? svc.fail({ n }) : svc.echo({ n }))),
+    );
+    mixed.forEach((r, n) => {
+      if (n % 2 === 0) assert.deepEqual(r, { status: 'fulfilled', value: { n } });
+      else {
+        assert.equal(r.status, 'rejected');
+        const err = (r as PromiseRejectedResult).reason as HttpError;
+        assert.equal(err.statusCode, 404);
+        assert.equal(err.message, `no ${n}`);
+      }
+    });
+  });
+
+  it('when batched answers together exceed one NATS message, then every call still gets its answer', async () => {
+    const svc = await start();
+    // 20 × 300 KB: the first 8 go alone (8 requests in flight per method), the other 12 wait and
+    // go together: 3.6 MB, far over the 1 MB default max_payload, each well under it alone.
+    const blobs = await Promise.all(Array.from({ length: 20 }, () => svc.blob({ kb: 300 })));
+    assert.ok(blobs.every((b) => b.length === 300 * 1024));
+  });
+
+  it('when one answer alone exceeds a NATS message, then that call fails with a clear 502 and others succeed', async () => {
+    const svc = await start();
+    const [big, small] = await Promise.allSettled([svc.blob({ kb: 2048 }), svc.echo({ n: 1 })]);
+    assert.equal(big.status, 'rejected');
+    assert.equal(((big as PromiseRejectedResult).reason as HttpError).statusCode, 502);
+    assert.match(((big as PromiseRejectedResult).reason as Error).message, /larger than NATS's max_payload/);
+    assert.deepEqual(small, { status: 'fulfilled', value: { n: 1 } });
+  });
+
+  it('when one call is too large to send, then it fails with 413 and the rest of its batch goes through', async () => {
+    const svc = await start();
+    const huge = { n: 0, pad: 'y'.repeat(2 * 1024 * 1024) };
+    const [tooBig, ok] = await Promise.allSettled([svc.echo(huge), svc.echo({ n: 2 })]);
+    assert.equal(tooBig.status, 'rejected');
+    assert.equal(((tooBig as PromiseRejectedResult).reason as HttpError).statusCode, 413);
+    assert.deepEqual(ok, { status: 'fulfilled', value: { n: 2 } });
+  });
+});
