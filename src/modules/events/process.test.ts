@@ -155,7 +155,7 @@ describe('events across real processes', () => {
     );
   });
 
-  it('when PostgreSQL stops, then ingestion answers 503 at once with DB_CONNECTION_FAILED logged, and recovers when it returns', async () => {
+  it('when PostgreSQL stops, then ingestion answers 503 at once with DB_CONNECTION_FAILED logged for that request, and recovers by itself when it returns', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'tessera-events-pg-'));
     const quiet = createRootLogger({ level: 'silent', format: 'json', debug: '', role: 'test' });
     let server = await startEmbeddedPostgres(dir, quiet);
@@ -168,23 +168,49 @@ describe('events across real processes', () => {
         headers: p.auth,
         payload: { userId: 'u', action: 'a' },
       });
+    // The failing request's own line: the pool's idle-client listener logs DB_CONNECTION_FAILED
+    // too (module kit, no reqId), so "some line exists" would pass without the request's.
+    const failedLineOf = (res: Awaited<ReturnType<typeof post>>) =>
+      p.logs.events('DB_CONNECTION_FAILED').find((l) => l.reqId === res.headers['x-request-id']);
+    const timed = async () => {
+      const started = Date.now();
+      const res = await post();
+      return { res, ms: Date.now() - started };
+    };
     assert.equal((await post()).statusCode, 201);
 
     await server.stop();
-    const started = Date.now();
-    const down = await post();
-    const ms = Date.now() - started;
-    assert.equal(down.statusCode, 503);
-    assert.match(down.json().message, /database unavailable/);
-    assert.ok(ms < 5000, `answered in ${ms} ms, not hung`);
-    assert.ok(p.logs.events('DB_CONNECTION_FAILED').length > 0);
+    // Compared with the pool's 5 s connect timeout: a hang would take that long.
+    // The first request meets the stopped server; it marks PostgreSQL down, so the second is
+    // answered from that mark without a connect attempt.
+    for (const [what, fromMark] of [
+      ['the first request after the stop', false],
+      ['a request while PostgreSQL is known down', true],
+    ] as const) {
+      const { res, ms } = await timed();
+      assert.equal(res.statusCode, 503, `${what}: ${res.body}`);
+      assert.match(res.json().message, /database unavailable/);
+      assert.equal(res.headers['retry-after'], '5');
+      assert.ok(ms < 2500, `${what} answered in ${ms} ms, well under the 5 s connect timeout`);
+      const line = failedLineOf(res);
+      assert.ok(line, `${what}: DB_CONNECTION_FAILED logged with its reqId`);
+      assert.equal(line.module, 'events');
+      assert.equal(/known to be unreachable/.test((line.err as { message: string }).message), fromMark);
+    }
 
     server = await startEmbeddedPostgres(dir, quiet, { port: server.port });
+    // No restart, no admin call: only requests, until one is accepted again.
+    const recovered = Date.now();
     await waitFor(async () => (await post()).statusCode === 201, {
       timeoutMs: 15_000,
       what: 'ingestion to recover',
     });
+    assert.ok(
+      Date.now() - recovered < 5000,
+      `recovered ${Date.now() - recovered} ms after PostgreSQL returned`,
+    );
+    assert.equal(p.logs.events('DB_CONNECTION_RESTORED').length, 1);
     const { rows } = await p.kit.pool.query('SELECT count(*)::int AS n FROM events_raw');
-    assert.ok(rows[0].n >= 2);
+    assert.equal(rows[0].n, 2, 'the event before the stop and the one after recovery; none of the 503s');
   });
 });

@@ -26,6 +26,8 @@ export function registerEventRoutes(app: App, ctx: ModuleContext, ingestor: Inge
     } catch (err) {
       return reject(err, reqId);
     }
+    // While PostgreSQL is known down, answer 503 now rather than queue behind a connect attempt.
+    ctx.dbStatus.check();
     return ingestor.submit(valid, source);
   };
 
