@@ -156,15 +156,46 @@ describe('events ingestion', async () => {
     assert.equal(res.statusCode, 201);
   });
 
-  it('when the body is not JSON, then 400', async () => {
-    const res = await p.app.inject({
+  const send = (contentType: string | undefined, payload: string) =>
+    p.app.inject({
       method: 'POST',
       url: '/api/events',
-      headers: { ...p.auth, 'content-type': 'application/json' },
-      payload: '{"userId":',
+      headers: { ...p.auth, ...(contentType ? { 'content-type': contentType } : {}) },
+      payload: Buffer.from(payload),
     });
+  const validationLineOf = (res: Awaited<ReturnType<typeof send>>) =>
+    p.logs.events('VALIDATION_ERROR').find((l) => l.reqId === res.headers['x-request-id']);
+
+  it('when the body is not JSON, then 400 and VALIDATION_ERROR logged for that request', async () => {
+    const res = await send('application/json', '{"userId":');
     assert.equal(res.statusCode, 400);
     assert.match(res.json().message, /not valid JSON/);
+    const line = validationLineOf(res);
+    assert.ok(line, 'VALIDATION_ERROR with the request id');
+    assert.equal(line.module, 'events');
+    assert.match(line.reason as string, /not valid JSON/);
+  });
+
+  it('when JSON arrives as text/plain, then 400 says to send application/json, and a field error names its field', async () => {
+    const text = await send('text/plain', '{"userId":"u","action":"a"}');
+    assert.equal(text.statusCode, 400);
+    assert.match(text.json().message, /Content-Type: application\/json/);
+    assert.ok(validationLineOf(text));
+    const missing = await send('application/json', '{"userId":"u"}');
+    assert.equal(validationLineOf(missing)?.field, 'action');
+  });
+
+  it('when the content type is missing or not JSON, then 415 says to send application/json', async () => {
+    for (const type of [undefined, 'application/x-www-form-urlencoded']) {
+      const res = await send(type, 'userId=u&action=a');
+      assert.equal(res.statusCode, 415);
+      assert.match(res.json().message, /send application\/json/);
+    }
+  });
+
+  it('when the body is over 1 MB, then 413', async () => {
+    const big = JSON.stringify({ userId: 'u', action: 'a', properties: { x: 'y'.repeat(1_100_000) } });
+    assert.equal((await send('application/json', big)).statusCode, 413);
   });
 
   it('when no key or a key without the events scope is sent, then 401 and 403', async () => {

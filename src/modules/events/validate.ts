@@ -124,6 +124,11 @@ export function validateEvent(v: unknown, index: number | null, now = Date.now()
 export function validateBody(body: unknown, now = Date.now()): EventRow[] {
   if (body === undefined)
     throw new EventValidationError('body', 'send a JSON body: {userId, action} or an array of them');
+  if (typeof body === 'string')
+    throw new EventValidationError(
+      'body',
+      'the body arrived as text, not JSON: send it with Content-Type: application/json',
+    );
   if (!Array.isArray(body)) return [validateEvent(body, null, now)];
   if (body.length === 0) throw new EventValidationError('body', 'the array is empty: send 1 to 1000 events');
   if (body.length > MAX_BATCH)
