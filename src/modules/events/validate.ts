@@ -63,7 +63,8 @@ function text(where: string, field: string, v: unknown, max: number, required: b
 function describe(v: unknown): string {
   if (Array.isArray(v)) return 'an array';
   if (v === '') return 'an empty string';
-  return typeof v === 'string' ? 'a blank string' : `${typeof v} ${JSON.stringify(v)?.slice(0, 40)}`;
+  if (typeof v === 'string') return v.trim() === '' ? 'a blank string' : 'a string';
+  return `${typeof v} ${JSON.stringify(v)?.slice(0, 40)}`;
 }
 
 /** Parses an ISO 8601 string or epoch milliseconds; undefined means now. */
