@@ -171,6 +171,7 @@ async function closeKit(kit: Kit): Promise<void> {
   // From here on a dropped connection is expected, not news.
   kit.pool.removeAllListeners('error');
   kit.pool.on('error', () => undefined);
+  kit.dbStatus.close();
   await settle(kit.pool);
   await kit.pool.end().catch(() => undefined);
   if (kit.nats && !kit.nats.isClosed()) await kit.nats.close().catch(() => undefined);

@@ -109,8 +109,86 @@ const CONNECTION_ERROR_CODES = new Set([
   '08006',
 ]);
 
+/** Thrown by DatabaseStatus.check() while PostgreSQL is known to be unreachable. */
+export class DatabaseDownError extends Error {
+  constructor(since: number) {
+    super(
+      `PostgreSQL is known to be unreachable (since ${new Date(since).toISOString()}); a probe retries every ${DatabaseStatus.PROBE_MS} ms`,
+    );
+  }
+}
+
+/**
+ * Whether PostgreSQL is known to be down, so request paths that opt in (events ingestion) answer
+ * 503 at once instead of each waiting for a connect: a stopped server refuses in a millisecond, but
+ * an unreachable or frozen one makes every request wait the pool's 5 s connect timeout while the
+ * pool's queue grows. A request that fails with a connection error marks it down (the HTTP error
+ * handler reports it); a probe on its own short-timeout client then tries every PROBE_MS and clears
+ * the mark when PostgreSQL answers, so recovery needs no restart and no request. A false mark (a
+ * pool wait timing out under overload reads the same as a connect timeout) lasts one probe: the
+ * first probe runs at once.
+ */
+export class DatabaseStatus {
+  static readonly PROBE_MS = 500;
+  private downSince: number | null = null;
+  private timer?: NodeJS.Timeout;
+  private closed = false;
+
+  constructor(
+    private readonly connectionString: string,
+    private readonly log: Logger,
+  ) {}
+
+  get down(): boolean {
+    return this.downSince !== null;
+  }
+
+  /** Throws DatabaseDownError (a connection error: 503 and DB_CONNECTION_FAILED) while down. */
+  check(): void {
+    if (this.downSince !== null) throw new DatabaseDownError(this.downSince);
+  }
+
+  reportFailure(err: unknown): void {
+    if (this.closed || this.downSince !== null || err instanceof DatabaseDownError) return;
+    this.downSince = Date.now();
+    this.log.warn({ err: { message: (err as Error).message } }, 'DB_MARKED_DOWN');
+    this.probeIn(0);
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.timer);
+  }
+
+  private probeIn(ms: number): void {
+    this.timer = setTimeout(() => void this.probe(), ms);
+    this.timer.unref();
+  }
+
+  private async probe(): Promise<void> {
+    const client = new pg.Client({
+      connectionString: this.connectionString,
+      connectionTimeoutMillis: 2000,
+      query_timeout: 2000,
+    });
+    client.on('error', () => undefined);
+    try {
+      await client.connect();
+      await client.query('SELECT 1');
+      if (this.closed || this.downSince === null) return;
+      this.log.info({ downMs: Date.now() - this.downSince }, 'DB_CONNECTION_RESTORED');
+      this.downSince = null;
+    } catch {
+      if (!this.closed) this.probeIn(DatabaseStatus.PROBE_MS);
+    } finally {
+      client.end().catch(() => undefined);
+    }
+  }
+}
+
 /** True when the error means PostgreSQL is unreachable (as opposed to a bad query). */
 export function isConnectionError(err: unknown): boolean {
+  if (err instanceof DatabaseDownError) return true;
   if (!(err instanceof Error)) return false;
   const code = (err as { code?: string }).code;
   if (code && CONNECTION_ERROR_CODES.has(code)) return true;

@@ -36,6 +36,8 @@ declare module 'fastify' {
     rawBody?: boolean;
     /** Route needs no credentials (ops, login, signed webhooks that verify themselves). */
     public?: boolean;
+    /** The module that registered the route: named on the error handler's log lines. */
+    module?: string;
   }
 }
 
@@ -167,8 +169,16 @@ function sendError(kit: Kit, err: FastifyError, req: FastifyRequest, reply: Fast
       .send({ statusCode: status, error: httpErrorName(status), message: err.message });
   }
   if (isConnectionError(err)) {
+    kit.dbStatus.reportFailure(err);
     kit.metrics.dbErrors.inc({ kind: 'connection' });
-    kit.log.error({ reqId: req.id, err: { message: err.message, code: err.code } }, 'DB_CONNECTION_FAILED');
+    kit.log.error(
+      {
+        module: req.routeOptions.config?.module ?? 'http',
+        reqId: req.id,
+        err: { message: err.message, code: err.code },
+      },
+      'DB_CONNECTION_FAILED',
+    );
     return reply.code(503).header('retry-after', '5').send({
       statusCode: 503,
       error: 'Service Unavailable',
@@ -258,6 +268,9 @@ export function injectApiFailures(app: App, kit: Kit, module: string): void {
 
 /** The hooks every module's routes run behind: credentials with the module's scope, then failure injection. */
 export function guardModuleRoutes(app: App, kit: Kit, module: string, scope: string): void {
+  app.addHook('onRoute', (route) => {
+    route.config = { ...route.config, module };
+  });
   requireScope(app, kit, scope);
   injectApiFailures(app, kit, module);
 }

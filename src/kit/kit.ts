@@ -9,7 +9,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { ApiKeyVerifier, Sessions, WebhookVerifier } from './auth.ts';
 import { Chaos } from './chaos.ts';
 import type { Config, Role } from './config.ts';
-import { createPool, type Pool } from './db.ts';
+import { createPool, DatabaseStatus, type Pool } from './db.ts';
 import { type EmbeddedDatabase, startEmbeddedPostgres } from './embedded-postgres.ts';
 import { Jobs } from './jobs.ts';
 import { createRootLogger, type Logger } from './log.ts';
@@ -30,6 +30,8 @@ export interface Kit {
   startedAt: number;
   log: Logger;
   pool: Pool;
+  /** Known-down mark for PostgreSQL: set by a request's connection error, cleared by a probe. */
+  dbStatus: DatabaseStatus;
   /** Set when this process started the embedded PostgreSQL. */
   embedded?: EmbeddedDatabase;
   metrics: KitMetrics;
@@ -123,6 +125,7 @@ export async function createKit({ config, role, logDestination }: KitOptions): P
     startedAt: Date.now(),
     log,
     pool,
+    dbStatus: new DatabaseStatus(databaseUrl, kitLog),
     embedded,
     metrics,
     chaos,

@@ -69,6 +69,21 @@ interface Row {
 const COLUMNS = `no, id, name, length, alphabet, alphabet_preset, prefix, reservation_ttl_seconds, max_per_user,
   fpe_key, created_at, available, reserved, assigned`;
 
+/**
+ * The lazy expiry check of every inventory read (campaign `c`): codes still held by reservations
+ * past their TTL that no sweep has returned yet (the cron runs each minute). Reads move them from
+ * reserved to available in the same statement, so in the same snapshot as the counters: a sweep
+ * commits codes and counters together, so the figures add up whichever side of it a read falls,
+ * and the read writes nothing. The per-reservation subquery keeps the plan to index probes
+ * (codes_reservations_expiring, then codes_by_reservation for each expired reservation), so the
+ * cost follows the expiries since the last sweep; a join let the planner merge against every held
+ * code of the campaign instead.
+ */
+const UNSWEPT = `(SELECT coalesce(sum((SELECT count(*) FROM codes k
+    WHERE k.campaign_no = r.campaign_no AND k.reserve_id = r.reserve_id AND k.state = 1)), 0)::bigint
+  FROM codes_reservations r
+  WHERE r.campaign_no = c.no AND r.state = 'reserved' AND r.expires_at <= now()) AS unswept`;
+
 function fromRow(r: Row): Campaign {
   const format: CodeFormat = {
     length: r.length,
@@ -109,11 +124,16 @@ export function view(c: Campaign, inv: Inventory): CampaignView {
   };
 }
 
-const inventoryOf = (r: Pick<Row, 'available' | 'reserved' | 'assigned'>): Inventory => ({
-  available: r.available,
-  reserved: r.reserved,
-  assigned: r.assigned,
-  total: r.available + r.reserved + r.assigned,
+const inventoryOf = ({
+  available,
+  reserved,
+  assigned,
+  unswept = 0,
+}: Pick<Row, 'available' | 'reserved' | 'assigned'> & { unswept?: number }): Inventory => ({
+  available: available + unswept,
+  reserved: reserved - unswept,
+  assigned,
+  total: available + reserved + assigned,
 });
 
 export class Campaigns {
@@ -170,16 +190,16 @@ export class Campaigns {
   }
 
   async inventory(c: Campaign, db: Queryable = this.pool): Promise<Inventory> {
-    const { rows } = await db.query<Row>(
-      'SELECT available, reserved, assigned FROM codes_campaigns WHERE no = $1',
+    const { rows } = await db.query<Row & { unswept: number }>(
+      `SELECT available, reserved, assigned, ${UNSWEPT} FROM codes_campaigns c WHERE no = $1`,
       [c.no],
     );
     return inventoryOf(rows[0]!);
   }
 
   async list(limit: number, after?: string): Promise<CampaignView[]> {
-    const { rows } = await this.pool.query<Row>(
-      `SELECT ${COLUMNS} FROM codes_campaigns WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2`,
+    const { rows } = await this.pool.query<Row & { unswept: number }>(
+      `SELECT ${COLUMNS}, ${UNSWEPT} FROM codes_campaigns c WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2`,
       [after ?? null, limit],
     );
     return rows.map((r) => view(fromRow(r), inventoryOf(r)));
@@ -188,7 +208,8 @@ export class Campaigns {
   /** For the codes_available gauge. */
   async availableByCampaign(): Promise<{ id: string; available: number }[]> {
     const { rows } = await this.pool.query<{ id: string; available: number }>(
-      'SELECT id, available FROM codes_campaigns ORDER BY id LIMIT 1000',
+      `SELECT id, available + unswept AS available FROM (
+         SELECT id, available, ${UNSWEPT} FROM codes_campaigns c ORDER BY id LIMIT 1000) x`,
     );
     return rows;
   }

@@ -140,9 +140,12 @@ export class Reservations {
     });
     const batch = unique.map((i) => ({ ...jobs[i]!, reserveId: ids[i]! }));
     // Fresh ids only (no reserveId given): one statement, one round trip, when the pool has enough.
+    const swept = { codes: 0 };
     const results =
       (jobs.every((j) => j.reserveId === undefined) && (await this.reserveFresh(campaign, batch))) ||
-      (await withTransaction(this.pool, (client) => this.reserveInTx(client, campaign, batch)));
+      (await withTransaction(this.pool, (client) => this.reserveInTx(client, campaign, batch, swept)));
+    // Codes of expired reservations this batch's sweep returned count as expired, as the cron's do.
+    if (swept.codes) this.metrics.expired.inc({ campaign: campaign.id }, swept.codes);
     const byId = new Map<string, ReserveResult | Error>();
     for (const [k, i] of unique.entries()) byId.set(ids[i]!, results[k]!);
     const out = ids.map((id) => byId.get(id)!);
@@ -223,6 +226,8 @@ export class Reservations {
     client: PoolClient,
     campaign: Campaign,
     jobs: (Job & { reserveId: string })[],
+    /** Set to the codes the sweeps returned, read by the caller once the transaction commits. */
+    swept: { codes: number },
   ): Promise<(ReserveResult | Error)[]> {
     const no = campaign.no;
     let expired = 0;
@@ -331,6 +336,7 @@ export class Reservations {
       );
     const delta = codes.length - expired;
     if (delta !== 0) await addCounters(client, no, { available: -delta, reserved: delta });
+    swept.codes = expired;
     return results as (ReserveResult | Error)[];
   }
 

@@ -5,8 +5,9 @@ import { createApiKey } from '../../kit/auth.ts';
 import { eventsModule } from './index.ts';
 
 describe('events ingestion', async () => {
-  // role api: no worker, so raw rows stay where the API put them.
-  const p = await startPlatform({ modules: [eventsModule], role: 'api', env: { DEBUG: 'tessera:events*' } });
+  // role api: no worker, so raw rows stay where the API put them. Default log settings (info, no
+  // DEBUG): what an operator sees.
+  const p = await startPlatform({ modules: [eventsModule], role: 'api' });
   const post = (payload: unknown, headers: Record<string, string> = p.auth) =>
     p.app.inject({ method: 'POST', url: '/api/events', headers, payload: payload as object });
   const raw = async () =>
@@ -25,9 +26,24 @@ describe('events ingestion', async () => {
     assert.equal(rows[0].action, 'page_view');
     assert.deepEqual(rows[0].properties, { path: '/home' });
     assert.ok(Math.abs(rows[0].ts.getTime() - Date.now()) < 60_000, 'timestamp defaults to now');
-    const line = p.logs.events('EVENT_INSERTED').at(-1)!;
-    assert.equal(line.userId, 'user_001');
-    assert.equal(line.module, 'events');
+    const lines = p.logs.events('EVENT_INSERTED');
+    assert.equal(lines.length, 1, 'one line at the default level, no per-event debug lines');
+    assert.equal(lines[0]!.level, 30, 'info');
+    assert.equal(lines[0]!.module, 'events');
+    assert.equal(lines[0]!.source, 'api');
+    assert.equal(lines[0]!.count, 1);
+    assert.equal(lines[0]!.duplicates, 0);
+  });
+
+  it('when 1,000 events arrive in one request, then EVENT_INSERTED is logged once with count 1000', async () => {
+    await clear();
+    const before = p.logs.events('EVENT_INSERTED').length;
+    const res = await post(Array.from({ length: 1000 }, (_, i) => ({ userId: `u${i}`, action: 'bulk' })));
+    assert.equal(res.statusCode, 201);
+    const lines = p.logs.events('EVENT_INSERTED').slice(before);
+    assert.equal(lines.length, 1);
+    assert.equal(lines[0]!.count, 1000);
+    assert.equal(lines[0]!.requests, 1);
   });
 
   it('when an array of events with timestamps is posted, then all are stored with those timestamps', async () => {
@@ -64,8 +80,9 @@ describe('events ingestion', async () => {
     assert.equal((await raw()).length, 2);
   });
 
-  it('when many requests arrive at once, then each gets 201 and every event is stored once', async () => {
+  it('when many requests arrive at once, then each gets 201, every event is stored once and EVENT_INSERTED counts them per insert', async () => {
     await clear();
+    const before = p.logs.events('EVENT_INSERTED').length;
     const results = await Promise.all(
       Array.from({ length: 200 }, (_, i) =>
         post({ userId: `c${i}`, action: 'burst', messageId: `b-${i % 150}` }),
@@ -75,6 +92,12 @@ describe('events ingestion', async () => {
     const accepted = results.reduce((n, r) => n + r.json().accepted, 0);
     assert.equal(accepted, 150);
     assert.equal((await raw()).length, 150);
+    const lines = p.logs.events('EVENT_INSERTED').slice(before);
+    const sum = (k: string) => lines.reduce((n, l) => n + (l[k] as number), 0);
+    assert.equal(sum('count'), 150);
+    assert.equal(sum('duplicates'), 50);
+    assert.equal(sum('requests'), 200);
+    assert.ok(lines.length < 200, `${lines.length} lines for 200 requests: one per committed insert`);
   });
 
   const invalid: [string, unknown, RegExp][] = [
@@ -108,7 +131,7 @@ describe('events ingestion', async () => {
       [{ userId: 'u', action: 'a' }, { userId: 'u', action: 'a' }, { userId: 'u' }],
       /events\[2\]\.action is required/,
     ],
-    ['an array item is a string', ['hello'], /events\[0\] must be an object/],
+    ['an array item is a string', ['hello'], /events\[0\] must be an object.*, got a string$/],
     ['userId is 300 characters', { userId: 'x'.repeat(300), action: 'a' }, /at most 256 characters/],
   ];
   for (const [what, body, message] of invalid) {
@@ -133,15 +156,46 @@ describe('events ingestion', async () => {
     assert.equal(res.statusCode, 201);
   });
 
-  it('when the body is not JSON, then 400', async () => {
-    const res = await p.app.inject({
+  const send = (contentType: string | undefined, payload: string) =>
+    p.app.inject({
       method: 'POST',
       url: '/api/events',
-      headers: { ...p.auth, 'content-type': 'application/json' },
-      payload: '{"userId":',
+      headers: { ...p.auth, ...(contentType ? { 'content-type': contentType } : {}) },
+      payload: Buffer.from(payload),
     });
+  const validationLineOf = (res: Awaited<ReturnType<typeof send>>) =>
+    p.logs.events('VALIDATION_ERROR').find((l) => l.reqId === res.headers['x-request-id']);
+
+  it('when the body is not JSON, then 400 and VALIDATION_ERROR logged for that request', async () => {
+    const res = await send('application/json', '{"userId":');
     assert.equal(res.statusCode, 400);
     assert.match(res.json().message, /not valid JSON/);
+    const line = validationLineOf(res);
+    assert.ok(line, 'VALIDATION_ERROR with the request id');
+    assert.equal(line.module, 'events');
+    assert.match(line.reason as string, /not valid JSON/);
+  });
+
+  it('when JSON arrives as text/plain, then 400 says to send application/json, and a field error names its field', async () => {
+    const text = await send('text/plain', '{"userId":"u","action":"a"}');
+    assert.equal(text.statusCode, 400);
+    assert.match(text.json().message, /Content-Type: application\/json/);
+    assert.ok(validationLineOf(text));
+    const missing = await send('application/json', '{"userId":"u"}');
+    assert.equal(validationLineOf(missing)?.field, 'action');
+  });
+
+  it('when the content type is missing or not JSON, then 415 says to send application/json', async () => {
+    for (const type of [undefined, 'application/x-www-form-urlencoded']) {
+      const res = await send(type, 'userId=u&action=a');
+      assert.equal(res.statusCode, 415);
+      assert.match(res.json().message, /send application\/json/);
+    }
+  });
+
+  it('when the body is over 1 MB, then 413', async () => {
+    const big = JSON.stringify({ userId: 'u', action: 'a', properties: { x: 'y'.repeat(1_100_000) } });
+    assert.equal((await send('application/json', big)).statusCode, 413);
   });
 
   it('when no key or a key without the events scope is sent, then 401 and 403', async () => {
@@ -167,5 +221,35 @@ describe('events ingestion', async () => {
     assert.ok(Number(line.split(' ').at(-1)) >= 2);
     assert.match(body, /# TYPE events_backlog gauge/);
     assert.match(body, /# TYPE events_processing_lag_seconds histogram/);
+  });
+});
+
+describe('events ingestion with DEBUG=tessera:events*', async () => {
+  const p = await startPlatform({ modules: [eventsModule], role: 'api', env: { DEBUG: 'tessera:events*' } });
+
+  it('when events are posted, then each one is also logged at debug with its userId and action', async () => {
+    const res = await p.app.inject({
+      method: 'POST',
+      url: '/api/events',
+      headers: p.auth,
+      payload: [
+        { userId: 'user_001', action: 'page_view' },
+        { userId: 'user_002', action: 'click' },
+      ],
+    });
+    assert.equal(res.statusCode, 201);
+    const lines = p.logs.events('EVENT_INSERTED');
+    const perEvent = lines.filter((l) => l.level === 20);
+    assert.deepEqual(
+      perEvent.map((l) => [l.userId, l.action, l.module]),
+      [
+        ['user_001', 'page_view', 'events'],
+        ['user_002', 'click', 'events'],
+      ],
+    );
+    assert.deepEqual(
+      lines.filter((l) => l.level === 30).map((l) => l.count),
+      [2],
+    );
   });
 });

@@ -142,6 +142,9 @@ export class Ingestor {
     const fresh = await insertEvents(this.pool, rows);
     const debug = this.log.isLevelEnabled('debug');
     const answered = new Set<string>();
+    // One info line per source per committed insert, not per event (100k+ events/s would drown
+    // the log); the per-event line stays at debug (DEBUG=tessera:events*).
+    const inserted = new Map<Source, { count: number; duplicates: number; requests: number }>();
     for (const p of group) {
       let accepted = 0;
       for (const row of p.rows) {
@@ -155,8 +158,14 @@ export class Ingestor {
       const duplicates = p.rows.length - accepted;
       this.metrics.ingested.inc({ source: p.source }, accepted);
       if (duplicates) this.metrics.duplicates.inc({ source: p.source }, duplicates);
+      const sum = inserted.get(p.source) ?? { count: 0, duplicates: 0, requests: 0 };
+      sum.count += accepted;
+      sum.duplicates += duplicates;
+      sum.requests++;
+      inserted.set(p.source, sum);
       p.resolve({ accepted, duplicates });
     }
+    for (const [source, sum] of inserted) this.log.info({ source, ...sum }, 'EVENT_INSERTED');
     this.onCommitted();
   }
 }

@@ -1,6 +1,6 @@
 // HTTP routes of the events module (DESIGN.md §2 events; paths fixed).
 import { Type } from '@sinclair/typebox';
-import { badRequest } from '../../kit/errors.ts';
+import { badRequest, HttpError } from '../../kit/errors.ts';
 import type { App } from '../../kit/http.ts';
 import type { ModuleContext } from '../../kit/module.ts';
 import { analytics, BUCKETS } from './analytics.ts';
@@ -12,20 +12,41 @@ import { type EventRow, EventSchema, EventValidationError, MAX_BATCH, validateBo
 const documentOnly = () => () => true;
 
 export function registerEventRoutes(app: App, ctx: ModuleContext, ingestor: Ingestor): void {
-  const reject = (err: unknown, reqId: string): never => {
+  // Every 400 of these routes is seed 003's VALIDATION_ERROR, whoever raised it: our field checks,
+  // the kit's JSON parser (a body that is not JSON) or a querystring schema.
+  app.addHook('onError', (req, _reply, err, done) => {
+    if (err.statusCode === 400) {
+      const field = err.cause instanceof EventValidationError ? err.cause.field : undefined;
+      ctx.log.info({ reqId: req.id, field, reason: err.message }, 'VALIDATION_ERROR');
+    }
+    done();
+  });
+  // Any other content type: a 415 that says what to send (Fastify's own says only its name).
+  app.addContentTypeParser('*', (req, _payload, done) => {
+    done(
+      new HttpError(
+        415,
+        `Content-Type ${req.headers['content-type'] ?? '(none)'} is not accepted: send application/json`,
+      ),
+    );
+  });
+  const reject = (err: unknown): never => {
     if (err instanceof EventValidationError) {
-      ctx.log.info({ reqId, field: err.field, reason: err.message }, 'VALIDATION_ERROR');
-      throw badRequest(err.message);
+      const bad = badRequest(err.message);
+      bad.cause = err;
+      throw bad;
     }
     throw err;
   };
-  const ingest = async (rows: () => EventRow[], source: Source, reqId: string) => {
+  const ingest = async (rows: () => EventRow[], source: Source) => {
     let valid: EventRow[];
     try {
       valid = rows();
     } catch (err) {
-      return reject(err, reqId);
+      return reject(err);
     }
+    // While PostgreSQL is known down, answer 503 now rather than queue behind a connect attempt.
+    ctx.dbStatus.check();
     return ingestor.submit(valid, source);
   };
 
@@ -46,7 +67,7 @@ export function registerEventRoutes(app: App, ctx: ModuleContext, ingestor: Inge
       validatorCompiler: documentOnly,
     },
     async (req, reply) => {
-      const result = await ingest(() => validateBody(req.body), 'api', req.id);
+      const result = await ingest(() => validateBody(req.body), 'api');
       reply.code(201);
       return result;
     },
@@ -105,7 +126,7 @@ export function registerEventRoutes(app: App, ctx: ModuleContext, ingestor: Inge
     },
     async (req) => {
       await segmentPrincipal(ctx, req);
-      await ingest(() => segmentBatch(req.body), 'segment', req.id);
+      await ingest(() => segmentBatch(req.body), 'segment');
       return { success: true };
     },
   );
@@ -119,7 +140,7 @@ export function registerEventRoutes(app: App, ctx: ModuleContext, ingestor: Inge
       },
       async (req) => {
         await segmentPrincipal(ctx, req);
-        await ingest(() => [segmentToEvent(req.body, '', type)], 'segment', req.id);
+        await ingest(() => [segmentToEvent(req.body, '', type)], 'segment');
         return { success: true };
       },
     );

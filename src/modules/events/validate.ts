@@ -63,7 +63,8 @@ function text(where: string, field: string, v: unknown, max: number, required: b
 function describe(v: unknown): string {
   if (Array.isArray(v)) return 'an array';
   if (v === '') return 'an empty string';
-  return typeof v === 'string' ? 'a blank string' : `${typeof v} ${JSON.stringify(v)?.slice(0, 40)}`;
+  if (typeof v === 'string') return v.trim() === '' ? 'a blank string' : 'a string';
+  return `${typeof v} ${JSON.stringify(v)?.slice(0, 40)}`;
 }
 
 /** Parses an ISO 8601 string or epoch milliseconds; undefined means now. */
@@ -124,6 +125,11 @@ export function validateEvent(v: unknown, index: number | null, now = Date.now()
 export function validateBody(body: unknown, now = Date.now()): EventRow[] {
   if (body === undefined)
     throw new EventValidationError('body', 'send a JSON body: {userId, action} or an array of them');
+  if (typeof body === 'string')
+    throw new EventValidationError(
+      'body',
+      'the body arrived as text, not JSON: send it with Content-Type: application/json',
+    );
   if (!Array.isArray(body)) return [validateEvent(body, null, now)];
   if (body.length === 0) throw new EventValidationError('body', 'the array is empty: send 1 to 1000 events');
   if (body.length > MAX_BATCH)

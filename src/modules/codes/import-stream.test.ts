@@ -1,0 +1,145 @@
+// The streamed import at size: a CSV generated on the fly (never a file) is sent chunked to a real
+// `tessera start --role api` process, which must store codes before the body has ended (streamed,
+// at any size), count every line right and keep its memory flat.
+//
+// TESSERA_TEST_IMPORT_LINES sets the size. The full run is 1,000,000 lines (the issue's figure):
+//   TESSERA_TEST_IMPORT_LINES=1000000 npm test -- src/modules/codes/import-stream.test.ts
+// `npm test` uses 200,000 by default so the whole suite stays quick on a 2-core machine; the memory
+// bound is the same at both sizes, which is the point: it must not grow with the file.
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { Readable } from 'node:stream';
+import { after, describe, it } from 'node:test';
+import pg from 'pg';
+import { freshDatabase, spawnTessera, waitFor } from '../../../test/helpers.ts';
+import { createApiKey } from '../../kit/auth.ts';
+
+const LINES = Number(process.env.TESSERA_TEST_IMPORT_LINES || 200_000);
+const RSS_GROWTH_LIMIT_MB = 150;
+const PRE_IMPORTED = 10;
+
+/** The i-th distinct code of the campaign's format (8 digits): never repeats for i < 10^8. */
+const codeOf = (i: number) => String(i).padStart(8, '0');
+
+/**
+ * Line i of the file: every 1,000th is invalid (wrong length), every 100th (otherwise) repeats the
+ * line before it, the first PRE_IMPORTED repeat codes the campaign already holds; the rest are new.
+ * Returns what the import should count the line as.
+ */
+function line(i: number): { text: string; kind: 'inserted' | 'duplicate' | 'invalid' } {
+  if (i % 1000 === 999) return { text: `BAD-${i}`, kind: 'invalid' };
+  if (i < PRE_IMPORTED) return { text: codeOf(i), kind: 'duplicate' };
+  if (i % 100 === 50) return { text: codeOf(i - 1), kind: 'duplicate' };
+  return { text: i % 7 === 0 ? `${codeOf(i)},extra column` : codeOf(i), kind: 'inserted' };
+}
+
+/** The file in 64 KB chunks; halfway it waits for `midway` (the server's progress) before going on. */
+async function* csv(midway: () => Promise<unknown>): AsyncGenerator<string> {
+  yield 'code\n'; // a header line, skipped
+  let chunk = '';
+  for (let i = 0; i < LINES; i++) {
+    chunk += `${line(i).text}\n`;
+    if (chunk.length >= 64 * 1024) {
+      yield chunk;
+      chunk = '';
+    }
+    if (i === LINES / 2) await midway();
+  }
+  if (chunk) yield chunk;
+}
+
+/** kB figures from /proc/<pid>/status (Linux). */
+function procStatus(pid: number, field: 'VmRSS' | 'VmHWM'): number {
+  const m = readFileSync(`/proc/${pid}/status`, 'utf8').match(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm'));
+  if (!m) throw new Error(`no ${field} in /proc/${pid}/status`);
+  return Number(m[1]);
+}
+
+const linux = existsSync('/proc/self/clear_refs')
+  ? false
+  : 'needs Linux /proc (clear_refs, VmHWM) to measure the server process peak memory';
+
+describe('codes: streamed CSV import at size', { skip: linux }, () => {
+  it(`when a ${LINES.toLocaleString('en')}-line CSV is streamed to the import, then every line is counted and server memory stays flat`, async () => {
+    const db = await freshDatabase();
+    const server = await spawnTessera('api', { DATABASE_URL: db, LOG_LEVEL: 'warn' });
+    await server.waitHealthy();
+    const pool = new pg.Pool({ connectionString: db, max: 1 });
+    pool.on('error', () => undefined); // the suite's cleanup drops the database under it
+    after(() => pool.end());
+    const { key } = await createApiKey(pool, 'import test', ['codes']);
+    const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json' };
+    const created = await fetch(`${server.url}/api/campaigns`, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({ id: 'bulk', name: 'bulk', format: { length: 8, alphabet: 'numeric' } }),
+    });
+    assert.equal(created.status, 201, await created.text());
+    const pre = await fetch(`${server.url}/api/campaigns/bulk/codes/import`, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify(Array.from({ length: PRE_IMPORTED }, (_, i) => codeOf(i))),
+    });
+    assert.equal(((await pre.json()) as { inserted: number }).inserted, PRE_IMPORTED);
+
+    const expected = { inserted: 0, duplicate: 0, invalid: 0 };
+    for (let i = 0; i < LINES; i++) expected[line(i).kind]++;
+
+    // Peak RSS of the server from here on: writing 5 to clear_refs resets VmHWM to the current RSS.
+    const pid = server.proc.pid!;
+    const before = procStatus(pid, 'VmRSS');
+    writeFileSync(`/proc/${pid}/clear_refs`, '5');
+    const started = Date.now();
+    const result = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      // No content-length: the body goes out chunked, produced as the server reads it.
+      const req = request(
+        `${server.url}/api/campaigns/bulk/codes/import`,
+        { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'text/csv' } },
+        (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (d) => {
+            body += d;
+          });
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        },
+      );
+      req.on('error', reject);
+      // Streamed, not buffered: with half the body still unsent, codes must already be stored.
+      const midway = () =>
+        waitFor(
+          async () =>
+            (await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM codes')).rows[0]!.n >
+            PRE_IMPORTED,
+          { timeoutMs: 30_000, intervalMs: 100, what: 'codes stored before the body has ended' },
+        );
+      Readable.from(csv(midway)).pipe(req);
+    });
+    const seconds = (Date.now() - started) / 1000;
+    const growthMb = (procStatus(pid, 'VmHWM') - before) / 1024;
+
+    assert.equal(result.status, 200, result.body);
+    const counts = JSON.parse(result.body);
+    assert.deepEqual(
+      { inserted: counts.inserted, duplicate: counts.duplicate, invalid: counts.invalid },
+      expected,
+    );
+    assert.equal(counts.invalidSamples[0], 'BAD-999');
+    const stored = await pool.query<{ n: number; available: number }>(
+      `SELECT (SELECT count(*)::int FROM codes WHERE campaign_no = c.no) AS n, available::int
+       FROM codes_campaigns c WHERE id = 'bulk'`,
+    );
+    assert.deepEqual(stored.rows[0], {
+      n: expected.inserted + PRE_IMPORTED,
+      available: expected.inserted + PRE_IMPORTED,
+    });
+    assert.ok(
+      growthMb < RSS_GROWTH_LIMIT_MB,
+      `server peak RSS grew ${growthMb.toFixed(0)} MB during the import (limit ${RSS_GROWTH_LIMIT_MB} MB)`,
+    );
+    process.stdout.write(
+      `# import: ${LINES} lines in ${seconds.toFixed(1)} s (${Math.round(LINES / seconds)} lines/s), server peak RSS +${growthMb.toFixed(0)} MB over ${Math.round(before / 1024)} MB\n`,
+    );
+  });
+});
