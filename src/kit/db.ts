@@ -196,3 +196,10 @@ export function isConnectionError(err: unknown): boolean {
     err.message,
   );
 }
+
+/** A value in COPY's text format: backslash, tab, newline and carriage return escaped. */
+export function copyText(v: string): string {
+  return v.replace(/[\\\t\n\r]/g, (c) =>
+    c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r',
+  );
+}

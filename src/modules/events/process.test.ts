@@ -69,7 +69,10 @@ describe('events across real processes', () => {
     const sum = (o: Record<string, number>) => Object.values(o).reduce((x, y) => x + y, 0);
     assert.equal(sum(a.eventsByAction), 20);
     assert.equal(sum(a.eventsByUser), 20);
-    assert.ok(worker.logLines().some((l) => l.msg === 'WORKER_JOB_DONE'));
+    // Logged after the commit the analytics already show: wait for the line rather than race it.
+    await waitFor(() => worker.logLines().some((l) => l.msg === 'WORKER_JOB_DONE'), {
+      what: 'WORKER_JOB_DONE',
+    });
   });
 
   it('when WORKER_FAILURE_MODE=crash and work is waiting, then the worker exits with FAILURE_INJECTION logged and nothing is lost', async () => {

@@ -7,7 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import { parse } from 'csv-parse';
 import { from as copyFrom } from 'pg-copy-streams';
 import type { Pool, PoolClient, Queryable } from '../../kit/db.ts';
-import { withTransaction } from '../../kit/db.ts';
+import { copyText, withTransaction } from '../../kit/db.ts';
 import { badRequest, conflict, HttpError, notFound, unprocessable } from '../../kit/errors.ts';
 import type { Jobs } from '../../kit/jobs.ts';
 import type { ChannelName } from './channels.ts';
@@ -415,11 +415,4 @@ export class Batches {
       `batch ${id} is ${b.state}; it can be ${to === 'paused' ? 'paused' : 'moved'} only when ${from.join(' or ')}`,
     );
   }
-}
-
-/** A value in COPY's text format: backslash, tab, newline and carriage return escaped. */
-function copyText(v: string): string {
-  return v.replace(/[\\\t\n\r]/g, (c) =>
-    c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r',
-  );
 }
