@@ -29,7 +29,10 @@ export async function registerDashboard(app: App, kit: Kit): Promise<void> {
       reply.header('cache-control', 'no-store');
       const p = await authenticate(kit, req);
       return p
-        ? { signedIn: true, principal: { kind: p.kind, name: p.name, scopes: p.scopes } }
+        ? {
+            signedIn: true,
+            principal: { kind: p.kind, name: p.name, scopes: p.scopes, accountId: p.accountId },
+          }
         : { signedIn: false };
     },
   );

@@ -125,8 +125,16 @@ export class Batches {
     return { recipients: rows, next: rows.length === q.limit && last ? last.id : null };
   }
 
-  /** Validates the body; a dry run renders and returns without storing anything. */
-  async create(accountId: string, body: BatchBody, idempotencyKey: string | undefined) {
+  /**
+   * Validates the body; a dry run renders and returns without storing anything. The batch belongs
+   * to the account; `credentialId` (the API key or user) is kept for the per-key rate limit.
+   */
+  async create(
+    owner: { accountId: string; credentialId: string },
+    body: BatchBody,
+    idempotencyKey: string | undefined,
+  ) {
+    const { accountId } = owner;
     validateTemplate(body.template);
     let channel: ChannelName;
     if (body.sendConfigId) {
@@ -160,8 +168,9 @@ export class Batches {
     return withTransaction(this.pool, async (client) => {
       const { rows } = await client.query<{ id: string }>(
         `INSERT INTO sender_batches (account_id, idempotency_key, request_hash, name, state, channel,
-           send_config_id, channel_options, template, rate_per_second, max_attempts, code_campaign, scheduled_at)
-         VALUES ($1, $2, $3, $4, 'draft', $5, $6, $7, $8, $9, $10, $11, $12)
+           send_config_id, channel_options, template, rate_per_second, max_attempts, code_campaign, scheduled_at,
+           created_by)
+         VALUES ($1, $2, $3, $4, 'draft', $5, $6, $7, $8, $9, $10, $11, $12, $13)
          ON CONFLICT (account_id, idempotency_key) DO NOTHING RETURNING id`,
         [
           accountId,
@@ -176,6 +185,7 @@ export class Batches {
           body.maxAttempts ?? 5,
           body.codeCampaign ?? null,
           body.scheduledAt ?? null,
+          owner.credentialId,
         ],
       );
       if (!rows[0]) {

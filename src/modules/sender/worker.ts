@@ -70,6 +70,8 @@ export function backoffSeconds(attempt: number, baseMs: number): number {
 interface BatchForSend {
   id: string;
   account_id: string;
+  /** The API key (or user) that created the batch: the per-key rate limit's key. */
+  created_by: string | null;
   state: string;
   channel: string;
   send_config_id: string | null;
@@ -305,7 +307,7 @@ export class SendEngine {
 
   async loadBatch(batchId: string): Promise<BatchForSend | undefined> {
     const { rows } = await this.pool.query<BatchForSend>(
-      `SELECT b.id, b.account_id, b.state, b.channel, b.send_config_id, b.channel_options, b.template,
+      `SELECT b.id, b.account_id, b.created_by, b.state, b.channel, b.send_config_id, b.channel_options, b.template,
          b.rate_per_second, b.max_attempts, b.code_campaign, c.rate_per_second AS config_rate
        FROM sender_batches b LEFT JOIN sender_send_configs c ON c.id = b.send_config_id WHERE b.id = $1`,
       [batchId],
@@ -335,7 +337,7 @@ export class SendEngine {
     if (this.ctx.config.senderApiKeyRate > 0)
       limits.push({
         kind: 'api_key',
-        key: `account:${b.account_id}`,
+        key: `api_key:${b.created_by ?? b.account_id}`,
         ratePerSecond: this.ctx.config.senderApiKeyRate,
       });
     return limits;
