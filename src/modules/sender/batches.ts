@@ -9,6 +9,7 @@ import { withTransaction } from '../../kit/db.ts';
 import { badRequest, conflict, HttpError, notFound, unprocessable } from '../../kit/errors.ts';
 import type { Jobs } from '../../kit/jobs.ts';
 import type { ChannelName } from './channels.ts';
+import { type CodesService, checkCodeCampaign } from './codes.ts';
 import type { BatchBody, Recipient } from './schemas.ts';
 import { getSendConfig } from './send-configs.ts';
 import { render, validateTemplate } from './template.ts';
@@ -92,6 +93,7 @@ export class Batches {
   constructor(
     private readonly pool: Pool,
     private readonly jobs: Jobs,
+    private readonly codes: CodesService,
   ) {}
 
   async get(db: Queryable, accountId: string, id: string): Promise<BatchRow> {
@@ -156,6 +158,7 @@ export class Batches {
     }
     if (body.scheduledAt && Number.isNaN(Date.parse(body.scheduledAt)))
       throw badRequest('scheduledAt must be an ISO 8601 date-time');
+    if (body.codeCampaign) await checkCodeCampaign(this.codes, body.codeCampaign);
     if (body.dryRun) return { status: 200, body: this.dryRun(body, recipients) };
     if (!body.draft && recipients.length === 0)
       throw badRequest(

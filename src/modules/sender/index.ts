@@ -3,6 +3,7 @@
 import path from 'node:path';
 import { defineModule, type ModuleContext } from '../../kit/module.ts';
 import { Batches } from './batches.ts';
+import type { CodesService } from './codes.ts';
 import { createSenderMetrics } from './metrics.ts';
 import { senderRoutes } from './routes.ts';
 import { SendEngine } from './worker.ts';
@@ -24,7 +25,7 @@ export const senderModule = defineModule({
     if (ctx.role === 'all' || ctx.role === 'worker') engine.startSweeper();
   },
   routes(app, ctx) {
-    senderRoutes(app, ctx, new Batches(ctx.pool, ctx.jobs));
+    senderRoutes(app, ctx, new Batches(ctx.pool, ctx.jobs, ctx.rpc.client<CodesService>('codes')));
   },
   async stop(ctx) {
     await engines.get(ctx)?.stop();

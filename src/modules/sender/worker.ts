@@ -21,7 +21,7 @@ import type { JobContext } from '../../kit/jobs.ts';
 import type { Logger } from '../../kit/log.ts';
 import type { ModuleContext } from '../../kit/module.ts';
 import { type Channel, type ChannelSpec, createChannel, type OutMessage, SendError } from './channels.ts';
-import type { CodesService } from './codes.ts';
+import { type CodesService, codeReservationError } from './codes.ts';
 import type { SenderMetrics } from './metrics.ts';
 import { type Limit, take } from './ratelimit.ts';
 import { loadChannelSpec } from './send-configs.ts';
@@ -590,7 +590,7 @@ class ChunkRun {
           try {
             code = await this.engine.reserveCode(b, r.id);
           } catch (err) {
-            throw new SendError(`no code from campaign ${b.code_campaign}: ${(err as Error).message}`, true);
+            throw codeReservationError(b.code_campaign, err); // 4xx permanent, 5xx/timeouts retried
           }
         }
         const unsubscribeUrl = this.engine.unsubscribeUrl(b.id, r.id);
