@@ -101,7 +101,7 @@ export async function createPlatform(opts: PlatformOptions): Promise<Platform> {
   if (servesApi(role)) {
     registerAuthRoutes(app, kit);
     await registerAdminRoutes(app, kit);
-    await registerDashboard(app, kit);
+    await registerDashboard(app, kit, checks);
     for (const m of modules) {
       if (!m.routes) continue;
       const ctx = contexts.get(m.name)!;
