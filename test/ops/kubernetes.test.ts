@@ -1,6 +1,8 @@
-// deploy/kubernetes, validated offline: every manifest parses, `kubectl kustomize` renders it (when
-// kubectl is installed), and the objects say what the issue and seed 004 ask for. No cluster and
-// no schema download: these are structural checks, listed in docs/OPERATIONS.md.
+// deploy/kubernetes, validated offline: every manifest parses, every object validates against the
+// Kubernetes OpenAPI schemas (and KEDA's and the Prometheus Operator's CRD schemas) stored in the
+// kubernetes-models npm packages, `kubectl kustomize` renders it (when kubectl is installed), and
+// the objects say what the issue and seed 004 ask for. No cluster and no download at test time;
+// listed in docs/OPERATIONS.md.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { describe, test } from 'node:test';
@@ -20,6 +22,30 @@ const find = (kind: string, name: string) => {
   return o;
 };
 const ROLES = ['api', 'worker', 'scheduler'] as const;
+
+/**
+ * The kubernetes-models class for an apiVersion and kind: Kubernetes' own groups from
+ * kubernetes-models, KEDA and the Prometheus Operator from their CRD packages. An object of any
+ * other API fails the test, so nothing goes unvalidated.
+ */
+async function schemaModel(
+  apiVersion: string,
+  kind: string,
+): Promise<new (o: unknown) => { validate(): void }> {
+  const [group, version] = apiVersion.includes('/') ? apiVersion.split('/') : ['', apiVersion];
+  const pkg =
+    group === 'keda.sh'
+      ? `@kubernetes-models/keda/keda.sh/${version}`
+      : group === 'monitoring.coreos.com'
+        ? `@kubernetes-models/prometheus-operator/monitoring.coreos.com/${version}`
+        : `kubernetes-models/${group ? `${group}/` : ''}${version}`;
+  const mod = await import(pkg).catch(() => ({}));
+  const Model = (mod as Record<string, unknown>)[kind];
+  assert.ok(typeof Model === 'function', `no schema for ${apiVersion} ${kind} (${pkg})`);
+  return Model as new (
+    o: unknown,
+  ) => { validate(): void };
+}
 const container = (d: any) => d.spec.template.spec.containers[0];
 const labelsMatch = (selector: Record<string, string>, labels: Record<string, string>) =>
   Object.entries(selector).every(([k, v]) => labels[k] === v);
@@ -35,6 +61,23 @@ describe('kubernetes manifests', () => {
         if (doc.kind !== 'Kustomization') assert.ok(doc.metadata?.name, `${f}: ${doc.kind} without a name`);
       }
     }
+  });
+
+  test('when every object is checked against the Kubernetes and CRD schemas (kubernetes-models), then all are valid, and a broken one is caught', async () => {
+    const monitoring = yamlDocs(read('deploy/kubernetes/monitoring/podmonitor.yaml'));
+    const all = [...objects, ...monitoring];
+    assert.ok(all.length >= 15);
+    for (const o of all) {
+      const Model = await schemaModel(o.apiVersion, o.kind);
+      assert.doesNotThrow(() => new Model(o).validate(), `${o.kind}/${o.metadata.name}`);
+    }
+    // The validator has teeth: a probe timeout as text and a Deployment without a selector fail.
+    const broken = structuredClone(find('Deployment', 'tessera-api'));
+    container(broken).readinessProbe.timeoutSeconds = 'five';
+    const Deployment = await schemaModel('apps/v1', 'Deployment');
+    assert.throws(() => new Deployment(broken).validate(), /timeoutSeconds must be integer/);
+    delete broken.spec.selector;
+    assert.throws(() => new Deployment(broken).validate(), /selector/);
   });
 
   test(
