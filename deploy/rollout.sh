@@ -3,14 +3,14 @@
 # (seed 003's check-health-and-rollback, for the manifests in deploy/kubernetes).
 #
 #   deploy/rollout.sh --image ghcr.io/acme/tessera:3f9c2e1 [--namespace tessera] [--context prod]
-#                     [--timeout 300s] [--health-url https://tessera.example.com] [--dry-run]
-#
-# Steps: 1. record each role's current image; 2. run the migration Job with the new image and wait
-# for it (a failed migration stops here, nothing was replaced); 3. `kubectl set image` on the api,
-# worker and scheduler Deployments; 4. `kubectl rollout status` each; 5. GET /health (through
-# --health-url with curl, else inside an api pod with kubectl exec) until 200, a few tries;
-# 6. on any failure in 3-5: `kubectl rollout undo` every Deployment already changed, wait for the
-# undo, exit 1.
+#                     [--timeout 300s] [--health-url http://localhost:3000] [--dry-run]
+# Steps: 1. record each role's current image; 2. run the migration Job with the new image (a failed
+# migration stops here, nothing replaced); 3. `kubectl set image` on the api, worker and scheduler;
+# 4. `kubectl rollout status` each; 5. GET /health until 200, a few tries: by default inside an api
+# pod with kubectl exec; --health-url takes a base URL that reaches /health directly, i.e. in-cluster
+# (http://tessera-api.tessera.svc) or a port-forward (http://localhost:3000). Never the public
+# host: the Ingress does not route /health, so that check could never pass. 6. on any failure in
+# 3-5: `kubectl rollout undo` every Deployment already changed, wait for the undo, exit 1.
 # --dry-run prints every command that would change the cluster and runs only read-only ones.
 # Exit codes: 0 deployed and healthy; 1 failed and rolled back (or migration failed, nothing
 # changed); 2 usage error; 3 failed and the rollback failed too (page someone).
@@ -28,7 +28,7 @@ ROLES=(api worker scheduler)
 HERE=$(cd "$(dirname "$0")" && pwd)
 MIGRATE_JOB="$HERE/kubernetes/migrate-job.yaml"
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
 log() { printf '[rollout] %s\n' "$*" >&2; }
 die() { log "ERROR: $1"; exit "${2:-1}"; }
 

@@ -51,7 +51,7 @@ async function bootstrapDevCredentials(kit: Kit): Promise<void> {
   const { rows } = await kit.pool.query('SELECT 1 FROM users LIMIT 1');
   if (rows.length > 0) return;
   await createUser(kit.pool, DEV_USER.email, DEV_USER.password, 'admin');
-  await createApiKey(kit.pool, 'development key', ['admin'], DEV_API_KEY);
+  await createApiKey(kit.pool, 'development key', ['admin'], { key: DEV_API_KEY });
   const msg = [
     'Development credentials created (embedded default only, never in production):',
     `  dashboard: ${DEV_USER.email} / ${DEV_USER.password}`,
@@ -101,7 +101,7 @@ export async function createPlatform(opts: PlatformOptions): Promise<Platform> {
   if (servesApi(role)) {
     registerAuthRoutes(app, kit);
     await registerAdminRoutes(app, kit);
-    await registerDashboard(app, kit);
+    await registerDashboard(app, kit, checks);
     for (const m of modules) {
       if (!m.routes) continue;
       const ctx = contexts.get(m.name)!;

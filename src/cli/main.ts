@@ -1,6 +1,6 @@
 // The `tessera` command. Modules add their own subcommands through src/cli/commands.ts.
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { createApiKey, createUser } from '../kit/auth.ts';
+import { createApiKey, createUser, DEFAULT_ACCOUNT } from '../kit/auth.ts';
 import {
   type Config,
   ConfigError,
@@ -73,17 +73,19 @@ keys
   .description('create an API key; it is printed once and stored only as a hash')
   .requiredOption('--name <name>', 'who or what uses the key')
   .option('--scopes <scopes>', 'comma-separated: admin, codes, events, books, sender', 'admin')
-  .action(async (opts: { name: string; scopes: string }) => {
+  .option('--account <account>', 'the account whose data the key reaches', DEFAULT_ACCOUNT)
+  .action(async (opts: { name: string; scopes: string; account: string }) => {
     const created = await withKit((kit) =>
       createApiKey(
         kit.pool,
         opts.name,
         opts.scopes.split(',').map((s) => s.trim()),
+        { accountId: opts.account },
       ),
     );
     process.stdout.write(`${created.key}\n`);
     process.stderr.write(
-      `key "${created.name}" (${created.scopes.join(',')}) created; it will not be shown again\n`,
+      `key "${created.name}" (${created.scopes.join(',')}, account ${created.accountId}) created; it will not be shown again\n`,
     );
   });
 
@@ -94,9 +96,12 @@ users
   .requiredOption('--email <email>', 'sign-in e-mail')
   .requiredOption('--password <password>', 'at least 6 characters')
   .addOption(new Option('--role <role>', 'admin sees admin pages').choices(['admin', 'user']).default('user'))
-  .action(async (opts: { email: string; password: string; role: 'admin' | 'user' }) => {
-    const user = await withKit((kit) => createUser(kit.pool, opts.email, opts.password, opts.role));
-    process.stdout.write(`user ${user.email} (${user.role}) created\n`);
+  .option('--account <account>', 'the account whose data the user sees', DEFAULT_ACCOUNT)
+  .action(async (opts: { email: string; password: string; role: 'admin' | 'user'; account: string }) => {
+    const user = await withKit((kit) =>
+      createUser(kit.pool, opts.email, opts.password, opts.role, opts.account),
+    );
+    process.stdout.write(`user ${user.email} (${user.role}, account ${user.accountId}) created\n`);
   });
 
 program

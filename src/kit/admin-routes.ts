@@ -45,7 +45,12 @@ export function registerAuthRoutes(app: App, kit: Kit): void {
     const principal = await authenticate(kit, req);
     if (!principal)
       return reply.code(401).send({ statusCode: 401, error: 'Unauthorized', message: 'not signed in' });
-    return { kind: principal.kind, name: principal.name, scopes: principal.scopes };
+    return {
+      kind: principal.kind,
+      name: principal.name,
+      scopes: principal.scopes,
+      accountId: principal.accountId,
+    };
   });
 }
 
@@ -122,12 +127,21 @@ export async function registerAdminRoutes(app: App, kit: Kit): Promise<void> {
           body: Type.Object({
             name: Type.String({ minLength: 1, maxLength: 100 }),
             scopes: Type.Array(Type.Union(SCOPES.map((s) => Type.Literal(s))), { minItems: 1 }),
+            account: Type.Optional(
+              Type.String({
+                minLength: 1,
+                maxLength: 100,
+                description: "the account whose data the key reaches; default: the caller's account",
+              }),
+            ),
           }),
         },
       },
       async (req, reply) => {
         reply.code(201);
-        return createApiKey(kit.pool, req.body.name, req.body.scopes);
+        return createApiKey(kit.pool, req.body.name, req.body.scopes, {
+          accountId: req.body.account ?? req.principal!.accountId,
+        });
       },
     );
 

@@ -19,11 +19,28 @@ const scrypt = promisify(scryptCb) as (
 export const SCOPES = ['admin', 'codes', 'events', 'books', 'sender'] as const;
 export type Scope = (typeof SCOPES)[number];
 
+/**
+ * Who is calling. `id` is the credential (an API key or a user); `accountId` is who owns the data:
+ * modules key their rows by the account, so every key and user of one account sees the same data.
+ */
 export interface Principal {
   kind: 'api_key' | 'session';
   id: string;
   name: string;
   scopes: string[];
+  accountId: string;
+}
+
+/** The account credentials join unless told otherwise (and every credential made before accounts). */
+export const DEFAULT_ACCOUNT = 'default';
+const ACCOUNT_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$/;
+
+export function validateAccount(account: string): string {
+  if (!ACCOUNT_PATTERN.test(account))
+    throw badRequest(
+      `account must be 1-100 characters of A-Z a-z 0-9 _ . - starting with a letter or digit; got "${account}"`,
+    );
+  return account;
 }
 
 export const hasScope = (p: Principal, scope: string) =>
@@ -45,19 +62,28 @@ export function validateScopes(scopes: string[]): string[] {
   return [...new Set(scopes)];
 }
 
-export async function createApiKey(pool: Pool, name: string, scopes: string[], key = newApiKey()) {
+export async function createApiKey(
+  pool: Pool,
+  name: string,
+  scopes: string[],
+  opts: { key?: string; accountId?: string } = {},
+) {
   const valid = validateScopes(scopes);
+  const accountId = validateAccount(opts.accountId ?? DEFAULT_ACCOUNT);
+  const key = opts.key ?? newApiKey();
   const { rows } = await pool.query<{ id: string }>(
-    'INSERT INTO api_keys (name, key_hash, prefix, scopes) VALUES ($1, $2, $3, $4) ON CONFLICT (key_hash) DO NOTHING RETURNING id',
-    [name, sha256(key), key.slice(0, 8), valid],
+    `INSERT INTO api_keys (name, key_hash, prefix, scopes, account_id) VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (key_hash) DO NOTHING RETURNING id`,
+    [name, sha256(key), key.slice(0, 8), valid, accountId],
   );
   if (!rows[0]) throw conflict('that API key already exists');
-  return { id: rows[0].id, key, name, scopes: valid };
+  return { id: rows[0].id, key, name, scopes: valid, accountId };
 }
 
 export async function listApiKeys(pool: Pool) {
   const { rows } = await pool.query(
-    `SELECT id, name, prefix, scopes, created_at AS "createdAt", last_used_at AS "lastUsedAt", revoked_at AS "revokedAt"
+    `SELECT id, name, prefix, scopes, account_id AS "accountId", created_at AS "createdAt",
+       last_used_at AS "lastUsedAt", revoked_at AS "revokedAt"
      FROM api_keys ORDER BY created_at DESC`,
   );
   return rows;
@@ -97,12 +123,20 @@ export class ApiKeyVerifier {
   }
 
   private async lookup(key: string): Promise<Principal | null> {
-    const { rows } = await this.pool.query<{ id: string; name: string; scopes: string[] }>(
-      `UPDATE api_keys SET last_used_at = now() WHERE key_hash = $1 AND revoked_at IS NULL RETURNING id, name, scopes`,
+    const { rows } = await this.pool.query<{
+      id: string;
+      name: string;
+      scopes: string[];
+      account_id: string;
+    }>(
+      `UPDATE api_keys SET last_used_at = now() WHERE key_hash = $1 AND revoked_at IS NULL
+       RETURNING id, name, scopes, account_id`,
       [sha256(key)],
     );
     const row = rows[0];
-    return row ? { kind: 'api_key', id: row.id, name: row.name, scopes: row.scopes } : null;
+    return row
+      ? { kind: 'api_key', id: row.id, name: row.name, scopes: row.scopes, accountId: row.account_id }
+      : null;
   }
 }
 
@@ -128,26 +162,44 @@ export async function verifyPassword(password: string, stored: string): Promise<
   return timingSafeEqual(actual, expected);
 }
 
-export async function createUser(pool: Pool, email: string, password: string, role: 'admin' | 'user') {
+export async function createUser(
+  pool: Pool,
+  email: string,
+  password: string,
+  role: 'admin' | 'user',
+  accountId = DEFAULT_ACCOUNT,
+) {
   if (!/^[^@\s]+@[^@\s]+$/.test(email)) throw badRequest('email must look like name@example.com');
   if (password.length < 6) throw badRequest('password must be at least 6 characters');
+  validateAccount(accountId);
   const { rows } = await pool.query<{ id: string }>(
-    'INSERT INTO users (email, password_hash, role) VALUES (lower($1), $2, $3) ON CONFLICT (email) DO NOTHING RETURNING id',
-    [email, await hashPassword(password), role],
+    `INSERT INTO users (email, password_hash, role, account_id) VALUES (lower($1), $2, $3, $4)
+     ON CONFLICT (email) DO NOTHING RETURNING id`,
+    [email, await hashPassword(password), role, accountId],
   );
   if (!rows[0]) throw conflict(`a user with e-mail ${email} already exists`);
-  return { id: rows[0].id, email: email.toLowerCase(), role };
+  return { id: rows[0].id, email: email.toLowerCase(), role, accountId };
 }
 
-export async function checkLogin(pool: Pool, email: string, password: string) {
-  const { rows } = await pool.query<{ id: string; email: string; role: string; password_hash: string }>(
-    'SELECT id, email, role, password_hash FROM users WHERE email = lower($1)',
-    [email],
-  );
+export interface SessionUser {
+  id: string;
+  email: string;
+  role: string;
+  accountId: string;
+}
+
+export async function checkLogin(pool: Pool, email: string, password: string): Promise<SessionUser> {
+  const { rows } = await pool.query<{
+    id: string;
+    email: string;
+    role: string;
+    account_id: string;
+    password_hash: string;
+  }>('SELECT id, email, role, account_id, password_hash FROM users WHERE email = lower($1)', [email]);
   const user = rows[0];
   if (!user || !(await verifyPassword(password, user.password_hash)))
     throw unauthorized('wrong e-mail or password');
-  return { id: user.id, email: user.email, role: user.role };
+  return { id: user.id, email: user.email, role: user.role, accountId: user.account_id };
 }
 
 export const SESSION_COOKIE = 'tessera_session';
@@ -161,8 +213,8 @@ export class Sessions {
     this.key = new TextEncoder().encode(secret);
   }
 
-  async issue(user: { id: string; email: string; role: string }): Promise<string> {
-    return new SignJWT({ email: user.email, role: user.role })
+  async issue(user: SessionUser): Promise<string> {
+    return new SignJWT({ email: user.email, role: user.role, acct: user.accountId })
       .setProtectedHeader({ alg: 'HS256' })
       .setSubject(user.id)
       .setIssuedAt()
@@ -176,7 +228,10 @@ export class Sessions {
       const role = payload.role === 'admin' ? 'admin' : 'user';
       // Signed-in people use every module; only admins get admin routes.
       const scopes = role === 'admin' ? ['admin'] : SCOPES.filter((s) => s !== 'admin');
-      return { kind: 'session', id: String(payload.sub), name: String(payload.email), scopes };
+      // The account is signed into the session; sessions issued before accounts existed belong
+      // to the default account, as every user did then.
+      const accountId = typeof payload.acct === 'string' ? payload.acct : DEFAULT_ACCOUNT;
+      return { kind: 'session', id: String(payload.sub), name: String(payload.email), scopes, accountId };
     } catch {
       return null;
     }

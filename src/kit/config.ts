@@ -169,7 +169,7 @@ const settings = {
   ),
   senderPublicUrl: setting(
     'SENDER_PUBLIC_URL',
-    'base URL of unsubscribe links in sent messages',
+    'public base URL of unsubscribe links in sent messages (what recipients can reach); production refuses localhost',
     'http://localhost:3000',
     url,
   ),
@@ -254,9 +254,25 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       problems.push('JWT_SECRET: required in production, at least 32 characters');
     if (!config.webhookSecret)
       problems.push('WEBHOOK_SECRET: required in production (whsec_ followed by base64)');
+    if (isLoopbackUrl(config.senderPublicUrl))
+      problems.push(
+        `SENDER_PUBLIC_URL=${JSON.stringify(config.senderPublicUrl)}: production needs the public base URL recipients can reach (e.g. https://tessera.example.com); a loopback host makes every unsubscribe link dead`,
+      );
   }
   if (problems.length) throw new ConfigError(problems);
   return config;
+}
+
+/** localhost, *.localhost, 127.0.0.0/8, ::1 and 0.0.0.0: hosts only this machine can reach. */
+export function isLoopbackUrl(raw: string): boolean {
+  const host = new URL(raw).hostname.toLowerCase().replace(/^\[|\]$/g, '');
+  return (
+    host === 'localhost' ||
+    host.endsWith('.localhost') ||
+    /^127(\.\d{1,3}){3}$/.test(host) ||
+    host === '::1' ||
+    host === '0.0.0.0'
+  );
 }
 
 /** The README's configuration table, generated so it can never drift from the code. */

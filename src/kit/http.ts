@@ -42,6 +42,17 @@ declare module 'fastify' {
 }
 
 export const BODY_LIMIT = 1024 * 1024;
+
+export interface RouteInfo {
+  method: string;
+  url: string;
+  public: boolean;
+}
+const routeTables = new WeakMap<object, RouteInfo[]>();
+/** Every route the app registered (method, path, public): what the Ingress allowlist must match. */
+export function routeTable(app: App): RouteInfo[] {
+  return routeTables.get(app) ?? [];
+}
 /** Probes and scrapes: never in the access log, never behind auth, never failure-injected. */
 const QUIET_PATHS = new Set(['/metrics', '/api/metrics', '/heartbeat']);
 
@@ -62,6 +73,13 @@ export async function createHttpApp(kit: Kit): Promise<App> {
       customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false },
     },
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
+
+  const routes: RouteInfo[] = [];
+  routeTables.set(app, routes);
+  app.addHook('onRoute', (r) => {
+    for (const method of [r.method].flat())
+      routes.push({ method: String(method), url: r.url, public: Boolean(r.config?.public) });
+  });
 
   // JSON parsing that can keep the exact bytes a webhook signature covers.
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {

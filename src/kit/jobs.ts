@@ -190,6 +190,14 @@ export class Jobs {
     return rows[0]?.n ?? 0;
   }
 
+  /** Jobs that used every attempt: kept in the queue table for inspection. */
+  async failedCount(): Promise<number> {
+    const { rows } = await this.pool.query<{ n: number }>(
+      'SELECT count(*)::int AS n FROM graphile_worker.jobs WHERE attempts >= max_attempts',
+    );
+    return rows[0]?.n ?? 0;
+  }
+
   async migrate(): Promise<void> {
     await runMigrations({ pgPool: this.pool, logger: this.graphileLogger() });
   }

@@ -7,6 +7,8 @@ import path from 'node:path';
 import fastifyStatic from '@fastify/static';
 import { type App, authenticate } from '../kit/http.ts';
 import type { Kit } from '../kit/kit.ts';
+import type { HealthCheck } from '../kit/module.ts';
+import { registerOverview } from './overview.ts';
 
 const require = createRequire(import.meta.url);
 export const WEB_ROOT = path.resolve(import.meta.dirname, '../../web');
@@ -19,7 +21,8 @@ const VENDOR: Record<string, string> = {
   '/vendor/uplot/': path.dirname(require.resolve('uplot')),
 };
 
-export async function registerDashboard(app: App, kit: Kit): Promise<void> {
+export async function registerDashboard(app: App, kit: Kit, checks: HealthCheck[]): Promise<void> {
+  registerOverview(app, kit, checks);
   // Like GET /api/auth/me, but "signed out" is a 200: the dashboard asks on every load, and a 401
   // there would be a console error in every signed-out browser.
   app.get(
@@ -29,7 +32,10 @@ export async function registerDashboard(app: App, kit: Kit): Promise<void> {
       reply.header('cache-control', 'no-store');
       const p = await authenticate(kit, req);
       return p
-        ? { signedIn: true, principal: { kind: p.kind, name: p.name, scopes: p.scopes } }
+        ? {
+            signedIn: true,
+            principal: { kind: p.kind, name: p.name, scopes: p.scopes, accountId: p.accountId },
+          }
         : { signedIn: false };
     },
   );

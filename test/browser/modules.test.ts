@@ -73,6 +73,32 @@ describe('dashboard module pages', { skip: needsChromium }, async () => {
     w.assertClean();
   });
 
+  test('when creating a batch fails half-way and the user clicks again, then the same batch is completed, not a second one', async () => {
+    const w = await openPage(browser, base.baseUrl);
+    await signIn(w);
+    await w.page.getByRole('link', { name: 'Sender' }).click();
+    await w.page.getByLabel('Batch name').fill('retried');
+    // The network drops the first "send" call: the batch exists as a draft with its recipients.
+    let dropped = 0;
+    await w.page.route(/\/api\/batches\/[^/]+\/send$/, (route) =>
+      dropped++ === 0 ? route.abort('failed') : route.continue(),
+    );
+    w.expectError(/ERR_FAILED|Failed to load resource/);
+    await w.page.getByRole('button', { name: 'Create and send batch' }).click();
+    await w.page.getByRole('alert').waitFor();
+    await w.page.getByRole('button', { name: 'Create and send batch' }).click();
+    await w.page.getByText('Batch retried queued with 2 recipients.').waitFor();
+    const row = w.page.getByTestId('batch-row').filter({ hasText: 'retried' });
+    await row.getByText('completed').waitFor({ timeout: 30_000 });
+    const mine = (await apiGet('/api/batches?limit=100')).batches.filter(
+      (b: { name: string }) => b.name === 'retried',
+    );
+    assert.equal(mine.length, 1, 'the retry reused the Idempotency-Key');
+    assert.equal(mine[0].progress.total, 2, 'the CSV was not uploaded twice');
+    assert.equal(dropped, 2);
+    w.assertClean();
+  });
+
   test('when a slow batch is paused, resumed and cancelled from the page, then its state follows', async () => {
     const w = await openPage(browser, base.baseUrl);
     await signIn(w);

@@ -46,6 +46,38 @@ describe('configuration', () => {
     );
   });
 
+  it('when production keeps a loopback SENDER_PUBLIC_URL, then `tessera start` exits 2 naming it, and a public URL passes', () => {
+    const production = {
+      TESSERA_CONFIG: 'none',
+      NODE_ENV: 'production',
+      DATABASE_URL: 'postgres://tessera@db.invalid:5432/tessera',
+      JWT_SECRET: 'x'.repeat(40),
+      WEBHOOK_SECRET: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw',
+    };
+    for (const url of [undefined, 'http://127.0.0.1:3000', 'https://mail.localhost', 'http://[::1]:3000'])
+      assert.throws(
+        () => loadConfig({ ...production, SENDER_PUBLIC_URL: url }),
+        /SENDER_PUBLIC_URL=.*production needs the public base URL/,
+        String(url),
+      );
+    const ok = loadConfig({ ...production, SENDER_PUBLIC_URL: 'https://tessera.example.com' });
+    assert.equal(ok.senderPublicUrl, 'https://tessera.example.com');
+    // Development keeps the localhost default.
+    assert.equal(loadConfig({ TESSERA_CONFIG: 'none' }).senderPublicUrl, 'http://localhost:3000');
+
+    // The default (unset) is what a forgotten setting looks like: the start is refused before it
+    // touches the database (db.invalid would never answer).
+    const { SENDER_PUBLIC_URL: _unset, ...inherited } = process.env;
+    const res = spawnSync(process.execPath, ['bin/tessera.js', 'start'], {
+      cwd: ROOT,
+      env: { ...inherited, ...production },
+      encoding: 'utf8',
+      timeout: 30000,
+    });
+    assert.equal(res.status, 2, res.stderr);
+    assert.match(res.stderr, /SENDER_PUBLIC_URL="http:\/\/localhost:3000": production needs/);
+  });
+
   it('when `tessera start` gets a bad value, then it prints the problem and exits with code 2', () => {
     const res = spawnSync(process.execPath, ['bin/tessera.js', 'start'], {
       cwd: ROOT,

@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
-import { yamlFile } from './lib.ts';
+import { ROOT, yamlFile } from './lib.ts';
 
 const wf = yamlFile('.github/workflows/ci.yml');
 const steps = (job: string) => wf.jobs[job].steps as any[];
@@ -38,6 +38,20 @@ describe('ci workflow', () => {
     assert.match(t.container.image, /^node:20/);
     assert.match(runs('test'), /apt-get install .*chromium.*prometheus.*iproute2/);
     assert.match(runs('test'), /^npm test$/m);
+  });
+
+  test('when tests end, pass or fail, then the browser screenshots are uploaded as an artifact', () => {
+    const all = steps('test');
+    const upload = all.find((s) => s.uses?.startsWith('actions/upload-artifact'));
+    assert.ok(upload, 'an upload-artifact step');
+    assert.equal(upload.if, 'always()');
+    assert.equal(upload.with.path.replace(/\/$/, ''), 'test-artifacts');
+    assert.ok(
+      all.indexOf(upload) > all.findIndex((s) => /^npm test$/m.test(s.run ?? '')),
+      'after the test step',
+    );
+    // The folder the browser suites write to.
+    assert.match(readFileSync(path.join(ROOT, 'test/browser/harness.ts'), 'utf8'), /'test-artifacts'/);
   });
 
   test('when the image job runs, then it follows lint and test, builds amd64 and arm64, and pushes to GHCR', () => {

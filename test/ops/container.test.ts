@@ -103,6 +103,7 @@ describe('Dockerfile', () => {
       DATABASE_URL: await freshDatabase(),
       JWT_SECRET: 'x'.repeat(48),
       WEBHOOK_SECRET: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw',
+      SENDER_PUBLIC_URL: 'https://tessera.example.com',
     };
     const [cmd, ...args] = [...execForm(instr('ENTRYPOINT')[0]!), ...execForm(instr('CMD')[0]!)];
     const proc = spawn(cmd === 'node' ? process.execPath : cmd!, args, {
@@ -161,6 +162,8 @@ describe('compose', () => {
     assert.equal(s.api.environment.HOST, '0.0.0.0');
     assert.match(s.api.environment.NATS_URL, /^nats:\/\/nats:4222$/);
     assert.match(s.api.environment.DATABASE_URL, /@postgres:5432\//);
+    // Required, never defaulted: a default would be localhost, which production refuses.
+    assert.match(s.api.environment.SENDER_PUBLIC_URL, /^\$\{SENDER_PUBLIC_URL:\?/);
   });
 
   test('when services start, then every dependency waits on a health or completion condition and long-running services have healthchecks', () => {
@@ -172,7 +175,17 @@ describe('compose', () => {
           assert.ok(s[dep].healthcheck && !s[dep].healthcheck.disable, `${dep} has no healthcheck`);
       }
     }
-    for (const name of ['api', 'worker', 'scheduler', 'postgres', 'nats', 'prometheus', 'grafana'])
+    for (const name of [
+      'api',
+      'worker',
+      'scheduler',
+      'postgres',
+      'nats',
+      'prometheus',
+      'grafana',
+      'node-exporter',
+      'cadvisor',
+    ])
       assert.ok(s[name].healthcheck?.test, `${name} healthcheck`);
     assert.match(s.api.healthcheck.test.join(' '), /\/health/);
     assert.equal(s.api.depends_on.migrate.condition, 'service_completed_successfully');
@@ -199,12 +212,19 @@ describe('compose', () => {
     'when docker-compose validates the file, then it is accepted',
     needsBinary('docker-compose', 'docker-compose'),
     () => {
-      const r = spawnSync(
-        'docker-compose',
-        ['-p', 'tessera', '-f', path.join(DEPLOY, 'compose.yaml'), 'config', '-q'],
-        { encoding: 'utf8', timeout: 60000 },
-      );
+      const config = (env: Record<string, string>) => {
+        const { SENDER_PUBLIC_URL: _unset, ...inherited } = process.env;
+        return spawnSync(
+          'docker-compose',
+          ['-p', 'tessera', '-f', path.join(DEPLOY, 'compose.yaml'), 'config', '-q'],
+          { encoding: 'utf8', timeout: 60000, env: { ...inherited, ...env } },
+        );
+      };
+      const r = config({ SENDER_PUBLIC_URL: 'https://mail.example.com' });
       assert.equal(r.status, 0, r.stderr);
+      const unset = config({});
+      assert.notEqual(unset.status, 0, 'compose refuses to start without SENDER_PUBLIC_URL');
+      assert.match(unset.stderr, /SENDER_PUBLIC_URL/);
     },
   );
 });

@@ -103,17 +103,17 @@ describe('rollout.sh', () => {
     assert.equal(has(r.calls, 'rollout undo'), 3);
   });
 
-  test('when --health-url is given, then curl checks <url>/health', () => {
-    const ok = run(['--image', IMAGE, '--health-url', 'https://tessera.example.com/']);
+  test('when --health-url is given (an in-cluster or port-forward URL), then curl checks <url>/health', () => {
+    const ok = run(['--image', IMAGE, '--health-url', 'http://tessera-api.tessera.svc/']);
     assert.equal(ok.status, 0, ok.stderr);
     assert.equal(
-      has(ok.calls, 'curl -fsS --max-time 5 https://tessera.example.com/health'),
+      has(ok.calls, 'curl -fsS --max-time 5 http://tessera-api.tessera.svc/health'),
       1,
       ok.calls.join('\n'),
     );
     const bad = run(
-      ['--image', IMAGE, '--health-url', 'https://tessera.example.com'],
-      'tessera.example.com/health',
+      ['--image', IMAGE, '--health-url', 'http://tessera-api.tessera.svc'],
+      'tessera-api.tessera.svc/health',
     );
     assert.equal(bad.status, 1);
     assert.equal(has(bad.calls, 'rollout undo'), 3);

@@ -53,22 +53,3 @@ export async function api(path, opts = {}) {
 export const post = (path, body, opts = {}) => api(path, { ...opts, method: 'POST', body: body ?? {} });
 export const put = (path, body, opts = {}) => api(path, { ...opts, method: 'PUT', body: body ?? {} });
 export const del = (path, opts = {}) => api(path, { ...opts, method: 'DELETE' });
-
-/** Prometheus text format → [{name, labels, value}] (comments and NaN dropped). */
-export function parseMetrics(text) {
-  const out = [];
-  for (const line of text.split('\n')) {
-    if (!line || line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
-    if (!m) continue;
-    const value = Number(m[3]);
-    if (Number.isNaN(value)) continue;
-    const labels = {};
-    if (m[2]) {
-      for (const l of m[2].matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g))
-        labels[l[1]] = l[2].replace(/\\(.)/g, '$1');
-    }
-    out.push({ name: m[1], labels, value });
-  }
-  return out;
-}

@@ -11,6 +11,7 @@ import { copyText, withTransaction } from '../../kit/db.ts';
 import { badRequest, conflict, HttpError, notFound, unprocessable } from '../../kit/errors.ts';
 import type { Jobs } from '../../kit/jobs.ts';
 import type { ChannelName } from './channels.ts';
+import { type CodesService, checkCodeCampaign } from './codes.ts';
 import type { BatchBody, Recipient } from './schemas.ts';
 import { getSendConfig } from './send-configs.ts';
 import { render, validateTemplate } from './template.ts';
@@ -94,6 +95,7 @@ export class Batches {
   constructor(
     private readonly pool: Pool,
     private readonly jobs: Jobs,
+    private readonly codes: CodesService,
   ) {}
 
   async get(db: Queryable, accountId: string, id: string): Promise<BatchRow> {
@@ -127,8 +129,16 @@ export class Batches {
     return { recipients: rows, next: rows.length === q.limit && last ? last.id : null };
   }
 
-  /** Validates the body; a dry run renders and returns without storing anything. */
-  async create(accountId: string, body: BatchBody, idempotencyKey: string | undefined) {
+  /**
+   * Validates the body; a dry run renders and returns without storing anything. The batch belongs
+   * to the account; `credentialId` (the API key or user) is kept for the per-key rate limit.
+   */
+  async create(
+    owner: { accountId: string; credentialId: string },
+    body: BatchBody,
+    idempotencyKey: string | undefined,
+  ) {
+    const { accountId } = owner;
     validateTemplate(body.template);
     let channel: ChannelName;
     if (body.sendConfigId) {
@@ -150,6 +160,7 @@ export class Batches {
     }
     if (body.scheduledAt && Number.isNaN(Date.parse(body.scheduledAt)))
       throw badRequest('scheduledAt must be an ISO 8601 date-time');
+    if (body.codeCampaign) await checkCodeCampaign(this.codes, body.codeCampaign);
     if (body.dryRun) return { status: 200, body: this.dryRun(body, recipients) };
     if (!body.draft && recipients.length === 0)
       throw badRequest(
@@ -162,8 +173,9 @@ export class Batches {
     return withTransaction(this.pool, async (client) => {
       const { rows } = await client.query<{ id: string }>(
         `INSERT INTO sender_batches (account_id, idempotency_key, request_hash, name, state, channel,
-           send_config_id, channel_options, template, rate_per_second, max_attempts, code_campaign, scheduled_at)
-         VALUES ($1, $2, $3, $4, 'draft', $5, $6, $7, $8, $9, $10, $11, $12)
+           send_config_id, channel_options, template, rate_per_second, max_attempts, code_campaign, scheduled_at,
+           created_by)
+         VALUES ($1, $2, $3, $4, 'draft', $5, $6, $7, $8, $9, $10, $11, $12, $13)
          ON CONFLICT (account_id, idempotency_key) DO NOTHING RETURNING id`,
         [
           accountId,
@@ -178,6 +190,7 @@ export class Batches {
           body.maxAttempts ?? 5,
           body.codeCampaign ?? null,
           body.scheduledAt ?? null,
+          owner.credentialId,
         ],
       );
       if (!rows[0]) {

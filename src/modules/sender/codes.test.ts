@@ -4,9 +4,10 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { startPlatform, type TestPlatform, waitFor } from '../../../test/helpers.ts';
+import { conflict, unavailable } from '../../kit/errors.ts';
 import { codesModule } from '../codes/index.ts';
 import { senderModule } from './index.ts';
-import { startWebhookReceiver, WEBHOOK_SECRET } from './test-peers.ts';
+import { batchFinished, startWebhookReceiver, WEBHOOK_SECRET } from './test-peers.ts';
 
 const inject = (p: TestPlatform, method: 'GET' | 'POST', url: string, payload?: unknown) =>
   p.app.inject({ method, url, headers: p.auth, payload: payload as object });
@@ -98,5 +99,106 @@ describe('sender codes', () => {
     assert.ok(![...codeOf.values()].includes(failed.code));
     const v = (await inject(p, 'GET', `/api/campaigns/sender-test/codes/${failed.code}`)).json();
     assert.equal(v.state, 'available', 'the failed recipient code is available again');
+  });
+
+  it('when a batch names a codeCampaign that does not exist, then the create (and a dry run) answers 404 and stores nothing', async () => {
+    const p = await startPlatform({ modules: [codesModule, senderModule] });
+    for (const dryRun of [false, true]) {
+      const res = await inject(p, 'POST', '/api/batches', {
+        channel: 'mock',
+        codeCampaign: 'no-such-campaign',
+        template: { subject: 's', text: '{{code}}' },
+        recipients: [{ address: 'a@example.com' }],
+        dryRun,
+      });
+      assert.equal(res.statusCode, 404, res.body);
+      assert.match(res.json().message, /codeCampaign "no-such-campaign" not found/);
+    }
+    const { rows } = await p.kit.pool.query('SELECT count(*)::int AS n FROM sender_batches');
+    assert.equal(rows[0].n, 0);
+  });
+
+  /**
+   * A codes service stand-in registered under the real name, so the sender reaches it through the
+   * same RPC call site: `reserve` answers with `fail(reserveId, call)` or a code.
+   */
+  function fakeCodes(p: TestPlatform, fail: (reserveId: string, call: number) => Error | undefined) {
+    const calls = new Map<string, number>();
+    p.kit.rpc.register('codes', {
+      getCampaign: async ({ campaignId }: { campaignId: string }) => ({ id: campaignId }),
+      reserve: async ({ reserveId }: { reserveId: string }) => {
+        const n = (calls.get(reserveId) ?? 0) + 1;
+        calls.set(reserveId, n);
+        const err = fail(reserveId, n);
+        if (err) throw err;
+        return { reserveId, codes: [`C-${reserveId.split(':')[1]}`], expiresAt: new Date() };
+      },
+      assign: async () => ({}),
+      release: async () => ({ released: 1 }),
+    });
+    return calls;
+  }
+
+  it('when the codes service answers 503 or times out, then the reservation is retried and the recipients are sent', async () => {
+    const p = await startPlatform({ modules: [senderModule], env: { SENDER_RETRY_BASE_MS: '20' } });
+    const calls = fakeCodes(p, (_id, n) =>
+      n === 1
+        ? unavailable('no codes worker is running')
+        : n === 2
+          ? unavailable('codes.reserve did not answer within 5000 ms')
+          : undefined,
+    );
+    const res = await inject(p, 'POST', '/api/batches', {
+      channel: 'mock',
+      codeCampaign: 'flaky',
+      maxAttempts: 5,
+      template: { subject: 's', text: '{{code}}' },
+      recipients: Array.from({ length: 5 }, (_, i) => ({ address: `u${i}@example.com` })),
+    });
+    assert.equal(res.statusCode, 201, res.body);
+    const b = await batchFinished(p, res.json().id, 30000);
+    assert.equal(b.state, 'completed');
+    assert.deepEqual([b.progress.sent, b.progress.failed], [5, 0]);
+    const r = (await inject(p, 'GET', `/api/batches/${b.id}/recipients`)).json().recipients;
+    assert.deepEqual(
+      r.map((x: { attempts: number; code: string }) => [x.attempts, x.code]),
+      [1, 2, 3, 4, 5].map((i) => [3, `C-${i}`]),
+    );
+    assert.deepEqual([...calls.values()], [3, 3, 3, 3, 3]);
+  });
+
+  it('when the codes service answers 409 (out of codes) or 404, then the recipient fails at once without retries', async () => {
+    const p = await startPlatform({ modules: [senderModule], env: { SENDER_RETRY_BASE_MS: '20' } });
+    fakeCodes(p, (id) => (id.endsWith(':1') ? conflict('only 0 codes available') : undefined));
+    const res = await inject(p, 'POST', '/api/batches', {
+      channel: 'mock',
+      codeCampaign: 'short',
+      maxAttempts: 5,
+      template: { subject: 's', text: '{{code}}' },
+      recipients: [{ address: 'a@example.com' }, { address: 'b@example.com' }],
+    });
+    const b = await batchFinished(p, res.json().id, 30000);
+    assert.deepEqual([b.progress.sent, b.progress.failed], [1, 1]);
+    const failed = (await inject(p, 'GET', `/api/batches/${b.id}/recipients?state=failed`)).json()
+      .recipients[0];
+    assert.equal(failed.attempts, 1, 'a permanent answer is not retried');
+    assert.match(failed.error, /^no code from campaign short: only 0 codes available$/);
+  });
+
+  it('when the codes service is down at create, then the create answers 503 so the client retries', async () => {
+    const p = await startPlatform({ modules: [senderModule] });
+    p.kit.rpc.register('codes', {
+      getCampaign: async () => {
+        throw unavailable('no codes worker is running');
+      },
+    });
+    const res = await inject(p, 'POST', '/api/batches', {
+      channel: 'mock',
+      codeCampaign: 'any',
+      template: { subject: 's', text: '{{code}}' },
+      recipients: [{ address: 'a@example.com' }],
+    });
+    assert.equal(res.statusCode, 503, res.body);
+    assert.match(res.json().message, /could not confirm codeCampaign "any"/);
   });
 });

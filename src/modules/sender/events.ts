@@ -1,5 +1,6 @@
 // Delivery events from providers (POST /webhooks/:provider, Standard Webhooks signed): delivered,
-// bounced, complained and opened, recorded once per recipient and event type; bounces and
+// bounced, complained and opened, each kind counted once per recipient however often and in whatever
+// order providers repeat it (delivered → opened → delivered is one delivery); bounces and
 // complaints put the address on the account's suppression list.
 import type { Pool } from '../../kit/db.ts';
 import { withTransaction } from '../../kit/db.ts';
@@ -14,6 +15,8 @@ const COUNTER = {
   complained: 'complained',
   opened: 'opened',
 } as const;
+/** The kind's bit in sender_recipients.event_kinds (migration 003). */
+const BIT = { delivered: 1, bounced: 2, complained: 4, opened: 8 } as const;
 
 export async function recordDeliveryEvents(
   pool: Pool,
@@ -31,12 +34,12 @@ export async function recordDeliveryEvents(
         `WITH r AS (
            SELECT address, event FROM sender_recipients WHERE batch_id = $1 AND id = $2 FOR UPDATE),
          u AS (
-           UPDATE sender_recipients SET event = $3, event_at = now(),
+           UPDATE sender_recipients SET event = $3, event_at = now(), event_kinds = event_kinds | $4,
              state = CASE WHEN $3 = 'bounced' THEN 'bounced' ELSE state END
-           WHERE batch_id = $1 AND id = $2 AND event IS DISTINCT FROM $3 RETURNING 1)
+           WHERE batch_id = $1 AND id = $2 AND event_kinds & $4 = 0 RETURNING 1)
          SELECT r.address, b.account_id, EXISTS (SELECT 1 FROM u) AS fresh
          FROM r JOIN sender_batches b ON b.id = $1`,
-        [batchId, Number(rid), e.type],
+        [batchId, Number(rid), e.type, BIT[e.type]],
       );
       const row = rows[0];
       if (!row) {

@@ -162,7 +162,7 @@ describe('sender features', () => {
     assert.equal((await inject(p, 'POST', '/api/suppressions', { addresses: [] })).statusCode, 400);
   });
 
-  it('when a provider posts signed delivery events, then they are counted once and a bounce suppresses the address', async () => {
+  it('when a provider posts signed delivery events, then each kind is counted once per recipient and a bounce suppresses the address', async () => {
     const p = await startPlatform({ modules: [senderModule] });
     const res = await inject(p, 'POST', '/api/batches', {
       channel: 'mock',
@@ -190,8 +190,19 @@ describe('sender features', () => {
     assert.equal(ok.json().recorded, 3);
     assert.equal(ok.json().duplicate, 1);
     assert.equal(ok.json().unknown.length, 1);
+    // A provider repeating "delivered" after "opened" (delivered → opened → delivered) is one delivery.
+    const again = JSON.stringify({ type: 'delivered', messageId: `${id}:1` });
+    const repeat = await p.app.inject({
+      method: 'POST',
+      url: '/webhooks/mock',
+      payload: again,
+      headers: sign(p, again),
+    });
+    assert.deepEqual([repeat.json().recorded, repeat.json().duplicate], [0, 1]);
     const b = (await inject(p, 'GET', `/api/batches/${id}`)).json();
     assert.deepEqual([b.progress.delivered, b.progress.opened, b.progress.bounced], [1, 1, 1]);
+    const r1 = (await inject(p, 'GET', `/api/batches/${id}/recipients?limit=1`)).json().recipients[0];
+    assert.equal(r1.event, 'opened', 'the latest new kind');
     const sup = (await inject(p, 'GET', '/api/suppressions')).json().suppressions;
     assert.deepEqual(
       sup.map((s: { address: string; reason: string }) => [s.address, s.reason]),

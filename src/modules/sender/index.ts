@@ -3,7 +3,9 @@
 import path from 'node:path';
 import { defineModule, type ModuleContext } from '../../kit/module.ts';
 import { Batches } from './batches.ts';
+import type { CodesService } from './codes.ts';
 import { createSenderMetrics } from './metrics.ts';
+import { forgetIdle } from './ratelimit.ts';
 import { senderRoutes } from './routes.ts';
 import { SendEngine } from './worker.ts';
 
@@ -21,10 +23,19 @@ export const senderModule = defineModule({
     const engine = new SendEngine(ctx, metrics);
     engines.set(ctx, engine);
     engine.register();
+    // Every batch, send config and key leaves a rate bucket row behind; idle ones are dropped.
+    ctx.jobs.cron({
+      name: 'sender:forget-rate-buckets',
+      schedule: '*/15 * * * *',
+      run: async ({ log }) => {
+        const n = await forgetIdle(ctx.pool);
+        if (n) log.info({ buckets: n }, 'SENDER_RATE_BUCKETS_FORGOTTEN');
+      },
+    });
     if (ctx.role === 'all' || ctx.role === 'worker') engine.startSweeper();
   },
   routes(app, ctx) {
-    senderRoutes(app, ctx, new Batches(ctx.pool, ctx.jobs));
+    senderRoutes(app, ctx, new Batches(ctx.pool, ctx.jobs, ctx.rpc.client<CodesService>('codes')));
   },
   async stop(ctx) {
     await engines.get(ctx)?.stop();

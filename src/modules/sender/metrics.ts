@@ -3,6 +3,9 @@
 import type { Pool } from '../../kit/db.ts';
 import { prom, type Registry } from '../../kit/metrics.ts';
 
+const QUEUE_STATES = ['scheduled', 'queued', 'sending', 'paused'] as const;
+type QueueState = (typeof QUEUE_STATES)[number];
+
 export type SendStatus = 'sent' | 'failed' | 'retry' | 'suppressed' | 'interrupted';
 
 export interface SenderMetrics {
@@ -14,18 +17,23 @@ export interface SenderMetrics {
 }
 
 export function createSenderMetrics(registry: Registry, pool: Pool): SenderMetrics {
+  // By state, so alerts can tell work that should be moving (sending) from work that waits on
+  // purpose: paused by a person, or queued for a scheduledAt still ahead (state "scheduled").
   new prom.Gauge({
     name: 'sender_queue_depth',
-    help: 'Recipients not yet sent in queued, sending and paused batches',
+    help: 'Recipients not yet sent, by batch state: scheduled (queued, scheduledAt ahead), queued, sending, paused',
+    labelNames: ['state'],
     registers: [registry],
     async collect() {
       const { rows } = await pool
-        .query<{ n: number }>(
-          `SELECT coalesce(sum(total - sent - failed - suppressed - cancelled), 0)::int AS n
-           FROM sender_batches WHERE state IN ('queued', 'sending', 'paused')`,
+        .query<{ state: QueueState; n: number }>(
+          `SELECT CASE WHEN state = 'queued' AND scheduled_at > now() THEN 'scheduled' ELSE state END AS state,
+             coalesce(sum(total - sent - failed - suppressed - cancelled), 0)::int AS n
+           FROM sender_batches WHERE state IN ('queued', 'sending', 'paused') GROUP BY 1`,
         )
-        .catch(() => ({ rows: [{ n: 0 }] }));
-      this.set(rows[0]?.n ?? 0);
+        .catch(() => ({ rows: [] }));
+      // Every state is reported, at 0 when empty, so a PromQL selector on one state always has a series.
+      for (const state of QUEUE_STATES) this.set({ state }, rows.find((r) => r.state === state)?.n ?? 0);
     },
   });
   return {

@@ -5,7 +5,9 @@ import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { promisify } from 'node:util';
+import pg from 'pg';
 import { freshDatabase } from '../../../test/helpers.ts';
+import { forgetIdle, take } from './ratelimit.ts';
 
 const run = promisify(execFile);
 const module = path.join(import.meta.dirname, 'ratelimit.ts');
@@ -37,5 +39,26 @@ describe('sender rate limits across processes', () => {
     assert.ok(second > 900, `the second process pays the first one's debt (${second} s)`);
     // Another key is untouched.
     assert.equal(await takeInProcess(db, 'batch:other', 1), 0);
+  });
+
+  it('when buckets sit idle for an hour, then the cleanup deletes them and keeps the live ones', async () => {
+    const db = await freshDatabase();
+    const c = new pg.Client({ connectionString: db });
+    await c.connect();
+    try {
+      await take(c, { kind: 'batch', key: 'batch:live', ratePerSecond: 10 }, 1);
+      await take(c, { kind: 'batch', key: 'batch:done', ratePerSecond: 10 }, 1);
+      await c.query(
+        `UPDATE sender_rate_buckets SET updated_at = now() - interval '2 hours' WHERE key = 'batch:done'`,
+      );
+      assert.equal(await forgetIdle(c), 1);
+      const { rows } = await c.query('SELECT key FROM sender_rate_buckets');
+      assert.deepEqual(
+        rows.map((r) => r.key),
+        ['batch:live'],
+      );
+    } finally {
+      await c.end();
+    }
   });
 });

@@ -26,6 +26,16 @@ export async function take(db: Queryable, limit: Limit, n: number): Promise<numb
   return tokens >= 0 ? 0 : -tokens / limit.ratePerSecond;
 }
 
-export async function forget(db: Queryable, keys: string[]): Promise<void> {
-  await db.query('DELETE FROM sender_rate_buckets WHERE key = ANY($1)', [keys]);
+/**
+ * Deletes buckets nobody took from for `idleSeconds` (a finished batch, a deleted send config, a
+ * key no longer sending). A bucket that old has long refilled to its burst, which is exactly what
+ * a missing row starts at, so forgetting it changes no limit: a bucket's debt is at most what the
+ * workers took in one round (seconds), never an hour.
+ */
+export async function forgetIdle(db: Queryable, idleSeconds = 3600): Promise<number> {
+  const { rowCount } = await db.query(
+    'DELETE FROM sender_rate_buckets WHERE updated_at < clock_timestamp() - make_interval(secs => $1)',
+    [idleSeconds],
+  );
+  return rowCount ?? 0;
 }

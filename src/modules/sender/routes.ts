@@ -7,6 +7,7 @@ import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
+import type { Principal } from '../../kit/auth.ts';
 import { badRequest, HttpError, notFound } from '../../kit/errors.ts';
 import type { App } from '../../kit/http.ts';
 import type { ModuleContext } from '../../kit/module.ts';
@@ -39,7 +40,9 @@ const AppendBody = Type.Object({ recipients: Type.Array(Recipient, { minItems: 1
 
 export function senderRoutes(app: App, ctx: ModuleContext, batches: Batches) {
   const { pool } = ctx;
-  const account = (req: { principal?: { id: string } }) => req.principal!.id;
+  // Data belongs to the account, so every key and signed-in user of one account sees the same
+  // batches, send configs and suppression list (kit migration 002_accounts).
+  const account = (req: { principal?: Principal }) => req.principal!.accountId;
 
   // CSV uploads arrive as a stream and are parsed row by row (never buffered whole).
   app.addContentTypeParser(['text/csv', 'application/csv'], (_req, payload, done) => done(null, payload));
@@ -93,7 +96,11 @@ export function senderRoutes(app: App, ctx: ModuleContext, batches: Batches) {
       bodyLimit: 32 * 1024 * 1024,
     },
     async (req, reply) => {
-      const result = await batches.create(account(req), req.body, req.headers['idempotency-key']);
+      const result = await batches.create(
+        { accountId: account(req), credentialId: req.principal!.id },
+        req.body,
+        req.headers['idempotency-key'],
+      );
       reply.code(result.status);
       return result.body;
     },

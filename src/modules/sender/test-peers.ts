@@ -67,6 +67,8 @@ export async function startWebhookReceiver(
   /** webhook-id → deliveries tried (verified), for failFirst */
   const attempts = new Map<string, number>();
   const bodies: Record<string, unknown>[] = [];
+  /** Every accepted delivery in arrival order: webhook-id and Date.now() at the receiver. */
+  const arrivals: { id: string; at: number }[] = [];
   let rejected = 0;
   let raw = 0;
   const server: Server = createServer((req, res) => {
@@ -94,6 +96,7 @@ export async function startWebhookReceiver(
         const id = String(req.headers['webhook-id']);
         const n = seen.get(id) ?? 0;
         seen.set(id, n + 1);
+        arrivals.push({ id, at: Date.now() });
         if (n === 0 && opts.keep !== false) bodies.push(payload);
         res.writeHead(200).end();
       } catch {
@@ -109,6 +112,7 @@ export async function startWebhookReceiver(
     url: `http://127.0.0.1:${port}/hook`,
     seen,
     bodies,
+    arrivals,
     rejected: () => rejected,
     raw: () => raw,
     close: () =>

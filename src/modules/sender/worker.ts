@@ -21,7 +21,7 @@ import type { JobContext } from '../../kit/jobs.ts';
 import type { Logger } from '../../kit/log.ts';
 import type { ModuleContext } from '../../kit/module.ts';
 import { type Channel, type ChannelSpec, createChannel, type OutMessage, SendError } from './channels.ts';
-import type { CodesService } from './codes.ts';
+import { type CodesService, codeReservationError } from './codes.ts';
 import type { SenderMetrics } from './metrics.ts';
 import { type Limit, take } from './ratelimit.ts';
 import { loadChannelSpec } from './send-configs.ts';
@@ -70,6 +70,8 @@ export function backoffSeconds(attempt: number, baseMs: number): number {
 interface BatchForSend {
   id: string;
   account_id: string;
+  /** The API key (or user) that created the batch: the per-key rate limit's key. */
+  created_by: string | null;
   state: string;
   channel: string;
   send_config_id: string | null;
@@ -309,7 +311,7 @@ export class SendEngine {
 
   async loadBatch(batchId: string): Promise<BatchForSend | undefined> {
     const { rows } = await this.pool.query<BatchForSend>(
-      `SELECT b.id, b.account_id, b.state, b.channel, b.send_config_id, b.channel_options, b.template,
+      `SELECT b.id, b.account_id, b.created_by, b.state, b.channel, b.send_config_id, b.channel_options, b.template,
          b.rate_per_second, b.max_attempts, b.code_campaign, c.rate_per_second AS config_rate
        FROM sender_batches b LEFT JOIN sender_send_configs c ON c.id = b.send_config_id WHERE b.id = $1`,
       [batchId],
@@ -339,7 +341,7 @@ export class SendEngine {
     if (this.ctx.config.senderApiKeyRate > 0)
       limits.push({
         kind: 'api_key',
-        key: `account:${b.account_id}`,
+        key: `api_key:${b.created_by ?? b.account_id}`,
         ratePerSecond: this.ctx.config.senderApiKeyRate,
       });
     return limits;
@@ -602,7 +604,7 @@ class ChunkRun {
           try {
             code = await this.engine.reserveCode(b, r.id);
           } catch (err) {
-            throw new SendError(`no code from campaign ${b.code_campaign}: ${(err as Error).message}`, true);
+            throw codeReservationError(b.code_campaign, err); // 4xx permanent, 5xx/timeouts retried
           }
         }
         const unsubscribeUrl = this.engine.unsubscribeUrl(b.id, r.id);

@@ -182,6 +182,11 @@ function NewBatch({ onCreated }) {
     const file = e.currentTarget.files[0];
     if (file) setF({ ...f, csv: await file.text() });
   };
+  // One Idempotency-Key per submission of one form content: a retry after a failure or a timeout
+  // (the same form, clicked again) reuses it, so the server answers with the batch it may already
+  // have made instead of creating a second one; the steps already done are skipped. Editing the
+  // form, or a success, starts a new submission with a new key.
+  const attempt = useRef(null);
   const submit = (e) => {
     e.preventDefault();
     setCreated('');
@@ -189,15 +194,22 @@ function NewBatch({ onCreated }) {
       const body = { ...channel(), template: template(), draft: true };
       if (f.name) body.name = f.name;
       if (f.rate) body.ratePerSecond = Number(f.rate);
-      // One key per submission: a retried click cannot create the batch twice.
-      const batch = await post('/api/batches', body, { headers: { 'idempotency-key': uuid() } });
-      const up = await api(`/api/batches/${batch.id}/recipients`, {
-        method: 'POST',
-        body: f.csv,
-        headers: { 'content-type': 'text/csv' },
-      });
-      await post(`/api/batches/${batch.id}/send`);
-      setCreated(`Batch ${f.name || batch.id.slice(0, 8)} queued with ${fmt(up.total)} recipients.`);
+      const content = JSON.stringify([body, f.csv]);
+      if (attempt.current?.content !== content) attempt.current = { content, key: uuid() };
+      let batch = await post('/api/batches', body, { headers: { 'idempotency-key': attempt.current.key } });
+      if (batch.state === 'draft' && batch.progress.total === 0) {
+        // The upload is one transaction: a draft with recipients has had its upload.
+        await api(`/api/batches/${batch.id}/recipients`, {
+          method: 'POST',
+          body: f.csv,
+          headers: { 'content-type': 'text/csv' },
+        });
+      }
+      if (batch.state === 'draft') batch = await post(`/api/batches/${batch.id}/send`);
+      attempt.current = null;
+      setCreated(
+        `Batch ${f.name || batch.id.slice(0, 8)} queued with ${fmt(batch.progress.total)} recipients.`,
+      );
       onCreated();
     });
   };
