@@ -21,6 +21,18 @@ interface Migration {
 
 async function readMigrations(src: MigrationSource): Promise<Migration[]> {
   const files = (await readdir(src.dir).catch(() => [])).filter((f) => /^\d+_.+\.sql$/.test(f)).sort();
+  // Applied migrations are remembered by number: a second file with the same number would be
+  // skipped silently wherever the first already ran.
+  const byId = new Map<number, string>();
+  for (const file of files) {
+    const id = Number.parseInt(file, 10);
+    const other = byId.get(id);
+    if (other)
+      throw new Error(
+        `migrations ${src.module}/${other} and ${src.module}/${file} share the number ${id}; renumber one`,
+      );
+    byId.set(id, file);
+  }
   return Promise.all(
     files.map(async (file) => ({
       module: src.module,

@@ -1,7 +1,7 @@
 // Health against a PostgreSQL we can stop, freeze and restart mid-test, with no Tessera restart.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -34,6 +34,15 @@ describe('database', () => {
     assert.deepEqual(await migrate(pool, sources, quiet), []);
     const { rows } = await pool.query('SELECT count(*)::int AS n FROM tessera_migrations');
     assert.equal(rows[0].n, first.length + concurrent.length);
+
+    // Two files with one number: refused before anything runs, naming both.
+    const twins = mkdtempSync(path.join(tmpdir(), 'tessera-mig-twins-'));
+    writeFileSync(path.join(twins, '001_a.sql'), 'SELECT 1');
+    writeFileSync(path.join(twins, '001_b.sql'), 'SELECT 1');
+    await assert.rejects(
+      migrate(pool, [{ module: 'twins', dir: twins }], quiet),
+      /twins\/001_a\.sql and twins\/001_b\.sql share the number 1/,
+    );
   });
 
   it('when PostgreSQL stops, hangs and returns, then /health says 503 naming it, answers within 2 s, and recovers', async () => {
