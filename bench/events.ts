@@ -3,7 +3,7 @@
 // BENCH_EVENTS_SUSTAIN_SEC (default 60) and BENCH_EVENTS_STORED (default 10,000,000) shorten runs.
 import pg from 'pg';
 import { createApiKey } from '../src/kit/auth.ts';
-import { load, measureCeiling, printRows, type Row, startServer } from './lib.ts';
+import { latencyAtRate, load, measureCeiling, printRows, type Row, startServer } from './lib.ts';
 
 const SUSTAIN_SEC = Number(process.env.BENCH_EVENTS_SUSTAIN_SEC ?? 60);
 const STORED = Number(process.env.BENCH_EVENTS_STORED ?? 10_000_000);
@@ -131,32 +131,33 @@ export async function benchEvents(databaseUrl: string) {
     await storeEvents(pool, STORED);
     const storeSec = Math.round((Date.now() - storeStart) / 1000);
     const stored = (await pool.query('SELECT count(*)::int AS n FROM events_processed')).rows[0].n as number;
-    const aurl = `${server.url}/api/analytics`;
-    await load({ url: aurl, headers, durationSec: 1, connections: 8 });
-    const all = await load({ url: aurl, headers, connections: 8 });
-    rows.push({
-      name: `GET /api/analytics (${stored.toLocaleString('en-US')} events stored)`,
-      figure: all.rps,
-      unit: 'req/s',
-      target: 'p99 ≤ 50 ms',
-      pass: all.p99 <= 50 && all.non2xx === 0,
-      note: `p50 ${all.p50} ms, p99 ${all.p99} ms; stored in ${storeSec} s`,
-    });
+    // Latency is measured at a steady rate (a dashboard polled by 40 people every 2 s), open loop:
+    // eight clients hammering in a closed loop would measure queueing behind each other on two
+    // cores, not how long an answer takes. Throughput at saturation is printed beside it.
+    const rate = Number(process.env.BENCH_EVENTS_ANALYTICS_RATE ?? 20);
     const to = new Date();
     const from = new Date(to.getTime() - 7 * 86_400_000);
-    const ranged = await load({
-      url: `${aurl}?from=${from.toISOString()}&to=${to.toISOString()}&bucket=hour&top=20`,
-      headers,
-      connections: 8,
-    });
-    rows.push({
-      name: 'GET /api/analytics (7 days by hour, top 20 users)',
-      figure: ranged.rps,
-      unit: 'req/s',
-      target: 'p99 ≤ 50 ms',
-      pass: ranged.p99 <= 50 && ranged.non2xx === 0,
-      note: `p50 ${ranged.p50} ms, p99 ${ranged.p99} ms`,
-    });
+    const views = [
+      { label: 'all time', path: '/api/analytics' },
+      {
+        label: '7 days by hour, top 20 users',
+        path: `/api/analytics?from=${from.toISOString()}&to=${to.toISOString()}&bucket=hour&top=20`,
+      },
+    ];
+    for (const v of views) {
+      const url = `${server.url}${v.path}`;
+      await latencyAtRate({ url, headers, rate, durationSec: 1 });
+      const at = await latencyAtRate({ url, headers, rate });
+      const max = await load({ url, headers, connections: 8 });
+      rows.push({
+        name: `GET /api/analytics (${v.label}; ${stored.toLocaleString('en-US')} events stored) at ${rate} req/s, p99`,
+        figure: at.p99,
+        unit: 'ms',
+        target: 'p99 ≤ 50 ms',
+        pass: at.p99 <= 50 && at.errors === 0,
+        note: `p50 ${at.p50} ms, max ${at.max} ms; saturated with 8 connections: ${Math.round(max.rps)} req/s, p99 ${max.p99} ms; stored in ${storeSec} s`,
+      });
+    }
   } finally {
     printRows('events', rows);
     await pool.end();
