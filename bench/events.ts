@@ -3,7 +3,7 @@
 // BENCH_EVENTS_SUSTAIN_SEC (default 60) and BENCH_EVENTS_STORED (default 10,000,000) shorten runs.
 import pg from 'pg';
 import { createApiKey } from '../src/kit/auth.ts';
-import { latencyAtRate, load, measureCeiling, printRows, type Row, startServer } from './lib.ts';
+import { cpuMeter, latencyAtRate, load, measureCeiling, printRows, type Row, startServer } from './lib.ts';
 
 const SUSTAIN_SEC = Number(process.env.BENCH_EVENTS_SUSTAIN_SEC ?? 60);
 const STORED = Number(process.env.BENCH_EVENTS_STORED ?? 10_000_000);
@@ -66,13 +66,16 @@ export async function benchEvents(databaseUrl: string) {
     const backlog = async () =>
       (await pool.query('SELECT count(*)::int AS n FROM events_raw')).rows[0].n as number;
 
+    const meter = await cpuMeter([server.proc.pid!], databaseUrl);
     await load({ url, method: 'POST', headers, body: batch(1, 'warm'), durationSec: 1 });
+    let c0 = meter.snap();
     const single = await load({
       url,
       method: 'POST',
       headers,
       body: JSON.stringify({ userId: 'u1', action: 'click' }),
     });
+    const singleCost = meter.cost(c0, meter.snap(), single.total);
     rows.push({
       name: 'POST /api/events (1 event)',
       figure: single.rps,
@@ -80,17 +83,19 @@ export async function benchEvents(databaseUrl: string) {
       ceiling: ceiling.rps,
       target: '≥ 0.5× ceiling',
       pass: single.rps >= 0.5 * ceiling.rps && single.non2xx === 0,
-      note: `p99 ${single.p99} ms, non-2xx ${single.non2xx}`,
+      note: `p99 ${single.p99} ms, non-2xx ${single.non2xx}; ${singleCost}`,
     });
 
+    c0 = meter.snap();
     const batched = await load({ url, method: 'POST', headers, body: batch(100, 'batch'), connections: 32 });
+    const batchedCost = meter.cost(c0, meter.snap(), batched.total * 100).replace('per op', 'per event');
     rows.push({
       name: 'POST /api/events (100 events/request)',
       figure: batched.rps * 100,
       unit: 'events/s',
       target: '≥ 200,000 events/s',
       pass: batched.rps * 100 >= 200_000 && batched.non2xx === 0,
-      note: `${Math.round(batched.rps)} req/s, p99 ${batched.p99} ms, non-2xx ${batched.non2xx}`,
+      note: `${Math.round(batched.rps)} req/s, p99 ${batched.p99} ms, non-2xx ${batched.non2xx}; ${batchedCost}`,
     });
 
     // Let the worker finish what the bursts left, then hold 20,000 events/s and watch the backlog.

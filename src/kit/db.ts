@@ -197,8 +197,12 @@ export function isConnectionError(err: unknown): boolean {
   );
 }
 
+const COPY_SPECIAL = /[\\\t\n\r]/;
+
 /** A value in COPY's text format: backslash, tab, newline and carriage return escaped. */
 export function copyText(v: string): string {
+  // Most values hold none of the four: a test allocates nothing, a replace always copies.
+  if (!COPY_SPECIAL.test(v)) return v;
   return v.replace(/[\\\t\n\r]/g, (c) =>
     c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r',
   );

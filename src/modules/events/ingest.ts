@@ -52,9 +52,16 @@ RETURNING message_id`;
  */
 export async function copyEvents(pool: Pool, rows: { row: EventRow; source: Source }[]): Promise<void> {
   let text = '';
+  // Events of one request mostly share their timestamp (now): format it once.
+  let lastMs = Number.NaN;
+  let lastIso = '';
   for (const { row, source } of rows) {
-    const props = row.properties ? copyText(JSON.stringify(row.properties)) : '\\N';
-    text += `${copyText(row.userId)}\t${copyText(row.action)}\t${row.ts.toISOString()}\t${props}\t${source}\n`;
+    if (row.ts.getTime() !== lastMs) {
+      lastMs = row.ts.getTime();
+      lastIso = row.ts.toISOString();
+    }
+    const props = row.properties === null ? '\\N' : copyText(row.properties);
+    text += `${copyText(row.userId)}\t${copyText(row.action)}\t${lastIso}\t${props}\t${source}\n`;
   }
   const client = await pool.connect();
   try {
@@ -87,7 +94,7 @@ export async function insertEvents(
     cols[1].push(row.userId);
     cols[2].push(row.action);
     cols[3].push(row.ts);
-    cols[4].push(row.properties ? JSON.stringify(row.properties) : null);
+    cols[4].push(row.properties);
     cols[5].push(source);
   }
   const { rows: inserted } = await db.query<{ message_id: string | null }>(INSERT_EVENTS, cols);

@@ -16,7 +16,8 @@ export interface EventRow {
   userId: string;
   action: string;
   ts: Date;
-  properties: Record<string, unknown> | null;
+  /** The properties as JSON text, serialised once (the size check needs it, and so does COPY). */
+  properties: string | null;
 }
 
 export const EventSchema = Type.Object(
@@ -89,16 +90,18 @@ export function parseTimestamp(where: string, v: unknown, now = Date.now()): Dat
   return d;
 }
 
-export function parseProperties(where: string, v: unknown): Record<string, unknown> | null {
+/** Checks the properties and returns them as JSON text (null when absent). */
+export function parseProperties(where: string, v: unknown): string | null {
   if (v === undefined || v === null) return null;
   if (!isObject(v))
     throw new EventValidationError(
       'properties',
       `${where}properties must be a JSON object, got ${describe(v)}`,
     );
-  if (JSON.stringify(v).length > MAX_PROPERTIES_BYTES)
+  const json = JSON.stringify(v);
+  if (json.length > MAX_PROPERTIES_BYTES)
     throw new EventValidationError('properties', `${where}properties must be at most 32 KB of JSON`);
-  return v;
+  return json;
 }
 
 export function validateEvent(v: unknown, index: number | null, now = Date.now()): EventRow {
