@@ -64,7 +64,7 @@ const url: Parser<string> = (raw) => {
 const settings = {
   nodeEnv: setting(
     'NODE_ENV',
-    'development or production; production refuses dev users/keys and needs real secrets',
+    'development | production | test. production: requires DATABASE_URL, JWT_SECRET and WEBHOOK_SECRET, never creates dev credentials, marks cookies Secure; test: as development (the test suites set it)',
     'development',
     oneOf(['development', 'production', 'test'] as const),
   ),
@@ -259,9 +259,22 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return config;
 }
 
+/**
+ * Read before the others (it says where they come from), so it is not a Config field; declared here
+ * so the table lists it.
+ */
+const configFileSetting: Setting<string> = setting(
+  'TESSERA_CONFIG',
+  'path of an optional JSON file whose keys are these variable names (the environment wins over it); `none` reads no file; a path that does not exist stops the start',
+  'tessera.config.json',
+  text,
+  '`tessera.config.json` (read when present)',
+);
+
 /** The README's configuration table, generated so it can never drift from the code. */
 export function configMarkdownTable(): string {
-  const rows = Object.values(settings).map((s: Setting<unknown>) => {
+  const all: Setting<unknown>[] = [configFileSetting, ...Object.values(settings)];
+  const rows = all.map((s: Setting<unknown>) => {
     const def =
       s.defaultDoc ?? (s.default === undefined ? '(unset)' : `\`${String(s.default) || '(empty)'}\``);
     return `| \`${s.env}\` | ${def} | ${s.doc.replace(/\|/g, '\\|')} |`;
