@@ -28,6 +28,12 @@ export interface Platform {
 export const servesApi = (role: Role) => role === 'all' || role === 'api';
 const runsJobs = (role: Role) => role === 'all' || role === 'worker';
 const runsCron = (role: Role) => role === 'all' || role === 'scheduler';
+/**
+ * Who answers module RPC on NATS: the processes that do a module's work. An api process only calls;
+ * a scheduler only ticks cron, and joining the books queue group would make it take a share of book
+ * requests it was never sized for.
+ */
+export const servesRpc = (role: Role) => role === 'all' || role === 'worker';
 
 export const DEV_USER = { email: 'test@example.com', password: 'test123' };
 export const DEV_API_KEY = 'test-api-key';
@@ -134,7 +140,7 @@ export async function createPlatform(opts: PlatformOptions): Promise<Platform> {
           concurrency: kit.config.workerConcurrency,
         });
       }
-      if (kit.nats && role !== 'api') kit.rpc.serve();
+      if (kit.nats && servesRpc(role)) kit.rpc.serve();
       if (listen) await app.listen(listen);
     },
     async stop() {
