@@ -46,7 +46,7 @@ export function migrationSources(modules: TesseraModule[]): MigrationSource[] {
 }
 
 export async function runMigrations(kit: Kit, modules: TesseraModule[]): Promise<string[]> {
-  const applied = await migrate(kit.pool, migrationSources(modules), kit.log.child({ module: 'migrate' }));
+  const applied = await migrate(kit.pool, migrationSources(modules), moduleLogger(kit.log, 'migrate'));
   await kit.jobs.migrate();
   return applied;
 }
@@ -64,7 +64,10 @@ async function bootstrapDevCredentials(kit: Kit): Promise<void> {
     `  API key:   ${DEV_API_KEY}`,
     `  webhook secret (Standard Webhooks): ${kit.webhookSecret}`,
   ].join('\n');
-  kit.log.info({ module: 'kit', email: DEV_USER.email, apiKey: DEV_API_KEY }, 'DEV_CREDENTIALS_CREATED');
+  moduleLogger(kit.log, 'kit').info(
+    { email: DEV_USER.email, apiKey: DEV_API_KEY },
+    'DEV_CREDENTIALS_CREATED',
+  );
   process.stderr.write(`\n${msg}\n\n`);
 }
 
@@ -146,7 +149,7 @@ export async function createPlatform(opts: PlatformOptions): Promise<Platform> {
     async stop() {
       if (stopped) return;
       stopped = true;
-      const log = kit.log.child({ module: 'kit' });
+      const log = moduleLogger(kit.log, 'kit');
       log.info('SHUTDOWN_STARTED');
       await app.close(); // stops accepting, waits for in-flight requests
       await kit.rpc.close(); // leaves NATS queue groups, answers in-flight RPC

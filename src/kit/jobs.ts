@@ -17,7 +17,7 @@ import {
 import { BAD_SCHEMA_RATE, type Chaos, CRON_TIMEOUT_MS, InjectedDbError, SLOW_WORKER_MS } from './chaos.ts';
 import { isConnectionError, type Pool, type Queryable } from './db.ts';
 import { notFound } from './errors.ts';
-import type { Logger } from './log.ts';
+import { type Logger, moduleLogger } from './log.ts';
 import { type KitMetrics, prom } from './metrics.ts';
 import { traced } from './telemetry.ts';
 
@@ -241,8 +241,7 @@ export class Jobs {
   ) {
     const module = moduleOf(def.name);
     const trackedId = (payload as { __trackedId?: string } | null)?.__trackedId;
-    const log = this.log.child({
-      module,
+    const log = moduleLogger(this.log, module).child({
       job: def.name,
       jobId: helpers.job.id,
       ...(trackedId ? { trackedId } : {}),
@@ -308,7 +307,7 @@ export class Jobs {
 
   private async runCron(def: CronDefinition): Promise<void> {
     const module = moduleOf(def.name);
-    const log = this.log.child({ module, cron: def.name });
+    const log = moduleLogger(this.log, module).child({ cron: def.name });
     log.info({ task: def.name }, 'CRON_JOB_START');
     const mode = this.chaos.mode(module, 'cron');
     try {
@@ -349,7 +348,7 @@ export class Jobs {
 
   private graphileLogger(): GraphileLogger {
     // graphile-worker's chatter goes to debug; its warnings and errors stay visible.
-    const log = this.log.child({ module: 'jobs' });
+    const log = moduleLogger(this.log, 'jobs');
     return new GraphileLogger(() => (level, message, meta) => {
       if (level === 'error') log.error({ meta }, message);
       else if (level === 'warning') log.warn({ meta }, message);

@@ -12,7 +12,7 @@ import type { Config, Role } from './config.ts';
 import { createPool, type Pool } from './db.ts';
 import { type EmbeddedDatabase, startEmbeddedPostgres } from './embedded-postgres.ts';
 import { Jobs } from './jobs.ts';
-import { createRootLogger, type Logger } from './log.ts';
+import { createRootLogger, type Logger, moduleLogger } from './log.ts';
 import { createMetrics, type KitMetrics } from './metrics.ts';
 import { Rpc } from './rpc.ts';
 import { startTelemetry, type Telemetry } from './telemetry.ts';
@@ -79,7 +79,7 @@ export async function createKit({ config, role, logDestination }: KitOptions): P
     role,
     destination: logDestination,
   });
-  const kitLog = log.child({ module: 'kit' });
+  const kitLog = moduleLogger(log, 'kit');
   const telemetry = await startTelemetry(config, role, VERSION, kitLog);
   let embedded: EmbeddedDatabase | undefined;
   let databaseUrl = config.databaseUrl;
@@ -102,18 +102,12 @@ export async function createKit({ config, role, logDestination }: KitOptions): P
       );
     },
   });
-  const chaos = new Chaos(config, log.child({ module: 'chaos' }), metrics);
+  const chaos = new Chaos(config, log, metrics);
   const jobs = new Jobs(pool, log, metrics, chaos, telemetry.tracer);
   const nats = config.natsUrl
     ? await Rpc.connectNats(config.natsUrl, `tessera-${role}-${process.pid}`)
     : undefined;
-  const rpc = new Rpc(
-    log.child({ module: 'rpc' }),
-    metrics,
-    config.rpcTimeoutMs,
-    nats,
-    role === 'api' && nats ? 'nats' : 'local',
-  );
+  const rpc = new Rpc(log, metrics, config.rpcTimeoutMs, nats, role === 'api' && nats ? 'nats' : 'local');
   const secrets = config.jwtSecret && config.webhookSecret ? undefined : await devSecrets(config.dataDir);
   const webhookSecret = config.webhookSecret ?? secrets!.webhookSecret;
   return {

@@ -18,7 +18,7 @@ import {
 } from '@nats-io/transport-node';
 import { Coalescer } from './coalescer.ts';
 import { HttpError, unavailable } from './errors.ts';
-import type { Logger } from './log.ts';
+import { type Logger, moduleLogger } from './log.ts';
 import type { KitMetrics } from './metrics.ts';
 
 // biome-ignore lint/suspicious/noExplicitAny: handler inputs are typed by each service's interface
@@ -52,14 +52,20 @@ export class Rpc {
     { maxBatch: MAX_BATCH, maxInflight: MAX_BATCHES_IN_FLIGHT },
   );
 
+  /** The rpc module's own lines (serving, bad requests); a handler's failure is its service's line. */
+  private readonly log: Logger;
+
   constructor(
-    private readonly log: Logger,
+    /** The root logger. */
+    private readonly rootLog: Logger,
     private readonly metrics: KitMetrics,
     private readonly timeoutMs: number,
     /** Set when calls should go over NATS (api role with NATS_URL). */
     private readonly nats?: NatsConnection,
     private readonly callTransport: RpcTransport = 'local',
-  ) {}
+  ) {
+    this.log = moduleLogger(rootLog, 'rpc');
+  }
 
   static async connectNats(url: string, name: string): Promise<NatsConnection> {
     // noAsyncTraces: otherwise every request builds two Error objects up front (stack traces for a
@@ -190,7 +196,7 @@ export class Rpc {
     } catch (err) {
       if (err instanceof HttpError)
         return { ok: false, error: { statusCode: err.statusCode, message: err.message } };
-      this.log.error({ err, service, method }, 'RPC_HANDLER_FAILED');
+      moduleLogger(this.rootLog, service).error({ err, service, method }, 'RPC_HANDLER_FAILED');
       return { ok: false, error: { statusCode: 500, message: 'Internal Server Error' } };
     }
   }
