@@ -109,6 +109,9 @@ const CONNECTION_ERROR_CODES = new Set([
   '08006',
 ]);
 
+/** What a caller is told when PostgreSQL is unreachable, over HTTP or RPC: a 503 to retry. */
+export const DB_UNAVAILABLE_MESSAGE = 'database unavailable; retry shortly';
+
 /** True when the error means PostgreSQL is unreachable (as opposed to a bad query). */
 export function isConnectionError(err: unknown): boolean {
   if (!(err instanceof Error)) return false;

@@ -14,7 +14,7 @@ import Fastify, {
 } from 'fastify';
 import { hasScope, type Principal } from './auth.ts';
 import { RANDOM_500_RATE } from './chaos.ts';
-import { isConnectionError } from './db.ts';
+import { DB_UNAVAILABLE_MESSAGE, isConnectionError } from './db.ts';
 import { forbidden, HttpError, unauthorized } from './errors.ts';
 import type { Kit } from './kit.ts';
 import { moduleLogger } from './log.ts';
@@ -177,7 +177,7 @@ function sendError(kit: Kit, err: FastifyError, req: FastifyRequest, reply: Fast
     return reply.code(503).header('retry-after', '5').send({
       statusCode: 503,
       error: 'Service Unavailable',
-      message: 'database unavailable; retry shortly',
+      message: DB_UNAVAILABLE_MESSAGE,
     });
   }
   log.error({ reqId: req.id, err }, 'REQUEST_FAILED');
