@@ -3,7 +3,8 @@
 // multi-process suites. Everything registers its own cleanup.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -219,4 +220,58 @@ export async function spawnTessera(
 /** fetch's json() is typed unknown; tests read fields freely. */
 export async function json(res: Response): Promise<any> {
   return res.json();
+}
+
+const NATS_SERVER = ['/usr/sbin/nats-server', '/usr/local/bin/nats-server', '/usr/bin/nats-server'].find(
+  existsSync,
+);
+export const needsNatsServer = NATS_SERVER
+  ? false
+  : 'no nats-server binary (apt-get install nats-server): this suite stops and starts a NATS server of its own';
+
+export interface PrivateNats {
+  url: string;
+  /** Kills the server (SIGKILL: clients see the connection drop, as in a crash). */
+  kill(): Promise<void>;
+  /** Starts it again on the same port. */
+  start(): Promise<void>;
+}
+
+/**
+ * A nats-server of this suite's own on a free port: the suite can stop it, and no other suite (or
+ * another test run on the machine's NATS) can answer its RPC calls from the same queue group.
+ */
+export async function privateNats(): Promise<PrivateNats> {
+  const port = await freePort();
+  let proc: ChildProcess | undefined;
+  const handle: PrivateNats = {
+    url: `nats://127.0.0.1:${port}`,
+    async start() {
+      const p = spawn(NATS_SERVER!, ['-a', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
+      proc = p;
+      await waitFor(
+        () =>
+          new Promise<boolean>((resolve) => {
+            if (p.exitCode !== null) return resolve(false);
+            const s = net.connect(port, '127.0.0.1', () => {
+              s.end();
+              resolve(true);
+            });
+            s.on('error', () => resolve(false));
+          }),
+        { what: `nats-server on ${port}` },
+      );
+    },
+    async kill() {
+      const p = proc;
+      proc = undefined;
+      if (!p || p.exitCode !== null) return;
+      const exited = new Promise((r) => p.on('exit', r));
+      p.kill('SIGKILL');
+      await exited;
+    },
+  };
+  await handle.start();
+  after(() => handle.kill());
+  return handle;
 }

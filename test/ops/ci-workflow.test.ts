@@ -38,7 +38,7 @@ describe('ci workflow', () => {
     assert.equal(t.container.image, 'node:$' + '{{ matrix.node }}-bookworm');
     assert.deepEqual(t.strategy.matrix.node, [20, 22, 24], 'every supported Node major');
     assert.equal(t.strategy['fail-fast'], false, 'one major failing does not hide the others');
-    assert.match(runs('test'), /apt-get install .*chromium.*prometheus.*iproute2/);
+    assert.match(runs('test'), /apt-get install .*chromium.*prometheus.*iproute2.*nats-server/);
     assert.match(runs('test'), /^npm test$/m);
   });
 
