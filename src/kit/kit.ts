@@ -9,7 +9,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { ApiKeyVerifier, Sessions, WebhookVerifier } from './auth.ts';
 import { Chaos } from './chaos.ts';
 import type { Config, Role } from './config.ts';
-import { createPool, type Pool } from './db.ts';
+import { createPool, type Pool, tesseraApplicationName } from './db.ts';
 import { type EmbeddedDatabase, startEmbeddedPostgres } from './embedded-postgres.ts';
 import { Jobs } from './jobs.ts';
 import { createRootLogger, type Logger, moduleLogger } from './log.ts';
@@ -30,7 +30,7 @@ export interface Kit {
   startedAt: number;
   log: Logger;
   pool: Pool;
-  /** Set when this process started the embedded PostgreSQL. */
+  /** Set in embedded mode: the server this process started, or (`owned: false`) another Tessera's. */
   embedded?: EmbeddedDatabase;
   metrics: KitMetrics;
   chaos: Chaos;
@@ -84,15 +84,18 @@ export async function createKit({ config, role, logDestination }: KitOptions): P
   let embedded: EmbeddedDatabase | undefined;
   let databaseUrl = config.databaseUrl;
   if (!databaseUrl) {
-    embedded = await startEmbeddedPostgres(config.dataDir, kitLog);
+    // A CLI command beside a running `npm start` connects to that server instead of taking it over.
+    embedded = await startEmbeddedPostgres(config.dataDir, kitLog, { share: true });
     databaseUrl = embedded.url;
-    kitLog.info(
-      { port: embedded.port, dataDir: path.resolve(config.dataDir, 'postgres') },
-      'EMBEDDED_POSTGRES_STARTED',
-    );
+    if (embedded.owned) {
+      kitLog.info(
+        { port: embedded.port, dataDir: path.resolve(config.dataDir, 'postgres') },
+        'EMBEDDED_POSTGRES_STARTED',
+      );
+    }
   }
   const metrics = createMetrics({ role });
-  const pool = createPool(databaseUrl, config.dbPoolMax, kitLog, {
+  const pool = createPool(databaseUrl, config.dbPoolMax, kitLog, tesseraApplicationName(role), {
     observe: (seconds, outcome) => metrics.dbQueryDuration.observe({ outcome }, seconds),
     slow: (seconds, sql) => {
       metrics.dbSlowQueries.inc();
