@@ -275,3 +275,34 @@ export async function privateNats(): Promise<PrivateNats> {
   after(() => handle.kill());
   return handle;
 }
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  /** stdout and stderr as they interleaved. */
+  out: string;
+}
+
+/** `tessera <args>` as a real child process (bin/tessera.js), with no config file unless env names one. */
+export function runTessera(args: string[], env: Record<string, string | undefined> = {}): Promise<CliResult> {
+  const proc = spawn(process.execPath, [path.join(ROOT, 'bin/tessera.js'), ...args], {
+    cwd: ROOT,
+    env: { ...process.env, TESSERA_CONFIG: 'none', ...env },
+  });
+  const r: CliResult = { code: null, stdout: '', stderr: '', out: '' };
+  proc.stdout.on('data', (d) => {
+    r.stdout += d;
+    r.out += d;
+  });
+  proc.stderr.on('data', (d) => {
+    r.stderr += d;
+    r.out += d;
+  });
+  return new Promise((resolve) =>
+    proc.on('close', (code) => {
+      r.code = code;
+      resolve(r);
+    }),
+  );
+}
