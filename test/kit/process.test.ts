@@ -22,6 +22,37 @@ describe('processes', () => {
     assert.match(t.output(), /SHUTDOWN_DONE/);
   });
 
+  it('when SIGTERM arrives with a job mid-way, then the job completes and the process exits 0 within 10 s', async () => {
+    const db = await freshDatabase();
+    const t = await spawnTessera('all', { DATABASE_URL: db }, { fixture: true });
+    await t.waitHealthy();
+    const res = await fetch(`${t.url}/api/fixture/jobs`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${await key(db)}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ label: 'drain', steps: 1, sleepMs: 2500 }),
+    });
+    assert.equal(res.status, 202);
+    const { jobId } = await json(res);
+    const pool = new pg.Pool({ connectionString: db, max: 1 });
+    try {
+      const state = async () =>
+        (await pool.query('SELECT state FROM tessera_job_runs WHERE id = $1', [jobId])).rows[0]?.state;
+      await waitFor(async () => (await state()) === 'running', { what: 'the job to start' });
+      const started = Date.now();
+      const code = await t.stop('SIGTERM');
+      assert.equal(code, 0);
+      assert.ok(Date.now() - started < 10000, `exited in ${Date.now() - started} ms`);
+      assert.equal(await state(), 'completed', 'the running job finished before the exit');
+      const left = await pool.query(
+        "SELECT count(*)::int AS n FROM graphile_worker.jobs WHERE task_identifier = 'fixture:work'",
+      );
+      assert.equal(left.rows[0].n, 0, 'and left the queue');
+      assert.match(t.output(), /SHUTDOWN_DONE/);
+    } finally {
+      await pool.end();
+    }
+  });
+
   it('when two scheduler processes run, then each cron tick runs exactly once', async () => {
     const db = await freshDatabase();
     const a = await spawnTessera('scheduler', { DATABASE_URL: db }, { fixture: true });
