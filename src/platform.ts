@@ -141,6 +141,8 @@ export async function createPlatform(opts: PlatformOptions): Promise<Platform> {
           jobs: runsJobs(role),
           cron: runsCron(role),
           concurrency: kit.config.workerConcurrency,
+          role,
+          heartbeatTimeoutMs: kit.config.workerHeartbeatTimeoutMs,
         });
       }
       if (kit.nats && servesRpc(role)) kit.rpc.serve();

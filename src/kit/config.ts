@@ -110,6 +110,12 @@ const settings = {
   ),
   debug: setting('DEBUG', 'namespaces raised to debug, e.g. `tessera:codes*` or `tessera*`', '', text),
   workerConcurrency: setting('WORKER_CONCURRENCY', 'jobs run at once per worker process', 8, integer(1, 256)),
+  workerHeartbeatTimeoutMs: setting(
+    'WORKER_HEARTBEAT_TIMEOUT_MS',
+    'a worker that has not heartbeaten for this long is presumed dead and its locked jobs go back to the queue (graphile-worker alone waits 4 h); it beats 3 times per timeout',
+    60000,
+    integer(1000, 3_600_000),
+  ),
   shutdownTimeoutMs: setting(
     'SHUTDOWN_TIMEOUT_MS',
     'longest graceful drain on SIGTERM before exiting anyway',
