@@ -53,6 +53,56 @@ describe('processes', () => {
     }
   });
 
+  it('when a worker is killed -9 with a job locked, then a live worker releases and runs it after WORKER_HEARTBEAT_TIMEOUT_MS, and never while the first lives', async () => {
+    const db = await freshDatabase();
+    const env = { DATABASE_URL: db, WORKER_HEARTBEAT_TIMEOUT_MS: '2000' };
+    const a = await spawnTessera('worker', env, { fixture: true });
+    await a.waitHealthy();
+    const pool = new pg.Pool({ connectionString: db, max: 1 });
+    try {
+      const workerOf = async (pid: number) =>
+        (await pool.query('SELECT worker_id FROM tessera_job_workers WHERE pid = $1', [pid])).rows[0]
+          ?.worker_id as string | undefined;
+      const lockedBy = async () =>
+        (
+          await pool.query(
+            "SELECT locked_by FROM graphile_worker.jobs WHERE task_identifier = 'fixture:work'",
+          )
+        ).rows[0]?.locked_by as string | undefined;
+      await pool.query(
+        `SELECT graphile_worker.add_job('fixture:work', '{"label":"orphan","sleepMs":600000}'::json, max_attempts => 3)`,
+      );
+      const aId = await waitFor(() => workerOf(a.proc.pid!), { what: 'worker A registered' });
+      await waitFor(async () => (await lockedBy()) === aId, { what: 'the job locked by A' });
+
+      // A second worker beside a live A: three timeouts pass and A keeps its job.
+      const b = await spawnTessera('worker', env, { fixture: true });
+      await b.waitHealthy();
+      await new Promise((r) => setTimeout(r, 6000));
+      assert.equal(await lockedBy(), aId, 'a live worker is never presumed dead');
+
+      a.proc.kill('SIGKILL');
+      await waitFor(
+        async () =>
+          (await pool.query('SELECT 1 FROM fixture_ticks WHERE pid = $1', [b.proc.pid])).rows.length > 0,
+        { timeoutMs: 30000, what: 'worker B to run the released job' },
+      );
+      const left = await pool.query(
+        "SELECT count(*)::int AS n FROM graphile_worker.jobs WHERE task_identifier = 'fixture:work'",
+      );
+      assert.equal(left.rows[0].n, 0, 'the job completed and left the queue');
+      assert.equal(await workerOf(a.proc.pid!), undefined, "A's registration is gone");
+      const released = b.logLines().find((l) => l.msg === 'JOB_LOCKS_RELEASED');
+      assert.ok(released, 'B logs what it released');
+      assert.equal(released.jobs, 1);
+      assert.equal(released.module, 'jobs');
+      const metrics = await (await fetch(`${b.url}/metrics`)).text();
+      assert.match(metrics, /^tessera_job_locks_released_total\{[^}]*\} 1$/m);
+    } finally {
+      await pool.end();
+    }
+  });
+
   it('when two scheduler processes run, then each cron tick runs exactly once', async () => {
     const db = await freshDatabase();
     const a = await spawnTessera('scheduler', { DATABASE_URL: db }, { fixture: true });
