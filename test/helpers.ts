@@ -174,6 +174,9 @@ export async function spawnTessera(
       ...process.env,
       TESSERA_CONFIG: 'none',
       NODE_ENV: 'test',
+      // One RPC namespace per test file: suites (and other test runs) sharing NATS_URL never answer
+      // each other's calls from a queue group of the same name.
+      NATS_SUBJECT_PREFIX: `t${process.pid}`,
       PORT: String(port),
       HOST: '127.0.0.1',
       LOG_LEVEL: 'info',

@@ -90,6 +90,15 @@ const settings = {
     undefined as string | undefined,
     text,
   ),
+  natsSubjectPrefix: setting(
+    'NATS_SUBJECT_PREFIX',
+    'first token of RPC subjects (`<prefix>.rpc.<service>.<method>`) and queue groups: deployments (or test runs) sharing one NATS with different prefixes never answer each other',
+    'tessera',
+    (raw) => {
+      if (!/^[A-Za-z0-9_-]+$/.test(raw)) throw new Error('must be letters, digits, _ or - (one NATS token)');
+      return raw;
+    },
+  ),
   rpcTimeoutMs: setting(
     'RPC_TIMEOUT_MS',
     'how long an RPC call waits before answering 503',

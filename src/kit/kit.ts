@@ -110,7 +110,14 @@ export async function createKit({ config, role, logDestination }: KitOptions): P
   const nats = config.natsUrl
     ? await Rpc.connectNats(config.natsUrl, `tessera-${role}-${process.pid}`)
     : undefined;
-  const rpc = new Rpc(log, metrics, config.rpcTimeoutMs, nats, role === 'api' && nats ? 'nats' : 'local');
+  const rpc = new Rpc(
+    log,
+    metrics,
+    config.rpcTimeoutMs,
+    nats,
+    role === 'api' && nats ? 'nats' : 'local',
+    config.natsSubjectPrefix,
+  );
   const secrets = config.jwtSecret && config.webhookSecret ? undefined : await devSecrets(config.dataDir);
   const webhookSecret = config.webhookSecret ?? secrets!.webhookSecret;
   return {

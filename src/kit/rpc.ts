@@ -1,5 +1,6 @@
 // Module services callable by name from one call site. Without NATS the call is a plain function
-// call; with NATS, worker processes serve each service in a queue group (`tessera.<service>`) and
+// call; with NATS, worker processes serve each service in a queue group (`<prefix>.<service>`, the
+// prefix being NATS_SUBJECT_PREFIX, `tessera` by default) and
 // api processes send requests: NATS load-balances across workers and reports "no responders" at
 // once when none is running. This is seed 002's gateway → orchestrator → worker shape, minus the
 // orchestrator: the queue group is the registry. An HttpError keeps its status across the wire.
@@ -36,8 +37,6 @@ interface WireReply {
   error?: { statusCode: number; message: string };
 }
 
-const subjectOf = (service: string, method: string) => `tessera.rpc.${service}.${method}`;
-
 /** Requests out per method at once: enough to keep several workers busy, few enough to batch. */
 const MAX_BATCHES_IN_FLIGHT = 8;
 const MAX_BATCH = 128;
@@ -64,8 +63,18 @@ export class Rpc {
     /** Set when calls should go over NATS (api role with NATS_URL). */
     private readonly nats?: NatsConnection,
     private readonly callTransport: RpcTransport = 'local',
+    /** NATS_SUBJECT_PREFIX: one token, so a subject splits into prefix, rpc, service, method. */
+    private readonly prefix = 'tessera',
   ) {
     this.log = moduleLogger(rootLog, 'rpc');
+  }
+
+  private subjectOf(service: string, method: string): string {
+    return `${this.prefix}.rpc.${service}.${method}`;
+  }
+
+  private queueOf(service: string): string {
+    return `${this.prefix}.${service}`;
   }
 
   static async connectNats(url: string, name: string): Promise<NatsConnection> {
@@ -122,7 +131,7 @@ export class Rpc {
   }
 
   private callNats(service: string, method: string, input: unknown): Promise<unknown> {
-    return this.natsBatches.submit(subjectOf(service, method), input ?? null);
+    return this.natsBatches.submit(this.subjectOf(service, method), input ?? null);
   }
 
   /** One NATS request for a batch of calls; one answer (or HttpError) per call, in order. */
@@ -154,8 +163,8 @@ export class Rpc {
     if (!nc) return;
     for (const [service, handlers] of this.services) {
       for (const method of Object.keys(handlers)) {
-        const sub = nc.subscribe(subjectOf(service, method), {
-          queue: `tessera.${service}`,
+        const sub = nc.subscribe(this.subjectOf(service, method), {
+          queue: this.queueOf(service),
           callback: (err, msg) => {
             if (err) return this.log.error({ err, service, method }, 'RPC_SUBSCRIPTION_ERROR');
             const work = this.answer(service, method, msg.data).then((reply) =>
@@ -167,7 +176,7 @@ export class Rpc {
         });
         this.subs.push(sub);
       }
-      this.log.info({ service, queue: `tessera.${service}` }, 'RPC_SERVING');
+      this.log.info({ service, queue: this.queueOf(service) }, 'RPC_SERVING');
     }
   }
 

@@ -5,7 +5,14 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { DB_UNAVAILABLE_MESSAGE } from '../../src/kit/db.ts';
 import { fixtureModule } from '../fixtures/fixture-module.ts';
-import { freshDatabase, needsNatsServer, privateNats, startPlatform, waitFor } from '../helpers.ts';
+import {
+  freshDatabase,
+  needsNatsServer,
+  privateNats,
+  startPlatform,
+  testConfig,
+  waitFor,
+} from '../helpers.ts';
 
 describe('NATS', { skip: needsNatsServer }, () => {
   it('when NATS stops, then /health answers 503 naming nats within 2 s; when it returns, 200 again with no restart', async () => {
@@ -84,5 +91,36 @@ describe('NATS', { skip: needsNatsServer }, () => {
     await api.stop();
     await worker.stop();
     await scheduler.stop();
+  });
+
+  it('when two deployments share one NATS with different NATS_SUBJECT_PREFIX, then neither answers the other', async () => {
+    const nats = await privateNats();
+    const db = await freshDatabase();
+    const on = (prefix: string) => ({ NATS_URL: nats.url, NATS_SUBJECT_PREFIX: prefix });
+    const worker = await startPlatform({
+      modules: [fixtureModule],
+      role: 'worker',
+      databaseUrl: db,
+      env: on('blue'),
+    });
+    const green = await startPlatform({
+      modules: [fixtureModule],
+      role: 'api',
+      databaseUrl: db,
+      env: on('green'),
+    });
+    const blue = await startPlatform({
+      modules: [fixtureModule],
+      role: 'api',
+      databaseUrl: db,
+      env: on('blue'),
+    });
+    const none = await green.app.inject({ url: '/api/fixture/echo?text=x', headers: green.auth });
+    assert.equal(none.statusCode, 503, 'the blue worker does not answer green');
+    const echo = await blue.app.inject({ url: '/api/fixture/echo?text=x', headers: blue.auth });
+    assert.equal(echo.statusCode, 200);
+    assert.ok(worker.logs.events('RPC_SERVING').every((l) => l.queue === 'blue.fixture'));
+    assert.throws(() => testConfig({ NATS_SUBJECT_PREFIX: 'a.b' }), /NATS_SUBJECT_PREFIX="a.b": must be/);
+    for (const p of [blue, green, worker]) await p.stop();
   });
 });
