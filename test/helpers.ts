@@ -21,6 +21,8 @@ import { TEMPLATE_DB, withDatabase } from './db-urls.ts';
 export const ROOT = path.resolve(import.meta.dirname, '..');
 export const NATS_URL = process.env.NATS_URL || undefined;
 export const EXTERNAL_DB = process.env.TESSERA_TEST_EXTERNAL_URL || undefined;
+/** This run's database names on the external server (test/run.ts; see externalRunPrefix). */
+const EXTERNAL_PREFIX = process.env.TESSERA_TEST_EXTERNAL_PREFIX ?? 'tessera_x_';
 export const needsNats = NATS_URL
   ? false
   : 'NATS_URL is not set: this suite runs api and worker processes over real NATS';
@@ -35,12 +37,17 @@ function adminUrl(external: boolean): string {
   return url;
 }
 
-async function createDatabase(external: boolean): Promise<{ url: string; drop(): Promise<void> }> {
+async function createDatabase(
+  external: boolean,
+  opts: { empty?: boolean } = {},
+): Promise<{ url: string; drop(): Promise<void> }> {
   const admin = adminUrl(external);
-  const name = `tessera_t_${randomBytes(6).toString('hex')}`;
+  const id = randomBytes(6).toString('hex');
+  const name = external ? `${EXTERNAL_PREFIX}${id}` : `tessera_t_${id}`;
+  const template = external ? `${EXTERNAL_PREFIX}template` : TEMPLATE_DB;
   const client = new pg.Client({ connectionString: admin });
   await client.connect();
-  await client.query(`CREATE DATABASE ${name} TEMPLATE ${TEMPLATE_DB}`);
+  await client.query(opts.empty ? `CREATE DATABASE ${name}` : `CREATE DATABASE ${name} TEMPLATE ${template}`);
   await client.end();
   const drop = async () => {
     const c = new pg.Client({ connectionString: admin });
@@ -51,11 +58,23 @@ async function createDatabase(external: boolean): Promise<{ url: string; drop():
   return { url: withDatabase(admin, name), drop };
 }
 
-/** A new database cloned from the migrated template; dropped when the suite ends. */
-export async function freshDatabase(opts: { external?: boolean } = {}): Promise<string> {
-  const db = await createDatabase(opts.external ?? false);
+/**
+ * A new database cloned from the migrated template (or, with `empty`, with nothing in it), on the
+ * embedded PostgreSQL or (`external`) on DATABASE_URL's server; dropped when the suite ends.
+ */
+export async function freshDatabase(opts: { external?: boolean; empty?: boolean } = {}): Promise<string> {
+  const db = await createDatabase(opts.external ?? false, opts);
   after(db.drop);
   return db.url;
+}
+
+/**
+ * The database for suites that run Tessera as separate processes (api, worker, scheduler): on the
+ * external PostgreSQL when `npm test` was given DATABASE_URL, as those roles are deployed, else on
+ * the embedded one (test/run.ts prints which).
+ */
+export function processDatabase(): Promise<string> {
+  return freshDatabase({ external: Boolean(EXTERNAL_DB) });
 }
 
 export function testConfig(env: Record<string, string | undefined> = {}): Config {

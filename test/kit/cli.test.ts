@@ -108,6 +108,7 @@ describe('tessera CLI', () => {
     });
     assert.equal(badScope.code, 1);
     assert.match(badScope.stderr, /^tessera: .*everything/m);
+    await p.stop(); // before the database is dropped under its workers
   });
 
   it('when `tessera users create` runs, then the user can sign in; the same e-mail again exits 1 saying so', async () => {
@@ -134,6 +135,7 @@ describe('tessera CLI', () => {
     });
     assert.equal(short.code, 1);
     assert.match(short.stderr, /password must be at least 6 characters/);
+    await p.stop();
   });
 
   it('when `tessera keys create` runs beside a server in embedded mode, then it uses that PostgreSQL and the server keeps serving with the new key', async () => {

@@ -2,11 +2,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import pg from 'pg';
-import { freshDatabase, json, NATS_URL, needsNats, spawnTessera, waitFor } from '../helpers.ts';
+import { json, NATS_URL, needsNats, processDatabase, spawnTessera, waitFor } from '../helpers.ts';
 
 describe('processes', () => {
   it('when SIGTERM arrives with a request in flight, then the request completes and the process exits 0', async () => {
-    const db = await freshDatabase();
+    const db = await processDatabase();
     const t = await spawnTessera('all', { DATABASE_URL: db }, { fixture: true });
     await t.waitHealthy();
     const inflight = fetch(`${t.url}/api/fixture/slow?ms=1500`, {
@@ -23,7 +23,7 @@ describe('processes', () => {
   });
 
   it('when SIGTERM arrives with a job mid-way, then the job completes and the process exits 0 within 10 s', async () => {
-    const db = await freshDatabase();
+    const db = await processDatabase();
     const t = await spawnTessera('all', { DATABASE_URL: db }, { fixture: true });
     await t.waitHealthy();
     const res = await fetch(`${t.url}/api/fixture/jobs`, {
@@ -54,7 +54,7 @@ describe('processes', () => {
   });
 
   it('when a worker is killed -9 with a job locked, then a live worker releases and runs it after WORKER_HEARTBEAT_TIMEOUT_MS, and never while the first lives', async () => {
-    const db = await freshDatabase();
+    const db = await processDatabase();
     const env = { DATABASE_URL: db, WORKER_HEARTBEAT_TIMEOUT_MS: '2000' };
     const a = await spawnTessera('worker', env, { fixture: true });
     await a.waitHealthy();
@@ -104,7 +104,7 @@ describe('processes', () => {
   });
 
   it('when two scheduler processes run, then each cron tick runs exactly once', async () => {
-    const db = await freshDatabase();
+    const db = await processDatabase();
     const a = await spawnTessera('scheduler', { DATABASE_URL: db }, { fixture: true });
     const b = await spawnTessera('scheduler', { DATABASE_URL: db }, { fixture: true });
     await Promise.all([a.waitHealthy(), b.waitHealthy()]);
@@ -132,7 +132,7 @@ describe('processes', () => {
   it('when an api process and a worker process share NATS, then calls cross the wire and keep their status', {
     skip: needsNats,
   }, async () => {
-    const db = await freshDatabase();
+    const db = await processDatabase();
     const env = { DATABASE_URL: db, NATS_URL };
     const worker = await spawnTessera('worker', env, { fixture: true });
     const api = await spawnTessera('api', env, { fixture: true });

@@ -7,8 +7,8 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import pg from 'pg';
 import {
-  freshDatabase,
   json,
+  processDatabase,
   runTessera,
   spawnTessera,
   startPlatform,
@@ -30,7 +30,7 @@ async function adminKey(db: string): Promise<string> {
 
 describe('events across real processes', () => {
   it('when the worker is stopped, events wait in the backlog; when it starts again, all are processed once (seed test 5)', async () => {
-    const db = await freshDatabase();
+    const db = await processDatabase();
     const api = await spawnTessera('api', { DATABASE_URL: db });
     let worker = await spawnTessera('worker', { DATABASE_URL: db });
     await Promise.all([api.waitHealthy(), worker.waitHealthy()]);
@@ -63,7 +63,7 @@ describe('events across real processes', () => {
   });
 
   it('when WORKER_FAILURE_MODE=crash and work is waiting, then the worker exits with FAILURE_INJECTION logged and nothing is lost', async () => {
-    const db = await freshDatabase();
+    const db = await processDatabase();
     const pool = new pg.Pool({ connectionString: db, max: 1 });
     pool.on('error', () => undefined); // the suite's cleanup drops the database under it
     after(() => pool.end());
@@ -81,7 +81,7 @@ describe('events across real processes', () => {
   });
 
   it('when the process is killed with SIGKILL during a fast ingest, then after restart every acknowledged event is counted exactly once', async () => {
-    const db = await freshDatabase();
+    const db = await processDatabase();
     let t = await spawnTessera('all', { DATABASE_URL: db, LOG_LEVEL: 'warn' });
     await t.waitHealthy();
     const headers = { authorization: `Bearer ${await adminKey(db)}`, 'content-type': 'application/json' };

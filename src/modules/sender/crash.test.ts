@@ -3,13 +3,13 @@
 // first delivery per webhook-id (the idempotency key batch:recipient).
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import { freshDatabase, spawnTessera, startPlatform, waitFor } from '../../../test/helpers.ts';
+import { processDatabase, spawnTessera, startPlatform, waitFor } from '../../../test/helpers.ts';
 import { senderModule } from './index.ts';
 import { startWebhookReceiver, WEBHOOK_SECRET } from './test-peers.ts';
 
 describe('sender worker crash', () => {
   it('when a worker is killed with SIGKILL mid-batch and another starts, then every recipient is received exactly once', async () => {
-    const db = await freshDatabase();
+    const db = await processDatabase();
     const rx = await startWebhookReceiver({ keep: false });
     after(() => rx.close());
     const api = await startPlatform({ modules: [senderModule], role: 'api', databaseUrl: db });
