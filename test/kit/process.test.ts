@@ -144,6 +144,11 @@ describe('processes', () => {
     const missing = await fetch(`${api.url}/api/fixture/missing/7`, { headers });
     assert.equal(missing.status, 404, 'a 404 stays a 404 across NATS');
     assert.equal((await json(missing)).message, 'fixture 7 not found');
+    const down = await fetch(`${api.url}/api/fixture/db-down`, { headers });
+    assert.equal(down.status, 503, "the worker's PostgreSQL outage is a 503 across NATS");
+    assert.equal((await json(down)).message, 'database unavailable; retry shortly');
+    const failed = worker.logLines().find((l) => l.msg === 'DB_CONNECTION_FAILED');
+    assert.equal(failed?.module, 'fixture', 'logged by the worker, as the module');
     const health = await json(await fetch(`${api.url}/health`));
     assert.equal(health.checks.nats.status, 'ok');
     await worker.stop('SIGTERM');
