@@ -28,6 +28,12 @@ export interface Platform {
 export const servesApi = (role: Role) => role === 'all' || role === 'api';
 const runsJobs = (role: Role) => role === 'all' || role === 'worker';
 const runsCron = (role: Role) => role === 'all' || role === 'scheduler';
+/**
+ * Who answers module RPC on NATS: the processes that do a module's work. An api process only calls;
+ * a scheduler only ticks cron, and joining the books queue group would make it take a share of book
+ * requests it was never sized for.
+ */
+export const servesRpc = (role: Role) => role === 'all' || role === 'worker';
 
 export const DEV_USER = { email: 'test@example.com', password: 'test123' };
 export const DEV_API_KEY = 'test-api-key';
@@ -40,7 +46,7 @@ export function migrationSources(modules: TesseraModule[]): MigrationSource[] {
 }
 
 export async function runMigrations(kit: Kit, modules: TesseraModule[]): Promise<string[]> {
-  const applied = await migrate(kit.pool, migrationSources(modules), kit.log.child({ module: 'migrate' }));
+  const applied = await migrate(kit.pool, migrationSources(modules), moduleLogger(kit.log, 'migrate'));
   await kit.jobs.migrate();
   return applied;
 }
@@ -58,7 +64,10 @@ async function bootstrapDevCredentials(kit: Kit): Promise<void> {
     `  API key:   ${DEV_API_KEY}`,
     `  webhook secret (Standard Webhooks): ${kit.webhookSecret}`,
   ].join('\n');
-  kit.log.info({ module: 'kit', email: DEV_USER.email, apiKey: DEV_API_KEY }, 'DEV_CREDENTIALS_CREATED');
+  moduleLogger(kit.log, 'kit').info(
+    { email: DEV_USER.email, apiKey: DEV_API_KEY },
+    'DEV_CREDENTIALS_CREATED',
+  );
   process.stderr.write(`\n${msg}\n\n`);
 }
 
@@ -132,15 +141,17 @@ export async function createPlatform(opts: PlatformOptions): Promise<Platform> {
           jobs: runsJobs(role),
           cron: runsCron(role),
           concurrency: kit.config.workerConcurrency,
+          role,
+          heartbeatTimeoutMs: kit.config.workerHeartbeatTimeoutMs,
         });
       }
-      if (kit.nats && role !== 'api') kit.rpc.serve();
+      if (kit.nats && servesRpc(role)) kit.rpc.serve();
       if (listen) await app.listen(listen);
     },
     async stop() {
       if (stopped) return;
       stopped = true;
-      const log = kit.log.child({ module: 'kit' });
+      const log = moduleLogger(kit.log, 'kit');
       log.info('SHUTDOWN_STARTED');
       await app.close(); // stops accepting, waits for in-flight requests
       await kit.rpc.close(); // leaves NATS queue groups, answers in-flight RPC

@@ -3,7 +3,8 @@
 // multi-process suites. Everything registers its own cleanup.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -20,6 +21,8 @@ import { TEMPLATE_DB, withDatabase } from './db-urls.ts';
 export const ROOT = path.resolve(import.meta.dirname, '..');
 export const NATS_URL = process.env.NATS_URL || undefined;
 export const EXTERNAL_DB = process.env.TESSERA_TEST_EXTERNAL_URL || undefined;
+/** This run's database names on the external server (test/run.ts; see externalRunPrefix). */
+const EXTERNAL_PREFIX = process.env.TESSERA_TEST_EXTERNAL_PREFIX ?? 'tessera_x_';
 export const needsNats = NATS_URL
   ? false
   : 'NATS_URL is not set: this suite runs api and worker processes over real NATS';
@@ -34,12 +37,17 @@ function adminUrl(external: boolean): string {
   return url;
 }
 
-async function createDatabase(external: boolean): Promise<{ url: string; drop(): Promise<void> }> {
+async function createDatabase(
+  external: boolean,
+  opts: { empty?: boolean } = {},
+): Promise<{ url: string; drop(): Promise<void> }> {
   const admin = adminUrl(external);
-  const name = `tessera_t_${randomBytes(6).toString('hex')}`;
+  const id = randomBytes(6).toString('hex');
+  const name = external ? `${EXTERNAL_PREFIX}${id}` : `tessera_t_${id}`;
+  const template = external ? `${EXTERNAL_PREFIX}template` : TEMPLATE_DB;
   const client = new pg.Client({ connectionString: admin });
   await client.connect();
-  await client.query(`CREATE DATABASE ${name} TEMPLATE ${TEMPLATE_DB}`);
+  await client.query(opts.empty ? `CREATE DATABASE ${name}` : `CREATE DATABASE ${name} TEMPLATE ${template}`);
   await client.end();
   const drop = async () => {
     const c = new pg.Client({ connectionString: admin });
@@ -50,11 +58,23 @@ async function createDatabase(external: boolean): Promise<{ url: string; drop():
   return { url: withDatabase(admin, name), drop };
 }
 
-/** A new database cloned from the migrated template; dropped when the suite ends. */
-export async function freshDatabase(opts: { external?: boolean } = {}): Promise<string> {
-  const db = await createDatabase(opts.external ?? false);
+/**
+ * A new database cloned from the migrated template (or, with `empty`, with nothing in it), on the
+ * embedded PostgreSQL or (`external`) on DATABASE_URL's server; dropped when the suite ends.
+ */
+export async function freshDatabase(opts: { external?: boolean; empty?: boolean } = {}): Promise<string> {
+  const db = await createDatabase(opts.external ?? false, opts);
   after(db.drop);
   return db.url;
+}
+
+/**
+ * The database for suites that run Tessera as separate processes (api, worker, scheduler): on the
+ * external PostgreSQL when `npm test` was given DATABASE_URL, as those roles are deployed, else on
+ * the embedded one (test/run.ts prints which).
+ */
+export function processDatabase(): Promise<string> {
+  return freshDatabase({ external: Boolean(EXTERNAL_DB) });
 }
 
 export function testConfig(env: Record<string, string | undefined> = {}): Config {
@@ -173,6 +193,9 @@ export async function spawnTessera(
       ...process.env,
       TESSERA_CONFIG: 'none',
       NODE_ENV: 'test',
+      // One RPC namespace per test file: suites (and other test runs) sharing NATS_URL never answer
+      // each other's calls from a queue group of the same name.
+      NATS_SUBJECT_PREFIX: `t${process.pid}`,
       PORT: String(port),
       HOST: '127.0.0.1',
       LOG_LEVEL: 'info',
@@ -219,4 +242,89 @@ export async function spawnTessera(
 /** fetch's json() is typed unknown; tests read fields freely. */
 export async function json(res: Response): Promise<any> {
   return res.json();
+}
+
+const NATS_SERVER = ['/usr/sbin/nats-server', '/usr/local/bin/nats-server', '/usr/bin/nats-server'].find(
+  existsSync,
+);
+export const needsNatsServer = NATS_SERVER
+  ? false
+  : 'no nats-server binary (apt-get install nats-server): this suite stops and starts a NATS server of its own';
+
+export interface PrivateNats {
+  url: string;
+  /** Kills the server (SIGKILL: clients see the connection drop, as in a crash). */
+  kill(): Promise<void>;
+  /** Starts it again on the same port. */
+  start(): Promise<void>;
+}
+
+/**
+ * A nats-server of this suite's own on a free port: the suite can stop it, and no other suite (or
+ * another test run on the machine's NATS) can answer its RPC calls from the same queue group.
+ */
+export async function privateNats(): Promise<PrivateNats> {
+  const port = await freePort();
+  let proc: ChildProcess | undefined;
+  const handle: PrivateNats = {
+    url: `nats://127.0.0.1:${port}`,
+    async start() {
+      const p = spawn(NATS_SERVER!, ['-a', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
+      proc = p;
+      await waitFor(
+        () =>
+          new Promise<boolean>((resolve) => {
+            if (p.exitCode !== null) return resolve(false);
+            const s = net.connect(port, '127.0.0.1', () => {
+              s.end();
+              resolve(true);
+            });
+            s.on('error', () => resolve(false));
+          }),
+        { what: `nats-server on ${port}` },
+      );
+    },
+    async kill() {
+      const p = proc;
+      proc = undefined;
+      if (!p || p.exitCode !== null) return;
+      const exited = new Promise((r) => p.on('exit', r));
+      p.kill('SIGKILL');
+      await exited;
+    },
+  };
+  await handle.start();
+  after(() => handle.kill());
+  return handle;
+}
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  /** stdout and stderr as they interleaved. */
+  out: string;
+}
+
+/** `tessera <args>` as a real child process (bin/tessera.js), with no config file unless env names one. */
+export function runTessera(args: string[], env: Record<string, string | undefined> = {}): Promise<CliResult> {
+  const proc = spawn(process.execPath, [path.join(ROOT, 'bin/tessera.js'), ...args], {
+    cwd: ROOT,
+    env: { ...process.env, TESSERA_CONFIG: 'none', ...env },
+  });
+  const r: CliResult = { code: null, stdout: '', stderr: '', out: '' };
+  proc.stdout.on('data', (d) => {
+    r.stdout += d;
+    r.out += d;
+  });
+  proc.stderr.on('data', (d) => {
+    r.stderr += d;
+    r.out += d;
+  });
+  return new Promise((resolve) =>
+    proc.on('close', (code) => {
+      r.code = code;
+      resolve(r);
+    }),
+  );
 }

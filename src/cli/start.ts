@@ -1,6 +1,7 @@
 // The launcher: picks the role, listens, and owns the process signals. SIGTERM/SIGINT drain
 // gracefully (exit 0); a second signal or the drain timeout exits at once.
 import type { Config, Role } from '../kit/config.ts';
+import { moduleLogger } from '../kit/log.ts';
 import type { TesseraModule } from '../kit/module.ts';
 import { allModules } from '../modules/index.ts';
 import { createPlatform, type Platform } from '../platform.ts';
@@ -12,7 +13,7 @@ export async function startCommand(
 ): Promise<Platform> {
   const started = performance.now();
   const platform = await createPlatform({ config, role, modules });
-  const log = platform.kit.log.child({ module: 'kit' });
+  const log = moduleLogger(platform.kit.log, 'kit');
   let stopping = false;
   const shutdown = (signal: string) => {
     if (stopping) {

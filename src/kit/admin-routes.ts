@@ -6,6 +6,7 @@ import { badRequest, notFound, unauthorized } from './errors.ts';
 import { type App, authenticate, requireScope } from './http.ts';
 import { JOB_STATES } from './jobs.ts';
 import type { Kit } from './kit.ts';
+import { moduleLogger } from './log.ts';
 
 const Credentials = Type.Object({
   email: Type.String({ minLength: 3, maxLength: 320 }),
@@ -102,8 +103,8 @@ export async function registerAdminRoutes(app: App, kit: Kit): Promise<void> {
         if (!modes.api && !modes.worker && !modes.cron)
           throw badRequest('give at least one of api, worker, cron');
         await kit.chaos.set(kit.pool, module, modes);
-        kit.log.warn(
-          { module: 'chaos', target: module, ...modes, by: req.principal?.name },
+        moduleLogger(kit.log, 'chaos').warn(
+          { target: module, ...modes, by: req.principal?.name },
           'FAILURE_MODE_CHANGED',
         );
         return kit.chaos.snapshot();

@@ -3,7 +3,7 @@
 // stores overrides in PostgreSQL so every process (api, worker, scheduler) picks them up in ~1 s.
 import { API_FAILURE_MODES, type Config, CRON_FAILURE_MODES, WORKER_FAILURE_MODES } from './config.ts';
 import type { Pool } from './db.ts';
-import type { Logger } from './log.ts';
+import { type Logger, moduleLogger } from './log.ts';
 import type { KitMetrics } from './metrics.ts';
 
 export type ApiMode = (typeof API_FAILURE_MODES)[number];
@@ -38,6 +38,7 @@ export class Chaos {
 
   constructor(
     config: Pick<Config, 'apiFailureMode' | 'workerFailureMode' | 'cronFailureMode'>,
+    /** The root logger: an injected failure is logged as a line of the module it hits. */
     private readonly log: Logger,
     private readonly metrics: KitMetrics,
   ) {
@@ -58,7 +59,7 @@ export class Chaos {
   record(module: string, kind: ModeKind, mode: string, extra: Record<string, unknown> = {}): void {
     this.metrics.failuresInjected.inc({ module, kind, mode });
     const event = kind === 'api' ? 'API_FAILURE_INJECTED' : 'FAILURE_INJECTION';
-    this.log.warn({ module, kind, mode, ...extra }, event);
+    moduleLogger(this.log, module).warn({ kind, mode, ...extra }, event);
   }
 
   snapshot() {

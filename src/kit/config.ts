@@ -64,7 +64,7 @@ const url: Parser<string> = (raw) => {
 const settings = {
   nodeEnv: setting(
     'NODE_ENV',
-    'development or production; production refuses dev users/keys and needs real secrets',
+    'development | production | test. production: requires DATABASE_URL, JWT_SECRET and WEBHOOK_SECRET, never creates dev credentials, marks cookies Secure; test: as development (the test suites set it)',
     'development',
     oneOf(['development', 'production', 'test'] as const),
   ),
@@ -90,6 +90,15 @@ const settings = {
     undefined as string | undefined,
     text,
   ),
+  natsSubjectPrefix: setting(
+    'NATS_SUBJECT_PREFIX',
+    'first token of RPC subjects (`<prefix>.rpc.<service>.<method>`) and queue groups: deployments (or test runs) sharing one NATS with different prefixes never answer each other',
+    'tessera',
+    (raw) => {
+      if (!/^[A-Za-z0-9_-]+$/.test(raw)) throw new Error('must be letters, digits, _ or - (one NATS token)');
+      return raw;
+    },
+  ),
   rpcTimeoutMs: setting(
     'RPC_TIMEOUT_MS',
     'how long an RPC call waits before answering 503',
@@ -110,6 +119,12 @@ const settings = {
   ),
   debug: setting('DEBUG', 'namespaces raised to debug, e.g. `tessera:codes*` or `tessera*`', '', text),
   workerConcurrency: setting('WORKER_CONCURRENCY', 'jobs run at once per worker process', 8, integer(1, 256)),
+  workerHeartbeatTimeoutMs: setting(
+    'WORKER_HEARTBEAT_TIMEOUT_MS',
+    'a worker that has not heartbeaten for this long is presumed dead and its locked jobs go back to the queue (graphile-worker alone waits 4 h); it beats 3 times per timeout',
+    60000,
+    integer(1000, 3_600_000),
+  ),
   shutdownTimeoutMs: setting(
     'SHUTDOWN_TIMEOUT_MS',
     'longest graceful drain on SIGTERM before exiting anyway',
@@ -274,10 +289,22 @@ export function isLoopbackUrl(raw: string): boolean {
     host === '0.0.0.0'
   );
 }
+/**
+ * Read before the others (it says where they come from), so it is not a Config field; declared here
+ * so the table lists it.
+ */
+const configFileSetting: Setting<string> = setting(
+  'TESSERA_CONFIG',
+  'path of an optional JSON file whose keys are these variable names (the environment wins over it); `none` reads no file; a path that does not exist stops the start',
+  'tessera.config.json',
+  text,
+  '`tessera.config.json` (read when present)',
+);
 
 /** The README's configuration table, generated so it can never drift from the code. */
 export function configMarkdownTable(): string {
-  const rows = Object.values(settings).map((s: Setting<unknown>) => {
+  const all: Setting<unknown>[] = [configFileSetting, ...Object.values(settings)];
+  const rows = all.map((s: Setting<unknown>) => {
     const def =
       s.defaultDoc ?? (s.default === undefined ? '(unset)' : `\`${String(s.default) || '(empty)'}\``);
     return `| \`${s.env}\` | ${def} | ${s.doc.replace(/\|/g, '\\|')} |`;

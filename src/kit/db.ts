@@ -52,15 +52,28 @@ function timeQueries(client: pg.PoolClient, observer: QueryObserver): void {
   };
 }
 
+/** Every Tessera pool's application_name, so pg_stat_activity says which process holds a connection. */
+export function tesseraApplicationName(role: string): string {
+  return `tessera:${role}:${process.pid}`;
+}
+
+export function pidOfApplicationName(name: string): number | undefined {
+  const pid = /^tessera:[a-z]+:(\d+)$/.exec(name)?.[1];
+  return pid ? Number(pid) : undefined;
+}
+
 export function createPool(
   connectionString: string,
   max: number,
   log: Logger,
+  /** Shown in pg_stat_activity (`tessera:<role>:<pid>`): who holds a connection, at a glance. */
+  applicationName: string,
   observer?: QueryObserver,
 ): pg.Pool {
   const pool = new pg.Pool({
     connectionString,
     max,
+    application_name: applicationName,
     // Bounded so a hung server never hangs a request (a stopped one refuses at once anyway, and
     // /health has its own 1.5 s deadline); 2 s gave false timeouts on a saturated 2-core machine.
     connectionTimeoutMillis: 5000,
@@ -185,6 +198,8 @@ export class DatabaseStatus {
     }
   }
 }
+/** What a caller is told when PostgreSQL is unreachable, over HTTP or RPC: a 503 to retry. */
+export const DB_UNAVAILABLE_MESSAGE = 'database unavailable; retry shortly';
 
 /** True when the error means PostgreSQL is unreachable (as opposed to a bad query). */
 export function isConnectionError(err: unknown): boolean {

@@ -14,9 +14,10 @@ import Fastify, {
 } from 'fastify';
 import { hasScope, type Principal } from './auth.ts';
 import { RANDOM_500_RATE } from './chaos.ts';
-import { isConnectionError } from './db.ts';
+import { DB_UNAVAILABLE_MESSAGE, isConnectionError } from './db.ts';
 import { forbidden, HttpError, unauthorized } from './errors.ts';
 import type { Kit } from './kit.ts';
+import { moduleLogger } from './log.ts';
 
 export type App = FastifyInstance<
   import('node:http').Server,
@@ -36,7 +37,7 @@ declare module 'fastify' {
     rawBody?: boolean;
     /** Route needs no credentials (ops, login, signed webhooks that verify themselves). */
     public?: boolean;
-    /** The module that registered the route: named on the error handler's log lines. */
+    /** The module that registered the route: its error lines are logged as that module's. */
     module?: string;
   }
 }
@@ -58,7 +59,7 @@ const QUIET_PATHS = new Set(['/metrics', '/api/metrics', '/heartbeat']);
 
 export async function createHttpApp(kit: Kit): Promise<App> {
   const app = Fastify({
-    loggerInstance: kit.log.child({ module: 'http' }),
+    loggerInstance: moduleLogger(kit.log, 'http'),
     // Our own access log (onResponse below) replaces Fastify's two lines per request.
     logController: new LogController({ disableRequestLogging: true }),
     // One logger for all requests instead of a pino child per request; our lines carry reqId.
@@ -119,7 +120,7 @@ export async function createHttpApp(kit: Kit): Promise<App> {
     done();
   });
 
-  const accessLog = kit.log.child({ module: 'http' });
+  const accessLog = moduleLogger(kit.log, 'http');
   app.addHook('onResponse', (req, reply, done) => {
     const route = req.routeOptions.url ?? 'unmatched';
     const status = reply.statusCode;
@@ -176,8 +177,10 @@ export async function createHttpApp(kit: Kit): Promise<App> {
 
 function sendError(kit: Kit, err: FastifyError, req: FastifyRequest, reply: FastifyReply) {
   if (err instanceof HttpError) return reply.code(err.statusCode).send(err.toJSON());
+  // A module route's failure is that module's line (and its DEBUG namespace); anything else is http's.
+  const log = moduleLogger(kit.log, req.routeOptions.config?.module ?? 'http');
   if (err.validation) {
-    kit.log.debug({ reqId: req.id, validation: err.validation }, 'VALIDATION_ERROR');
+    log.debug({ reqId: req.id, validation: err.validation }, 'VALIDATION_ERROR');
     return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: err.message });
   }
   const status = err.statusCode ?? 500;
@@ -189,21 +192,14 @@ function sendError(kit: Kit, err: FastifyError, req: FastifyRequest, reply: Fast
   if (isConnectionError(err)) {
     kit.dbStatus.reportFailure(err);
     kit.metrics.dbErrors.inc({ kind: 'connection' });
-    kit.log.error(
-      {
-        module: req.routeOptions.config?.module ?? 'http',
-        reqId: req.id,
-        err: { message: err.message, code: err.code },
-      },
-      'DB_CONNECTION_FAILED',
-    );
+    log.error({ reqId: req.id, err: { message: err.message, code: err.code } }, 'DB_CONNECTION_FAILED');
     return reply.code(503).header('retry-after', '5').send({
       statusCode: 503,
       error: 'Service Unavailable',
-      message: 'database unavailable; retry shortly',
+      message: DB_UNAVAILABLE_MESSAGE,
     });
   }
-  kit.log.error({ reqId: req.id, err }, 'REQUEST_FAILED');
+  log.error({ reqId: req.id, err }, 'REQUEST_FAILED');
   kit.captureException?.(err);
   return reply
     .code(500)
@@ -286,8 +282,9 @@ export function injectApiFailures(app: App, kit: Kit, module: string): void {
 
 /** The hooks every module's routes run behind: credentials with the module's scope, then failure injection. */
 export function guardModuleRoutes(app: App, kit: Kit, module: string, scope: string): void {
+  // Marks each route with its module at registration: no per-request cost.
   app.addHook('onRoute', (route) => {
-    route.config = { ...route.config, module };
+    route.config = { ...(route.config as object), module } as typeof route.config;
   });
   requireScope(app, kit, scope);
   injectApiFailures(app, kit, module);

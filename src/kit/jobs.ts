@@ -3,6 +3,7 @@
 // kept, and a distributed-safe crontab (exactly one run per tick however many schedulers run).
 // graphile-worker over pg-boss: pg-boss 10+ needs Node 22, and graphile's add_job is plain SQL we
 // can call on any client mid-transaction.
+import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Tracer } from '@opentelemetry/api';
 import {
@@ -13,11 +14,13 @@ import {
   run,
   runMigrations,
   type TaskList,
+  type WorkerEvents,
 } from 'graphile-worker';
 import { BAD_SCHEMA_RATE, type Chaos, CRON_TIMEOUT_MS, InjectedDbError, SLOW_WORKER_MS } from './chaos.ts';
 import { isConnectionError, type Pool, type Queryable } from './db.ts';
 import { notFound } from './errors.ts';
-import type { Logger } from './log.ts';
+import { WorkerLiveness } from './job-workers.ts';
+import { type Logger, moduleLogger } from './log.ts';
 import { type KitMetrics, prom } from './metrics.ts';
 import { traced } from './telemetry.ts';
 
@@ -71,6 +74,7 @@ export class Jobs {
   private readonly defs = new Map<string, JobDefinition>();
   private readonly crons = new Map<string, CronDefinition>();
   private runner?: Runner;
+  private liveness?: WorkerLiveness;
 
   constructor(
     private readonly pool: Pool,
@@ -202,8 +206,17 @@ export class Jobs {
     await runMigrations({ pgPool: this.pool, logger: this.graphileLogger() });
   }
 
-  /** Starts a runner for what this role does: module jobs (worker), cron (scheduler), or both. */
-  async start(opts: { jobs: boolean; cron: boolean; concurrency: number }): Promise<void> {
+  /**
+   * Starts a runner for what this role does: module jobs (worker), cron (scheduler), or both, and
+   * registers it for heartbeats so its jobs are released soon if it dies (job-workers.ts).
+   */
+  async start(opts: {
+    jobs: boolean;
+    cron: boolean;
+    concurrency: number;
+    role: string;
+    heartbeatTimeoutMs: number;
+  }): Promise<void> {
     const taskList: TaskList = {};
     if (opts.jobs)
       for (const def of this.defs.values()) taskList[def.name] = (p, h) => this.runJob(def, p, h);
@@ -220,6 +233,12 @@ export class Jobs {
       }
     }
     if (Object.keys(taskList).length === 0) return;
+    // The pool id is what graphile-worker writes to jobs.locked_by; it is only told in an event.
+    const events: WorkerEvents = new EventEmitter();
+    let poolId: string | undefined;
+    events.on('pool:create', ({ workerPool }) => {
+      poolId = workerPool.id;
+    });
     this.runner = await run({
       pgPool: this.pool,
       taskList,
@@ -228,7 +247,17 @@ export class Jobs {
       noHandleSignals: true,
       pollInterval: 1000,
       logger: this.graphileLogger(),
+      events,
     });
+    if (!poolId) throw new Error('graphile-worker started without announcing its pool id');
+    this.liveness = new WorkerLiveness({
+      pool: this.pool,
+      log: moduleLogger(this.log, 'jobs'),
+      metrics: this.metrics,
+      role: opts.role,
+      timeoutMs: opts.heartbeatTimeoutMs,
+    });
+    await this.liveness.start(poolId);
   }
 
   /** Graceful: waits for running jobs (graphile-worker's own shutdown), then returns. */
@@ -240,6 +269,8 @@ export class Jobs {
     // stop() can resolve while a job that just finished still records its completion; the runner's
     // promise settles only when all of that is done, so the pool is not closed under it.
     await runner.promise.catch(() => undefined);
+    await this.liveness?.stop();
+    this.liveness = undefined;
   }
 
   private async runJob(
@@ -249,8 +280,7 @@ export class Jobs {
   ) {
     const module = moduleOf(def.name);
     const trackedId = (payload as { __trackedId?: string } | null)?.__trackedId;
-    const log = this.log.child({
-      module,
+    const log = moduleLogger(this.log, module).child({
       job: def.name,
       jobId: helpers.job.id,
       ...(trackedId ? { trackedId } : {}),
@@ -258,8 +288,8 @@ export class Jobs {
     const mode = this.chaos.mode(module, 'worker');
     if (mode === 'crash') {
       this.chaos.record(module, 'worker', mode, { job: def.name, jobId: helpers.job.id });
-      // Seed 003: "Worker exits immediately with FAILURE_INJECTION log". The job stays locked and
-      // is retried by another worker once graphile-worker's lock expires.
+      // Seed 003: "Worker exits immediately with FAILURE_INJECTION log". The job stays locked until
+      // another runner sees this one's heartbeat go stale (WORKER_HEARTBEAT_TIMEOUT_MS) and releases it.
       process.exit(1);
     }
     if (mode === 'slow') {
@@ -316,7 +346,7 @@ export class Jobs {
 
   private async runCron(def: CronDefinition): Promise<void> {
     const module = moduleOf(def.name);
-    const log = this.log.child({ module, cron: def.name });
+    const log = moduleLogger(this.log, module).child({ cron: def.name });
     log.info({ task: def.name }, 'CRON_JOB_START');
     const mode = this.chaos.mode(module, 'cron');
     try {
@@ -357,7 +387,7 @@ export class Jobs {
 
   private graphileLogger(): GraphileLogger {
     // graphile-worker's chatter goes to debug; its warnings and errors stay visible.
-    const log = this.log.child({ module: 'jobs' });
+    const log = moduleLogger(this.log, 'jobs');
     return new GraphileLogger(() => (level, message, meta) => {
       if (level === 'error') log.error({ meta }, message);
       else if (level === 'warning') log.warn({ meta }, message);

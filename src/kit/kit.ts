@@ -9,10 +9,10 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { ApiKeyVerifier, Sessions, WebhookVerifier } from './auth.ts';
 import { Chaos } from './chaos.ts';
 import type { Config, Role } from './config.ts';
-import { createPool, DatabaseStatus, type Pool } from './db.ts';
+import { createPool, DatabaseStatus, type Pool, tesseraApplicationName } from './db.ts';
 import { type EmbeddedDatabase, startEmbeddedPostgres } from './embedded-postgres.ts';
 import { Jobs } from './jobs.ts';
-import { createRootLogger, type Logger } from './log.ts';
+import { createRootLogger, type Logger, moduleLogger } from './log.ts';
 import { createMetrics, type KitMetrics } from './metrics.ts';
 import { Rpc } from './rpc.ts';
 import { startTelemetry, type Telemetry } from './telemetry.ts';
@@ -32,7 +32,7 @@ export interface Kit {
   pool: Pool;
   /** Known-down mark for PostgreSQL: set by a request's connection error, cleared by a probe. */
   dbStatus: DatabaseStatus;
-  /** Set when this process started the embedded PostgreSQL. */
+  /** Set in embedded mode: the server this process started, or (`owned: false`) another Tessera's. */
   embedded?: EmbeddedDatabase;
   metrics: KitMetrics;
   chaos: Chaos;
@@ -81,20 +81,23 @@ export async function createKit({ config, role, logDestination }: KitOptions): P
     role,
     destination: logDestination,
   });
-  const kitLog = log.child({ module: 'kit' });
+  const kitLog = moduleLogger(log, 'kit');
   const telemetry = await startTelemetry(config, role, VERSION, kitLog);
   let embedded: EmbeddedDatabase | undefined;
   let databaseUrl = config.databaseUrl;
   if (!databaseUrl) {
-    embedded = await startEmbeddedPostgres(config.dataDir, kitLog);
+    // A CLI command beside a running `npm start` connects to that server instead of taking it over.
+    embedded = await startEmbeddedPostgres(config.dataDir, kitLog, { share: true });
     databaseUrl = embedded.url;
-    kitLog.info(
-      { port: embedded.port, dataDir: path.resolve(config.dataDir, 'postgres') },
-      'EMBEDDED_POSTGRES_STARTED',
-    );
+    if (embedded.owned) {
+      kitLog.info(
+        { port: embedded.port, dataDir: path.resolve(config.dataDir, 'postgres') },
+        'EMBEDDED_POSTGRES_STARTED',
+      );
+    }
   }
   const metrics = createMetrics({ role });
-  const pool = createPool(databaseUrl, config.dbPoolMax, kitLog, {
+  const pool = createPool(databaseUrl, config.dbPoolMax, kitLog, tesseraApplicationName(role), {
     observe: (seconds, outcome) => metrics.dbQueryDuration.observe({ outcome }, seconds),
     slow: (seconds, sql) => {
       metrics.dbSlowQueries.inc();
@@ -104,17 +107,18 @@ export async function createKit({ config, role, logDestination }: KitOptions): P
       );
     },
   });
-  const chaos = new Chaos(config, log.child({ module: 'chaos' }), metrics);
+  const chaos = new Chaos(config, log, metrics);
   const jobs = new Jobs(pool, log, metrics, chaos, telemetry.tracer);
   const nats = config.natsUrl
     ? await Rpc.connectNats(config.natsUrl, `tessera-${role}-${process.pid}`)
     : undefined;
   const rpc = new Rpc(
-    log.child({ module: 'rpc' }),
+    log,
     metrics,
     config.rpcTimeoutMs,
     nats,
     role === 'api' && nats ? 'nats' : 'local',
+    config.natsSubjectPrefix,
   );
   const secrets = config.jwtSecret && config.webhookSecret ? undefined : await devSecrets(config.dataDir);
   const webhookSecret = config.webhookSecret ?? secrets!.webhookSecret;

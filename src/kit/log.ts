@@ -77,14 +77,28 @@ function parseDebug(debug: string): RegExp[] {
 }
 
 const debugPatterns = new WeakMap<Logger, RegExp[]>();
+const moduleChildren = new WeakMap<Logger, Map<string, Logger>>();
 
-/** A child logger for one module; DEBUG namespaces raise just that module to debug. */
+/**
+ * The logger for one module, the kit's own parts included (`kit`, `http`, `rpc`, `jobs`, `chaos`,
+ * `health`, `migrate`): every line names its module, and DEBUG namespaces (`tessera:codes*`,
+ * `tessera*`) raise exactly the modules they match. One child per root and module, so calling this
+ * on an error path allocates nothing.
+ */
 export function moduleLogger(root: Logger, module: string): Logger {
+  let children = moduleChildren.get(root);
+  if (!children) {
+    children = new Map();
+    moduleChildren.set(root, children);
+  }
+  const cached = children.get(module);
+  if (cached) return cached;
   const child = root.child({ module });
   const patterns = debugPatterns.get(root) ?? [];
   if (patterns.some((re) => re.test(`tessera:${module}`)) && child.levelVal > pino.levels.values.debug!) {
     child.level = 'debug';
   }
   debugPatterns.set(child, patterns);
+  children.set(module, child);
   return child;
 }

@@ -16,6 +16,7 @@ export interface KitMetrics {
   dbErrors: client.Counter<'kind'>;
   dbQueryDuration: client.Histogram<'outcome'>;
   dbSlowQueries: client.Counter;
+  jobLocksReleased: client.Counter;
 }
 
 export function createMetrics(labels: Record<string, string>): KitMetrics {
@@ -79,6 +80,11 @@ export function createMetrics(labels: Record<string, string>): KitMetrics {
     dbSlowQueries: new client.Counter({
       name: 'tessera_db_slow_queries_total',
       help: 'Queries that took longer than 1 s (seed 004 alert threshold)',
+      registers: [registry],
+    }),
+    jobLocksReleased: new client.Counter({
+      name: 'tessera_job_locks_released_total',
+      help: 'Jobs unlocked because the worker holding them stopped heartbeating (presumed dead)',
       registers: [registry],
     }),
   };

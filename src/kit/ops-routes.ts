@@ -3,6 +3,7 @@
 import { runHealth } from './health.ts';
 import type { App } from './http.ts';
 import type { Kit } from './kit.ts';
+import { moduleLogger } from './log.ts';
 import type { HealthCheck } from './module.ts';
 
 export function registerOpsRoutes(app: App, kit: Kit, checks: HealthCheck[]): void {
@@ -12,11 +13,11 @@ export function registerOpsRoutes(app: App, kit: Kit, checks: HealthCheck[]): vo
     return { status: 'alive' };
   });
 
+  const log = moduleLogger(kit.log, 'health');
   const health = async (_req: unknown, reply: import('fastify').FastifyReply) => {
     const { healthy, body } = await runHealth(kit, checks);
-    if (healthy) kit.log.debug({ module: 'health' }, 'HEALTH_CHECK_OK');
-    else
-      kit.log.warn({ module: 'health', failing: body.failing, checks: body.checks }, 'HEALTH_CHECK_FAILED');
+    if (healthy) log.debug('HEALTH_CHECK_OK');
+    else log.warn({ failing: body.failing, checks: body.checks }, 'HEALTH_CHECK_FAILED');
     reply.code(healthy ? 200 : 503).header('cache-control', 'no-store');
     return body;
   };

@@ -1,5 +1,6 @@
 // Module services callable by name from one call site. Without NATS the call is a plain function
-// call; with NATS, worker processes serve each service in a queue group (`tessera.<service>`) and
+// call; with NATS, worker processes serve each service in a queue group (`<prefix>.<service>`, the
+// prefix being NATS_SUBJECT_PREFIX, `tessera` by default) and
 // api processes send requests: NATS load-balances across workers and reports "no responders" at
 // once when none is running. This is seed 002's gateway → orchestrator → worker shape, minus the
 // orchestrator: the queue group is the registry. An HttpError keeps its status across the wire.
@@ -17,8 +18,9 @@ import {
   TimeoutError,
 } from '@nats-io/transport-node';
 import { Coalescer } from './coalescer.ts';
+import { DB_UNAVAILABLE_MESSAGE, isConnectionError } from './db.ts';
 import { HttpError, unavailable } from './errors.ts';
-import type { Logger } from './log.ts';
+import { type Logger, moduleLogger } from './log.ts';
 import type { KitMetrics } from './metrics.ts';
 
 // biome-ignore lint/suspicious/noExplicitAny: handler inputs are typed by each service's interface
@@ -35,8 +37,6 @@ interface WireReply {
   error?: { statusCode: number; message: string };
 }
 
-const subjectOf = (service: string, method: string) => `tessera.rpc.${service}.${method}`;
-
 /** Requests out per method at once: enough to keep several workers busy, few enough to batch. */
 const MAX_BATCHES_IN_FLIGHT = 8;
 const MAX_BATCH = 128;
@@ -52,14 +52,30 @@ export class Rpc {
     { maxBatch: MAX_BATCH, maxInflight: MAX_BATCHES_IN_FLIGHT },
   );
 
+  /** The rpc module's own lines (serving, bad requests); a handler's failure is its service's line. */
+  private readonly log: Logger;
+
   constructor(
-    private readonly log: Logger,
+    /** The root logger. */
+    private readonly rootLog: Logger,
     private readonly metrics: KitMetrics,
     private readonly timeoutMs: number,
     /** Set when calls should go over NATS (api role with NATS_URL). */
     private readonly nats?: NatsConnection,
     private readonly callTransport: RpcTransport = 'local',
-  ) {}
+    /** NATS_SUBJECT_PREFIX: one token, so a subject splits into prefix, rpc, service, method. */
+    private readonly prefix = 'tessera',
+  ) {
+    this.log = moduleLogger(rootLog, 'rpc');
+  }
+
+  private subjectOf(service: string, method: string): string {
+    return `${this.prefix}.rpc.${service}.${method}`;
+  }
+
+  private queueOf(service: string): string {
+    return `${this.prefix}.${service}`;
+  }
 
   static async connectNats(url: string, name: string): Promise<NatsConnection> {
     // noAsyncTraces: otherwise every request builds two Error objects up front (stack traces for a
@@ -120,7 +136,7 @@ export class Rpc {
   }
 
   private callNats(service: string, method: string, input: unknown): Promise<unknown> {
-    return this.natsBatches.submit(subjectOf(service, method), input ?? null);
+    return this.natsBatches.submit(this.subjectOf(service, method), input ?? null);
   }
 
   /**
@@ -205,8 +221,8 @@ export class Rpc {
     if (!nc) return;
     for (const [service, handlers] of this.services) {
       for (const method of Object.keys(handlers)) {
-        const sub = nc.subscribe(subjectOf(service, method), {
-          queue: `tessera.${service}`,
+        const sub = nc.subscribe(this.subjectOf(service, method), {
+          queue: this.queueOf(service),
           callback: (err, msg) => {
             if (err) return this.log.error({ err, service, method }, 'RPC_SUBSCRIPTION_ERROR');
             const work = this.answer(service, method, msg.data).then((replies) => {
@@ -222,7 +238,7 @@ export class Rpc {
         });
         this.subs.push(sub);
       }
-      this.log.info({ service, queue: `tessera.${service}` }, 'RPC_SERVING');
+      this.log.info({ service, queue: this.queueOf(service) }, 'RPC_SERVING');
     }
   }
 
@@ -252,7 +268,16 @@ export class Rpc {
     } catch (err) {
       if (err instanceof HttpError)
         return { ok: false, error: { statusCode: err.statusCode, message: err.message } };
-      this.log.error({ err, service, method }, 'RPC_HANDLER_FAILED');
+      const log = moduleLogger(this.rootLog, service);
+      // The worker's database is down: the caller may retry, exactly as with the in-process path,
+      // whose HTTP error handler answers the same 503.
+      if (isConnectionError(err)) {
+        this.metrics.dbErrors.inc({ kind: 'connection' });
+        const { message, code } = err as Error & { code?: string };
+        log.error({ err: { message, code }, service, method }, 'DB_CONNECTION_FAILED');
+        return { ok: false, error: { statusCode: 503, message: DB_UNAVAILABLE_MESSAGE } };
+      }
+      log.error({ err, service, method }, 'RPC_HANDLER_FAILED');
       return { ok: false, error: { statusCode: 500, message: 'Internal Server Error' } };
     }
   }

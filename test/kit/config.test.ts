@@ -104,5 +104,7 @@ describe('configuration', () => {
       cells(configMarkdownTable()),
       'regenerate with: node bin/tessera.js config --markdown',
     );
+    assert.match(table, /`TESSERA_CONFIG`/, 'the config file setting is listed');
+    assert.match(table, /`NODE_ENV` .*development \\\| production \\\| test/, 'NODE_ENV lists its values');
   });
 });

@@ -2,11 +2,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import pg from 'pg';
-import { freshDatabase, json, NATS_URL, needsNats, spawnTessera, waitFor } from '../helpers.ts';
+import { json, NATS_URL, needsNats, processDatabase, spawnTessera, waitFor } from '../helpers.ts';
 
 describe('processes', () => {
   it('when SIGTERM arrives with a request in flight, then the request completes and the process exits 0', async () => {
-    const db = await freshDatabase();
+    const db = await processDatabase();
     const t = await spawnTessera('all', { DATABASE_URL: db }, { fixture: true });
     await t.waitHealthy();
     const inflight = fetch(`${t.url}/api/fixture/slow?ms=1500`, {
@@ -22,8 +22,89 @@ describe('processes', () => {
     assert.match(t.output(), /SHUTDOWN_DONE/);
   });
 
+  it('when SIGTERM arrives with a job mid-way, then the job completes and the process exits 0 within 10 s', async () => {
+    const db = await processDatabase();
+    const t = await spawnTessera('all', { DATABASE_URL: db }, { fixture: true });
+    await t.waitHealthy();
+    const res = await fetch(`${t.url}/api/fixture/jobs`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${await key(db)}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ label: 'drain', steps: 1, sleepMs: 2500 }),
+    });
+    assert.equal(res.status, 202);
+    const { jobId } = await json(res);
+    const pool = new pg.Pool({ connectionString: db, max: 1 });
+    try {
+      const state = async () =>
+        (await pool.query('SELECT state FROM tessera_job_runs WHERE id = $1', [jobId])).rows[0]?.state;
+      await waitFor(async () => (await state()) === 'running', { what: 'the job to start' });
+      const started = Date.now();
+      const code = await t.stop('SIGTERM');
+      assert.equal(code, 0);
+      assert.ok(Date.now() - started < 10000, `exited in ${Date.now() - started} ms`);
+      assert.equal(await state(), 'completed', 'the running job finished before the exit');
+      const left = await pool.query(
+        "SELECT count(*)::int AS n FROM graphile_worker.jobs WHERE task_identifier = 'fixture:work'",
+      );
+      assert.equal(left.rows[0].n, 0, 'and left the queue');
+      assert.match(t.output(), /SHUTDOWN_DONE/);
+    } finally {
+      await pool.end();
+    }
+  });
+
+  it('when a worker is killed -9 with a job locked, then a live worker releases and runs it after WORKER_HEARTBEAT_TIMEOUT_MS, and never while the first lives', async () => {
+    const db = await processDatabase();
+    const env = { DATABASE_URL: db, WORKER_HEARTBEAT_TIMEOUT_MS: '2000' };
+    const a = await spawnTessera('worker', env, { fixture: true });
+    await a.waitHealthy();
+    const pool = new pg.Pool({ connectionString: db, max: 1 });
+    try {
+      const workerOf = async (pid: number) =>
+        (await pool.query('SELECT worker_id FROM tessera_job_workers WHERE pid = $1', [pid])).rows[0]
+          ?.worker_id as string | undefined;
+      const lockedBy = async () =>
+        (
+          await pool.query(
+            "SELECT locked_by FROM graphile_worker.jobs WHERE task_identifier = 'fixture:work'",
+          )
+        ).rows[0]?.locked_by as string | undefined;
+      await pool.query(
+        `SELECT graphile_worker.add_job('fixture:work', '{"label":"orphan","sleepMs":600000}'::json, max_attempts => 3)`,
+      );
+      const aId = await waitFor(() => workerOf(a.proc.pid!), { what: 'worker A registered' });
+      await waitFor(async () => (await lockedBy()) === aId, { what: 'the job locked by A' });
+
+      // A second worker beside a live A: three timeouts pass and A keeps its job.
+      const b = await spawnTessera('worker', env, { fixture: true });
+      await b.waitHealthy();
+      await new Promise((r) => setTimeout(r, 6000));
+      assert.equal(await lockedBy(), aId, 'a live worker is never presumed dead');
+
+      a.proc.kill('SIGKILL');
+      await waitFor(
+        async () =>
+          (await pool.query('SELECT 1 FROM fixture_ticks WHERE pid = $1', [b.proc.pid])).rows.length > 0,
+        { timeoutMs: 30000, what: 'worker B to run the released job' },
+      );
+      const left = await pool.query(
+        "SELECT count(*)::int AS n FROM graphile_worker.jobs WHERE task_identifier = 'fixture:work'",
+      );
+      assert.equal(left.rows[0].n, 0, 'the job completed and left the queue');
+      assert.equal(await workerOf(a.proc.pid!), undefined, "A's registration is gone");
+      const released = b.logLines().find((l) => l.msg === 'JOB_LOCKS_RELEASED');
+      assert.ok(released, 'B logs what it released');
+      assert.equal(released.jobs, 1);
+      assert.equal(released.module, 'jobs');
+      const metrics = await (await fetch(`${b.url}/metrics`)).text();
+      assert.match(metrics, /^tessera_job_locks_released_total\{[^}]*\} 1$/m);
+    } finally {
+      await pool.end();
+    }
+  });
+
   it('when two scheduler processes run, then each cron tick runs exactly once', async () => {
-    const db = await freshDatabase();
+    const db = await processDatabase();
     const a = await spawnTessera('scheduler', { DATABASE_URL: db }, { fixture: true });
     const b = await spawnTessera('scheduler', { DATABASE_URL: db }, { fixture: true });
     await Promise.all([a.waitHealthy(), b.waitHealthy()]);
@@ -51,7 +132,7 @@ describe('processes', () => {
   it('when an api process and a worker process share NATS, then calls cross the wire and keep their status', {
     skip: needsNats,
   }, async () => {
-    const db = await freshDatabase();
+    const db = await processDatabase();
     const env = { DATABASE_URL: db, NATS_URL };
     const worker = await spawnTessera('worker', env, { fixture: true });
     const api = await spawnTessera('api', env, { fixture: true });
@@ -63,6 +144,11 @@ describe('processes', () => {
     const missing = await fetch(`${api.url}/api/fixture/missing/7`, { headers });
     assert.equal(missing.status, 404, 'a 404 stays a 404 across NATS');
     assert.equal((await json(missing)).message, 'fixture 7 not found');
+    const down = await fetch(`${api.url}/api/fixture/db-down`, { headers });
+    assert.equal(down.status, 503, "the worker's PostgreSQL outage is a 503 across NATS");
+    assert.equal((await json(down)).message, 'database unavailable; retry shortly');
+    const failed = worker.logLines().find((l) => l.msg === 'DB_CONNECTION_FAILED');
+    assert.equal(failed?.module, 'fixture', 'logged by the worker, as the module');
     const health = await json(await fetch(`${api.url}/health`));
     assert.equal(health.checks.nats.status, 'ok');
     await worker.stop('SIGTERM');

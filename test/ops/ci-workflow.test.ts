@@ -29,14 +29,16 @@ describe('ci workflow', () => {
     assert.match(runs('lint'), /npm run typecheck/);
   });
 
-  test('when tests run, then PostgreSQL and NATS are service containers and npm test sees them', () => {
+  test('when tests run, then they run on Node 20, 22 and 24 with PostgreSQL and NATS service containers that npm test sees', () => {
     const t = wf.jobs.test;
     assert.match(t.services.postgres.image, /^postgres:/);
     assert.match(t.services.nats.image, /^nats:/);
     assert.match(t.env.DATABASE_URL, /@postgres:5432\//);
     assert.equal(t.env.NATS_URL, 'nats://nats:4222');
-    assert.match(t.container.image, /^node:20/);
-    assert.match(runs('test'), /apt-get install .*chromium.*prometheus.*iproute2/);
+    assert.equal(t.container.image, 'node:$' + '{{ matrix.node }}-bookworm');
+    assert.deepEqual(t.strategy.matrix.node, [20, 22, 24], 'every supported Node major');
+    assert.equal(t.strategy['fail-fast'], false, 'one major failing does not hide the others');
+    assert.match(runs('test'), /apt-get install .*chromium.*prometheus.*iproute2.*nats-server/);
     assert.match(runs('test'), /^npm test$/m);
   });
 

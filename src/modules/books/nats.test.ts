@@ -6,10 +6,10 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import pg from 'pg';
 import {
-  freshDatabase,
   json,
   NATS_URL,
   needsNats,
+  processDatabase,
   spawnTessera,
   type TesseraProcess,
   waitFor,
@@ -123,7 +123,7 @@ async function operationsServed(worker: TesseraProcess): Promise<number> {
 
 describe('books over NATS: 1 api and 3 worker processes', { skip: needsNats }, async () => {
   if (needsNats) return;
-  const db = await freshDatabase();
+  const db = await processDatabase();
   const env = { DATABASE_URL: db, NATS_URL, RPC_TIMEOUT_MS: String(RPC_TIMEOUT_MS), LOG_LEVEL: 'warn' };
   // Workers log at info so their SHUTDOWN_DONE is visible; the api's access log stays quiet.
   const workers = await Promise.all(

@@ -5,13 +5,13 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import pg from 'pg';
-import { freshDatabase, NATS_URL, needsNats, spawnTessera } from '../../../test/helpers.ts';
+import { NATS_URL, needsNats, processDatabase, spawnTessera } from '../../../test/helpers.ts';
 import { createApiKey } from '../../kit/auth.ts';
 
 it('when a worker gets SIGTERM with 30 slow RPC calls in flight, then every call answers 200 and the worker exits 0', {
   skip: needsNats,
 }, async () => {
-  const db = await freshDatabase();
+  const db = await processDatabase();
   const env = { DATABASE_URL: db, NATS_URL };
   const leaving = await spawnTessera('worker', env, { fixture: true });
   const staying = await spawnTessera('worker', env, { fixture: true });

@@ -34,7 +34,13 @@ export function registerCodesCommands(program: Command, helpers: Helpers): void 
           opts.count,
         );
         process.stderr.write(`job ${jobId} (GET /api/jobs/${jobId})\n`);
-        await kit.jobs.start({ jobs: true, cron: false, concurrency: 1 });
+        await kit.jobs.start({
+          jobs: true,
+          cron: false,
+          concurrency: 1,
+          role: 'cli',
+          heartbeatTimeoutMs: kit.config.workerHeartbeatTimeoutMs,
+        });
         const bar = new SingleBar({
           format: 'codes {bar} {percentage}% | {value}/{total} | {eta_formatted} left',
           stream: process.stderr,

@@ -1,14 +1,20 @@
 // Real processes: seed 003's test 5 (worker stopped, events wait, worker back, all processed), the
 // crash mode, kill -9 under load, and PostgreSQL going away under the API.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
-import { freshDatabase, json, ROOT, spawnTessera, startPlatform, waitFor } from '../../../test/helpers.ts';
+import {
+  json,
+  processDatabase,
+  runTessera,
+  spawnTessera,
+  startPlatform,
+  waitFor,
+} from '../../../test/helpers.ts';
 import { createApiKey } from '../../kit/auth.ts';
 import { startEmbeddedPostgres } from '../../kit/embedded-postgres.ts';
 import { createRootLogger } from '../../kit/log.ts';
@@ -23,24 +29,9 @@ async function adminKey(db: string): Promise<string> {
   }
 }
 
-function runCli(args: string[]): Promise<{ code: number | null; out: string }> {
-  const proc = spawn(process.execPath, [path.join(ROOT, 'bin/tessera.js'), ...args], {
-    cwd: ROOT,
-    env: { ...process.env, TESSERA_CONFIG: 'none' },
-  });
-  let out = '';
-  proc.stdout.on('data', (d) => {
-    out += d;
-  });
-  proc.stderr.on('data', (d) => {
-    out += d;
-  });
-  return new Promise((resolve) => proc.on('exit', (code) => resolve({ code, out })));
-}
-
 describe('events across real processes', () => {
   it('when the worker is stopped, events wait in the backlog; when it starts again, all are processed once (seed test 5)', async () => {
-    const db = await freshDatabase();
+    const db = await processDatabase();
     const api = await spawnTessera('api', { DATABASE_URL: db });
     let worker = await spawnTessera('worker', { DATABASE_URL: db });
     await Promise.all([api.waitHealthy(), worker.waitHealthy()]);
@@ -48,7 +39,7 @@ describe('events across real processes', () => {
     const headers = { authorization: `Bearer ${key}` };
     await worker.stop('SIGKILL');
 
-    const seeded = await runCli(['seed', 'events', '--count', '20', '--url', api.url, '--key', key]);
+    const seeded = await runTessera(['seed', 'events', '--count', '20', '--url', api.url, '--key', key]);
     assert.equal(seeded.code, 0, seeded.out);
     assert.match(seeded.out, /20\/20/);
     assert.match(seeded.out, /20× 201/);
@@ -76,7 +67,7 @@ describe('events across real processes', () => {
   });
 
   it('when WORKER_FAILURE_MODE=crash and work is waiting, then the worker exits with FAILURE_INJECTION logged and nothing is lost', async () => {
-    const db = await freshDatabase();
+    const db = await processDatabase();
     const pool = new pg.Pool({ connectionString: db, max: 1 });
     pool.on('error', () => undefined); // the suite's cleanup drops the database under it
     after(() => pool.end());
@@ -94,7 +85,7 @@ describe('events across real processes', () => {
   });
 
   it('when the process is killed with SIGKILL during a 5,000 events/s ingest, then after restart every acknowledged event is counted exactly once', async () => {
-    const db = await freshDatabase();
+    const db = await processDatabase();
     let t = await spawnTessera('all', { DATABASE_URL: db, LOG_LEVEL: 'warn' });
     await t.waitHealthy();
     const headers = { authorization: `Bearer ${await adminKey(db)}`, 'content-type': 'application/json' };

@@ -5,13 +5,13 @@
 // recipient the dead worker held (its chunk running) and had not yet recorded: docs/api/sender.md.
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import { freshDatabase, spawnTessera, startPlatform, waitFor } from '../../../test/helpers.ts';
+import { processDatabase, spawnTessera, startPlatform, waitFor } from '../../../test/helpers.ts';
 import { senderModule } from './index.ts';
 import { startWebhookReceiver, WEBHOOK_SECRET } from './test-peers.ts';
 
 describe('sender worker crash', () => {
   it('when a worker is killed with SIGKILL mid-batch and another starts, then every recipient is received exactly once', async () => {
-    const db = await freshDatabase();
+    const db = await processDatabase();
     const rx = await startWebhookReceiver({ keep: false });
     after(() => rx.close());
     const api = await startPlatform({ modules: [senderModule], role: 'api', databaseUrl: db });
