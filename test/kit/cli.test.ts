@@ -91,7 +91,7 @@ describe('tessera CLI', () => {
     assert.equal(r.code, 0, r.out);
     const key = r.stdout.trim();
     assert.match(key, /^\S{20,}$/, 'stdout is the key alone, for scripts');
-    assert.equal(r.stderr, 'key "ci" (events,codes) created; it will not be shown again\n');
+    assert.equal(r.stderr, 'key "ci" (events,codes, account default) created; it will not be shown again\n');
 
     const p = await startPlatform({ databaseUrl: db });
     const headers = { authorization: `Bearer ${key}` };
@@ -116,7 +116,7 @@ describe('tessera CLI', () => {
     const args = ['users', 'create', '--email', 'Ops@Example.com', '--password', 'secret1'];
     const r = await runTessera(args, { DATABASE_URL: db });
     assert.equal(r.code, 0, r.out);
-    assert.equal(r.stdout, 'user ops@example.com (user) created\n');
+    assert.equal(r.stdout, 'user ops@example.com (user, account default) created\n');
 
     const p = await startPlatform({ databaseUrl: db });
     const login = await p.app.inject({
