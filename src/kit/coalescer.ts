@@ -19,13 +19,38 @@ interface Lane<Req, Res> {
 /** Runs one batch; answers one result (or Error) per request, in order. */
 export type BatchRunner<Req, Res> = (key: string, reqs: Req[]) => Promise<(Res | Error)[]>;
 
+export interface CoalescerOptions {
+  /** Most requests in one batch. */
+  maxBatch: number;
+  /** Batches in flight per key whatever the queue. */
+  maxInflight: number;
+  /**
+   * Optional: more batches in flight (up to `burstInflight`) while at least `burstWhenQueued`
+   * requests wait. Each batch in flight costs a round trip; a few big batches carry more than
+   * many small ones, so extra parallelism is taken only when the queue is long enough to fill it.
+   */
+  burstInflight?: number;
+  burstWhenQueued?: number;
+}
+
 export class Coalescer<Req, Res> {
   private readonly lanes = new Map<string, Lane<Req, Res>>();
 
   constructor(
     private readonly run: BatchRunner<Req, Res>,
-    private readonly opts: { maxBatch: number; maxInflight: number } = { maxBatch: 1000, maxInflight: 1 },
+    private readonly opts: CoalescerOptions = { maxBatch: 1000, maxInflight: 1 },
   ) {}
+
+  private canStart(lane: Lane<Req, Res>): boolean {
+    if (lane.queue.length === 0) return false;
+    if (lane.running < this.opts.maxInflight) return true;
+    const { burstInflight, burstWhenQueued } = this.opts;
+    return (
+      burstInflight !== undefined &&
+      lane.running < burstInflight &&
+      lane.queue.length >= (burstWhenQueued ?? this.opts.maxBatch)
+    );
+  }
 
   submit(key: string, req: Req): Promise<Res> {
     let lane = this.lanes.get(key);
@@ -41,7 +66,7 @@ export class Coalescer<Req, Res> {
   }
 
   private pump(key: string, lane: Lane<Req, Res>): void {
-    while (lane.running < this.opts.maxInflight && lane.queue.length > 0) {
+    while (this.canStart(lane)) {
       const batch = lane.queue.splice(0, this.opts.maxBatch);
       lane.running++;
       this.run(

@@ -37,8 +37,15 @@ interface WireReply {
   error?: { statusCode: number; message: string };
 }
 
-/** Requests out per method at once: enough to keep several workers busy, few enough to batch. */
-const MAX_BATCHES_IN_FLIGHT = 8;
+/**
+ * Requests out per method at once. Two keep two workers busy while each batch carries everything
+ * that queued during the last round trip; more go out only while a long queue can fill them, so
+ * a large deployment spreads a heavy load over more workers. Measured on 2 cores, 1 api and 2
+ * workers, 64 connections: 2 in flight 10.1k req/s, 4: 7.9k, 8: 5.2k, 16: 5.3k (every NATS
+ * message is a socket write and a wake-up on both sides, so fewer, fuller batches win).
+ */
+const BATCHES_IN_FLIGHT = 2;
+const BURST_IN_FLIGHT = 16;
 const MAX_BATCH = 128;
 
 export type RpcTransport = 'local' | 'nats';
@@ -49,7 +56,12 @@ export class Rpc {
   private readonly inflight = new Set<Promise<unknown>>();
   private readonly natsBatches = new Coalescer<unknown, unknown>(
     (subject, inputs) => this.sendBatch(subject, inputs),
-    { maxBatch: MAX_BATCH, maxInflight: MAX_BATCHES_IN_FLIGHT },
+    {
+      maxBatch: MAX_BATCH,
+      maxInflight: BATCHES_IN_FLIGHT,
+      burstInflight: BURST_IN_FLIGHT,
+      burstWhenQueued: MAX_BATCH / 2,
+    },
   );
 
   /** The rpc module's own lines (serving, bad requests); a handler's failure is its service's line. */

@@ -71,8 +71,8 @@ describe('RPC over NATS (batched)', { skip: needsNats }, () => {
 
   it('when batched answers together exceed one NATS message, then every call still gets its answer', async () => {
     const svc = await start();
-    // 20 × 300 KB: the first 8 go alone (8 requests in flight per method), the other 12 wait and
-    // go together: 3.6 MB, far over the 1 MB default max_payload, each well under it alone.
+    // 20 × 300 KB: the first 2 go alone (2 requests in flight per method), the other 18 wait and
+    // go together: 5.4 MB, far over the 1 MB default max_payload, each well under it alone.
     const blobs = await Promise.all(Array.from({ length: 20 }, () => svc.blob({ kb: 300 })));
     assert.ok(blobs.every((b) => b.length === 300 * 1024));
   });
