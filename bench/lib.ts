@@ -137,18 +137,28 @@ export async function latencyAtRate(opts: {
   url: string;
   rate: number;
   durationSec?: number;
+  /** Run at the rate this long first, unrecorded, on the same connections (JIT, pools, sockets). */
+  warmupSec?: number;
   headers?: Record<string, string>;
   path?: () => string;
 }): Promise<RateResult> {
   const base = new URL(opts.url);
   const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+  const warmup = Math.round(opts.rate * (opts.warmupSec ?? 1));
   const total = Math.round(opts.rate * (opts.durationSec ?? Number(process.env.BENCH_SECONDS ?? 5)));
   const latencies = new Float64Array(total);
   let errors = 0;
   const start = performance.now() + 20;
+  const measuredFrom = start + (warmup * 1000) / opts.rate;
   const one = (i: number) =>
     new Promise<void>((resolve) => {
       const due = start + (i * 1000) / opts.rate;
+      const done = (failed: boolean) => {
+        if (i < warmup) return resolve();
+        if (failed) errors++;
+        latencies[i - warmup] = performance.now() - due;
+        resolve();
+      };
       const req = http.request(
         {
           agent,
@@ -158,30 +168,22 @@ export async function latencyAtRate(opts: {
           headers: opts.headers,
         },
         (res) => {
-          if (res.statusCode! >= 400) errors++;
           res.resume();
-          res.on('end', () => {
-            latencies[i] = performance.now() - due;
-            resolve();
-          });
+          res.on('end', () => done(res.statusCode! >= 400));
         },
       );
-      req.on('error', () => {
-        errors++;
-        latencies[i] = performance.now() - due;
-        resolve();
-      });
+      req.on('error', () => done(true));
       req.end();
     });
   const pending: Promise<void>[] = [];
-  for (let i = 0; i < total; i++) {
+  for (let i = 0; i < warmup + total; i++) {
     // Never early: a late send (timer granularity) is charged to the figure, as wrk2 does.
     const wait = start + (i * 1000) / opts.rate - performance.now();
     if (wait > 0) await sleep(wait);
     pending.push(one(i));
   }
   await Promise.all(pending);
-  const elapsed = (performance.now() - start) / 1000;
+  const elapsed = (performance.now() - measuredFrom) / 1000;
   agent.destroy();
   const sorted = Array.from(latencies).sort((a, b) => a - b);
   const at = (q: number) => Math.round(sorted[Math.min(total - 1, Math.floor(q * total))]! * 100) / 100;
@@ -192,7 +194,6 @@ export async function latencyAtRate(opts: {
 export async function ceilingLatencyAtRate(rate: number): Promise<RateResult> {
   const ceiling = await startServer('bench/ceiling.ts');
   try {
-    await latencyAtRate({ url: `${ceiling.url}/ceiling`, rate, durationSec: 1 }); // warm-up
     return await latencyAtRate({ url: `${ceiling.url}/ceiling`, rate });
   } finally {
     await ceiling.stop();
