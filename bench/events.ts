@@ -3,7 +3,16 @@
 // BENCH_EVENTS_SUSTAIN_SEC (default 60) and BENCH_EVENTS_STORED (default 10,000,000) shorten runs.
 import pg from 'pg';
 import { createApiKey } from '../src/kit/auth.ts';
-import { cpuMeter, latencyAtRate, load, measureCeiling, printRows, type Row, startServer } from './lib.ts';
+import {
+  autovacuumSettled,
+  cpuMeter,
+  latencyAtRate,
+  load,
+  measureCeiling,
+  printRows,
+  type Row,
+  startServer,
+} from './lib.ts';
 
 const SUSTAIN_SEC = Number(process.env.BENCH_EVENTS_SUSTAIN_SEC ?? 60);
 const STORED = Number(process.env.BENCH_EVENTS_STORED ?? 10_000_000);
@@ -135,6 +144,7 @@ export async function benchEvents(databaseUrl: string) {
     const storeStart = Date.now();
     await storeEvents(pool, STORED);
     const storeSec = Math.round((Date.now() - storeStart) / 1000);
+    await autovacuumSettled(pool);
     const stored = (await pool.query('SELECT count(*)::int AS n FROM events_processed')).rows[0].n as number;
     // Latency is measured at a steady rate (a dashboard polled by 40 people every 2 s), open loop:
     // eight clients hammering in a closed loop would measure queueing behind each other on two

@@ -298,3 +298,22 @@ export async function cpuMeter(serverPids: number[], databaseUrl: string) {
     `${(((b.node - a.node) * 1e6) / n).toFixed(0)} + ${(((b.pg - a.pg) * 1e6) / n).toFixed(0)} µs CPU per op (server + PostgreSQL)`;
   return { snap, cost };
 }
+
+/**
+ * Waits until no autovacuum worker runs in the benchmark's database (at most `maxSec`): after a
+ * bulk load of millions of rows PostgreSQL vacuums and analyzes them for a while, and figures
+ * taken meanwhile measure that, not the steady state. Returns the seconds waited.
+ */
+export async function autovacuumSettled(pool: import('pg').Pool, maxSec = 600): Promise<number> {
+  const t0 = Date.now();
+  let quiet = 0;
+  while (quiet < 3 && Date.now() - t0 < maxSec * 1000) {
+    const { rows } = await pool.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM pg_stat_activity
+       WHERE backend_type = 'autovacuum worker' AND datname = current_database()`,
+    );
+    quiet = rows[0]!.n === 0 ? quiet + 1 : 0;
+    await sleep(1000);
+  }
+  return Math.round((Date.now() - t0) / 1000);
+}
