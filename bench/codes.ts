@@ -44,6 +44,8 @@ export async function benchCodes(databaseUrl: string) {
       format: { length: 8, alphabet: 'alphanumeric' },
     });
 
+    const meter = await cpuMeter([server.proc.pid!], databaseUrl);
+    const g0 = meter.snap();
     const t0 = Date.now();
     const started = await api('POST', '/api/campaigns/bench/codes', { count: GENERATE });
     let job: any;
@@ -53,6 +55,8 @@ export async function benchCodes(databaseUrl: string) {
       await new Promise((r) => setTimeout(r, 200));
     }
     const genSeconds = (Date.now() - t0) / 1000;
+    const g1 = meter.snap();
+    const genCpu = `CPU ${Math.round(g1.node - g0.node)} s server + ${Math.round(g1.pg - g0.pg)} s PostgreSQL`;
     const rssMb = peakRssMb(server.proc.pid!);
     if (job.state !== 'completed') throw new Error(`generation failed: ${job.error}`);
     const stored = (await pool.query(`SELECT count(*)::int AS n FROM codes`)).rows[0].n;
@@ -66,7 +70,6 @@ export async function benchCodes(databaseUrl: string) {
       headers,
       body: JSON.stringify({ count: 1 }),
     };
-    const meter = await cpuMeter([server.proc.pid!], databaseUrl);
     await load({ ...reserveOpts, durationSec: 1 });
     let c0 = meter.snap();
     const reserve = await load(reserveOpts);
@@ -116,7 +119,7 @@ export async function benchCodes(databaseUrl: string) {
         unit: 's',
         target: '≤ 30 s, RSS ≤ 512 MB',
         pass: genSeconds <= 30 && rssMb <= 512 && stored >= GENERATE,
-        note: `${Math.round(GENERATE / genSeconds).toLocaleString('en-US')} codes/s, server peak RSS ${Math.round(rssMb)} MB, ${stored.toLocaleString('en-US')} rows stored; autovacuum then ran ${settledSec} s`,
+        note: `${Math.round(GENERATE / genSeconds).toLocaleString('en-US')} codes/s, server peak RSS ${Math.round(rssMb)} MB, ${stored.toLocaleString('en-US')} rows stored, ${genCpu}; autovacuum then ran ${settledSec} s`,
       },
       {
         name: 'POST reservations, 1 code, 64 conn',

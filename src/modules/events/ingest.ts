@@ -26,6 +26,7 @@ interface Pending {
 
 const MAX_IN_FLIGHT = 4;
 const MAX_ROWS_PER_INSERT = 10_000;
+const COPY_FROM_ROWS = 200;
 
 /**
  * One statement: record new messageIds (ON CONFLICT skips the ones seen before), then insert the
@@ -174,7 +175,10 @@ export class Ingestor {
     // A single statement (COPY, or the INSERT that also dedupes messageIds) commits on its own:
     // no BEGIN/COMMIT round trips.
     let fresh = new Set<string>();
-    if (rows.every((r) => r.row.messageId === null)) await copyEvents(this.pool, rows);
+    // COPY pays off for big groups; for a few events its extra protocol steps cost more than the
+    // array literals of one INSERT.
+    if (rows.length >= COPY_FROM_ROWS && rows.every((r) => r.row.messageId === null))
+      await copyEvents(this.pool, rows);
     else fresh = await insertEvents(this.pool, rows);
     const debug = this.log.isLevelEnabled('debug');
     const answered = new Set<string>();
