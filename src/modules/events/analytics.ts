@@ -1,5 +1,7 @@
 // GET /api/analytics from the rollup tables only: however many events are stored, each query reads
 // a bounded number of pre-aggregated rows (buckets × actions, users), never the raw events.
+// Sums go through float8 (exact below 2^53): sum(bigint) accumulates in numeric, which made the
+// ranged top-users aggregation over 80,000 user-day rows take 46 ms instead of 32.
 import type { Pool } from '../../kit/db.ts';
 import { badRequest } from '../../kit/errors.ts';
 import { countBacklog } from './metrics.ts';
@@ -52,13 +54,13 @@ export async function analytics(pool: Pool, q: AnalyticsQuery) {
   const totalsTo = ranged ? seriesTo : new Date('9999-01-01');
   const [byAction, users, series, backlog, heartbeat] = await Promise.all([
     pool.query<{ action: string; n: number }>(
-      `SELECT action, sum(n)::bigint AS n FROM events_counts
+      `SELECT action, sum(n::float8)::bigint AS n FROM events_counts
        WHERE grain = $1 AND bucket >= $2 AND bucket < $3 GROUP BY action ORDER BY n DESC, action`,
       [totalsGrain, totalsFrom, totalsTo],
     ),
     ranged ? usersInRange(pool, seriesFrom, seriesTo, q.top) : usersAllTime(pool, q.top),
     pool.query<{ t: Date; action: string | null; n: number }>(
-      `SELECT s.t, c.action, coalesce(sum(c.n), 0)::bigint AS n
+      `SELECT s.t, c.action, coalesce(sum(c.n::float8), 0)::bigint AS n
        FROM generate_series($2::timestamptz, $3::timestamptz - interval '1 microsecond', $4::interval) AS s(t)
        LEFT JOIN events_counts c ON c.grain = $1 AND c.bucket = s.t
        GROUP BY s.t, c.action ORDER BY s.t`,
@@ -128,7 +130,7 @@ async function usersAllTime(pool: Pool, top: number) {
 /** Users are rolled up per UTC day, so a ranged user figure covers the whole days the range touches. */
 async function usersInRange(pool: Pool, from: Date, to: Date, top: number) {
   const { rows } = await pool.query<{ user_id: string; n: number; users: number }>(
-    `SELECT user_id, sum(n)::bigint AS n, count(*) OVER ()::int AS users
+    `SELECT user_id, sum(n::float8)::bigint AS n, count(*) OVER ()::int AS users
      FROM events_user_day_counts
      WHERE day >= ($1::timestamptz AT TIME ZONE 'UTC')::date AND day <= (($2::timestamptz - interval '1 microsecond') AT TIME ZONE 'UTC')::date
      GROUP BY user_id ORDER BY n DESC, user_id LIMIT $3`,
