@@ -300,12 +300,15 @@ export async function cpuMeter(serverPids: number[], databaseUrl: string) {
 }
 
 /**
- * Waits until no autovacuum worker runs in the benchmark's database (at most `maxSec`): after a
- * bulk load of millions of rows PostgreSQL vacuums and analyzes them for a while, and figures
- * taken meanwhile measure that, not the steady state. Returns the seconds waited.
+ * Checkpoints, then waits until no autovacuum worker runs in the benchmark's database (at most
+ * `maxSec`): after a bulk load of millions of rows PostgreSQL writes them out, vacuums and analyzes
+ * them for a while, and figures taken meanwhile measure that, not the steady state. Returns the
+ * seconds waited.
  */
 export async function autovacuumSettled(pool: import('pg').Pool, maxSec = 600): Promise<number> {
   const t0 = Date.now();
+  // Write the bulk load's dirty pages now rather than under the next measurement.
+  await pool.query('CHECKPOINT');
   let quiet = 0;
   while (quiet < 3 && Date.now() - t0 < maxSec * 1000) {
     const { rows } = await pool.query<{ n: number }>(
