@@ -106,7 +106,7 @@ export function createBooksService(pool: Pool, log: Logger): BooksService {
   // GET /books/:id is the hottest call: concurrent reads share one query.
   const reads = new Coalescer<string, BookRow | undefined>((_key, ids) => selectBooksById(pool, ids), {
     maxBatch: 500,
-    maxInflight: 2,
+    maxInflight: 1,
   });
 
   return {

@@ -72,7 +72,7 @@ export function createCodesState(ctx: ModuleContext): CodesState {
         reqs[0]!.campaign,
         reqs.map((r) => r.code),
       ),
-    { maxBatch: 500, maxInflight: 2 },
+    { maxBatch: 500, maxInflight: 1 },
   );
   return {
     campaigns,
