@@ -64,7 +64,9 @@ describe('sender channels with real peers', () => {
   it('when a batch goes to a webhook receiver, then every delivery verifies with standardwebhooks and carries its variables', async () => {
     const rx = await startWebhookReceiver({ failRate: 0.3 });
     after(() => rx.close());
-    const p = await startPlatform({ modules: [senderModule] });
+    // A 20 ms first retry: with the default 500 ms, one of 300 recipients refused 7 times in a row
+    // (p ≈ 0.07) waits about a minute for its next try, longer than the test waits.
+    const p = await startPlatform({ modules: [senderModule], env: { SENDER_RETRY_BASE_MS: '20' } });
     const cfg = await inject(p, 'POST', '/api/send-configs', {
       name: 'hook',
       channel: 'webhook',
