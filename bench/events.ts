@@ -1,16 +1,18 @@
-// `npm run bench -- events`: ingestion (single and batched) against the bare-Fastify POST ceiling,
+// `npm run bench -- events`: ingestion (single, beside a bare-Fastify ceiling measured in
+// interleaved slices, and batched),
 // the worker at a sustained 20,000 events/s, and GET /api/analytics with 10,000,000 events stored.
 // BENCH_EVENTS_SUSTAIN_SEC (default 60) and BENCH_EVENTS_STORED (default 10,000,000) shorten runs.
 import pg from 'pg';
 import { createApiKey } from '../src/kit/auth.ts';
 import {
+  againstCeiling,
   autovacuumSettled,
   cpuMeter,
   latencyAtRate,
   load,
-  measureCeiling,
   printRows,
   type Row,
+  startCeiling,
   startServer,
 } from './lib.ts';
 
@@ -64,10 +66,10 @@ async function storeEvents(pool: pg.Pool, count: number): Promise<void> {
 }
 
 export async function benchEvents(databaseUrl: string) {
-  const ceiling = await measureCeiling('POST');
+  const ceiling = await startCeiling();
   const server = await startServer('bench/tessera-server.ts', ['all'], { DATABASE_URL: databaseUrl });
   const pool = new pg.Pool({ connectionString: databaseUrl, max: 2 });
-  const rows: Row[] = [{ name: 'ceiling: bare Fastify POST', figure: ceiling.rps, unit: 'req/s' }];
+  const rows: Row[] = [];
   try {
     const { key } = await createApiKey(pool, 'bench', ['events']);
     const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json' };
@@ -78,19 +80,19 @@ export async function benchEvents(databaseUrl: string) {
     const meter = await cpuMeter([server.proc.pid!], databaseUrl);
     await load({ url, method: 'POST', headers, body: batch(1, 'warm'), durationSec: 1 });
     let c0 = meter.snap();
-    const single = await load({
+    const single = await againstCeiling(ceiling, {
       url,
       method: 'POST',
       headers,
       body: JSON.stringify({ userId: 'u1', action: 'click' }),
     });
-    const singleCost = meter.cost(c0, meter.snap(), single.total);
+    const singleCost = meter.cost(c0, meter.snap(), single.figure.total);
     rows.push({
       name: 'POST /api/events (1 event), one process (api + worker)',
-      figure: single.rps,
+      figure: single.figure.rps,
       unit: 'req/s',
-      ceiling: ceiling.rps,
-      note: `p99 ${single.p99} ms, non-2xx ${single.non2xx}; ${singleCost}`,
+      ceiling: single.ceiling.rps,
+      note: `p99 ${single.figure.p99} ms, non-2xx ${single.figure.non2xx}; ${singleCost}`,
     });
 
     c0 = meter.snap();
@@ -178,18 +180,18 @@ export async function benchEvents(databaseUrl: string) {
       const apiUrl = `${api.url}/api/events`;
       const apiMeter = await cpuMeter([api.proc.pid!], databaseUrl);
       const one = JSON.stringify({ userId: 'u1', action: 'click' });
-      await load({ url: apiUrl, method: 'POST', headers, body: one, durationSec: 1 });
       let a0 = apiMeter.snap();
-      const oneEvent = await load({ url: apiUrl, method: 'POST', headers, body: one });
-      const oneCost = apiMeter.cost(a0, apiMeter.snap(), oneEvent.total);
+      const oneEvent = await againstCeiling(ceiling, { url: apiUrl, method: 'POST', headers, body: one });
+      const oneCost = apiMeter.cost(a0, apiMeter.snap(), oneEvent.figure.total);
+      const o = oneEvent.figure;
       rows.push({
         name: 'POST /api/events (1 event), api process',
-        figure: oneEvent.rps,
+        figure: o.rps,
         unit: 'req/s',
-        ceiling: ceiling.rps,
+        ceiling: oneEvent.ceiling.rps,
         target: '≥ 0.5× ceiling',
-        pass: oneEvent.rps >= 0.5 * ceiling.rps && oneEvent.non2xx === 0,
-        note: `p99 ${oneEvent.p99} ms, non-2xx ${oneEvent.non2xx}; ${oneCost}`,
+        pass: o.rps >= 0.5 * oneEvent.ceiling.rps && o.non2xx === 0,
+        note: `p99 ${o.p99} ms, non-2xx ${o.non2xx}; ${oneCost}`,
       });
       a0 = apiMeter.snap();
       const alone = await load({
@@ -215,5 +217,6 @@ export async function benchEvents(databaseUrl: string) {
     printRows('events', rows);
     await pool.end();
     await server.stop();
+    await ceiling.stop();
   }
 }

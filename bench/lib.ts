@@ -94,29 +94,49 @@ export async function load(opts: LoadOptions): Promise<LoadResult> {
   };
 }
 
+/** A bare Fastify server kept up through a benchmark, so each figure gets a ceiling beside it. */
+export function startCeiling(): Promise<Server> {
+  return startServer('bench/ceiling.ts');
+}
+
 /**
- * The bare-Fastify ceiling, driven like the benchmark beside it: the same method, body, headers
- * and, when given, the same request generator (random paths cost autocannon CPU, and on a small
- * machine that CPU is taken from the server).
+ * A figure and its ceiling measured interleaved, in ROUNDS slices each (ceiling, figure, ceiling,
+ * figure, …), driven alike: same method, headers, body and request generator. The speed of a
+ * shared 2-core VM drifts by a third over minutes, so a ceiling measured once at the start of a
+ * run and a figure measured minutes later compare two different machines; slices side by side
+ * compare the same one.
  */
-export async function measureCeiling(
-  method: 'GET' | 'POST' = 'GET',
-  shape: Pick<LoadOptions, 'headers' | 'body' | 'requests'> = {},
-): Promise<LoadResult> {
-  const ceiling = await startServer('bench/ceiling.ts');
-  const opts: LoadOptions = {
-    url: `${ceiling.url}/ceiling`,
-    method,
-    headers: { 'content-type': 'application/json', ...shape.headers },
-    body: shape.body ?? (method === 'POST' ? '{}' : undefined),
-    requests: shape.requests,
-  };
-  try {
-    await load({ ...opts, durationSec: 1 }); // warm-up
-    return await load(opts);
-  } finally {
-    await ceiling.stop();
+export async function againstCeiling(
+  ceiling: Server,
+  figure: LoadOptions,
+  rounds = 3,
+): Promise<{ figure: LoadResult; ceiling: LoadResult }> {
+  const seconds = figure.durationSec ?? Number(process.env.BENCH_SECONDS ?? 5);
+  const slice = Math.max(1, Math.round(seconds / rounds));
+  const bare: LoadOptions = { ...figure, url: `${ceiling.url}/ceiling` };
+  await load({ ...bare, durationSec: 1 });
+  await load({ ...figure, durationSec: 1 });
+  const c: LoadResult[] = [];
+  const f: LoadResult[] = [];
+  for (let r = 0; r < rounds; r++) {
+    c.push(await load({ ...bare, durationSec: slice }));
+    f.push(await load({ ...figure, durationSec: slice }));
   }
+  return { figure: combine(f), ceiling: combine(c) };
+}
+
+/** Slices of one load as one: mean rate, worst p99, median p50, summed failures. */
+function combine(parts: LoadResult[]): LoadResult {
+  const total = parts.reduce((a, p) => a + p.total, 0);
+  const p50s = parts.map((p) => p.p50).sort((a, b) => a - b);
+  return {
+    rps: parts.reduce((a, p) => a + p.rps, 0) / parts.length,
+    p50: p50s[Math.floor(p50s.length / 2)]!,
+    p99: Math.max(...parts.map((p) => p.p99)),
+    errors: parts.reduce((a, p) => a + p.errors, 0),
+    non2xx: parts.reduce((a, p) => a + p.non2xx, 0),
+    total,
+  };
 }
 
 export interface RateResult {
@@ -188,16 +208,6 @@ export async function latencyAtRate(opts: {
   const sorted = Array.from(latencies).sort((a, b) => a - b);
   const at = (q: number) => Math.round(sorted[Math.min(total - 1, Math.floor(q * total))]! * 100) / 100;
   return { rate: total / elapsed, p50: at(0.5), p99: at(0.99), max: at(1), errors };
-}
-
-/** latencyAtRate against a bare Fastify server, for the figure's ceiling column. */
-export async function ceilingLatencyAtRate(rate: number): Promise<RateResult> {
-  const ceiling = await startServer('bench/ceiling.ts');
-  try {
-    return await latencyAtRate({ url: `${ceiling.url}/ceiling`, rate });
-  } finally {
-    await ceiling.stop();
-  }
 }
 
 export interface Row {
