@@ -254,7 +254,7 @@ export class WebhookVerifier {
     this.webhook = new Webhook(secret);
     this.firstSeen = new Coalescer((_key, ids) => recordWebhookIds(this.pool, ids), {
       maxBatch: 500,
-      maxInflight: 2,
+      maxInflight: 1,
     });
   }
 

@@ -62,7 +62,7 @@ export function createCodesState(ctx: ModuleContext): CodesState {
         return mine;
       });
     },
-    { maxBatch: 64, maxInflight: 2 },
+    { maxBatch: 64, maxInflight: 1 },
   );
   // GET of one code is the hottest read: concurrent lookups in a campaign share one query.
   const lookups = new Coalescer<Lookup, CodeRecord | null>(
