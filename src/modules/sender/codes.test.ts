@@ -7,7 +7,7 @@ import { startPlatform, type TestPlatform, waitFor } from '../../../test/helpers
 import { conflict, unavailable } from '../../kit/errors.ts';
 import { codesModule } from '../codes/index.ts';
 import { senderModule } from './index.ts';
-import { batchFinished, startWebhookReceiver, WEBHOOK_SECRET } from './test-peers.ts';
+import { batchFinished, startWebhookReceiver, webhookSendConfig } from './test-peers.ts';
 
 const inject = (p: TestPlatform, method: 'GET' | 'POST', url: string, payload?: unknown) =>
   p.app.inject({ method, url, headers: p.auth, payload: payload as object });
@@ -31,19 +31,12 @@ describe('sender codes', () => {
       (await inject(p, 'GET', '/api/campaigns/sender-test')).json().inventory as Record<string, number>;
     assert.equal((await inventory()).available, N + 10);
 
-    const cfg = await inject(p, 'POST', '/api/send-configs', {
-      name: 'receiver',
-      channel: 'webhook',
-      settings: { url: rx.url },
-      secret: WEBHOOK_SECRET,
-    });
-    assert.equal(cfg.statusCode, 201, cfg.body);
     const recipients = [
       ...Array.from({ length: N }, (_, i) => ({ address: `u${i}@example.com`, variables: { n: i } })),
       { address: refused, variables: { n: -1 } },
     ];
     const res = await inject(p, 'POST', '/api/batches', {
-      sendConfigId: cfg.json().id,
+      sendConfigId: await webhookSendConfig(p, rx.url),
       codeCampaign: 'sender-test',
       template: { subject: 'code for {{n}}', text: 'to={{address}} code={{code}}' },
       recipients,

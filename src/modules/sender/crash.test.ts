@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { processDatabase, spawnTessera, startPlatform, waitFor } from '../../../test/helpers.ts';
 import { senderModule } from './index.ts';
-import { startWebhookReceiver, WEBHOOK_SECRET } from './test-peers.ts';
+import { startWebhookReceiver, webhookSendConfig } from './test-peers.ts';
 
 describe('sender worker crash', () => {
   it('when a worker is killed with SIGKILL mid-batch and another starts, then every recipient is received exactly once', async () => {
@@ -19,14 +19,8 @@ describe('sender worker crash', () => {
     await w1.waitHealthy(60000);
     const inject = (method: 'GET' | 'POST', url: string, payload?: unknown) =>
       api.app.inject({ method, url, headers: api.auth, payload: payload as object });
-    const cfg = await inject('POST', '/api/send-configs', {
-      name: 'receiver',
-      channel: 'webhook',
-      settings: { url: rx.url },
-      secret: WEBHOOK_SECRET,
-    });
     const res = await inject('POST', '/api/batches', {
-      sendConfigId: cfg.json().id,
+      sendConfigId: await webhookSendConfig(api, rx.url),
       template: { subject: 'n{{n}}', text: 'hello {{n}}' },
       recipients: Array.from({ length: 10_000 }, (_, i) => ({ address: `r${i}`, variables: { n: i } })),
     });

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { freshDatabase, spawnTessera, startPlatform, waitFor } from '../../../test/helpers.ts';
 import { senderModule } from './index.ts';
-import { startWebhookReceiver, WEBHOOK_SECRET } from './test-peers.ts';
+import { startWebhookReceiver, webhookSendConfig } from './test-peers.ts';
 
 /** A pause or cancel is seen at the next sub-batch or within 200 ms of a wait; the rest is slack for a loaded machine. */
 const STOP_WITHIN_MS = 1500;
@@ -24,15 +24,9 @@ describe('sender pause and cancel across two workers', () => {
     const inject = (method: 'GET' | 'POST', url: string, payload?: unknown) =>
       api.app.inject({ method, url, headers: api.auth, payload: payload as object });
 
-    const cfg = await inject('POST', '/api/send-configs', {
-      name: 'receiver',
-      channel: 'webhook',
-      settings: { url: rx.url },
-      secret: WEBHOOK_SECRET,
-    });
     const total = 2000; // four chunks of 500
     const res = await inject('POST', '/api/batches', {
-      sendConfigId: cfg.json().id,
+      sendConfigId: await webhookSendConfig(api, rx.url),
       ratePerSecond: 200,
       template: { subject: 's', text: 'n={{n}}' },
       recipients: Array.from({ length: total }, (_, i) => ({ address: `r${i}`, variables: { n: i } })),

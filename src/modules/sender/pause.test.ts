@@ -5,20 +5,14 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { startPlatform, type TestPlatform, waitFor } from '../../../test/helpers.ts';
 import { senderModule } from './index.ts';
-import { startWebhookReceiver, WEBHOOK_SECRET } from './test-peers.ts';
+import { startWebhookReceiver, webhookSendConfig } from './test-peers.ts';
 
 const inject = (p: TestPlatform, method: 'GET' | 'POST', url: string, payload?: unknown) =>
   p.app.inject({ method, url, headers: p.auth, payload: payload as object });
 
 async function deferredBatch(p: TestPlatform, url: string) {
-  const cfg = await inject(p, 'POST', '/api/send-configs', {
-    name: `receiver-${Math.random()}`,
-    channel: 'webhook',
-    settings: { url },
-    secret: WEBHOOK_SECRET,
-  });
   const res = await inject(p, 'POST', '/api/batches', {
-    sendConfigId: cfg.json().id,
+    sendConfigId: await webhookSendConfig(p, url),
     maxAttempts: 10,
     template: { subject: 's', text: 't {{n}}' },
     recipients: Array.from({ length: 3 }, (_, i) => ({ address: `r${i}`, variables: { n: i } })),

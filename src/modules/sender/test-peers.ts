@@ -123,6 +123,23 @@ export async function startWebhookReceiver(
   };
 }
 
+/** A webhook send config pointing at `url`, signed with WEBHOOK_SECRET; returns its id. */
+export async function webhookSendConfig(p: Pick<TestPlatform, 'app' | 'auth'>, url: string): Promise<string> {
+  const res = await p.app.inject({
+    method: 'POST',
+    url: '/api/send-configs',
+    headers: p.auth,
+    payload: {
+      name: `receiver-${Math.random()}`,
+      channel: 'webhook',
+      settings: { url },
+      secret: WEBHOOK_SECRET,
+    },
+  });
+  if (res.statusCode !== 201) throw new Error(`send config: ${res.statusCode} ${res.body}`);
+  return res.json().id as string;
+}
+
 /**
  * Waits for a batch to reach a final state and returns it; on timeout the error carries the
  * batch and up to 10 unsent recipients, which is what one needs to see why it stalled.

@@ -9,21 +9,10 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { startPlatform, type TestPlatform } from '../../../test/helpers.ts';
 import { senderModule } from './index.ts';
-import { batchFinished, startWebhookReceiver, WEBHOOK_SECRET } from './test-peers.ts';
+import { batchFinished, startWebhookReceiver, webhookSendConfig } from './test-peers.ts';
 
 const inject = (p: TestPlatform, method: 'GET' | 'POST', url: string, payload?: unknown) =>
   p.app.inject({ method, url, headers: p.auth, payload: payload as object });
-
-async function webhookConfig(p: TestPlatform, url: string) {
-  const cfg = await inject(p, 'POST', '/api/send-configs', {
-    name: `receiver-${Math.random()}`,
-    channel: 'webhook',
-    settings: { url },
-    secret: WEBHOOK_SECRET,
-  });
-  assert.equal(cfg.statusCode, 201, cfg.body);
-  return cfg.json().id as string;
-}
 
 /** A sample's value from this process's /metrics text (0 when the series is absent). */
 async function metric(p: TestPlatform, name: string, labels: Record<string, string>): Promise<number> {
@@ -42,7 +31,7 @@ describe('sender rate limits and schedules', () => {
     const N = 30;
     const R = 10;
     const res = await inject(p, 'POST', '/api/batches', {
-      sendConfigId: await webhookConfig(p, rx.url),
+      sendConfigId: await webhookSendConfig(p, rx.url),
       ratePerSecond: R,
       template: { subject: 's', text: 'n={{n}}' },
       recipients: Array.from({ length: N }, (_, i) => ({ address: `r${i}`, variables: { n: i } })),
@@ -78,7 +67,7 @@ describe('sender rate limits and schedules', () => {
     const p = await startPlatform({ modules: [senderModule] });
     const scheduledAt = new Date(Date.now() + 2000);
     const res = await inject(p, 'POST', '/api/batches', {
-      sendConfigId: await webhookConfig(p, rx.url),
+      sendConfigId: await webhookSendConfig(p, rx.url),
       scheduledAt: scheduledAt.toISOString(),
       template: { subject: 's', text: 't' },
       recipients: Array.from({ length: 5 }, (_, i) => ({ address: `r${i}` })),
