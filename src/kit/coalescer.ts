@@ -13,7 +13,10 @@ interface Pending<Req, Res> {
 
 interface Lane<Req, Res> {
   queue: Pending<Req, Res>[];
-  running: number;
+  /** Start times of the batches in flight, oldest first. */
+  running: number[];
+  /** Re-checks the lane when a burst may start by time alone. */
+  timer?: NodeJS.Timeout;
 }
 
 /** Runs one batch; answers one result (or Error) per request, in order. */
@@ -31,6 +34,11 @@ export interface CoalescerOptions {
    */
   burstInflight?: number;
   burstWhenQueued?: number;
+  /**
+   * Optional: also burst when every batch in flight has been out this long, so a slow call (or a
+   * stalled worker) never holds up the calls queued behind it for more than this.
+   */
+  burstAfterMs?: number;
 }
 
 export class Coalescer<Req, Res> {
@@ -43,19 +51,18 @@ export class Coalescer<Req, Res> {
 
   private canStart(lane: Lane<Req, Res>): boolean {
     if (lane.queue.length === 0) return false;
-    if (lane.running < this.opts.maxInflight) return true;
-    const { burstInflight, burstWhenQueued } = this.opts;
-    return (
-      burstInflight !== undefined &&
-      lane.running < burstInflight &&
-      lane.queue.length >= (burstWhenQueued ?? this.opts.maxBatch)
-    );
+    const running = lane.running.length;
+    if (running < this.opts.maxInflight) return true;
+    const { burstInflight, burstWhenQueued, burstAfterMs } = this.opts;
+    if (burstInflight === undefined || running >= burstInflight) return false;
+    if (lane.queue.length >= (burstWhenQueued ?? this.opts.maxBatch)) return true;
+    return burstAfterMs !== undefined && performance.now() - lane.running.at(-1)! >= burstAfterMs;
   }
 
   submit(key: string, req: Req): Promise<Res> {
     let lane = this.lanes.get(key);
     if (!lane) {
-      lane = { queue: [], running: 0 };
+      lane = { queue: [], running: [] };
       this.lanes.set(key, lane);
     }
     const l = lane;
@@ -68,7 +75,8 @@ export class Coalescer<Req, Res> {
   private pump(key: string, lane: Lane<Req, Res>): void {
     while (this.canStart(lane)) {
       const batch = lane.queue.splice(0, this.opts.maxBatch);
-      lane.running++;
+      const started = performance.now();
+      lane.running.push(started);
       this.run(
         key,
         batch.map((p) => p.req),
@@ -85,10 +93,27 @@ export class Coalescer<Req, Res> {
           },
         )
         .finally(() => {
-          lane.running--;
+          lane.running.splice(lane.running.indexOf(started), 1);
           if (lane.queue.length > 0) this.pump(key, lane);
-          else if (lane.running === 0) this.lanes.delete(key);
+          else if (lane.running.length === 0) {
+            clearTimeout(lane.timer);
+            this.lanes.delete(key);
+          }
         });
     }
+    this.armBurstTimer(key, lane);
+  }
+
+  /** With requests waiting behind full slots, look again when the newest batch turns burstAfterMs old. */
+  private armBurstTimer(key: string, lane: Lane<Req, Res>): void {
+    const { burstAfterMs, burstInflight } = this.opts;
+    if (burstAfterMs === undefined || lane.timer || lane.queue.length === 0) return;
+    if (lane.running.length >= (burstInflight ?? 0)) return;
+    const wait = Math.max(0, burstAfterMs - (performance.now() - lane.running.at(-1)!));
+    lane.timer = setTimeout(() => {
+      lane.timer = undefined;
+      this.pump(key, lane);
+    }, wait);
+    lane.timer.unref();
   }
 }

@@ -13,6 +13,7 @@ interface Echo {
   echo(input: { n: number }): Promise<{ n: number }>;
   blob(input: { kb: number }): Promise<string>;
   fail(input: { n: number }): Promise<never>;
+  slow(input: { ms: number; n: number }): Promise<{ n: number }>;
 }
 
 describe('RPC over NATS (batched)', { skip: needsNats }, () => {
@@ -31,6 +32,10 @@ describe('RPC over NATS (batched)', { skip: needsNats }, () => {
       blob: async (input: { kb: number }) => 'x'.repeat(input.kb * 1024),
       fail: async (input: { n: number }) => {
         throw notFound(`no ${input.n}`);
+      },
+      slow: async (input: { ms: number; n: number }) => {
+        await new Promise((r) => setTimeout(r, input.ms));
+        return { n: input.n };
       },
     });
     server.serve();
@@ -67,6 +72,16 @@ describe('RPC over NATS (batched)', { skip: needsNats }, () => {
         assert.equal(err.message, `no ${n}`);
       }
     });
+  });
+
+  it('when slow calls hold every request slot of a method, then a later call on it is not held behind them', async () => {
+    const svc = await start();
+    const order: string[] = [];
+    const slow = [1, 2].map((n) => svc.slow({ ms: 2000, n }).then(() => order.push(`slow ${n}`)));
+    await new Promise((r) => setTimeout(r, 100)); // both slots are taken
+    const fast = svc.slow({ ms: 0, n: 3 }).then(() => order.push('fast'));
+    await Promise.all([...slow, fast]);
+    assert.equal(order[0], 'fast', order.join(', '));
   });
 
   it('when batched answers together exceed one NATS message, then every call still gets its answer', async () => {

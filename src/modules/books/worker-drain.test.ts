@@ -13,10 +13,11 @@ it('when a worker gets SIGTERM with 30 slow RPC calls in flight, then every call
 }, async () => {
   const db = await processDatabase();
   const env = { DATABASE_URL: db, NATS_URL };
+  // The leaving worker starts alone, so every slow call lands on it; the staying one joins after.
+  // The calls last 8 s (long enough to start the second worker meanwhile), within the api's timeout.
   const leaving = await spawnTessera('worker', env, { fixture: true });
-  const staying = await spawnTessera('worker', env, { fixture: true });
-  const api = await spawnTessera('api', env, { fixture: true });
-  await Promise.all([leaving, staying, api].map((p) => p.waitHealthy(60000)));
+  const api = await spawnTessera('api', { ...env, RPC_TIMEOUT_MS: '20000' }, { fixture: true });
+  await Promise.all([leaving, api].map((p) => p.waitHealthy(60000)));
   const pool = new pg.Pool({ connectionString: db, max: 1 });
   const { key } = await createApiKey(pool, 'drain test', ['admin']);
   await pool.end();
@@ -27,10 +28,20 @@ it('when a worker gets SIGTERM with 30 slow RPC calls in flight, then every call
       pid: ((await r.json()) as { pid?: number }).pid,
     }));
 
-  const inflight = Array.from({ length: 30 }, () => call(3000));
-  await new Promise((r) => setTimeout(r, 1000)); // the calls have reached the workers
+  const inflight = Array.from({ length: 30 }, () => call(8000));
+  await new Promise((r) => setTimeout(r, 500)); // the calls have reached the only worker
+  const staying = await spawnTessera('worker', env, { fixture: true });
+  await staying.waitHealthy(60000);
   const exiting = leaving.stop('SIGTERM');
   const duringDrain = await Promise.all(Array.from({ length: 10 }, () => call(10)));
+  assert.deepEqual(
+    duringDrain.map((a) => a.status),
+    Array(10).fill(200),
+  );
+  assert.ok(
+    duringDrain.every((a) => a.pid === staying.proc.pid),
+    'calls made during the drain went to the staying worker',
+  );
   assert.equal(await exiting, 0);
   const answers = await Promise.all(inflight);
   assert.deepEqual(
@@ -38,11 +49,7 @@ it('when a worker gets SIGTERM with 30 slow RPC calls in flight, then every call
     Array(30).fill(200),
   );
   assert.ok(
-    answers.some((a) => a.pid === leaving.proc.pid),
-    'the SIGTERMed worker held some of the calls',
-  );
-  assert.deepEqual(
-    duringDrain.map((a) => a.status),
-    Array(10).fill(200),
+    answers.every((a) => a.pid === leaving.proc.pid),
+    'the SIGTERMed worker answered every call it held',
   );
 });
