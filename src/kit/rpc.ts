@@ -165,7 +165,14 @@ export class Rpc {
     const groups: { at: number[]; body: string[]; bytes: number }[] = [];
     let group = { at: [] as number[], body: [] as string[], bytes: 2 };
     inputs.forEach((input, i) => {
-      const text = JSON.stringify(input);
+      let text: string;
+      try {
+        text = JSON.stringify(input);
+      } catch (err) {
+        // One call that cannot be sent must not fail the calls batched with it.
+        results[i] = new HttpError(500, `the ${subject} call is not JSON: ${(err as Error).message}`);
+        return;
+      }
       const bytes = Buffer.byteLength(text) + 1;
       if (bytes > limit) {
         results[i] = new HttpError(

@@ -72,8 +72,11 @@ export async function copyEvents(pool: Pool, rows: { row: EventRow; source: Sour
       Readable.from([text]),
       client.query(copyFrom('COPY events_raw (user_id, action, ts, properties, source) FROM STDIN')),
     );
-  } finally {
     client.release();
+  } catch (err) {
+    // A connection that failed mid-COPY is not handed to the next caller.
+    client.release(err as Error);
+    throw err;
   }
 }
 
