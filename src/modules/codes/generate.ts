@@ -15,6 +15,7 @@ import { unprocessable } from '../../kit/errors.ts';
 import type { Campaign } from './campaigns.ts';
 import { capacityOf, densityLimit, MAX_DENSITY } from './format.ts';
 import type { CodesMetrics } from './metrics.ts';
+import { MergedKeys, sortedKeySlices } from './sorted-keys.ts';
 
 /** Counts up to this are generated in the request; larger ones run as a tracked job. */
 export const SYNC_MAX = 10_000;
@@ -187,7 +188,7 @@ export class Generator {
         } else todo.push(h);
       }
       if (!todo.length) continue;
-      const rows = this.runRows(campaign, plan.startIndex + off, plan.startSeq + off, n);
+      const rows = await this.runRows(campaign, plan.startIndex + off, plan.startSeq + off, n);
       const written = await Promise.all(
         todo.map((h) => {
           const [a, b] = half(n, h);
@@ -248,12 +249,12 @@ export class Generator {
    * ten-million-code load fast. Reservations hand a run's codes out in code order; the codes
    * themselves stay unpredictable without the key.
    */
-  private runRows(
+  private async runRows(
     campaign: Campaign,
     start: number,
     seqStart: number,
     n: number,
-  ): (a: number, b: number) => AsyncIterable<Buffer> {
+  ): Promise<(a: number, b: number) => AsyncIterable<Buffer>> {
     const { alphabet, length } = campaign.format;
     const radix = alphabet.length;
     if (radix ** length > 2 ** 53) {
@@ -266,27 +267,16 @@ export class Generator {
         }
       };
     }
-    // Digit d sorts as the rank of its character in byte order (what COLLATE "C" compares).
-    const byteOrder = [...alphabet].sort();
-    const rank = new Float64Array(radix);
-    for (let d = 0; d < radix; d++) rank[d] = byteOrder.indexOf(alphabet[d]!);
-    const keys = new Float64Array(n);
-    for (let off = 0; off < n; off += CHUNK) {
-      const m = Math.min(CHUNK, n - off);
-      const digits = campaign.permutation.digits(start + off, m);
-      for (let k = 0; k < m; k++) {
-        let x = 0;
-        for (let j = 0; j < length; j++) x = x * radix + rank[digits[k * length + j]!]!;
-        keys[off + k] = x;
-      }
-    }
-    keys.sort();
-    const letters = Buffer.from(byteOrder.join(''), 'latin1');
+    const slices = await sortedKeySlices({ key: campaign.key, alphabet, length }, start, n);
+    const letters = Buffer.from([...alphabet].sort().join(''), 'latin1');
     const head = Buffer.from(`${campaign.no}\t${campaign.format.prefix}`);
     return async function* (a, b) {
+      const merged = new MergedKeys(slices, a);
+      const keys = new Float64Array(CHUNK);
       for (let off = a; off < b; off += CHUNK) {
         const m = Math.min(CHUNK, b - off);
-        yield sortedChunk(keys, off, m, seqStart + off, head, letters, length);
+        merged.take(keys, m);
+        yield sortedChunk(keys, m, seqStart + off, head, letters, length);
         await new Promise<void>((r) => setImmediate(r));
       }
     };
@@ -384,10 +374,9 @@ function countLines(buf: Buffer): number {
   return n;
 }
 
-/** COPY rows `campaign_no \t prefix+code \t seq \n` of sorted keys[off … off+m-1]. */
+/** COPY rows `campaign_no \t prefix+code \t seq \n` of the sorted keys[0 … m-1]. */
 function sortedChunk(
   keys: Float64Array,
-  off: number,
   m: number,
   seqStart: number,
   head: Buffer,
@@ -400,7 +389,7 @@ function sortedChunk(
   for (let k = 0; k < m; k++) {
     head.copy(buf, o);
     o += head.length;
-    let x = keys[off + k]!;
+    let x = keys[k]!;
     for (let j = length - 1; j >= 0; j--) {
       let q = Math.floor(x / radix);
       let d = x - q * radix;
