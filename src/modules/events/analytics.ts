@@ -48,35 +48,37 @@ export async function analytics(pool: Pool, q: AnalyticsQuery) {
       `that range holds ${points} ${q.bucket} buckets; at most ${MAX_POINTS}: narrow from/to or use a coarser bucket`,
     );
   const grain = GRAIN[q.bucket];
-  // Totals: all time from daily rollups, or the requested range at the requested grain.
-  const totalsGrain = ranged ? grain : 'd';
-  const totalsFrom = ranged ? seriesFrom : new Date(0);
-  const totalsTo = ranged ? seriesTo : new Date('9999-01-01');
-  const [byAction, users, series, backlog, heartbeat] = await Promise.all([
-    pool.query<{ action: string; n: number }>(
-      `SELECT action, sum(n::float8)::bigint AS n FROM events_counts
-       WHERE grain = $1 AND bucket >= $2 AND bucket < $3 GROUP BY action ORDER BY n DESC, action`,
-      [totalsGrain, totalsFrom, totalsTo],
-    ),
-    ranged ? usersInRange(pool, seriesFrom, seriesTo, q.top) : usersAllTime(pool, q.top),
-    pool.query<{ t: Date; action: string | null; n: number }>(
-      `SELECT s.t, c.action, coalesce(sum(c.n::float8), 0)::bigint AS n
+  const [series, byAction, users, backlog, heartbeat] = await Promise.all([
+    // One row per (bucket, action) with events: the primary key makes each pair unique.
+    pool.query<{ t: number; action: string | null; n: number | null }>(
+      `SELECT extract(epoch FROM s.t)::float8 * 1000 AS t, c.action, c.n
        FROM generate_series($2::timestamptz, $3::timestamptz - interval '1 microsecond', $4::interval) AS s(t)
        LEFT JOIN events_counts c ON c.grain = $1 AND c.bucket = s.t
-       GROUP BY s.t, c.action ORDER BY s.t`,
+       ORDER BY s.t`,
       [grain, seriesFrom, seriesTo, `1 ${q.bucket}`],
     ),
+    // A ranged total is the sum of the series just read; all-time totals come from daily rollups.
+    ranged
+      ? undefined
+      : pool.query<{ action: string; n: number }>(
+          `SELECT action, sum(n::float8)::bigint AS n FROM events_counts WHERE grain = 'd' GROUP BY action`,
+        ),
+    ranged ? usersInRange(pool, seriesFrom, seriesTo, q.top) : usersAllTime(pool, q.top),
     countBacklog(pool),
     pool.query<{ heartbeat_at: Date; status: string; version: string; age: number }>(
       `SELECT heartbeat_at, status, version, extract(epoch FROM now() - heartbeat_at)::float8 AS age
        FROM events_cron_status WHERE service = 'cron'`,
     ),
   ]);
+  const totals = new Map<string, number>();
+  for (const r of byAction?.rows ?? series.rows) {
+    if (r.action !== null) totals.set(r.action, (totals.get(r.action) ?? 0) + (r.n ?? 0));
+  }
   const eventsByAction: Record<string, number> = {};
   let totalEvents = 0;
-  for (const r of byAction.rows) {
-    eventsByAction[r.action] = r.n;
-    totalEvents += r.n;
+  for (const [action, n] of [...totals].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))) {
+    eventsByAction[action] = n;
+    totalEvents += n;
   }
   const hb = heartbeat.rows[0];
   return {
@@ -100,20 +102,21 @@ export async function analytics(pool: Pool, q: AnalyticsQuery) {
 }
 
 /** One point per bucket with its total and its counts by action (empty buckets: 0 and {}). */
-function seriesByBucket(rows: { t: Date; action: string | null; n: number }[]) {
-  const points = new Map<string, { t: string; count: number; byAction: Record<string, number> }>();
+function seriesByBucket(rows: { t: number; action: string | null; n: number | null }[]) {
+  const points: { t: string; count: number; byAction: Record<string, number> }[] = [];
+  let last = Number.NaN;
   for (const r of rows) {
-    const t = r.t.toISOString();
-    let point = points.get(t);
-    if (!point) {
-      point = { t, count: 0, byAction: {} };
-      points.set(t, point);
+    if (r.t !== last) {
+      points.push({ t: new Date(r.t).toISOString(), count: 0, byAction: {} });
+      last = r.t;
     }
     if (r.action === null) continue;
-    point.count += r.n;
-    point.byAction[r.action] = r.n;
+    const point = points[points.length - 1]!;
+    const n = r.n ?? 0;
+    point.count += n;
+    point.byAction[r.action] = n;
   }
-  return [...points.values()];
+  return points;
 }
 
 async function usersAllTime(pool: Pool, top: number) {
