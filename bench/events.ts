@@ -61,6 +61,12 @@ async function storeEvents(pool: pg.Pool, count: number): Promise<void> {
        ON CONFLICT (day, user_id) DO UPDATE SET n = events_user_day_counts.n + EXCLUDED.n`,
       [start, end],
     );
+    await pool.query(
+      `INSERT INTO events_user_week_counts (week, user_id, n)
+       SELECT date_trunc('week', ts AT TIME ZONE 'UTC')::date, user_id, count(*) FROM (${rows}) e GROUP BY 1, 2
+       ON CONFLICT (week, user_id) DO UPDATE SET n = events_user_week_counts.n + EXCLUDED.n`,
+      [start, end],
+    );
   }
   await pool.query('ANALYZE');
 }

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { startPlatform } from '../../../test/helpers.ts';
 import { createApiKey } from '../../kit/auth.ts';
+import { userRollupPlan } from './analytics.ts';
 import { eventsModule } from './index.ts';
 
 describe('GET /api/analytics', async () => {
@@ -61,5 +62,32 @@ describe('GET /api/analytics', async () => {
     assert.equal((await get('', {})).statusCode, 401);
     const { key } = await createApiKey(p.kit.pool, 'books', ['books']);
     assert.equal((await get('', { authorization: `Bearer ${key}` })).statusCode, 403);
+  });
+});
+
+describe('ranged user figures: which rollup rows are read', () => {
+  const day = (iso: string) => Date.parse(iso) / 86_400_000;
+
+  it('when the range is the last 8 days, then both weeks are read whole and only past days are taken out', () => {
+    // Tuesday 2026-11-24 to Tuesday 2026-12-01, asked on 2026-12-01: 3 row sets instead of 8.
+    const plan = userRollupPlan(day('2026-11-24'), day('2026-12-01'), day('2026-12-01'));
+    assert.deepEqual(plan.weeks, ['2026-11-23', '2026-11-30']);
+    assert.deepEqual(plan.days, []);
+    assert.deepEqual(plan.minusDays, [
+      '2026-11-23',
+      '2026-12-02',
+      '2026-12-03',
+      '2026-12-04',
+      '2026-12-05',
+      '2026-12-06',
+    ]);
+  });
+
+  it('when a range holds few days of a past week, then those days are read and nothing is taken out', () => {
+    // Saturday to Tuesday a year ago: 2 days of one week, 2 of the next.
+    const plan = userRollupPlan(day('2025-11-29'), day('2025-12-02'), day('2026-12-01'));
+    assert.deepEqual(plan.weeks, []);
+    assert.deepEqual(plan.days, ['2025-11-29', '2025-11-30', '2025-12-01', '2025-12-02']);
+    assert.deepEqual(plan.minusDays, []);
   });
 });

@@ -130,14 +130,44 @@ async function usersAllTime(pool: Pool, top: number) {
   return { top: toMap(rows.rows), count: count.rows[0]!.n };
 }
 
+const DAY_MS = 86_400_000;
+const isoDay = (day: number) => new Date(day * DAY_MS).toISOString().slice(0, 10);
+
+/**
+ * The UTC days first … last (epoch day numbers, inclusive) as user rollup rows to add and take out:
+ * a week is read whole (one row per user) when that costs fewer row sets than its days in range,
+ * counting the days taken out; days after `today` hold (almost) nothing yet and cost nothing.
+ */
+export function userRollupPlan(first: number, last: number, today: number) {
+  const plan = { weeks: [] as string[], days: [] as string[], minusDays: [] as string[] };
+  // Epoch day 0 was a Thursday, so Monday-based weeks start where (day + 3) % 7 is 0.
+  for (let monday = first - ((first + 3) % 7); monday <= last; monday += 7) {
+    const inside: number[] = [];
+    const outside: number[] = [];
+    for (let d = monday; d < monday + 7; d++) (d >= first && d <= last ? inside : outside).push(d);
+    const weekCost = 1 + outside.filter((d) => d <= today).length;
+    if (weekCost < inside.length) {
+      plan.weeks.push(isoDay(monday));
+      plan.minusDays.push(...outside.map(isoDay));
+    } else plan.days.push(...inside.map(isoDay));
+  }
+  return plan;
+}
+
 /** Users are rolled up per UTC day, so a ranged user figure covers the whole days the range touches. */
 async function usersInRange(pool: Pool, from: Date, to: Date, top: number) {
+  const plan = userRollupPlan(
+    Math.floor(from.getTime() / DAY_MS),
+    Math.floor((to.getTime() - 1) / DAY_MS),
+    Math.floor(Date.now() / DAY_MS),
+  );
   const { rows } = await pool.query<{ user_id: string; n: number; users: number }>(
-    `SELECT user_id, sum(n::float8)::bigint AS n, count(*) OVER ()::int AS users
-     FROM events_user_day_counts
-     WHERE day >= ($1::timestamptz AT TIME ZONE 'UTC')::date AND day <= (($2::timestamptz - interval '1 microsecond') AT TIME ZONE 'UTC')::date
-     GROUP BY user_id ORDER BY n DESC, user_id LIMIT $3`,
-    [from, to, top],
+    `SELECT user_id, sum(n)::bigint AS n, count(*) OVER ()::int AS users FROM (
+       SELECT user_id, n::float8 AS n FROM events_user_week_counts WHERE week = ANY($1::date[])
+       UNION ALL SELECT user_id, n::float8 FROM events_user_day_counts WHERE day = ANY($2::date[])
+       UNION ALL SELECT user_id, -n::float8 FROM events_user_day_counts WHERE day = ANY($3::date[])
+     ) x GROUP BY user_id HAVING sum(n) > 0 ORDER BY n DESC, user_id LIMIT $4`,
+    [plan.weeks, plan.days, plan.minusDays, top],
   );
   return { top: toMap(rows), count: rows[0]?.users ?? 0 };
 }

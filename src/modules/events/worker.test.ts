@@ -132,13 +132,14 @@ describe('events worker batches (called directly)', async () => {
         (SELECT coalesce(sum(n), 0)::int FROM events_counts WHERE grain = 'm') AS by_minute,
         (SELECT coalesce(sum(n), 0)::int FROM events_user_counts) AS by_user,
         (SELECT coalesce(sum(n), 0)::int FROM events_user_day_counts) AS by_user_day,
+        (SELECT coalesce(sum(n), 0)::int FROM events_user_week_counts) AS by_user_week,
         (SELECT count(*)::int FROM events_processed) AS processed,
         (SELECT count(*)::int FROM events_raw) AS raw`)
     ).rows[0];
   const deps = { pool: p.kit.pool, log: p.kit.log, metrics, batchSize: 100, injectBadSchema: () => false };
   const reset = () =>
     p.kit.pool.query(
-      'TRUNCATE events_raw, events_processed, events_counts, events_user_counts, events_user_day_counts, events_dead_letter',
+      'TRUNCATE events_raw, events_processed, events_counts, events_user_counts, events_user_day_counts, events_user_week_counts, events_dead_letter',
     );
 
   it('when a batch fails before COMMIT, then nothing of it is counted, and the retry counts each event once', async () => {
@@ -158,6 +159,7 @@ describe('events worker batches (called directly)', async () => {
       by_minute: 0,
       by_user: 0,
       by_user_day: 0,
+      by_user_week: 0,
       processed: 0,
       raw: 250,
     });
@@ -167,6 +169,7 @@ describe('events worker batches (called directly)', async () => {
       by_minute: 250,
       by_user: 250,
       by_user_day: 250,
+      by_user_week: 250,
       processed: 250,
       raw: 0,
     });
@@ -192,6 +195,7 @@ describe('events worker batches (called directly)', async () => {
       by_minute: 100,
       by_user: 100,
       by_user_day: 100,
+      by_user_week: 100,
       processed: 100,
       raw: 0,
     });
@@ -219,8 +223,45 @@ describe('events worker batches (called directly)', async () => {
       by_minute: 3000,
       by_user: 3000,
       by_user_day: 3000,
+      by_user_week: 3000,
       processed: 3000,
       raw: 0,
     });
+  });
+
+  it('when top users are asked over ranges across weeks, then they equal a count of the processed events', async () => {
+    await reset();
+    // 60 days from a Wednesday, users with different rhythms, 2 to 7 events a day.
+    await p.kit.pool.query(
+      `INSERT INTO events_raw (user_id, action, ts)
+       SELECT 'u' || (i % 7), 'a', '2025-03-05T12:00:00Z'::timestamptz + (i % 60) * interval '1 day'
+       FROM generate_series(1, 3000) AS i WHERE (i * 7919) % 11 < 6`,
+    );
+    while ((await processBatch(deps)).claimed > 0);
+    const day = (d: number) => new Date(Date.UTC(2025, 2, 5 + d)).toISOString();
+    for (const [a, b] of [
+      [0, 8],
+      [1, 9],
+      [3, 11],
+      [6, 13],
+      [2, 31],
+      [0, 60],
+      [12, 13],
+      [5, 19],
+    ] as const) {
+      const { rows } = await p.kit.pool.query<{ user_id: string; n: number }>(
+        `SELECT user_id, count(*)::int AS n FROM events_processed WHERE ts >= $1 AND ts < $2
+         GROUP BY 1 ORDER BY n DESC, user_id`,
+        [day(a), day(b)],
+      );
+      const res = await p.app.inject({
+        url: `/api/analytics?from=${day(a)}&to=${day(b)}&bucket=day&top=3`,
+        headers: p.auth,
+      });
+      const body = res.json();
+      const expected = Object.fromEntries(rows.slice(0, 3).map((r) => [r.user_id, r.n]));
+      assert.deepEqual(body.eventsByUser, expected, `days ${a} to ${b}`);
+      assert.equal(body.uniqueUsers, rows.length, `users in days ${a} to ${b}`);
+    }
   });
 });

@@ -61,6 +61,10 @@ WITH claimed AS (
   INSERT INTO events_user_day_counts (day, user_id, n)
   SELECT (ts AT TIME ZONE 'UTC')::date, user_id, count(*) FROM good GROUP BY 1, 2 ORDER BY 1, 2
   ON CONFLICT (day, user_id) DO UPDATE SET n = events_user_day_counts.n + EXCLUDED.n
+), by_user_week AS (
+  INSERT INTO events_user_week_counts (week, user_id, n)
+  SELECT date_trunc('week', ts AT TIME ZONE 'UTC')::date, user_id, count(*) FROM good GROUP BY 1, 2 ORDER BY 1, 2
+  ON CONFLICT (week, user_id) DO UPDATE SET n = events_user_week_counts.n + EXCLUDED.n
 )
 SELECT (SELECT count(*) FROM good)::int AS processed, (SELECT count(*) FROM bad)::int AS failed`;
 
