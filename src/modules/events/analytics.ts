@@ -49,13 +49,12 @@ export async function analytics(pool: Pool, q: AnalyticsQuery) {
     );
   const grain = GRAIN[q.bucket];
   const [series, byAction, users, backlog, heartbeat] = await Promise.all([
-    // One row per (bucket, action) with events: the primary key makes each pair unique.
-    pool.query<{ t: number; action: string | null; n: number | null }>(
-      `SELECT extract(epoch FROM s.t)::float8 * 1000 AS t, c.action, c.n
-       FROM generate_series($2::timestamptz, $3::timestamptz - interval '1 microsecond', $4::interval) AS s(t)
-       LEFT JOIN events_counts c ON c.grain = $1 AND c.bucket = s.t
-       ORDER BY s.t`,
-      [grain, seriesFrom, seriesTo, `1 ${q.bucket}`],
+    // The buckets with events, one row per (bucket, action): one index range scan (a join per bucket
+    // from generate_series cost 3x as much); seriesByBucket fills the empty buckets.
+    pool.query<{ t: number; action: string; n: number }>(
+      `SELECT extract(epoch FROM bucket)::float8 * 1000 AS t, action, n FROM events_counts
+       WHERE grain = $1 AND bucket >= $2 AND bucket < $3 ORDER BY bucket, action`,
+      [grain, seriesFrom, seriesTo],
     ),
     // A ranged total is the sum of the series just read; all-time totals come from daily rollups.
     ranged
@@ -72,7 +71,7 @@ export async function analytics(pool: Pool, q: AnalyticsQuery) {
   ]);
   const totals = new Map<string, number>();
   for (const r of byAction?.rows ?? series.rows) {
-    if (r.action !== null) totals.set(r.action, (totals.get(r.action) ?? 0) + (r.n ?? 0));
+    totals.set(r.action, (totals.get(r.action) ?? 0) + r.n);
   }
   const eventsByAction: Record<string, number> = {};
   let totalEvents = 0;
@@ -88,7 +87,7 @@ export async function analytics(pool: Pool, q: AnalyticsQuery) {
     uniqueUsers: users.count,
     range: ranged ? { from: seriesFrom.toISOString(), to: seriesTo.toISOString() } : null,
     bucket: q.bucket,
-    series: seriesByBucket(series.rows),
+    series: seriesByBucket(series.rows, seriesFrom.getTime(), points, BUCKET_MS[q.bucket]),
     backlog,
     cron: hb
       ? {
@@ -101,20 +100,22 @@ export async function analytics(pool: Pool, q: AnalyticsQuery) {
   };
 }
 
-/** One point per bucket with its total and its counts by action (empty buckets: 0 and {}). */
-function seriesByBucket(rows: { t: number; action: string | null; n: number | null }[]) {
-  const points: { t: string; count: number; byAction: Record<string, number> }[] = [];
-  let last = Number.NaN;
+/** One point per bucket from `from` on, with its total and its counts by action (empty: 0 and {}). */
+function seriesByBucket(
+  rows: { t: number; action: string; n: number }[],
+  from: number,
+  n: number,
+  step: number,
+) {
+  const points = Array.from({ length: n }, (_, k) => ({
+    t: new Date(from + k * step).toISOString(),
+    count: 0,
+    byAction: {} as Record<string, number>,
+  }));
   for (const r of rows) {
-    if (r.t !== last) {
-      points.push({ t: new Date(r.t).toISOString(), count: 0, byAction: {} });
-      last = r.t;
-    }
-    if (r.action === null) continue;
-    const point = points[points.length - 1]!;
-    const n = r.n ?? 0;
-    point.count += n;
-    point.byAction[r.action] = n;
+    const point = points[Math.round((r.t - from) / step)]!;
+    point.count += r.n;
+    point.byAction[r.action] = r.n;
   }
   return points;
 }
