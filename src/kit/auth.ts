@@ -297,10 +297,11 @@ export class WebhookVerifier {
 
 /** Records webhook ids; true for each id seen here for the first time (the first of repeats). */
 async function recordWebhookIds(pool: Pool, ids: string[]): Promise<boolean[]> {
-  const { rows } = await pool.query<{ id: string }>(
-    'INSERT INTO webhook_seen (id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING RETURNING id',
-    [ids],
-  );
+  const { rows } = await pool.query<{ id: string }>({
+    name: 'kit_webhook_seen',
+    text: 'INSERT INTO webhook_seen (id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING RETURNING id',
+    values: [ids],
+  });
   const fresh = new Set(rows.map((r) => r.id));
   return ids.map((id) => fresh.delete(id));
 }

@@ -45,12 +45,13 @@ export class Generator {
   /** Claims `count` permutation indices (and seqs); 422 when the campaign would pass 1% density. */
   async claim(db: Queryable, campaign: Campaign, count: number): Promise<Range> {
     const limit = densityLimit(campaign.format);
-    const { rows } = await db.query<{ start_index: number; start_seq: number; imported: number }>(
-      `UPDATE codes_campaigns SET next_index = next_index + $2, next_seq = next_seq + $2
+    const { rows } = await db.query<{ start_index: number; start_seq: number; imported: number }>({
+      name: 'codes_claim',
+      text: `UPDATE codes_campaigns SET next_index = next_index + $2, next_seq = next_seq + $2
        WHERE no = $1 AND next_index + imported + $2 <= $3::bigint
        RETURNING next_index - $2 AS start_index, next_seq - $2 AS start_seq, imported`,
-      [campaign.no, count, limit.toString()],
-    );
+      values: [campaign.no, count, limit.toString()],
+    });
     const r = rows[0];
     if (!r) {
       const { rows: held } = await db.query<{ n: number }>(
@@ -94,8 +95,10 @@ export class Generator {
       const range = await this.claim(this.pool, campaign, missing);
       const codes = this.withPrefix(campaign, campaign.permutation.codes(range.startIndex, missing));
       // One statement (atomic without BEGIN/COMMIT round trips): the rows and the counters.
-      const { rows } = await this.pool.query<{ code: string }>(
-        `WITH ins AS (
+      const { rows } = await this.pool.query<{ code: string }>({
+        // Named: parsed and planned once per connection (the signed webhook runs it per request batch).
+        name: 'codes_generate_small',
+        text: `WITH ins AS (
            INSERT INTO codes (campaign_no, code, seq, state, assigned_at)
            SELECT $1, x.code, $3 + x.ord - 1, $4::smallint, CASE WHEN $4::smallint = 2 THEN now() END
            FROM unnest($2::text[]) WITH ORDINALITY AS x(code, ord)
@@ -107,8 +110,8 @@ export class Generator {
            WHERE no = $1
          )
          SELECT code FROM ins`,
-        [campaign.no, codes, range.startSeq, state],
-      );
+        values: [campaign.no, codes, range.startSeq, state],
+      });
       const inserted = rows.map((r) => r.code);
       if (inserted.length === codes.length) out.push(...codes);
       else {

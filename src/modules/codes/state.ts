@@ -110,12 +110,14 @@ async function lookupMany(
   campaign: Campaign,
   codes: string[],
 ): Promise<(CodeRecord | null)[]> {
-  const { rows } = await pool.query<CodeRow>(
-    `SELECT code, state, NOT (state = 1 AND expires_at <= now()) AS live, reserve_id, user_id, created_at,
+  const { rows } = await pool.query<CodeRow>({
+    // Named: parsed and planned once per connection (GET of one code is a hot path).
+    name: 'codes_lookup_many',
+    text: `SELECT code, state, NOT (state = 1 AND expires_at <= now()) AS live, reserve_id, user_id, created_at,
        reserved_at, expires_at, assigned_at
      FROM codes WHERE campaign_no = $1 AND code = ANY($2::text[])`,
-    [campaign.no, codes],
-  );
+    values: [campaign.no, codes],
+  });
   const found = new Map(rows.map((r) => [r.code, r]));
   return codes.map((code) => {
     const r = found.get(code);
