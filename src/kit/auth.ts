@@ -1,6 +1,6 @@
 // Who is calling: API keys (Bearer or X-API-Key) with scopes, dashboard sessions (scrypt passwords,
 // a jose-signed JWT cookie), and Standard Webhooks signatures for incoming webhooks.
-import { createHash, randomBytes, scrypt as scryptCb, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, randomBytes, scrypt as scryptCb, timingSafeEqual } from 'node:crypto';
 import { promisify } from 'node:util';
 import { jwtVerify, SignJWT } from 'jose';
 import { Webhook, WebhookVerificationError } from 'standardwebhooks';
@@ -242,16 +242,37 @@ export class Sessions {
 
 export const WEBHOOK_TOLERANCE_SECONDS = 5 * 60;
 
+/**
+ * The standardwebhooks verifier (header parsing, the 5-minute window, a constant-time comparison
+ * of every v1 signature) with node:crypto's HMAC-SHA256 in place of the package's pure-JS one:
+ * 13 -> 4 µs a verification, about a tenth of the server CPU of a signed POST /api/generate.
+ * The signature is the package's: base64 HMAC of `<id>.<unix seconds>.<body>`, prefixed `v1,`.
+ */
+export class NativeHmacWebhook extends Webhook {
+  private readonly hmacKey: Buffer;
+
+  constructor(secret: string) {
+    super(secret); // the package validates the secret
+    this.hmacKey = Buffer.from(secret.startsWith('whsec_') ? secret.slice(6) : secret, 'base64');
+  }
+
+  override sign(msgId: string, timestamp: Date, payload: string | Buffer): string {
+    const seconds = Math.floor(timestamp.getTime() / 1000);
+    const mac = createHmac('sha256', this.hmacKey).update(`${msgId}.${seconds}.${payload.toString()}`);
+    return `v1,${mac.digest('base64')}`;
+  }
+}
+
 /** Verifies signature and timestamp (the package enforces the 5-minute window), then rejects replays. */
 export class WebhookVerifier {
-  private readonly webhook: Webhook;
+  private readonly webhook: NativeHmacWebhook;
   /** Concurrent deliveries record their ids in one INSERT (one commit), not one each. */
   private readonly firstSeen: Coalescer<string, boolean>;
   constructor(
     secret: string,
     private readonly pool: Pool,
   ) {
-    this.webhook = new Webhook(secret);
+    this.webhook = new NativeHmacWebhook(secret);
     this.firstSeen = new Coalescer((_key, ids) => recordWebhookIds(this.pool, ids), {
       maxBatch: 500,
       maxInflight: 1,
@@ -270,7 +291,7 @@ export class WebhookVerifier {
       );
     }
     try {
-      this.webhook.verify(rawBody, h);
+      this.webhook.verify(rawBody, h, { jsonParse: false });
     } catch (err) {
       const why = err instanceof WebhookVerificationError ? err.message : 'invalid signature';
       throw unauthorized(`webhook signature rejected: ${why}`);
