@@ -145,7 +145,7 @@ export async function createPlatform(opts: PlatformOptions): Promise<Platform> {
           heartbeatTimeoutMs: kit.config.workerHeartbeatTimeoutMs,
         });
       }
-      if (kit.nats && servesRpc(role)) kit.rpc.serve();
+      if (kit.nats && servesRpc(role)) await kit.rpc.serve();
       if (listen) await app.listen(listen);
     },
     async stop() {

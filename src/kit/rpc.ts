@@ -237,8 +237,12 @@ export class Rpc {
     return new HttpError(reply?.error?.statusCode ?? 500, reply?.error?.message ?? 'RPC failed');
   }
 
-  /** Worker role with NATS: serve every registered service in its queue group. */
-  serve(): void {
+  /**
+   * Worker role with NATS: serve every registered service in its queue group. Resolves once the
+   * NATS server has the subscriptions (a flush): a worker that says it started is one a call can
+   * reach, not one whose SUB is still on the wire (the caller would get "no responders", a 503).
+   */
+  async serve(): Promise<void> {
     const nc = this.nats;
     if (!nc) return;
     for (const [service, handlers] of this.services) {
@@ -262,6 +266,7 @@ export class Rpc {
       }
       this.log.info({ service, queue: this.queueOf(service) }, 'RPC_SERVING');
     }
+    await nc.flush();
   }
 
   /** Answers a batch: every call runs concurrently (so the service can coalesce their queries). */

@@ -38,7 +38,7 @@ describe('RPC over NATS (batched)', { skip: needsNats }, () => {
         return { n: input.n };
       },
     });
-    server.serve();
+    await server.serve();
     const client = new Rpc(
       log,
       createMetrics({ role: 'api' }),
