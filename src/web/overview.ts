@@ -66,7 +66,8 @@ class TrafficRates {
         seconds >= 0.5
           ? { requests: rate('requests'), errors: rate('errors'), clientErrors: rate('clientErrors') }
           : null,
-      windowSeconds: Math.round(seconds * 10) / 10,
+      // Two decimals: the rates are per this window, so a client can turn them back into counts.
+      windowSeconds: Math.round(seconds * 100) / 100,
     };
   }
 }
