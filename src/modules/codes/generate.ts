@@ -15,7 +15,7 @@ import { unprocessable } from '../../kit/errors.ts';
 import type { Campaign } from './campaigns.ts';
 import { capacityOf, densityLimit, MAX_DENSITY } from './format.ts';
 import type { CodesMetrics } from './metrics.ts';
-import { MergedKeys, sortedKeySlices } from './sorted-keys.ts';
+import { byteOrder, MergedKeys, sortedKeySlices } from './sorted-keys.ts';
 
 /** Counts up to this are generated in the request; larger ones run as a tracked job. */
 export const SYNC_MAX = 10_000;
@@ -271,7 +271,7 @@ export class Generator {
       };
     }
     const slices = await sortedKeySlices({ key: campaign.key, alphabet, length }, start, n);
-    const letters = Buffer.from([...alphabet].sort().join(''), 'latin1');
+    const letters = Buffer.from(byteOrder(alphabet).join(''), 'latin1');
     const head = Buffer.from(`${campaign.no}\t${campaign.format.prefix}`);
     return async function* (a, b) {
       const merged = new MergedKeys(slices, a);

@@ -19,6 +19,14 @@ export interface KeySpec {
 }
 
 /**
+ * The alphabet's characters in byte order (what COLLATE "C" compares): digit d of a key is the
+ * rank of its character here, so the writers decode keys back to codes with this same list.
+ */
+export function byteOrder(alphabet: string): string[] {
+  return [...alphabet].sort();
+}
+
+/**
  * Keys of codes #start … #start+n-1, sorted: each code's digits read in base radix with digit d
  * weighted by the rank of its character in byte order (what COLLATE "C" compares), so key order
  * is code order. Only for code spaces that fit a double exactly (radix^length ≤ 2^53).
@@ -27,9 +35,9 @@ export function computeSortedKeys(spec: KeySpec, start: number, n: number): Floa
   const { alphabet, length } = spec;
   const radix = alphabet.length;
   const permutation = new CodePermutation(spec.key, alphabet, length);
-  const byteOrder = [...alphabet].sort();
+  const letters = byteOrder(alphabet);
   const rank = new Float64Array(radix);
-  for (let d = 0; d < radix; d++) rank[d] = byteOrder.indexOf(alphabet[d]!);
+  for (let d = 0; d < radix; d++) rank[d] = letters.indexOf(alphabet[d]!);
   const keys = new Float64Array(n);
   for (let off = 0; off < n; off += CHUNK) {
     const m = Math.min(CHUNK, n - off);
