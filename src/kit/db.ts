@@ -2,6 +2,7 @@
 // "the database is not there" errors to a clean 503 instead of a hang or a 500.
 import pg from 'pg';
 import type { Logger } from './log.ts';
+import type { KitMetrics } from './metrics.ts';
 
 export type Pool = pg.Pool;
 export type PoolClient = pg.PoolClient;
@@ -200,6 +201,20 @@ export class DatabaseStatus {
 }
 /** What a caller is told when PostgreSQL is unreachable, over HTTP or RPC: a 503 to retry. */
 export const DB_UNAVAILABLE_MESSAGE = 'database unavailable; retry shortly';
+
+/**
+ * A request that met an unreachable PostgreSQL, counted and logged alike over HTTP and RPC (seed
+ * 004's DB_CONNECTION_FAILED): the error's message and code only, with the caller's fields.
+ */
+export function recordConnectionFailure(
+  log: Logger,
+  metrics: Pick<KitMetrics, 'dbErrors'>,
+  err: Error & { code?: string },
+  fields: Record<string, unknown>,
+): void {
+  metrics.dbErrors.inc({ kind: 'connection' });
+  log.error({ ...fields, err: { message: err.message, code: err.code } }, 'DB_CONNECTION_FAILED');
+}
 
 /** True when the error means PostgreSQL is unreachable (as opposed to a bad query). */
 export function isConnectionError(err: unknown): boolean {

@@ -14,7 +14,7 @@ import Fastify, {
 } from 'fastify';
 import { hasScope, type Principal } from './auth.ts';
 import { RANDOM_500_RATE } from './chaos.ts';
-import { DB_UNAVAILABLE_MESSAGE, isConnectionError } from './db.ts';
+import { DB_UNAVAILABLE_MESSAGE, isConnectionError, recordConnectionFailure } from './db.ts';
 import { forbidden, HttpError, unauthorized } from './errors.ts';
 import type { Kit } from './kit.ts';
 import { moduleLogger } from './log.ts';
@@ -191,8 +191,7 @@ function sendError(kit: Kit, err: FastifyError, req: FastifyRequest, reply: Fast
   }
   if (isConnectionError(err)) {
     kit.dbStatus.reportFailure(err);
-    kit.metrics.dbErrors.inc({ kind: 'connection' });
-    log.error({ reqId: req.id, err: { message: err.message, code: err.code } }, 'DB_CONNECTION_FAILED');
+    recordConnectionFailure(log, kit.metrics, err, { reqId: req.id });
     return reply.code(503).header('retry-after', '5').send({
       statusCode: 503,
       error: 'Service Unavailable',

@@ -18,7 +18,7 @@ import {
   TimeoutError,
 } from '@nats-io/transport-node';
 import { Coalescer } from './coalescer.ts';
-import { DB_UNAVAILABLE_MESSAGE, isConnectionError } from './db.ts';
+import { DB_UNAVAILABLE_MESSAGE, isConnectionError, recordConnectionFailure } from './db.ts';
 import { HttpError, unavailable } from './errors.ts';
 import { type Logger, moduleLogger } from './log.ts';
 import type { KitMetrics } from './metrics.ts';
@@ -299,9 +299,7 @@ export class Rpc {
       // The worker's database is down: the caller may retry, exactly as with the in-process path,
       // whose HTTP error handler answers the same 503.
       if (isConnectionError(err)) {
-        this.metrics.dbErrors.inc({ kind: 'connection' });
-        const { message, code } = err as Error & { code?: string };
-        log.error({ err: { message, code }, service, method }, 'DB_CONNECTION_FAILED');
+        recordConnectionFailure(log, this.metrics, err as Error, { service, method });
         return { ok: false, error: { statusCode: 503, message: DB_UNAVAILABLE_MESSAGE } };
       }
       log.error({ err, service, method }, 'RPC_HANDLER_FAILED');
