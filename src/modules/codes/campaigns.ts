@@ -75,12 +75,13 @@ const COLUMNS = `no, id, name, length, alphabet, alphabet_preset, prefix, reserv
  * reserved to available in the same statement, so in the same snapshot as the counters: a sweep
  * commits codes and counters together, so the figures add up whichever side of it a read falls,
  * and the read writes nothing. The per-reservation subquery keeps the plan to index probes
- * (codes_reservations_expiring, then codes_by_reservation for each expired reservation), so the
- * cost follows the expiries since the last sweep; a join let the planner merge against every held
- * code of the campaign instead.
+ * (codes_reservations_expiring_all, then the primary key for each code the reservation lists), so
+ * the cost follows the expiries since the last sweep; a join let the planner merge against every
+ * held code of the campaign instead.
  */
 const UNSWEPT = `(SELECT coalesce(sum((SELECT count(*) FROM codes k
-    WHERE k.campaign_no = r.campaign_no AND k.reserve_id = r.reserve_id AND k.state = 1)), 0)::bigint
+    WHERE k.campaign_no = r.campaign_no AND k.code = ANY(r.codes) AND k.reserve_id = r.reserve_id
+      AND k.state = 1)), 0)::bigint
   FROM codes_reservations r
   WHERE r.campaign_no = c.no AND r.state = 'reserved' AND r.expires_at <= now()) AS unswept`;
 

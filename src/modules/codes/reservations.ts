@@ -5,6 +5,8 @@
 //   serialises on the insert, and the second reads the first one's codes;
 // - assign, release and expiry first lock the reservation row, then its codes, then the campaign
 //   row; every transaction here takes the campaign row last, so these paths cannot deadlock.
+// A reservation row lists its codes (codes_reservations.codes); the paths that change them reach
+// them through that list and the primary key, and re-check `reserve_id` and `state` on each code.
 // Throughput comes from the Coalescer (one transaction per batch of concurrent reserves of a
 // campaign) and from an allocation cursor: each process remembers the seq after the last code it
 // handed out and scans the available index from there, skipping the dead index entries of codes
@@ -51,25 +53,37 @@ interface Swept {
  * No ORDER BY: any 10,000 will do, and sorting every expired row to pick them cost more still.
  */
 async function sweepExpired(db: Queryable, campaignNo?: number): Promise<Swept[]> {
-  const { rows: expired } = await db.query<{ campaign_no: number; reserve_id: string }>(
+  const { rows: expired } = await db.query<{ campaign_no: number; reserve_id: string; codes: string[] }>(
     `UPDATE codes_reservations SET state = 'expired', ended_at = now()
      WHERE (campaign_no, reserve_id) IN (
        SELECT campaign_no, reserve_id FROM codes_reservations
        WHERE state = 'reserved' AND expires_at <= now() AND ($1::int IS NULL OR campaign_no = $1)
        LIMIT 10000 FOR UPDATE SKIP LOCKED)
-     RETURNING campaign_no, reserve_id`,
+     RETURNING campaign_no, reserve_id, codes`,
     [campaignNo ?? null],
   );
   if (expired.length === 0) return [];
+  const held: { campaignNos: number[]; reserveIds: string[]; codes: string[] } = {
+    campaignNos: [],
+    reserveIds: [],
+    codes: [],
+  };
+  for (const r of expired)
+    for (const code of r.codes) {
+      held.campaignNos.push(r.campaign_no);
+      held.reserveIds.push(r.reserve_id);
+      held.codes.push(code);
+    }
   const { rows } = await db.query<{ campaign_no: number; n: number }>(
     `WITH c AS (
        UPDATE codes SET state = 0, reserve_id = NULL, reserved_at = NULL, expires_at = NULL
-       FROM unnest($1::int[], $2::text[]) AS r(campaign_no, reserve_id)
-       WHERE codes.campaign_no = r.campaign_no AND codes.reserve_id = r.reserve_id AND codes.state = 1
+       FROM unnest($1::int[], $2::text[], $3::text[]) AS r(campaign_no, reserve_id, code)
+       WHERE codes.campaign_no = r.campaign_no AND codes.code = r.code
+         AND codes.reserve_id = r.reserve_id AND codes.state = 1
        RETURNING codes.campaign_no
      )
      SELECT campaign_no, count(*)::int AS n FROM c GROUP BY campaign_no`,
-    [expired.map((r) => r.campaign_no), expired.map((r) => r.reserve_id)],
+    [held.campaignNos, held.reserveIds, held.codes],
   );
   return rows.map((r) => ({ campaignNo: r.campaign_no, n: r.n }));
 }
@@ -199,9 +213,12 @@ export class Reservations {
          FROM (SELECT code, seq, row_number() OVER (ORDER BY seq) AS rn FROM picked) p
          JOIN req ON p.rn > req.hi - req.n AND p.rn <= req.hi
          WHERE (SELECT ok FROM enough)
+       ), held AS (
+         SELECT id, array_agg(code ORDER BY seq) AS codes FROM own GROUP BY id
        ), r AS (
-         INSERT INTO codes_reservations (campaign_no, reserve_id, state, count, expires_at)
-         SELECT $1, id, 'reserved', n, now() + make_interval(secs => ttl) FROM req WHERE (SELECT ok FROM enough)
+         INSERT INTO codes_reservations (campaign_no, reserve_id, state, count, expires_at, codes)
+         SELECT $1, req.id, 'reserved', req.n, now() + make_interval(secs => req.ttl), held.codes
+         FROM req JOIN held ON held.id = req.id
        ), c AS (
          UPDATE codes_campaigns SET available = available - $6, reserved = reserved + $6
          WHERE no = $1 AND (SELECT ok FROM enough)
@@ -273,10 +290,8 @@ export class Reservations {
     const again = jobs.filter((j) => !fresh.has(j.reserveId)).map((j) => j.reserveId);
     if (again.length) {
       const { rows } = await client.query<{ reserve_id: string; expires_at: Date; codes: string[] }>(
-        `SELECT r.reserve_id, r.expires_at, array_agg(c.code ORDER BY c.seq) AS codes
-         FROM codes_reservations r JOIN codes c ON c.campaign_no = r.campaign_no AND c.reserve_id = r.reserve_id
-         WHERE r.campaign_no = $1 AND r.reserve_id = ANY($2::text[])
-         GROUP BY r.reserve_id, r.expires_at`,
+        `SELECT reserve_id, expires_at, codes FROM codes_reservations
+         WHERE campaign_no = $1 AND reserve_id = ANY($2::text[]) AND state IN ('reserved', 'assigned')`,
         [no, again],
       );
       const held = new Map(rows.map((r) => [r.reserve_id, r]));
@@ -340,9 +355,15 @@ export class Reservations {
       );
     if (codes.length)
       await client.query(
-        `UPDATE codes SET state = 1, reserve_id = x.rid, reserved_at = now(), expires_at = x.exp
-         FROM unnest($2::text[], $3::text[], $4::timestamptz[]) AS x(code, rid, exp)
-         WHERE codes.campaign_no = $1 AND codes.code = x.code`,
+        `WITH x AS (
+           SELECT * FROM unnest($2::text[], $3::text[], $4::timestamptz[]) WITH ORDINALITY AS x(code, rid, exp, ord)
+         ), held AS (
+           UPDATE codes_reservations r SET codes = g.codes
+           FROM (SELECT rid, array_agg(code ORDER BY ord) AS codes FROM x GROUP BY rid) g
+           WHERE r.campaign_no = $1 AND r.reserve_id = g.rid
+         )
+         UPDATE codes SET state = 1, reserve_id = x.rid, reserved_at = now(), expires_at = x.exp
+         FROM x WHERE codes.campaign_no = $1 AND codes.code = x.code`,
         [no, codes, owners, expiries],
       );
     const delta = codes.length - expired;
@@ -354,21 +375,26 @@ export class Reservations {
   async assign(campaign: Campaign, reserveId: string, userId: string): Promise<AssignResult> {
     const result = await withTransaction(this.pool, async (client) => {
       const no = campaign.no;
-      const { rows } = await client.query<{ assigned_at: Date }>(
+      const { rows } = await client.query<{ assigned_at: Date; codes: string[] }>(
         `UPDATE codes_reservations SET state = 'assigned', user_id = $3, assigned_at = now()
          WHERE campaign_no = $1 AND reserve_id = $2 AND state = 'reserved' AND expires_at > now()
-         RETURNING assigned_at`,
+         RETURNING assigned_at, codes`,
         [no, reserveId, userId],
       );
       if (!rows[0]) {
-        const prior = await client.query<{ state: string; user_id: string | null; assigned_at: Date | null }>(
-          'SELECT state, user_id, assigned_at FROM codes_reservations WHERE campaign_no = $1 AND reserve_id = $2',
+        const prior = await client.query<{
+          state: string;
+          user_id: string | null;
+          assigned_at: Date | null;
+          codes: string[];
+        }>(
+          'SELECT state, user_id, assigned_at, codes FROM codes_reservations WHERE campaign_no = $1 AND reserve_id = $2',
           [no, reserveId],
         );
         const p = prior.rows[0];
         if (p?.state === 'assigned' && p.user_id === userId) {
           // Idempotent: the same assign again answers the same.
-          const codes = await codesOf(client, no, reserveId);
+          const codes = [...p.codes].sort();
           return { reserveId, codes, userId, assignedAt: p.assigned_at!.toISOString(), fresh: 0 };
         }
         const why = !p
@@ -391,8 +417,9 @@ export class Reservations {
         );
         const count = (
           await client.query<{ n: number }>(
-            'SELECT count(*)::int AS n FROM codes WHERE campaign_no = $1 AND reserve_id = $2 AND state = 1',
-            [no, reserveId],
+            `SELECT count(*)::int AS n FROM codes
+             WHERE campaign_no = $1 AND code = ANY($3::text[]) AND reserve_id = $2 AND state = 1`,
+            [no, reserveId, rows[0].codes],
           )
         ).rows[0]!.n;
         if (held.rows[0]!.n + count > campaign.maxPerUser)
@@ -402,8 +429,8 @@ export class Reservations {
       }
       const updated = await client.query<{ code: string }>(
         `UPDATE codes SET state = 2, user_id = $3, assigned_at = $4
-         WHERE campaign_no = $1 AND reserve_id = $2 AND state = 1 RETURNING code`,
-        [no, reserveId, userId, rows[0].assigned_at],
+         WHERE campaign_no = $1 AND code = ANY($5::text[]) AND reserve_id = $2 AND state = 1 RETURNING code`,
+        [no, reserveId, userId, rows[0].assigned_at, rows[0].codes],
       );
       const n = updated.rows.length;
       if (n) await addCounters(client, no, { reserved: -n, assigned: n });
@@ -423,9 +450,9 @@ export class Reservations {
   async release(campaign: Campaign, reserveId: string): Promise<{ released: number }> {
     const released = await withTransaction(this.pool, async (client) => {
       const no = campaign.no;
-      const { rows } = await client.query(
+      const { rows } = await client.query<{ codes: string[] }>(
         `UPDATE codes_reservations SET state = 'released', ended_at = now()
-         WHERE campaign_no = $1 AND reserve_id = $2 AND state = 'reserved' RETURNING 1`,
+         WHERE campaign_no = $1 AND reserve_id = $2 AND state = 'reserved' RETURNING codes`,
         [no, reserveId],
       );
       if (!rows[0]) {
@@ -441,8 +468,8 @@ export class Reservations {
       }
       const updated = await client.query(
         `UPDATE codes SET state = 0, reserve_id = NULL, reserved_at = NULL, expires_at = NULL
-         WHERE campaign_no = $1 AND reserve_id = $2 AND state = 1`,
-        [no, reserveId],
+         WHERE campaign_no = $1 AND code = ANY($3::text[]) AND reserve_id = $2 AND state = 1`,
+        [no, reserveId, rows[0].codes],
       );
       const n = updated.rowCount ?? 0;
       if (n) await addCounters(client, no, { available: n, reserved: -n });
@@ -451,12 +478,4 @@ export class Reservations {
     if (released) this.metrics.released.inc({ campaign: campaign.id }, released);
     return { released };
   }
-}
-
-async function codesOf(db: Queryable, campaignNo: number, reserveId: string): Promise<string[]> {
-  const { rows } = await db.query<{ code: string }>(
-    'SELECT code FROM codes WHERE campaign_no = $1 AND reserve_id = $2 ORDER BY code',
-    [campaignNo, reserveId],
-  );
-  return rows.map((r) => r.code);
 }

@@ -1,0 +1,48 @@
+// Migration 005 moved the list of a reservation's codes onto its row. A database upgraded from 004
+// holds live reservations whose codes were known only through codes.reserve_id: the migration's
+// backfill must give each reserved or assigned reservation exactly the codes it holds. This runs
+// that backfill statement (read from the migration file) on reservations made by the API, with
+// their lists wiped, and compares the result with the lists the API wrote.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { startPlatform } from '../../../test/helpers.ts';
+import { codesModule } from './index.ts';
+
+const migration = readFileSync(new URL('./migrations/005_reservation_codes.sql', import.meta.url), 'utf8');
+const backfill = migration.slice(
+  migration.indexOf('UPDATE codes_reservations'),
+  migration.indexOf('DROP INDEX'),
+);
+
+describe('codes: migration 005 backfills the codes of live reservations', async () => {
+  const p = await startPlatform({ modules: [codesModule], role: 'api' });
+  const call = async (method: 'POST' | 'DELETE', url: string, payload?: object) => {
+    const res = await p.app.inject({ method, url, headers: p.auth, ...(payload ? { payload } : {}) });
+    assert.ok(res.statusCode < 300, res.body);
+    return res.json();
+  };
+
+  it('gives each reserved or assigned reservation the codes it holds, in allocation order', async () => {
+    await call('POST', '/api/campaigns', {
+      id: 'm005',
+      name: 'm005',
+      format: { length: 6, alphabet: 'numeric' },
+    });
+    await call('POST', '/api/campaigns/m005/codes', { count: 40 });
+    const reserved = [];
+    for (const count of [3, 1, 5, 2])
+      reserved.push(await call('POST', '/api/campaigns/m005/reservations', { count }));
+    await call('POST', `/api/campaigns/m005/reservations/${reserved[1].reserveId}/assign`, { userId: 'u1' });
+    await call('DELETE', `/api/campaigns/m005/reservations/${reserved[2].reserveId}`);
+    const lists = `SELECT reserve_id, state, codes FROM codes_reservations
+                   WHERE state IN ('reserved', 'assigned') ORDER BY reserve_id`;
+    const written = (await p.kit.pool.query(lists)).rows;
+    assert.equal(written.length, 3);
+    assert.deepEqual(written.find((r) => r.reserve_id === reserved[0].reserveId)?.codes, reserved[0].codes);
+
+    await p.kit.pool.query(`UPDATE codes_reservations SET codes = '{}'`);
+    await p.kit.pool.query(backfill);
+    assert.deepEqual((await p.kit.pool.query(lists)).rows, written);
+  });
+});
