@@ -30,16 +30,24 @@ describe('codes: migration 005 backfills the codes of live reservations', async 
       format: { length: 6, alphabet: 'numeric' },
     });
     await call('POST', '/api/campaigns/m005/codes', { count: 40 });
-    const reserved = [];
-    for (const count of [3, 1, 5, 2])
-      reserved.push(await call('POST', '/api/campaigns/m005/reservations', { count }));
-    await call('POST', `/api/campaigns/m005/reservations/${reserved[1].reserveId}/assign`, { userId: 'u1' });
-    await call('DELETE', `/api/campaigns/m005/reservations/${reserved[2].reserveId}`);
+    const reserve = (count: number) =>
+      call('POST', '/api/campaigns/m005/reservations', { count }) as Promise<{
+        reserveId: string;
+        codes: string[];
+      }>;
+    const [kept, assigned, released] = [
+      await reserve(3),
+      await reserve(1),
+      await reserve(5),
+      await reserve(2),
+    ];
+    await call('POST', `/api/campaigns/m005/reservations/${assigned.reserveId}/assign`, { userId: 'u1' });
+    await call('DELETE', `/api/campaigns/m005/reservations/${released.reserveId}`);
     const lists = `SELECT reserve_id, state, codes FROM codes_reservations
                    WHERE state IN ('reserved', 'assigned') ORDER BY reserve_id`;
     const written = (await p.kit.pool.query(lists)).rows;
     assert.equal(written.length, 3);
-    assert.deepEqual(written.find((r) => r.reserve_id === reserved[0].reserveId)?.codes, reserved[0].codes);
+    assert.deepEqual(written.find((r) => r.reserve_id === kept.reserveId)?.codes, kept.codes);
 
     await p.kit.pool.query(`UPDATE codes_reservations SET codes = '{}'`);
     await p.kit.pool.query(backfill);
