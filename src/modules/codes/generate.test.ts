@@ -103,4 +103,39 @@ describe('codes: large generation in parts', async () => {
     await generator.generateLarge(c, 20_000, 'job-mixed', async () => undefined);
     assert.deepEqual(await stored(c.no), { n: 20_005, d: 20_005, seqs: 20_005, available: 20_005 });
   });
+
+  it('when small generations run in a large campaign, then they share blocks claimed ahead and stay unique across a restart', async () => {
+    const c = await create('blocks', { length: 8, alphabet: 'alphanumeric' });
+    const first = [...(await generator.generateSmall(c, 3)), ...(await generator.generateSmall(c, 4))];
+    const next = async () =>
+      Number(
+        (await pool.query('SELECT next_index FROM codes_campaigns WHERE no = $1', [c.no])).rows[0].next_index,
+      );
+    assert.equal(await next(), 1_000, 'one block served both calls');
+    // A new process (a restart) does not know the block the first one left unused.
+    const restarted = new Generator(
+      pool,
+      createCodesMetrics(new prom.Registry(), async () => []),
+    );
+    const second = await restarted.generateSmall(c, 5);
+    assert.equal(await next(), 2_000);
+    assert.equal(new Set([...first, ...second]).size, 12);
+    assert.deepEqual(await stored(c.no), { n: 12, d: 12, seqs: 12, available: 12 });
+  });
+
+  it('when a block no longer fits under the density limit, then a small generation claims exactly what it asks', async () => {
+    // 8 numeric digits: 10^8 codes, 1% = 1,000,000; put the counter 5 below that.
+    const c = await create('edge', { length: 8, alphabet: 'numeric' });
+    await pool.query('UPDATE codes_campaigns SET next_index = 999995 WHERE no = $1', [c.no]);
+    const fresh = new Generator(
+      pool,
+      createCodesMetrics(new prom.Registry(), async () => []),
+    );
+    assert.equal((await fresh.generateSmall(c, 5)).length, 5);
+    await assert.rejects(fresh.generateSmall(c, 1), (err: Error & { statusCode?: number }) => {
+      assert.equal(err.statusCode, 422);
+      assert.match(err.message, /at most 0 more fit/);
+      return true;
+    });
+  });
 });
