@@ -53,37 +53,32 @@ interface Swept {
  * No ORDER BY: any 10,000 will do, and sorting every expired row to pick them cost more still.
  */
 async function sweepExpired(db: Queryable, campaignNo?: number): Promise<Swept[]> {
-  const { rows: expired } = await db.query<{ campaign_no: number; reserve_id: string; codes: string[] }>(
+  const { rows: expired } = await db.query<{ campaign_no: number; reserve_id: string }>(
     `UPDATE codes_reservations SET state = 'expired', ended_at = now()
      WHERE (campaign_no, reserve_id) IN (
        SELECT campaign_no, reserve_id FROM codes_reservations
        WHERE state = 'reserved' AND expires_at <= now() AND ($1::int IS NULL OR campaign_no = $1)
        LIMIT 10000 FOR UPDATE SKIP LOCKED)
-     RETURNING campaign_no, reserve_id, codes`,
+     RETURNING campaign_no, reserve_id`,
     [campaignNo ?? null],
   );
   if (expired.length === 0) return [];
-  const held: { campaignNos: number[]; reserveIds: string[]; codes: string[] } = {
-    campaignNos: [],
-    reserveIds: [],
-    codes: [],
-  };
-  for (const r of expired)
-    for (const code of r.codes) {
-      held.campaignNos.push(r.campaign_no);
-      held.reserveIds.push(r.reserve_id);
-      held.codes.push(code);
-    }
+  // Each expired reservation's codes come from its own row (up to RESERVE_MAX each), unnested here
+  // rather than shipped to Node and back.
   const { rows } = await db.query<{ campaign_no: number; n: number }>(
-    `WITH c AS (
+    `WITH held AS (
+       SELECT r.campaign_no, r.reserve_id, unnest(r.codes) AS code
+       FROM unnest($1::int[], $2::text[]) AS x(campaign_no, reserve_id)
+       JOIN codes_reservations r ON r.campaign_no = x.campaign_no AND r.reserve_id = x.reserve_id
+     ), c AS (
        UPDATE codes SET state = 0, reserve_id = NULL, reserved_at = NULL, expires_at = NULL
-       FROM unnest($1::int[], $2::text[], $3::text[]) AS r(campaign_no, reserve_id, code)
-       WHERE codes.campaign_no = r.campaign_no AND codes.code = r.code
-         AND codes.reserve_id = r.reserve_id AND codes.state = 1
+       FROM held
+       WHERE codes.campaign_no = held.campaign_no AND codes.code = held.code
+         AND codes.reserve_id = held.reserve_id AND codes.state = 1
        RETURNING codes.campaign_no
      )
      SELECT campaign_no, count(*)::int AS n FROM c GROUP BY campaign_no`,
-    [held.campaignNos, held.reserveIds, held.codes],
+    [expired.map((r) => r.campaign_no), expired.map((r) => r.reserve_id)],
   );
   return rows.map((r) => ({ campaignNo: r.campaign_no, n: r.n }));
 }
