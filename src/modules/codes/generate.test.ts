@@ -11,10 +11,13 @@ describe('codes: large generation in parts', async () => {
   const p = await startPlatform({ modules: [codesModule] });
   const pool = p.kit.pool;
   const campaigns = new Campaigns(pool);
-  const generator = new Generator(
-    pool,
-    createCodesMetrics(new prom.Registry(), async () => []),
-  );
+  /** A Generator as a new process has it: no counter block claimed ahead yet. */
+  const newGenerator = () =>
+    new Generator(
+      pool,
+      createCodesMetrics(new prom.Registry(), async () => []),
+    );
+  const generator = newGenerator();
   const create = async (id: string, format: { length: number; alphabet: string; prefix?: string }) => {
     await campaigns.create({ id, name: id, format });
     return campaigns.get(id);
@@ -113,10 +116,7 @@ describe('codes: large generation in parts', async () => {
       );
     assert.equal(await next(), 1_000, 'one block served both calls');
     // A new process (a restart) does not know the block the first one left unused.
-    const restarted = new Generator(
-      pool,
-      createCodesMetrics(new prom.Registry(), async () => []),
-    );
+    const restarted = newGenerator();
     const second = await restarted.generateSmall(c, 5);
     assert.equal(await next(), 2_000);
     assert.equal(new Set([...first, ...second]).size, 12);
@@ -127,10 +127,7 @@ describe('codes: large generation in parts', async () => {
     // 8 numeric digits: 10^8 codes, 1% = 1,000,000; put the counter 5 below that.
     const c = await create('edge', { length: 8, alphabet: 'numeric' });
     await pool.query('UPDATE codes_campaigns SET next_index = 999995 WHERE no = $1', [c.no]);
-    const fresh = new Generator(
-      pool,
-      createCodesMetrics(new prom.Registry(), async () => []),
-    );
+    const fresh = newGenerator();
     assert.equal((await fresh.generateSmall(c, 5)).length, 5);
     await assert.rejects(fresh.generateSmall(c, 1), (err: Error & { statusCode?: number }) => {
       assert.equal(err.statusCode, 422);
