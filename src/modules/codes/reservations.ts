@@ -176,10 +176,11 @@ export class Reservations {
   }
 
   /**
-   * The common case in one statement (so one round trip and no BEGIN/COMMIT): a batch of requests
-   * under fresh ids, all satisfied from the codes after this process's cursor. It picks, records the
-   * reservations, marks the codes and moves the counters, or, when the codes after the cursor are
-   * too few, changes nothing and answers null so the batch takes the general path.
+   * The common case in one call of codes_reserve_fresh (migration 006: one round trip, no
+   * BEGIN/COMMIT, one plan per connection): a batch of requests under fresh ids, all satisfied from
+   * the codes after this process's cursor. It picks, records the reservations, marks the codes and
+   * moves the counters, or, when the codes after the cursor are too few, changes nothing and
+   * answers null so the batch takes the general path.
    */
   private async reserveFresh(
     campaign: Campaign,
@@ -193,34 +194,9 @@ export class Reservations {
       seq: number;
       expires_at: Date;
     }>({
-      // Named: each connection parses and plans it once.
+      // Named: each connection parses it once (and the function plans its statement once).
       name: 'codes_reserve_fresh',
-      text: `WITH req AS (
-         SELECT x.id, x.n, x.ttl, sum(x.n) OVER (ORDER BY x.ord) AS hi
-         FROM unnest($2::text[], $3::int[], $4::int[]) WITH ORDINALITY AS x(id, n, ttl, ord)
-       ), picked AS (
-         SELECT code, seq FROM codes WHERE campaign_no = $1 AND state = 0 AND seq >= $5
-         ORDER BY seq LIMIT $6 FOR UPDATE SKIP LOCKED
-       ), enough AS (
-         SELECT count(*) = $6 AS ok FROM picked
-       ), own AS (
-         SELECT p.code, p.seq, req.id, now() + make_interval(secs => req.ttl) AS exp
-         FROM (SELECT code, seq, row_number() OVER (ORDER BY seq) AS rn FROM picked) p
-         JOIN req ON p.rn > req.hi - req.n AND p.rn <= req.hi
-         WHERE (SELECT ok FROM enough)
-       ), held AS (
-         SELECT id, array_agg(code ORDER BY seq) AS codes FROM own GROUP BY id
-       ), r AS (
-         INSERT INTO codes_reservations (campaign_no, reserve_id, state, count, expires_at, codes)
-         SELECT $1, req.id, 'reserved', req.n, now() + make_interval(secs => req.ttl), held.codes
-         FROM req JOIN held ON held.id = req.id
-       ), c AS (
-         UPDATE codes_campaigns SET available = available - $6, reserved = reserved + $6
-         WHERE no = $1 AND (SELECT ok FROM enough)
-       )
-       UPDATE codes SET state = 1, reserve_id = own.id, reserved_at = now(), expires_at = own.exp
-       FROM own WHERE codes.campaign_no = $1 AND codes.code = own.code
-       RETURNING own.id AS reserve_id, own.code, own.seq, own.exp AS expires_at`,
+      text: 'SELECT reserve_id, code, seq, expires_at FROM codes_reserve_fresh($1, $2, $3, $4, $5, $6)',
       values: [
         no,
         jobs.map((j) => j.reserveId),
