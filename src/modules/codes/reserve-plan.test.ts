@@ -7,7 +7,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { startPlatform } from '../../../test/helpers.ts';
+import { prom } from '../../kit/metrics.ts';
+import { Campaigns } from './campaigns.ts';
 import { codesModule } from './index.ts';
+import { createCodesMetrics } from './metrics.ts';
+import { Reservations } from './reservations.ts';
 
 describe('codes: the reserve function', async () => {
   const p = await startPlatform({ modules: [codesModule], role: 'api' });
@@ -99,5 +103,60 @@ describe('codes: the reserve function', async () => {
     }
     const view = await call('GET', '/api/campaigns/split');
     assert.equal(view.inventory?.reserved ?? view.reserved, 6);
+  });
+
+  it('hands every code out once when three reservers (batches and cursors of their own, as three processes have) race to empty a campaign', async () => {
+    const total = 2000;
+    await call('POST', '/api/campaigns', {
+      id: 'three',
+      name: 'three',
+      format: { length: 8, alphabet: 'numeric' },
+    });
+    await call('POST', '/api/campaigns/three/codes', { count: total });
+    const campaign = await new Campaigns(p.kit.pool).get('three');
+    const reservers = Array.from(
+      { length: 3 },
+      () =>
+        new Reservations(
+          p.kit.pool,
+          createCodesMetrics(new prom.Registry(), async () => []),
+        ),
+    );
+    const seen: string[] = [];
+    let conflicts = 0;
+    await Promise.all(
+      reservers.flatMap((r, k) =>
+        Array.from({ length: 24 }, async (_, client) => {
+          for (let i = 0; ; i++) {
+            try {
+              seen.push(...(await r.reserve(campaign, { count: 1 + ((k + client + i) % 3) })).codes);
+            } catch (err) {
+              assert.equal((err as { statusCode?: number }).statusCode, 409, String(err));
+              conflicts++;
+              return;
+            }
+          }
+        }),
+      ),
+    );
+    // Each loop stops at its first 409 (fewer codes left than it asked for): drain the rest.
+    for (;;) {
+      try {
+        seen.push(...(await reservers[0]!.reserve(campaign, { count: 1 })).codes);
+      } catch {
+        break;
+      }
+    }
+    assert.ok(conflicts > 0);
+    assert.equal(new Set(seen).size, seen.length, 'no code handed out twice');
+    assert.equal(seen.length, total, 'the campaign is exactly drained');
+    const { rows } = await p.kit.pool.query(
+      `SELECT (SELECT count(*)::int FROM codes k JOIN codes_reservations r
+                 ON r.campaign_no = k.campaign_no AND r.reserve_id = k.reserve_id AND k.code = ANY (r.codes)
+               WHERE k.campaign_no = c.no AND k.state = 1) AS listed,
+              c.available, c.reserved
+       FROM codes_campaigns c WHERE c.id = 'three'`,
+    );
+    assert.deepEqual(rows[0], { listed: total, available: 0, reserved: total });
   });
 });
