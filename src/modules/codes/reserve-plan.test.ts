@@ -3,7 +3,8 @@
 // inside the function) when it is made on an empty table and used after 20,000 codes arrive
 // without an ANALYZE: it must reach codes through indexes only, with no join and no scan of a
 // campaign, or a plan made on a fresh install would scan every code on every reservation later.
-// They also check what the function writes when one call serves several requests.
+// They also check what the function writes when one call serves several requests, and that three
+// reservers racing through it (as three processes would) never hand out a code twice.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { startPlatform } from '../../../test/helpers.ts';
