@@ -1,6 +1,7 @@
 // Shared test helpers: a fresh database per suite (cloned from the migrated template), a platform
 // built in-process for app.inject, log capture, API keys, and spawned Tessera processes for the
 // multi-process suites. Everything registers its own cleanup.
+import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -143,6 +144,15 @@ export async function startPlatform(
     await own?.drop();
   });
   return Object.assign(platform, { logs, key, databaseUrl, auth: { authorization: `Bearer ${key}` } });
+}
+
+/** Calls `p`'s API with its admin key through app.inject; answers the JSON body, and fails the test unless 2xx. */
+export function apiOk(p: TestPlatform) {
+  return async (method: 'GET' | 'POST' | 'DELETE', url: string, payload?: object) => {
+    const res = await p.app.inject({ method, url, headers: p.auth, ...(payload ? { payload } : {}) });
+    assert.ok(res.statusCode < 300, res.body);
+    return res.json();
+  };
 }
 
 export async function waitFor<T>(

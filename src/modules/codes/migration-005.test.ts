@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { startPlatform } from '../../../test/helpers.ts';
+import { apiOk, startPlatform } from '../../../test/helpers.ts';
 import { codesModule } from './index.ts';
 
 const migration = readFileSync(new URL('./migrations/005_reservation_codes.sql', import.meta.url), 'utf8');
@@ -17,11 +17,7 @@ const backfill = migration.slice(
 
 describe('codes: migration 005 backfills the codes of live reservations', async () => {
   const p = await startPlatform({ modules: [codesModule], role: 'api' });
-  const call = async (method: 'POST' | 'DELETE', url: string, payload?: object) => {
-    const res = await p.app.inject({ method, url, headers: p.auth, ...(payload ? { payload } : {}) });
-    assert.ok(res.statusCode < 300, res.body);
-    return res.json();
-  };
+  const call = apiOk(p);
 
   it('gives each reserved or assigned reservation the codes it holds, in allocation order', async () => {
     await call('POST', '/api/campaigns', {

@@ -7,7 +7,7 @@
 // reservers racing through it (as three processes would) never hand out a code twice.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { startPlatform } from '../../../test/helpers.ts';
+import { apiOk, startPlatform } from '../../../test/helpers.ts';
 import { prom } from '../../kit/metrics.ts';
 import { Campaigns } from './campaigns.ts';
 import { codesModule } from './index.ts';
@@ -16,13 +16,9 @@ import { Reservations } from './reservations.ts';
 
 describe('codes: the reserve function', async () => {
   const p = await startPlatform({ modules: [codesModule], role: 'api' });
-  const call = async (method: 'POST' | 'GET', url: string, payload?: object) => {
-    const res = await p.app.inject({ method, url, headers: p.auth, ...(payload ? { payload } : {}) });
-    assert.ok(res.statusCode < 300, res.body);
-    return res.json();
-  };
-  const campaignNo = async (id: string) =>
-    (await p.kit.pool.query('SELECT no FROM codes_campaigns WHERE id = $1', [id])).rows[0].no as number;
+  const call = apiOk(p);
+  const campaigns = new Campaigns(p.kit.pool);
+  const campaignNo = async (id: string) => (await campaigns.get(id)).no;
 
   it('keeps an index-only plan made on an empty table after the table grows', async () => {
     await call('POST', '/api/campaigns', {
@@ -114,7 +110,7 @@ describe('codes: the reserve function', async () => {
       format: { length: 8, alphabet: 'numeric' },
     });
     await call('POST', '/api/campaigns/three/codes', { count: total });
-    const campaign = await new Campaigns(p.kit.pool).get('three');
+    const campaign = await campaigns.get('three');
     const reservers = Array.from(
       { length: 3 },
       () =>
