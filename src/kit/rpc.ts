@@ -313,6 +313,8 @@ export class Rpc {
    */
   async close(): Promise<void> {
     await Promise.all(this.subs.map((s) => s.drain().catch(() => undefined)));
+    // Each drain flushed its UNSUB: from here NATS routes new calls to the other workers.
+    if (this.subs.length) this.log.info({ inflight: this.inflight.size }, 'RPC_LEFT_QUEUE_GROUPS');
     await Promise.allSettled([...this.inflight]);
     if (this.nats && !this.nats.isClosed()) await this.nats.drain().catch(() => undefined);
   }

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import pg from 'pg';
-import { NATS_URL, needsNats, processDatabase, spawnTessera } from '../../../test/helpers.ts';
+import { NATS_URL, needsNats, processDatabase, spawnTessera, waitFor } from '../../../test/helpers.ts';
 import { createApiKey } from '../../kit/auth.ts';
 
 it('when a worker gets SIGTERM with 30 slow RPC calls in flight, then every call answers 200 and the worker exits 0', {
@@ -33,6 +33,11 @@ it('when a worker gets SIGTERM with 30 slow RPC calls in flight, then every call
   const staying = await spawnTessera('worker', env, { fixture: true });
   await staying.waitHealthy(60000);
   const exiting = leaving.stop('SIGTERM');
+  // The drain begins once the worker has closed its HTTP side and NATS has its UNSUBs; a call sent
+  // before that may still (rightly) reach it.
+  await waitFor(() => leaving.logLines().some((l) => l.msg === 'RPC_LEFT_QUEUE_GROUPS'), {
+    what: 'the leaving worker to leave its queue groups',
+  });
   const duringDrain = await Promise.all(Array.from({ length: 10 }, () => call(10)));
   assert.deepEqual(
     duringDrain.map((a) => a.status),
