@@ -7,6 +7,8 @@
 //   row; every transaction here takes the campaign row last, so these paths cannot deadlock.
 // A reservation row lists its codes (codes_reservations.codes); the paths that change them reach
 // them through that list and the primary key, and re-check `reserve_id` and `state` on each code.
+// Codes are marked reserved in two places that must agree: reserveInTx here, and for batches of
+// fresh ids the SQL function codes_reserve_fresh (migrations/006_reserve_fresh_function.sql).
 // Throughput comes from the Coalescer (one transaction per batch of concurrent reserves of a
 // campaign) and from an allocation cursor: each process remembers the seq after the last code it
 // handed out and scans the available index from there, skipping the dead index entries of codes
