@@ -206,7 +206,9 @@ export async function latencyAtRate(opts: {
   const elapsed = (performance.now() - measuredFrom) / 1000;
   agent.destroy();
   const sorted = Array.from(latencies).sort((a, b) => a - b);
-  const at = (q: number) => Math.round(sorted[Math.min(total - 1, Math.floor(q * total))]! * 100) / 100;
+  // Nearest rank: the q-quantile of n samples is the ceil(q·n)-th smallest. (floor(q·n) read one
+  // rank too high: the "p99" of 100 samples was their maximum.)
+  const at = (q: number) => Math.round(sorted[Math.max(0, Math.ceil(q * total) - 1)]! * 100) / 100;
   return { rate: total / elapsed, p50: at(0.5), p99: at(0.99), max: at(1), errors };
 }
 
