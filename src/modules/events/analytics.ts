@@ -155,25 +155,59 @@ export function userRollupPlan(first: number, last: number, today: number) {
   return plan;
 }
 
-/** Users are rolled up per UTC day, so a ranged user figure covers the whole days the range touches. */
+/** Partitions (by a hash of user_id) of the user rollups; migration 005 makes exactly this many. */
+export const USER_ROLLUP_PARTITIONS = 2;
+
+export interface UserCount {
+  user_id: string;
+  n: number;
+}
+
+/** Ties on n go to the userId first in byte order, as `ORDER BY user_id COLLATE "C"` does. */
+const byCountThenId = (a: UserCount, b: UserCount) =>
+  b.n - a.n || Buffer.compare(Buffer.from(a.user_id), Buffer.from(b.user_id));
+
+/**
+ * The top N of all users from each partition's top N: a user's rows all live in one partition, so
+ * the overall top N is among the halves' and the user counts add up.
+ */
+export function mergeUserHalves(halves: { top: UserCount[]; count: number }[], top: number) {
+  return {
+    top: halves
+      .flatMap((h) => h.top)
+      .sort(byCountThenId)
+      .slice(0, top),
+    count: halves.reduce((a, h) => a + h.count, 0),
+  };
+}
+
+/**
+ * Users are rolled up per UTC day, so a ranged user figure covers the whole days the range touches.
+ * Each partition of the rollups is asked on its own connection, side by side (see migration 005).
+ */
 async function usersInRange(pool: Pool, from: Date, to: Date, top: number) {
   const plan = userRollupPlan(
     Math.floor(from.getTime() / DAY_MS),
     Math.floor((to.getTime() - 1) / DAY_MS),
     Math.floor(Date.now() / DAY_MS),
   );
-  const { rows } = await pool.query<{ user_id: string; n: number; users: number }>(
-    `SELECT user_id, sum(n)::bigint AS n, count(*) OVER ()::int AS users FROM (
-       SELECT user_id, n::float8 AS n FROM events_user_week_counts WHERE week = ANY($1::date[])
-       UNION ALL SELECT user_id, n::float8 FROM events_user_day_counts WHERE day = ANY($2::date[])
-       UNION ALL SELECT user_id, -n::float8 FROM events_user_day_counts WHERE day = ANY($3::date[])
-     ) x GROUP BY user_id HAVING sum(n) > 0 ORDER BY n DESC, user_id LIMIT $4`,
-    [plan.weeks, plan.days, plan.minusDays, top],
-  );
-  return { top: toMap(rows), count: rows[0]?.users ?? 0 };
+  const half = async (k: number) => {
+    const { rows } = await pool.query<UserCount & { users: number }>(
+      `SELECT user_id, sum(n)::bigint AS n, count(*) OVER ()::int AS users FROM (
+         SELECT user_id, n::float8 AS n FROM events_user_week_counts_h${k} WHERE week = ANY($1::date[])
+         UNION ALL SELECT user_id, n::float8 FROM events_user_day_counts_h${k} WHERE day = ANY($2::date[])
+         UNION ALL SELECT user_id, -n::float8 FROM events_user_day_counts_h${k} WHERE day = ANY($3::date[])
+       ) x GROUP BY user_id HAVING sum(n) > 0 ORDER BY n DESC, user_id COLLATE "C" LIMIT $4`,
+      [plan.weeks, plan.days, plan.minusDays, top],
+    );
+    return { top: rows, count: rows[0]?.users ?? 0 };
+  };
+  const parts = Array.from({ length: USER_ROLLUP_PARTITIONS }, (_, k) => half(k));
+  const merged = mergeUserHalves(await Promise.all(parts), top);
+  return { top: toMap(merged.top), count: merged.count };
 }
 
-function toMap(rows: { user_id: string; n: number }[]): Record<string, number> {
+function toMap(rows: UserCount[]): Record<string, number> {
   const out: Record<string, number> = {};
   for (const r of rows) out[r.user_id] = r.n;
   return out;

@@ -1,0 +1,128 @@
+// Migration 005 splits the user rollups by a hash of user_id, and a ranged top-users answer is the
+// merge of one query per partition. These tests hold the three parts together: the migration keeps
+// every row, the partitions are the ones analytics.ts asks, and the merged answer is the one a
+// single query over all users gives, ties included.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { startPlatform } from '../../../test/helpers.ts';
+import { mergeUserHalves, USER_ROLLUP_PARTITIONS } from './analytics.ts';
+import { eventsModule } from './index.ts';
+
+const migration = readFileSync(
+  new URL('./migrations/005_user_rollups_by_user_hash.sql', import.meta.url),
+  'utf8',
+);
+
+describe('mergeUserHalves', () => {
+  it('when halves tie on a count, then the userId first in byte order wins, and the user counts add up', () => {
+    const merged = mergeUserHalves(
+      [
+        {
+          top: [
+            { user_id: 'b', n: 9 },
+            { user_id: 'é', n: 5 },
+            { user_id: 'Z', n: 5 },
+          ],
+          count: 7,
+        },
+        {
+          top: [
+            { user_id: 'a', n: 5 },
+            { user_id: '😀', n: 5 },
+            { user_id: 'c', n: 1 },
+          ],
+          count: 4,
+        },
+      ],
+      4,
+    );
+    // Byte (code point) order: 'Z' < 'a' < 'é' < '😀'; UTF-16 order would put '😀' before 'é'.
+    assert.deepEqual(
+      merged.top.map((u) => u.user_id),
+      ['b', 'Z', 'a', 'é'],
+    );
+    assert.equal(merged.count, 11);
+  });
+});
+
+describe('events: user rollups split by user hash (migration 005)', async () => {
+  const p = await startPlatform({ modules: [eventsModule], role: 'api' });
+  const db = p.kit.pool;
+  const partitionsOf = async (table: string) =>
+    (
+      await db.query<{ name: string }>(
+        `SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = $1::regclass ORDER BY 1`,
+        [table],
+      )
+    ).rows.map((r) => r.name);
+
+  it('when migrated, then each rollup has the partitions analytics asks, named as it asks them', async () => {
+    const names = (t: string) => Array.from({ length: USER_ROLLUP_PARTITIONS }, (_, k) => `${t}_h${k}`);
+    assert.deepEqual(await partitionsOf('events_user_day_counts'), names('events_user_day_counts'));
+    assert.deepEqual(await partitionsOf('events_user_week_counts'), names('events_user_week_counts'));
+  });
+
+  it('when a database holds unsplit rollups, then the migration keeps every row', async () => {
+    // Rebuild the rollups as migration 004 left them, with rows, and run 005 on them.
+    await db.query(`DROP TABLE events_user_day_counts, events_user_week_counts`);
+    await db.query(`CREATE TABLE events_user_day_counts (day date NOT NULL, user_id text NOT NULL,
+      n bigint NOT NULL, PRIMARY KEY (day, user_id)) WITH (fillfactor = 70)`);
+    await db.query(`CREATE TABLE events_user_week_counts (week date NOT NULL, user_id text NOT NULL,
+      n bigint NOT NULL, PRIMARY KEY (week, user_id)) WITH (fillfactor = 70)`);
+    await db.query(`INSERT INTO events_user_day_counts
+      SELECT '2025-01-01'::date + d, 'user_' || u, d * 100 + u FROM generate_series(0, 9) d, generate_series(1, 50) u`);
+    await db.query(`INSERT INTO events_user_week_counts
+      SELECT '2024-12-30'::date + 7 * w, 'user_' || u, w * 100 + u FROM generate_series(0, 1) w, generate_series(1, 50) u`);
+    const snapshot = async () => ({
+      days: (await db.query('SELECT day, user_id, n FROM events_user_day_counts ORDER BY 1, 2')).rows,
+      weeks: (await db.query('SELECT week, user_id, n FROM events_user_week_counts ORDER BY 1, 2')).rows,
+    });
+    const before = await snapshot();
+    await db.query(migration);
+    assert.deepEqual(await snapshot(), before);
+    assert.equal((await partitionsOf('events_user_day_counts')).length, USER_ROLLUP_PARTITIONS);
+    // Both halves hold users, and each user's rows sit in one of them.
+    const spread = await db.query<{ part: string; users: number }>(
+      `SELECT tableoid::regclass::text AS part, count(DISTINCT user_id)::int AS users
+       FROM events_user_day_counts GROUP BY 1 ORDER BY 1`,
+    );
+    assert.equal(spread.rows.length, USER_ROLLUP_PARTITIONS);
+    assert.equal(
+      spread.rows.reduce((a, r) => a + r.users, 0),
+      50,
+    );
+  });
+
+  it('when top users are asked over a range, then the merged halves equal one query over all users, ties included', async () => {
+    await db.query('TRUNCATE events_user_day_counts, events_user_week_counts');
+    // 40 users over 10 days from Wednesday 2025-03-05, counts that tie often (n mod 4).
+    await db.query(`INSERT INTO events_user_day_counts
+      SELECT '2025-03-05'::date + d, 'u' || u, 1 + (u * 7 + d) % 4 FROM generate_series(0, 9) d, generate_series(1, 40) u`);
+    await db.query(`INSERT INTO events_user_week_counts
+      SELECT date_trunc('week', day::timestamp)::date, user_id, sum(n) FROM events_user_day_counts GROUP BY 1, 2`);
+    for (const [from, to, top] of [
+      ['2025-03-05', '2025-03-15', 7],
+      ['2025-03-06', '2025-03-13', 5],
+      ['2025-03-10', '2025-03-12', 40],
+    ] as const) {
+      const { rows } = await db.query<{ user_id: string; n: number }>(
+        `SELECT user_id, sum(n)::int AS n FROM events_user_day_counts WHERE day >= $1 AND day < $2
+         GROUP BY 1 ORDER BY n DESC, user_id COLLATE "C"`,
+        [from, to],
+      );
+      const res = await p.app.inject({
+        url: `/api/analytics?from=${from}&to=${to}&bucket=day&top=${top}`,
+        headers: p.auth,
+      });
+      const body = res.json();
+      assert.deepEqual(
+        Object.entries(body.eventsByUser),
+        rows.slice(0, top).map((r) => [r.user_id, r.n]),
+        `${from} to ${to}, top ${top}`,
+      );
+      assert.equal(body.uniqueUsers, rows.length);
+    }
+  });
+});
