@@ -1,7 +1,8 @@
 // Migration 005 splits the user rollups by a hash of user_id, and a ranged top-users answer is the
 // merge of one query per partition. These tests hold the three parts together: the migration keeps
 // every row, the partitions are the ones analytics.ts asks, and the merged answer is the one a
-// single query over all users gives, ties included.
+// single query over all users gives, ties included. Migration 006 splits the counts by action by
+// grain: it too must keep every row, each in its grain's partition.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
@@ -9,10 +10,7 @@ import { startPlatform } from '../../../test/helpers.ts';
 import { mergeUserHalves, USER_ROLLUP_PARTITIONS } from './analytics.ts';
 import { eventsModule } from './index.ts';
 
-const migration = readFileSync(
-  new URL('./migrations/005_user_rollups_by_user_hash.sql', import.meta.url),
-  'utf8',
-);
+const migration = (name: string) => readFileSync(new URL(`./migrations/${name}`, import.meta.url), 'utf8');
 
 describe('mergeUserHalves', () => {
   it('when halves tie on a count, then the userId first in byte order wins, and the user counts add up', () => {
@@ -46,7 +44,7 @@ describe('mergeUserHalves', () => {
   });
 });
 
-describe('events: user rollups split by user hash (migration 005)', async () => {
+describe('events: rollups split by user hash (migration 005) and by grain (006)', async () => {
   const p = await startPlatform({ modules: [eventsModule], role: 'api' });
   const db = p.kit.pool;
   const partitionsOf = async (table: string) =>
@@ -80,7 +78,7 @@ describe('events: user rollups split by user hash (migration 005)', async () => 
       weeks: (await db.query('SELECT week, user_id, n FROM events_user_week_counts ORDER BY 1, 2')).rows,
     });
     const before = await snapshot();
-    await db.query(migration);
+    await db.query(migration('005_user_rollups_by_user_hash.sql'));
     assert.deepEqual(await snapshot(), before);
     assert.equal((await partitionsOf('events_user_day_counts')).length, USER_ROLLUP_PARTITIONS);
     // Both halves hold users, and each user's rows sit in one of them.
@@ -124,5 +122,31 @@ describe('events: user rollups split by user hash (migration 005)', async () => 
       );
       assert.equal(body.uniqueUsers, rows.length);
     }
+  });
+
+  it("when a database holds counts of all grains in one table, then migration 006 keeps every row in its grain's partition", async () => {
+    await db.query('DROP TABLE events_counts');
+    await db.query(`CREATE TABLE events_counts (grain "char" NOT NULL CHECK (grain IN ('m', 'h', 'd')),
+      bucket timestamptz NOT NULL, action text NOT NULL, n bigint NOT NULL, PRIMARY KEY (grain, bucket, action))`);
+    await db.query(`INSERT INTO events_counts
+      SELECT g, '2025-01-01T00:00:00Z'::timestamptz + i * interval '1 minute', 'a' || (i % 3), i
+      FROM generate_series(1, 200) i, unnest(ARRAY['m', 'h', 'd']::"char"[]) g`);
+    const rows = 'SELECT grain, bucket, action, n FROM events_counts ORDER BY 1, 2, 3';
+    const before = (await db.query(rows)).rows;
+    await db.query(migration('006_counts_by_grain.sql'));
+    assert.deepEqual((await db.query(rows)).rows, before);
+    const where = await db.query<{ part: string; grains: string }>(
+      `SELECT tableoid::regclass::text AS part, string_agg(DISTINCT grain::text, '') AS grains
+       FROM events_counts GROUP BY 1 ORDER BY 1`,
+    );
+    assert.deepEqual(where.rows, [
+      { part: 'events_counts_day', grains: 'd' },
+      { part: 'events_counts_hour', grains: 'h' },
+      { part: 'events_counts_minute', grains: 'm' },
+    ]);
+    await assert.rejects(
+      db.query(`INSERT INTO events_counts VALUES ('x', now(), 'a', 1)`),
+      /no partition of relation "events_counts" found/,
+    );
   });
 });
