@@ -19,7 +19,7 @@ describe('mergeUserHalves', () => {
         {
           top: [
             { user_id: 'b', n: 9 },
-            { user_id: 'é', n: 5 },
+            { user_id: 'Ａ', n: 5 },
             { user_id: 'Z', n: 5 },
           ],
           count: 7,
@@ -35,10 +35,11 @@ describe('mergeUserHalves', () => {
       ],
       4,
     );
-    // Byte (code point) order: 'Z' < 'a' < 'é' < '😀'; UTF-16 order would put '😀' before 'é'.
+    // Byte (code point) order: 'Z' < 'a' < 'Ａ' (U+FF21) < '😀' (U+1F600). JavaScript's own string
+    // order compares UTF-16 units, and the emoji's surrogate (0xD83D) would sort before 0xFF21.
     assert.deepEqual(
       merged.top.map((u) => u.user_id),
-      ['b', 'Z', 'a', 'é'],
+      ['b', 'Z', 'a', 'Ａ'],
     );
     assert.equal(merged.count, 11);
   });
