@@ -1,7 +1,7 @@
 // Health against a PostgreSQL we can stop, freeze and restart mid-test, with no Tessera restart.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -14,12 +14,14 @@ import { migrationSources } from '../../src/platform.ts';
 import { startPlatform, waitFor } from '../helpers.ts';
 
 const quiet = createRootLogger({ level: 'silent', format: 'json', debug: '', role: 'test' });
+/** The clusters these tests start are ~40 MB each: left in /tmp, every run would add them. */
+const removeDir = (dir: string) => rmSync(dir, { recursive: true, force: true });
 
 describe('database', () => {
   it('when migrations run on an empty database and again, then the second run applies nothing', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'tessera-mig-'));
     const server = await startEmbeddedPostgres(dir, quiet);
-    after(() => server.stop());
+    after(() => server.stop().then(() => removeDir(dir)));
     const pool = new pg.Pool({ connectionString: server.url, max: 3 });
     pool.on('error', () => undefined);
     after(() => pool.end());
@@ -37,6 +39,7 @@ describe('database', () => {
 
     // Two files with one number: refused before anything runs, naming both.
     const twins = mkdtempSync(path.join(tmpdir(), 'tessera-mig-twins-'));
+    after(() => removeDir(twins));
     writeFileSync(path.join(twins, '001_a.sql'), 'SELECT 1');
     writeFileSync(path.join(twins, '001_b.sql'), 'SELECT 1');
     await assert.rejects(
@@ -53,7 +56,7 @@ describe('database', () => {
     await admin.end();
     const port = server.port;
     const p = await startPlatform({ modules: [], databaseUrl: server.url });
-    after(() => server.stop());
+    after(() => server.stop().then(() => removeDir(dir)));
     assert.equal((await p.app.inject('/health')).statusCode, 200);
 
     // Frozen server: connections hang. The answer must still come within 2 s.

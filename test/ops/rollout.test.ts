@@ -2,7 +2,7 @@
 // fails the calls a scenario names: deploy, health check, rollback, dry run.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
@@ -55,6 +55,7 @@ function run(args: string[], fail = '', failOnce = '') {
   try {
     applied = readFileSync(`${log}.applied`, 'utf8');
   } catch {}
+  rmSync(dir, { recursive: true, force: true });
   return { status: r.status, stderr: r.stderr, calls, applied };
 }
 

@@ -1,7 +1,7 @@
 // Real processes: seed 003's test 5 (worker stopped, events wait, worker back, all processed), the
 // crash mode, kill -9 under load, and PostgreSQL going away under the API.
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -187,7 +187,11 @@ describe('events across real processes', () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'tessera-events-pg-'));
     const quiet = createRootLogger({ level: 'silent', format: 'json', debug: '', role: 'test' });
     let server = await startEmbeddedPostgres(dir, quiet);
-    after(() => server.stop());
+    // Its cluster is ~40 MB: left in /tmp, every run would add one.
+    after(async () => {
+      await server.stop();
+      rmSync(dir, { recursive: true, force: true });
+    });
     const p = await startPlatform({ modules: [eventsModule], role: 'api', databaseUrl: server.url });
     const post = () =>
       p.app.inject({
