@@ -13,7 +13,8 @@ import { after } from 'node:test';
 import pg from 'pg';
 import { createApiKey } from '../src/kit/auth.ts';
 import { type Config, loadConfig, type Role } from '../src/kit/config.ts';
-import { freePort } from '../src/kit/embedded-postgres.ts';
+import { type EmbeddedDatabase, freePort, startEmbeddedPostgres } from '../src/kit/embedded-postgres.ts';
+import { createRootLogger } from '../src/kit/log.ts';
 import type { TesseraModule } from '../src/kit/module.ts';
 import { allModules } from '../src/modules/index.ts';
 import { createPlatform, type Platform } from '../src/platform.ts';
@@ -305,6 +306,49 @@ export async function privateNats(): Promise<PrivateNats> {
   };
   await handle.start();
   after(() => handle.kill());
+  return handle;
+}
+
+export interface PrivatePostgres {
+  /** The cluster's directory (its data in `postgres/`). */
+  dir: string;
+  url: string;
+  port: number;
+  /** Stops the server (clients see the connections end). */
+  stop(): Promise<void>;
+  /** Starts it again on the same data and port. */
+  start(): Promise<void>;
+  /** Stops it and deletes its ~40 MB cluster. */
+  remove(): Promise<void>;
+}
+
+/**
+ * An embedded PostgreSQL of this test's own, which it can stop, freeze and restart without
+ * touching the suites' shared server. The caller registers `after(server.remove)`: after the
+ * platform that uses it when the platform should stop first, as hooks run in the order registered.
+ */
+export async function privatePostgres(prefix = 'tessera-pg-'): Promise<PrivatePostgres> {
+  const dir = mkdtempSync(path.join(tmpdir(), prefix));
+  const quiet = createRootLogger({ level: 'silent', format: 'json', debug: '', role: 'test' });
+  let server: EmbeddedDatabase | undefined = await startEmbeddedPostgres(dir, quiet);
+  const { url, port } = server;
+  const handle: PrivatePostgres = {
+    dir,
+    url,
+    port,
+    async stop() {
+      const s = server;
+      server = undefined;
+      await s?.stop();
+    },
+    async start() {
+      server = await startEmbeddedPostgres(dir, quiet, { port });
+    },
+    async remove() {
+      await handle.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
   return handle;
 }
 

@@ -6,22 +6,18 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import pg from 'pg';
-import { startEmbeddedPostgres } from '../../src/kit/embedded-postgres.ts';
 import { createRootLogger } from '../../src/kit/log.ts';
 import { migrate } from '../../src/kit/migrate.ts';
 import { allModules } from '../../src/modules/index.ts';
 import { migrationSources } from '../../src/platform.ts';
-import { startPlatform, waitFor } from '../helpers.ts';
+import { privatePostgres, startPlatform, waitFor } from '../helpers.ts';
 
 const quiet = createRootLogger({ level: 'silent', format: 'json', debug: '', role: 'test' });
-/** The clusters these tests start are ~40 MB each: left in /tmp, every run would add them. */
-const removeDir = (dir: string) => rmSync(dir, { recursive: true, force: true });
 
 describe('database', () => {
   it('when migrations run on an empty database and again, then the second run applies nothing', async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'tessera-mig-'));
-    const server = await startEmbeddedPostgres(dir, quiet);
-    after(() => server.stop().then(() => removeDir(dir)));
+    const server = await privatePostgres('tessera-mig-');
+    after(server.remove);
     const pool = new pg.Pool({ connectionString: server.url, max: 3 });
     pool.on('error', () => undefined);
     after(() => pool.end());
@@ -39,7 +35,7 @@ describe('database', () => {
 
     // Two files with one number: refused before anything runs, naming both.
     const twins = mkdtempSync(path.join(tmpdir(), 'tessera-mig-twins-'));
-    after(() => removeDir(twins));
+    after(() => rmSync(twins, { recursive: true, force: true }));
     writeFileSync(path.join(twins, '001_a.sql'), 'SELECT 1');
     writeFileSync(path.join(twins, '001_b.sql'), 'SELECT 1');
     await assert.rejects(
@@ -49,19 +45,20 @@ describe('database', () => {
   });
 
   it('when PostgreSQL stops, hangs and returns, then /health says 503 naming it, answers within 2 s, and recovers', async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'tessera-health-'));
-    let server = await startEmbeddedPostgres(dir, quiet);
+    const server = await privatePostgres('tessera-health-');
     const admin = new pg.Pool({ connectionString: server.url, max: 1 });
     await migrate(admin, migrationSources([]), quiet);
     await admin.end();
-    const port = server.port;
     const p = await startPlatform({ modules: [], databaseUrl: server.url });
-    after(() => server.stop().then(() => removeDir(dir)));
+    after(server.remove);
     assert.equal((await p.app.inject('/health')).statusCode, 200);
 
     // Frozen server: connections hang. The answer must still come within 2 s.
     // Freeze the postmaster and every backend it forked, as a hung host would.
-    const pid = Number.parseInt(readFileSync(path.join(dir, 'postgres', 'postmaster.pid'), 'utf8'), 10);
+    const pid = Number.parseInt(
+      readFileSync(path.join(server.dir, 'postgres', 'postmaster.pid'), 'utf8'),
+      10,
+    );
     const pids = [
       pid,
       ...execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' })
@@ -87,7 +84,7 @@ describe('database', () => {
     assert.equal(down.json().database, 'disconnected');
     assert.deepEqual(down.json().failing, ['database']);
 
-    server = await startEmbeddedPostgres(dir, quiet, { port });
+    await server.start();
     await waitFor(async () => (await p.app.inject('/health')).statusCode === 200, {
       timeoutMs: 10000,
       what: 'health to recover',

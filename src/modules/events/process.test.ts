@@ -1,14 +1,12 @@
 // Real processes: seed 003's test 5 (worker stopped, events wait, worker back, all processed), the
 // crash mode, kill -9 under load, and PostgreSQL going away under the API.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import {
   json,
+  privatePostgres,
   processDatabase,
   runTessera,
   spawnTessera,
@@ -16,8 +14,6 @@ import {
   waitFor,
 } from '../../../test/helpers.ts';
 import { createApiKey } from '../../kit/auth.ts';
-import { startEmbeddedPostgres } from '../../kit/embedded-postgres.ts';
-import { createRootLogger } from '../../kit/log.ts';
 import { eventsModule } from './index.ts';
 
 async function adminKey(db: string): Promise<string> {
@@ -184,14 +180,8 @@ describe('events across real processes', () => {
   });
 
   it('when PostgreSQL stops, then ingestion answers 503 at once with DB_CONNECTION_FAILED logged for that request, and recovers by itself when it returns', async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'tessera-events-pg-'));
-    const quiet = createRootLogger({ level: 'silent', format: 'json', debug: '', role: 'test' });
-    let server = await startEmbeddedPostgres(dir, quiet);
-    // Its cluster is ~40 MB: left in /tmp, every run would add one.
-    after(async () => {
-      await server.stop();
-      rmSync(dir, { recursive: true, force: true });
-    });
+    const server = await privatePostgres('tessera-events-pg-');
+    after(server.remove);
     const p = await startPlatform({ modules: [eventsModule], role: 'api', databaseUrl: server.url });
     const post = () =>
       p.app.inject({
@@ -230,7 +220,7 @@ describe('events across real processes', () => {
       assert.equal(/known to be unreachable/.test((line.err as { message: string }).message), fromMark);
     }
 
-    server = await startEmbeddedPostgres(dir, quiet, { port: server.port });
+    await server.start();
     // No restart, no admin call: only requests, until one is accepted again.
     const recovered = Date.now();
     await waitFor(async () => (await post()).statusCode === 201, {
