@@ -202,7 +202,7 @@ const settings = {
   ),
   eventsBatchSize: setting(
     'EVENTS_BATCH_SIZE',
-    'raw events the events worker aggregates per batch',
+    'raw events the events worker aggregates per transaction (whole stored batches of up to 1,000)',
     5000,
     integer(1, 100000),
   ),

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { startPlatform, type TestPlatform, waitFor } from '../../../test/helpers.ts';
 import { eventsModule } from './index.ts';
+import { rawCount } from './raw-fixture.ts';
 
 const count = async (p: TestPlatform, table: string): Promise<number> =>
   (await p.kit.pool.query(`SELECT count(*)::int AS n FROM ${table}`)).rows[0].n;
@@ -15,7 +16,7 @@ describe('events worker failure modes', () => {
         .statusCode,
       201,
     );
-    await waitFor(async () => (await count(p, 'events_raw')) === 0, { what: 'backlog drained' });
+    await waitFor(async () => (await rawCount(p.kit.pool)) === 0, { what: 'backlog drained' });
     const dead = await count(p, 'events_dead_letter');
     const processed = await count(p, 'events_processed');
     assert.equal(dead + processed, 400);
@@ -35,8 +36,11 @@ describe('events worker failure modes', () => {
       modules: [eventsModule],
       env: { WORKER_FAILURE_MODE: 'slow', EVENTS_BATCH_SIZE: '10' },
     });
-    const events = Array.from({ length: 20 }, (_, i) => ({ userId: `u${i}`, action: 'x' }));
-    await p.app.inject({ method: 'POST', url: '/api/events', headers: p.auth, payload: events });
+    // Two requests of 10, one after the other: two stored batches (a worker batch never splits one).
+    for (const half of [0, 1]) {
+      const events = Array.from({ length: 10 }, (_, i) => ({ userId: `u${half}${i}`, action: 'x' }));
+      await p.app.inject({ method: 'POST', url: '/api/events', headers: p.auth, payload: events });
+    }
     await waitFor(async () => (await count(p, 'events_processed')) === 20, {
       timeoutMs: 30_000,
       intervalMs: 200,

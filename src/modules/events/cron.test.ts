@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { startPlatform, waitFor } from '../../../test/helpers.ts';
 import { eventsModule } from './index.ts';
+import { storeRaw } from './raw-fixture.ts';
 
 describe('events cron', async () => {
   const p = await startPlatform({ modules: [eventsModule], env: { EVENTS_RETENTION_HOURS: '24' } });
@@ -33,8 +34,9 @@ describe('events cron', async () => {
   });
 
   it('when raw events wait and no wake-up came, then the cron wakes the worker and they are processed', async () => {
-    await p.kit.pool.query(
-      `INSERT INTO events_raw (user_id, action, ts) VALUES ('late', 'x', now()), ('late', 'y', now())`,
+    await storeRaw(
+      p.kit.pool,
+      `SELECT 'late' AS user_id, a AS action, now() AS ts FROM unnest(ARRAY['x', 'y']) AS a`,
     );
     await tick();
     await waitFor(async () => (await analytics()).eventsByUser.late === 2, { what: 'backlog processed' });

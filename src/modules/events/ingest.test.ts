@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import { startPlatform } from '../../../test/helpers.ts';
 import { createApiKey } from '../../kit/auth.ts';
 import { eventsModule } from './index.ts';
+import { rawEvents } from './raw-fixture.ts';
 
 describe('events ingestion', async () => {
   // role api: no worker, so raw rows stay where the API put them. Default log settings (info, no
@@ -10,10 +11,8 @@ describe('events ingestion', async () => {
   const p = await startPlatform({ modules: [eventsModule], role: 'api' });
   const post = (payload: unknown, headers: Record<string, string> = p.auth) =>
     p.app.inject({ method: 'POST', url: '/api/events', headers, payload: payload as object });
-  const raw = async () =>
-    (await p.kit.pool.query('SELECT user_id, action, ts, properties, message_id FROM events_raw ORDER BY id'))
-      .rows;
-  const clear = () => p.kit.pool.query('TRUNCATE events_raw, events_message_ids');
+  const raw = () => rawEvents(p.kit.pool);
+  const clear = () => p.kit.pool.query('TRUNCATE events_raw, events_raw_batches, events_message_ids');
 
   it('when one event is posted, then 201 and it is stored with its fields, logged as EVENT_INSERTED', async () => {
     await clear();

@@ -1,5 +1,5 @@
 // The events module's business metrics, on the process registry served at /metrics.
-import type { Pool } from '../../kit/db.ts';
+import type { Pool, Queryable } from '../../kit/db.ts';
 import { prom, type Registry } from '../../kit/metrics.ts';
 
 export interface EventsMetrics {
@@ -55,7 +55,10 @@ export function createEventsMetrics(registry: Registry, pool: Pool): EventsMetri
   };
 }
 
-export async function countBacklog(pool: Pool): Promise<number> {
-  const { rows } = await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM events_raw');
+export async function countBacklog(pool: Queryable): Promise<number> {
+  // Batches (migration 007), and rows an api process of the previous release may still write.
+  const { rows } = await pool.query<{ n: number }>(
+    `SELECT ((SELECT coalesce(sum(n), 0) FROM events_raw_batches) + (SELECT count(*) FROM events_raw))::int AS n`,
+  );
   return rows[0]?.n ?? 0;
 }

@@ -15,6 +15,7 @@ import {
 } from '../../../test/helpers.ts';
 import { createApiKey } from '../../kit/auth.ts';
 import { eventsModule } from './index.ts';
+import { rawCount, storeRaw } from './raw-fixture.ts';
 
 async function adminKey(db: string): Promise<string> {
   const pool = new pg.Pool({ connectionString: db, max: 1 });
@@ -41,7 +42,7 @@ describe('events across real processes', () => {
     assert.match(seeded.out, /20× 201/);
 
     const waiting = await json(await fetch(`${api.url}/api/analytics`, { headers }));
-    assert.equal(waiting.backlog, 20, 'events wait in events_raw');
+    assert.equal(waiting.backlog, 20, 'events wait in events_raw_batches');
     assert.equal(waiting.totalEvents, 0);
 
     worker = await spawnTessera('worker', { DATABASE_URL: db });
@@ -68,7 +69,7 @@ describe('events across real processes', () => {
     const pool = new pg.Pool({ connectionString: db, max: 1 });
     pool.on('error', () => undefined); // the suite's cleanup drops the database under it
     after(() => pool.end());
-    await pool.query(`INSERT INTO events_raw (user_id, action, ts) VALUES ('u', 'crash-test', now())`);
+    await storeRaw(pool, `SELECT 'u' AS user_id, 'crash-test' AS action, now() AS ts`);
     await pool.query(`SELECT graphile_worker.add_job('events:drain', '{}', job_key => 'events:drain')`);
     const worker = await spawnTessera('worker', { DATABASE_URL: db, WORKER_FAILURE_MODE: 'crash' });
     const code = await new Promise<number | null>((resolve) => worker.proc.on('exit', (c) => resolve(c)));
@@ -77,8 +78,7 @@ describe('events across real processes', () => {
       worker.logLines().some((l) => l.msg === 'FAILURE_INJECTION' && l.mode === 'crash'),
       worker.output().slice(-2000),
     );
-    const { rows } = await pool.query('SELECT count(*)::int AS n FROM events_raw');
-    assert.equal(rows[0].n, 1, 'the event still waits for a healthy worker');
+    assert.equal(await rawCount(pool), 1, 'the event still waits for a healthy worker');
   });
 
   it('when the process is killed with SIGKILL during a 5,000 events/s ingest, then after restart every acknowledged event is counted exactly once', async () => {
@@ -143,14 +143,11 @@ describe('events across real processes', () => {
     const pool = new pg.Pool({ connectionString: db, max: 1 });
     pool.on('error', () => undefined); // the suite's cleanup drops the database under it
     after(() => pool.end());
-    await waitFor(
-      async () => (await pool.query('SELECT count(*)::int AS n FROM events_raw')).rows[0].n === 0,
-      {
-        timeoutMs: 60_000,
-        intervalMs: 200,
-        what: 'the backlog to drain after restart',
-      },
-    );
+    await waitFor(async () => (await rawCount(pool)) === 0, {
+      timeoutMs: 60_000,
+      intervalMs: 200,
+      what: 'the backlog to drain after restart',
+    });
     const { rows } = await pool.query<{ id: string; n: number }>(
       `SELECT message_id AS id, count(*)::int AS n FROM events_processed GROUP BY message_id`,
     );
@@ -229,7 +226,10 @@ describe('events across real processes', () => {
       `recovered ${Date.now() - recovered} ms after PostgreSQL returned`,
     );
     assert.equal(p.logs.events('DB_CONNECTION_RESTORED').length, 1);
-    const { rows } = await p.kit.pool.query('SELECT count(*)::int AS n FROM events_raw');
-    assert.equal(rows[0].n, 2, 'the event before the stop and the one after recovery; none of the 503s');
+    assert.equal(
+      await rawCount(p.kit.pool),
+      2,
+      'the event before the stop and the one after recovery; none of the 503s',
+    );
   });
 });

@@ -4,17 +4,13 @@ import { Analytics } from '@segment/analytics-node';
 import { startPlatform } from '../../../test/helpers.ts';
 import { createApiKey } from '../../kit/auth.ts';
 import { eventsModule } from './index.ts';
+import { rawEvents } from './raw-fixture.ts';
 
 describe('Segment-compatible ingestion', async () => {
   const p = await startPlatform({ modules: [eventsModule], role: 'api', listen: true });
   const { key: writeKey } = await createApiKey(p.kit.pool, 'segment source', ['events']);
   const basic = (user: string) => `Basic ${Buffer.from(`${user}:`).toString('base64')}`;
-  const raw = async () =>
-    (
-      await p.kit.pool.query(
-        'SELECT user_id, action, properties, source, message_id FROM events_raw ORDER BY id',
-      )
-    ).rows;
+  const raw = () => rawEvents(p.kit.pool);
   const send = (path: string, body: unknown, authorization = basic(writeKey)) =>
     fetch(`${p.address()}${path}`, {
       method: 'POST',
@@ -23,7 +19,7 @@ describe('Segment-compatible ingestion', async () => {
     });
 
   it('when the official @segment/analytics-node client sends to Tessera, then every call is stored', async () => {
-    await p.kit.pool.query('TRUNCATE events_raw');
+    await p.kit.pool.query('TRUNCATE events_raw, events_raw_batches');
     const analytics = new Analytics({ writeKey, host: p.address(), flushAt: 3, maxRetries: 0 });
     const errors: unknown[] = [];
     analytics.on('error', (err) => errors.push(err));
@@ -52,7 +48,7 @@ describe('Segment-compatible ingestion', async () => {
   });
 
   it('when POST /v1/track is called directly and then resent, then 200 {success:true} and it is stored once', async () => {
-    await p.kit.pool.query('TRUNCATE events_raw');
+    await p.kit.pool.query('TRUNCATE events_raw, events_raw_batches');
     const call = { userId: 'u9', event: 'Clicked', messageId: 'seg-1', timestamp: '2025-01-15T10:00:00Z' };
     for (let i = 0; i < 2; i++) {
       const res = await send('/v1/track', call);

@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import { startPlatform, waitFor } from '../../../test/helpers.ts';
 import { eventsModule } from './index.ts';
 import { createEventsMetrics } from './metrics.ts';
+import { rawCount, storeRaw } from './raw-fixture.ts';
 import { processBatch } from './worker.ts';
 
 const at = (min: number, sec = 0) => new Date(Date.UTC(2025, 0, 15, 10, min, sec)).toISOString();
@@ -44,8 +45,7 @@ describe('events worker (running in the platform)', async () => {
     assert.equal(a.uniqueUsers, 3);
     const processed = await p.kit.pool.query('SELECT count(*)::int AS n FROM events_processed');
     assert.equal(processed.rows[0].n, 60);
-    const rawLeft = await p.kit.pool.query('SELECT count(*)::int AS n FROM events_raw');
-    assert.equal(rawLeft.rows[0].n, 0);
+    assert.equal(await rawCount(p.kit.pool), 0);
     for (const event of ['WORKER_JOB_START', 'WORKER_PROCESSING', 'WORKER_JOB_DONE'])
       assert.ok(p.logs.events(event).length > 0, `${event} logged`);
     const done = p.logs.events('WORKER_JOB_DONE');
@@ -89,8 +89,9 @@ describe('events worker (running in the platform)', async () => {
   it('when a stored event does not parse, then it goes to the dead-letter list and the rest are processed', async () => {
     const before = (await get('/api/analytics')).totalEvents;
     // Written around the API (which would refuse it), as a corrupt row or another writer would.
-    await p.kit.pool.query(
-      `INSERT INTO events_raw (user_id, action, ts) VALUES ('', 'click', now()), ('ok_user', 'click', now())`,
+    await storeRaw(
+      p.kit.pool,
+      `SELECT u AS user_id, 'click' AS action, now() AS ts FROM unnest(ARRAY['', 'ok_user']) AS u`,
     );
     await post({ userId: 'ok_user', action: 'click' }); // wakes the worker
     await waitFor(async () => (await get('/api/analytics')).totalEvents === before + 2, {
@@ -118,9 +119,10 @@ describe('events worker batches (called directly)', async () => {
   const p = await startPlatform({ modules: [eventsModule], role: 'api' });
   const metrics = createEventsMetrics(new (await import('prom-client')).Registry(), p.kit.pool);
   const seed = async (n: number) => {
-    await p.kit.pool.query(
-      `INSERT INTO events_raw (user_id, action, ts)
-       SELECT 'u' || (i % 13), 'a' || (i % 5), '2025-01-15T10:00:00Z'::timestamptz + i * interval '1 second'
+    await storeRaw(
+      p.kit.pool,
+      `SELECT 'u' || (i % 13) AS user_id, 'a' || (i % 5) AS action,
+         '2025-01-15T10:00:00Z'::timestamptz + i * interval '1 second' AS ts
        FROM generate_series(1, $1) AS i`,
       [n],
     );
@@ -134,12 +136,12 @@ describe('events worker batches (called directly)', async () => {
         (SELECT coalesce(sum(n), 0)::int FROM events_user_day_counts) AS by_user_day,
         (SELECT coalesce(sum(n), 0)::int FROM events_user_week_counts) AS by_user_week,
         (SELECT count(*)::int FROM events_processed) AS processed,
-        (SELECT count(*)::int FROM events_raw) AS raw`)
+        (SELECT coalesce(sum(n), 0)::int FROM events_raw_batches) AS raw`)
     ).rows[0];
   const deps = { pool: p.kit.pool, log: p.kit.log, metrics, batchSize: 100, injectBadSchema: () => false };
   const reset = () =>
     p.kit.pool.query(
-      'TRUNCATE events_raw, events_processed, events_counts, events_user_counts, events_user_day_counts, events_user_week_counts, events_dead_letter',
+      'TRUNCATE events_raw, events_raw_batches, events_processed, events_counts, events_user_counts, events_user_day_counts, events_user_week_counts, events_dead_letter',
     );
 
   it('when a batch fails before COMMIT, then nothing of it is counted, and the retry counts each event once', async () => {
@@ -181,7 +183,8 @@ describe('events worker batches (called directly)', async () => {
     const client = await p.kit.pool.connect();
     try {
       await client.query('BEGIN');
-      await client.query('SELECT id FROM events_raw ORDER BY id LIMIT 50 FOR UPDATE SKIP LOCKED');
+      // Batches of 10 events: the first five hold 50.
+      await client.query('SELECT id FROM events_raw_batches ORDER BY id LIMIT 5 FOR UPDATE SKIP LOCKED');
       // While the dying worker holds half, another worker takes only the other half.
       assert.equal((await processBatch(deps)).claimed, 50);
       client.release(new Error('connection lost')); // destroys the connection: PostgreSQL rolls back
@@ -232,10 +235,12 @@ describe('events worker batches (called directly)', async () => {
   it('when top users are asked over ranges across weeks, then they equal a count of the processed events', async () => {
     await reset();
     // 60 days from a Wednesday, users with different rhythms, 2 to 7 events a day.
-    await p.kit.pool.query(
-      `INSERT INTO events_raw (user_id, action, ts)
-       SELECT 'u' || (i % 7), 'a', '2025-03-05T12:00:00Z'::timestamptz + (i % 60) * interval '1 day'
+    await storeRaw(
+      p.kit.pool,
+      `SELECT 'u' || (i % 7) AS user_id, 'a' AS action, '2025-03-05T12:00:00Z'::timestamptz + (i % 60) * interval '1 day' AS ts
        FROM generate_series(1, 3000) AS i WHERE (i * 7919) % 11 < 6`,
+      [],
+      100,
     );
     while ((await processBatch(deps)).claimed > 0);
     const day = (d: number) => new Date(Date.UTC(2025, 2, 5 + d)).toISOString();

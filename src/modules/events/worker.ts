@@ -1,6 +1,6 @@
-// The aggregation worker. One batch is one transaction: lock raw events (FOR UPDATE SKIP LOCKED, so
-// several workers share the backlog without waiting on each other), then in one statement delete
-// them, write processed rows or dead letters, and add them to the rollups. The COMMIT is what
+// The aggregation worker. One batch is one transaction: lock raw batches of events (FOR UPDATE SKIP
+// LOCKED, so several workers share the backlog without waiting on each other), then in one
+// statement delete them, write processed rows or dead letters, and add them to the rollups. The COMMIT is what
 // makes it exactly once: a worker that dies mid-batch commits nothing and its locks vanish with
 // its connection, so the same events are claimed again by the next worker.
 import { type Pool, type PoolClient, withTransaction } from '../../kit/db.ts';
@@ -10,11 +10,12 @@ import type { EventsMetrics } from './metrics.ts';
 const MAX_ID = 256;
 const MAX_ACTION = 128;
 
+/** One claimed event: fields as stored, unchecked (null when the event lacks them). */
 interface Claimed {
   id: number;
-  user_id: string;
-  action: string;
-  ts: Date;
+  user_id: string | null;
+  action: string | null;
+  ts: string | null;
   received_at: Date;
 }
 
@@ -24,24 +25,46 @@ export interface BatchResult {
   failed: number;
 }
 
-const CLAIM = `SELECT id, user_id, action, ts, received_at FROM events_raw
-  ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`;
+/**
+ * The events of the batches claimed (events_claim, migration 007: locked with SKIP LOCKED until they
+ * hold $1 events), one row each. The timestamp stays text here: parseProblem judges it, so a bad
+ * one dead-letters its event instead of failing the statement.
+ */
+const CLAIM = `SELECT b.id * 1000 + e.ord - 1 AS id, e.v ->> 'userId' AS user_id, e.v ->> 'action' AS action,
+    e.v ->> 'timestamp' AS ts, b.received_at
+  FROM events_claim($1) b
+  CROSS JOIN LATERAL jsonb_array_elements(coalesce(events_parse(b.events), '[null]')) WITH ORDINALITY AS e(v, ord)`;
 
 /**
- * $1 every claimed id, $2/$3 the ids that failed to parse and why. Rollup upserts are sorted by key
- * so two workers committing overlapping buckets wait on each other instead of deadlocking.
+ * $1 the claimed batches, $2/$3 the ids of the events that failed to parse and why. Rollup upserts
+ * are sorted by key so two workers committing overlapping buckets wait on each other instead of
+ * deadlocking.
  */
 const MOVE = `
-WITH claimed AS (
-  DELETE FROM events_raw WHERE id = ANY($1::bigint[]) RETURNING *
+WITH batches AS (
+  DELETE FROM events_raw_batches WHERE id = ANY($1::bigint[]) RETURNING id, events, source, received_at
+), parsed AS MATERIALIZED (
+  -- Each batch parsed once (unmaterialized, the parse was repeated for every event of the batch),
+  -- and its text kept only when it does not parse: it is the dead letter's payload then.
+  SELECT id, events_parse(events) AS events, events AS raw, source, received_at FROM batches
+), claimed AS (
+  -- The same expansion as CLAIM, so every event gets the same id.
+  SELECT p.id * 1000 + e.ord - 1 AS id, e.v, CASE WHEN p.events IS NULL THEN p.raw END AS unparsed,
+    p.source, p.received_at
+  FROM parsed p
+  CROSS JOIN LATERAL jsonb_array_elements(coalesce(p.events, '[null]')) WITH ORDINALITY AS e(v, ord)
 ), bad AS (
   SELECT c.*, b.error FROM claimed c JOIN unnest($2::bigint[], $3::text[]) AS b(id, error) USING (id)
 ), good AS (
-  SELECT * FROM claimed WHERE id <> ALL($2::bigint[])
+  SELECT id, v ->> 'messageId' AS message_id, v ->> 'userId' AS user_id, v ->> 'action' AS action,
+    (v ->> 'timestamp')::timestamptz AS ts, v -> 'properties' AS properties, source, received_at
+  FROM claimed WHERE id <> ALL($2::bigint[])
 ), dead AS (
   INSERT INTO events_dead_letter (id, message_id, payload, error, received_at)
-  SELECT id, message_id,
-    jsonb_build_object('userId', user_id, 'action', action, 'timestamp', ts, 'properties', properties, 'source', source),
+  SELECT id, CASE WHEN jsonb_typeof(v) = 'object' THEN v ->> 'messageId' END,
+    CASE WHEN unparsed IS NOT NULL THEN jsonb_build_object('batch', unparsed, 'source', source)
+         WHEN jsonb_typeof(v) = 'object' THEN v || jsonb_build_object('source', source)
+         ELSE jsonb_build_object('event', v, 'source', source) END,
     error, received_at
   FROM bad
 ), processed AS (
@@ -68,13 +91,17 @@ WITH claimed AS (
 )
 SELECT (SELECT count(*) FROM good)::int AS processed, (SELECT count(*) FROM bad)::int AS failed`;
 
+/** The timestamp format ingestion writes (toISOString), which PostgreSQL's timestamptz reads too. */
+const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$/;
+
 /** Why a stored event cannot be aggregated, or null when it can. */
 export function parseProblem(e: Claimed): string | null {
   if (typeof e.user_id !== 'string' || e.user_id.trim() === '' || e.user_id.length > MAX_ID)
     return 'userId must be a non-empty string of at most 256 characters';
   if (typeof e.action !== 'string' || e.action.trim() === '' || e.action.length > MAX_ACTION)
     return 'action must be a non-empty string of at most 128 characters';
-  if (!(e.ts instanceof Date) || Number.isNaN(e.ts.getTime())) return 'timestamp is not a valid date';
+  if (typeof e.ts !== 'string' || !ISO_TIME.test(e.ts) || Number.isNaN(Date.parse(e.ts)))
+    return 'timestamp is not a valid ISO 8601 date';
   return null;
 }
 
@@ -93,9 +120,16 @@ export async function processBatch(deps: BatchDeps): Promise<BatchResult> {
   const { log, metrics } = deps;
   const started = performance.now();
   const outcome = await withTransaction(deps.pool, async (client) => {
+    // Rows an api process of the previous release wrote (during a rolling upgrade) become batches.
+    await client.query({
+      name: 'events_adopt_legacy',
+      text: 'SELECT events_adopt_legacy($1)',
+      values: [deps.batchSize],
+    });
     const { rows } = await client.query<Claimed>(CLAIM, [deps.batchSize]);
     if (rows.length === 0)
       return { claimed: [] as Claimed[], badIds: [] as number[], processed: 0, failed: 0 };
+    const batches = [...new Set(rows.map((r) => Math.floor(r.id / 1000)))];
     log.info({ size: rows.length }, 'WORKER_JOB_START');
     const badIds: number[] = [];
     const errors: string[] = [];
@@ -110,11 +144,7 @@ export async function processBatch(deps: BatchDeps): Promise<BatchResult> {
       }
     }
     log.info({ count: rows.length - badIds.length, deadLetter: badIds.length }, 'WORKER_PROCESSING');
-    const moved = await client.query<{ processed: number; failed: number }>(MOVE, [
-      rows.map((r) => r.id),
-      badIds,
-      errors,
-    ]);
+    const moved = await client.query<{ processed: number; failed: number }>(MOVE, [batches, badIds, errors]);
     await deps.beforeCommit?.(client);
     return { claimed: rows, badIds, ...moved.rows[0]! };
   });
