@@ -108,9 +108,16 @@ describe('events: raw events stored as batches (migration 007)', async () => {
       `INSERT INTO events_raw_batches (n, events, source) VALUES
       (2, 'not json at all', 'api'),
       (2, $1, 'api'),
-      (2, $2, 'segment'),
+      (5, $2, 'segment'),
       (1, '{"userId":"x"}', 'api')`,
-      [`[5, ${good('ok1')}]`, `[{"userId":"late","action":"a","timestamp":"yesterday"}, ${good('ok2')}]`],
+      [
+        `[5, ${good('ok1')}]`,
+        // Date.parse takes Feb 30 and 24:00; PostgreSQL refuses the first, so both are dead letters.
+        `[{"userId":"late","action":"a","timestamp":"yesterday"}, ${good('ok2')},
+          {"userId":"feb","action":"a","timestamp":"2025-02-30T00:00:00Z"},
+          {"userId":"midnight","action":"a","timestamp":"2025-01-15T24:00:00Z"},
+          {"userId":"tz","action":"a","timestamp":"2025-01-15T10:00:00.123456+01:00"}]`,
+      ],
     );
     while ((await processBatch(deps)).claimed > 0);
     assert.equal(await rawCount(db), 0);
@@ -120,6 +127,7 @@ describe('events: raw events stored as batches (migration 007)', async () => {
     assert.deepEqual(processed.rows, [
       { user_id: 'ok1', source: 'api' },
       { user_id: 'ok2', source: 'segment' },
+      { user_id: 'tz', source: 'segment' },
     ]);
     const dead = await db.query<{ payload: Record<string, unknown>; error: string }>(
       'SELECT payload, error FROM events_dead_letter ORDER BY id',
@@ -130,10 +138,12 @@ describe('events: raw events stored as batches (migration 007)', async () => {
         { batch: 'not json at all', source: 'api' },
         { event: 5, source: 'api' },
         { userId: 'late', action: 'a', timestamp: 'yesterday', source: 'segment' },
+        { userId: 'feb', action: 'a', timestamp: '2025-02-30T00:00:00Z', source: 'segment' },
+        { userId: 'midnight', action: 'a', timestamp: '2025-01-15T24:00:00Z', source: 'segment' },
         { batch: '{"userId":"x"}', source: 'api' },
       ],
     );
-    assert.match(dead.rows[2]!.error, /timestamp/);
+    for (const k of [2, 3, 4]) assert.match(dead.rows[k]!.error, /timestamp/);
   });
 
   // Events as an api of the previous release stores them: one events_raw row each.

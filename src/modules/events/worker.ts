@@ -1,8 +1,8 @@
-// The aggregation worker. One batch is one transaction: lock raw batches of events (FOR UPDATE SKIP
-// LOCKED, so several workers share the backlog without waiting on each other), then in one
-// statement delete them, write processed rows or dead letters, and add them to the rollups. The COMMIT is what
-// makes it exactly once: a worker that dies mid-batch commits nothing and its locks vanish with
-// its connection, so the same events are claimed again by the next worker.
+// The aggregation worker. One batch is one transaction: lock stored batches of events (FOR UPDATE
+// SKIP LOCKED, so several workers share the backlog without waiting on each other), then in one
+// statement delete them, write processed rows or dead letters, and add them to the rollups. The
+// COMMIT is what makes it exactly once: a worker that dies mid-batch commits nothing and its locks
+// vanish with its connection, so the same events are claimed again by the next worker.
 import { type Pool, type PoolClient, withTransaction } from '../../kit/db.ts';
 import type { Logger } from '../../kit/log.ts';
 import type { EventsMetrics } from './metrics.ts';
@@ -91,8 +91,31 @@ WITH batches AS (
 )
 SELECT (SELECT count(*) FROM good)::int AS processed, (SELECT count(*) FROM bad)::int AS failed`;
 
-/** The timestamp format ingestion writes (toISOString), which PostgreSQL's timestamptz reads too. */
-const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$/;
+/** The timestamp format ingestion writes (toISOString); parts: year, month, day, hour, minute, second, offset. */
+const ISO_TIME = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,6})?(?:Z|[+-](\d{2}):(\d{2}))$/;
+
+/**
+ * True when `ts` is an ISO 8601 time PostgreSQL's timestamptz reads. Stricter than Date.parse,
+ * which takes 2025-02-30 and 24:00 (PostgreSQL refuses the first): one such event written around
+ * the API would otherwise fail its whole batch's statement, again on every retry.
+ */
+function isIsoTime(ts: string): boolean {
+  const m = ISO_TIME.exec(ts);
+  if (!m) return false;
+  const [y, mo, d, h, mi, s, oh, om] = m.slice(1).map((x) => (x === undefined ? 0 : Number(x)));
+  const t = new Date(Date.UTC(y!, mo! - 1, d!, h!, mi!, s!));
+  t.setUTCFullYear(y!); // Date.UTC maps years 0-99 to 1900-1999
+  return (
+    y! >= 1 &&
+    t.getUTCMonth() === mo! - 1 &&
+    t.getUTCDate() === d &&
+    t.getUTCHours() === h &&
+    t.getUTCMinutes() === mi &&
+    t.getUTCSeconds() === s &&
+    oh! <= 15 &&
+    om! <= 59
+  );
+}
 
 /** Why a stored event cannot be aggregated, or null when it can. */
 export function parseProblem(e: Claimed): string | null {
@@ -100,8 +123,7 @@ export function parseProblem(e: Claimed): string | null {
     return 'userId must be a non-empty string of at most 256 characters';
   if (typeof e.action !== 'string' || e.action.trim() === '' || e.action.length > MAX_ACTION)
     return 'action must be a non-empty string of at most 128 characters';
-  if (typeof e.ts !== 'string' || !ISO_TIME.test(e.ts) || Number.isNaN(Date.parse(e.ts)))
-    return 'timestamp is not a valid ISO 8601 date';
+  if (typeof e.ts !== 'string' || !isIsoTime(e.ts)) return 'timestamp is not a valid ISO 8601 date';
   return null;
 }
 
