@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { startPlatform } from '../../../test/helpers.ts';
 import { eventsModule } from './index.ts';
-import { copyEvents, insertEvents, MAX_EVENTS_PER_BATCH, type Source } from './ingest.ts';
+import { copyEvents, insertBatches, insertEvents, MAX_EVENTS_PER_BATCH, type Source } from './ingest.ts';
 import { createEventsMetrics } from './metrics.ts';
 import { rawCount, rawEvents, storeRaw } from './raw-fixture.ts';
 import type { EventRow } from './validate.ts';
@@ -65,6 +65,29 @@ describe('events: raw events stored as batches (migration 007)', async () => {
         row.properties === null ? null : JSON.parse(row.properties),
         source,
       ]),
+    );
+  });
+
+  it('when a small group of two sources is inserted, then it is one statement of one batch per source', async () => {
+    await reset();
+    const rows = Array.from({ length: 30 }, (_, i) => ({
+      row: event(i),
+      source: (i % 3 === 1 ? 'segment' : 'api') as Source,
+    }));
+    await insertBatches(db, rows);
+    assert.deepEqual(await batches(), [
+      { n: 20, source: 'api' },
+      { n: 10, source: 'segment' },
+    ]);
+    assert.deepEqual(
+      (await rawEvents(db)).map((s) => [s.user_id, s.properties, s.source]),
+      [...rows.filter((r) => r.source === 'api'), ...rows.filter((r) => r.source === 'segment')].map(
+        ({ row, source }) => [
+          row.userId,
+          row.properties === null ? null : JSON.parse(row.properties),
+          source,
+        ],
+      ),
     );
   });
 
