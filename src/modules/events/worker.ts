@@ -13,6 +13,7 @@ const MAX_ACTION = 128;
 /** One claimed event: fields as stored, unchecked (null when the event lacks them). */
 interface Claimed {
   id: number;
+  batch: number;
   user_id: string | null;
   action: string | null;
   ts: string | null;
@@ -26,14 +27,22 @@ export interface BatchResult {
 }
 
 /**
+ * The events of batches `b` (migration 007), one row `e` each: `e.id` is the batch's id × 1000 + the
+ * event's position, `e.v` the event. A batch that does not parse (`parsed` NULL) yields one null
+ * event. CLAIM and MOVE both expand through this, so an event has the same id in each.
+ */
+const eventsOf = (parsed: string) =>
+  `CROSS JOIN LATERAL (SELECT b.id * 1000 + x.ord - 1 AS id, x.v
+     FROM jsonb_array_elements(coalesce(${parsed}, '[null]')) WITH ORDINALITY AS x(v, ord)) e`;
+
+/**
  * The events of the batches claimed (events_claim, migration 007: locked with SKIP LOCKED until they
  * hold $1 events), one row each. The timestamp stays text here: parseProblem judges it, so a bad
  * one dead-letters its event instead of failing the statement.
  */
-const CLAIM = `SELECT b.id * 1000 + e.ord - 1 AS id, e.v ->> 'userId' AS user_id, e.v ->> 'action' AS action,
+const CLAIM = `SELECT e.id, b.id AS batch, e.v ->> 'userId' AS user_id, e.v ->> 'action' AS action,
     e.v ->> 'timestamp' AS ts, b.received_at
-  FROM events_claim($1) b
-  CROSS JOIN LATERAL jsonb_array_elements(coalesce(events_parse(b.events), '[null]')) WITH ORDINALITY AS e(v, ord)`;
+  FROM events_claim($1) b ${eventsOf('events_parse(b.events)')}`;
 
 /**
  * $1 the claimed batches, $2/$3 the ids of the events that failed to parse and why. Rollup upserts
@@ -48,11 +57,8 @@ WITH batches AS (
   -- and its text kept only when it does not parse: it is the dead letter's payload then.
   SELECT id, events_parse(events) AS events, events AS raw, source, received_at FROM batches
 ), claimed AS (
-  -- The same expansion as CLAIM, so every event gets the same id.
-  SELECT p.id * 1000 + e.ord - 1 AS id, e.v, CASE WHEN p.events IS NULL THEN p.raw END AS unparsed,
-    p.source, p.received_at
-  FROM parsed p
-  CROSS JOIN LATERAL jsonb_array_elements(coalesce(p.events, '[null]')) WITH ORDINALITY AS e(v, ord)
+  SELECT e.id, e.v, CASE WHEN b.events IS NULL THEN b.raw END AS unparsed, b.source, b.received_at
+  FROM parsed b ${eventsOf('b.events')}
 ), bad AS (
   SELECT c.*, b.error FROM claimed c JOIN unnest($2::bigint[], $3::text[]) AS b(id, error) USING (id)
 ), good AS (
@@ -151,7 +157,7 @@ export async function processBatch(deps: BatchDeps): Promise<BatchResult> {
     const { rows } = await client.query<Claimed>(CLAIM, [deps.batchSize]);
     if (rows.length === 0)
       return { claimed: [] as Claimed[], badIds: [] as number[], processed: 0, failed: 0 };
-    const batches = [...new Set(rows.map((r) => Math.floor(r.id / 1000)))];
+    const batches = [...new Set(rows.map((r) => r.batch))];
     log.info({ size: rows.length }, 'WORKER_JOB_START');
     const badIds: number[] = [];
     const errors: string[] = [];
