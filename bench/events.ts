@@ -5,7 +5,7 @@
 // BENCH_EVENTS_ANALYTICS_SEC (default 20, per view) shorten runs.
 import pg from 'pg';
 import { createApiKey } from '../src/kit/auth.ts';
-import { rawCount } from '../src/modules/events/raw-fixture.ts';
+import { countBacklog } from '../src/modules/events/metrics.ts';
 import {
   againstCeiling,
   autovacuumSettled,
@@ -84,7 +84,7 @@ export async function benchEvents(databaseUrl: string) {
     const { key } = await createApiKey(pool, 'bench', ['events']);
     const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json' };
     const url = `${server.url}/api/events`;
-    const backlog = () => rawCount(pool);
+    const backlog = () => countBacklog(pool);
 
     const meter = await cpuMeter([server.proc.pid!], databaseUrl);
     await load({ url, method: 'POST', headers, body: batch(1, 'warm'), durationSec: 1 });

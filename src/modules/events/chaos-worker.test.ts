@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { startPlatform, type TestPlatform, waitFor } from '../../../test/helpers.ts';
 import { eventsModule } from './index.ts';
-import { rawCount } from './raw-fixture.ts';
+import { countBacklog } from './metrics.ts';
 
 const count = async (p: TestPlatform, table: string): Promise<number> =>
   (await p.kit.pool.query(`SELECT count(*)::int AS n FROM ${table}`)).rows[0].n;
@@ -16,7 +16,7 @@ describe('events worker failure modes', () => {
         .statusCode,
       201,
     );
-    await waitFor(async () => (await rawCount(p.kit.pool)) === 0, { what: 'backlog drained' });
+    await waitFor(async () => (await countBacklog(p.kit.pool)) === 0, { what: 'backlog drained' });
     const dead = await count(p, 'events_dead_letter');
     const processed = await count(p, 'events_processed');
     assert.equal(dead + processed, 400);

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { startPlatform } from '../../../test/helpers.ts';
 import { createApiKey } from '../../kit/auth.ts';
 import { eventsModule } from './index.ts';
-import { rawCount } from './raw-fixture.ts';
+import { countBacklog } from './metrics.ts';
 
 describe('events API failure modes', async () => {
   const p = await startPlatform({
@@ -30,7 +30,7 @@ describe('events API failure modes', async () => {
     // Binomial(300, 0.3): mean 90, sd 7.9; 55..125 is beyond 4 sd either side.
     assert.ok(failed >= 55 && failed <= 125, `${failed} of 300 failed`);
     assert.equal(p.logs.events('API_FAILURE_INJECTED').length, failed);
-    assert.equal(await rawCount(p.kit.pool), 300 - failed);
+    assert.equal(await countBacklog(p.kit.pool), 300 - failed);
   });
 
   it('when the mode is switched to db at run time, then 503 and API_FAILURE_INJECTED; back to none, then 201', async () => {

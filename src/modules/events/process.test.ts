@@ -15,7 +15,8 @@ import {
 } from '../../../test/helpers.ts';
 import { createApiKey } from '../../kit/auth.ts';
 import { eventsModule } from './index.ts';
-import { rawCount, storeRaw } from './raw-fixture.ts';
+import { countBacklog } from './metrics.ts';
+import { storeRaw } from './raw-fixture.ts';
 
 async function adminKey(db: string): Promise<string> {
   const pool = new pg.Pool({ connectionString: db, max: 1 });
@@ -78,7 +79,7 @@ describe('events across real processes', () => {
       worker.logLines().some((l) => l.msg === 'FAILURE_INJECTION' && l.mode === 'crash'),
       worker.output().slice(-2000),
     );
-    assert.equal(await rawCount(pool), 1, 'the event still waits for a healthy worker');
+    assert.equal(await countBacklog(pool), 1, 'the event still waits for a healthy worker');
   });
 
   it('when the process is killed with SIGKILL during a 5,000 events/s ingest, then after restart every acknowledged event is counted exactly once', async () => {
@@ -143,7 +144,7 @@ describe('events across real processes', () => {
     const pool = new pg.Pool({ connectionString: db, max: 1 });
     pool.on('error', () => undefined); // the suite's cleanup drops the database under it
     after(() => pool.end());
-    await waitFor(async () => (await rawCount(pool)) === 0, {
+    await waitFor(async () => (await countBacklog(pool)) === 0, {
       timeoutMs: 60_000,
       intervalMs: 200,
       what: 'the backlog to drain after restart',
@@ -227,7 +228,7 @@ describe('events across real processes', () => {
     );
     assert.equal(p.logs.events('DB_CONNECTION_RESTORED').length, 1);
     assert.equal(
-      await rawCount(p.kit.pool),
+      await countBacklog(p.kit.pool),
       2,
       'the event before the stop and the one after recovery; none of the 503s',
     );

@@ -1,8 +1,7 @@
-// For tests and benchmarks: events_raw_batches holds events as JSON batches (migration 007). These read
+// For tests: events_raw_batches holds events as JSON batches (migration 007). These read
 // and write it the way ingestion and the worker do, so a test can store events around the API (as
 // a corrupt row or another writer would) and see what waits.
 import type { Queryable } from '../../kit/db.ts';
-import { countBacklog } from './metrics.ts';
 
 /**
  * Stores the rows of `select` (columns user_id, action, ts) as raw events, `perBatch` to a batch.
@@ -16,11 +15,6 @@ export async function storeRaw(db: Queryable, select: string, values: unknown[] 
      GROUP BY (ord - 1) / ${perBatch} ORDER BY min(ord)`,
     values,
   );
-}
-
-/** Events waiting (the backlog, as the events_backlog gauge counts it). */
-export function rawCount(db: Queryable): Promise<number> {
-  return countBacklog(db);
 }
 
 /** The waiting events, oldest first, one row each. */

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { startPlatform, waitFor } from '../../../test/helpers.ts';
 import { eventsModule } from './index.ts';
-import { createEventsMetrics } from './metrics.ts';
-import { rawCount, storeRaw } from './raw-fixture.ts';
+import { countBacklog, createEventsMetrics } from './metrics.ts';
+import { storeRaw } from './raw-fixture.ts';
 import { processBatch } from './worker.ts';
 
 const at = (min: number, sec = 0) => new Date(Date.UTC(2025, 0, 15, 10, min, sec)).toISOString();
@@ -45,7 +45,7 @@ describe('events worker (running in the platform)', async () => {
     assert.equal(a.uniqueUsers, 3);
     const processed = await p.kit.pool.query('SELECT count(*)::int AS n FROM events_processed');
     assert.equal(processed.rows[0].n, 60);
-    assert.equal(await rawCount(p.kit.pool), 0);
+    assert.equal(await countBacklog(p.kit.pool), 0);
     for (const event of ['WORKER_JOB_START', 'WORKER_PROCESSING', 'WORKER_JOB_DONE'])
       assert.ok(p.logs.events(event).length > 0, `${event} logged`);
     const done = p.logs.events('WORKER_JOB_DONE');
