@@ -10,8 +10,8 @@ import { describe, it } from 'node:test';
 import { startPlatform } from '../../../test/helpers.ts';
 import { eventsModule } from './index.ts';
 import { copyEvents, insertBatches, insertEvents, MAX_EVENTS_PER_BATCH, type Source } from './ingest.ts';
-import { createEventsMetrics } from './metrics.ts';
-import { rawCount, rawEvents, storeRaw } from './raw-fixture.ts';
+import { countBacklog, createEventsMetrics } from './metrics.ts';
+import { rawEvents, storeRaw } from './raw-fixture.ts';
 import type { EventRow } from './validate.ts';
 import { processBatch } from './worker.ts';
 
@@ -24,6 +24,17 @@ const event = (i: number, messageId: string | null = null): EventRow => ({
   ts: new Date(Date.UTC(2025, 0, 15, 10, 0, i % 60)),
   properties: i % 2 ? JSON.stringify({ i, note: 'tab\there "quoted" \\ back' }) : null,
 });
+
+/** `n` events, those `isSegment` picks from segment and the rest from api. */
+const twoSources = (n: number, isSegment: (i: number) => boolean) =>
+  Array.from({ length: n }, (_, i) => ({
+    row: event(i),
+    source: (isSegment(i) ? 'segment' : 'api') as Source,
+  }));
+
+/** `rows` grouped by source, sources in the order they first appear: the order batches store them. */
+const bySource = <T extends { source: string }>(rows: T[]) =>
+  [...new Set(rows.map((r) => r.source))].flatMap((source) => rows.filter((r) => r.source === source));
 
 describe('events: raw events stored as batches (migration 007)', async () => {
   const p = await startPlatform({ modules: [eventsModule], role: 'api' });
@@ -40,10 +51,7 @@ describe('events: raw events stored as batches (migration 007)', async () => {
 
   it('when a group of two sources is copied, then each source gets batches of at most 1,000, in order, fields intact (2,000 api, 500 segment)', async () => {
     await reset();
-    const rows = Array.from({ length: 2500 }, (_, i) => ({
-      row: event(i),
-      source: (i % 5 === 0 ? 'segment' : 'api') as Source,
-    }));
+    const rows = twoSources(2500, (i) => i % 5 === 0);
     await copyEvents(db, rows);
     assert.deepEqual(await batches(), [
       { n: 500, source: 'segment' },
@@ -51,14 +59,10 @@ describe('events: raw events stored as batches (migration 007)', async () => {
       { n: MAX_EVENTS_PER_BATCH, source: 'api' },
     ]);
     const stored = await rawEvents(db);
-    // Sources in the order they first appear (event 0 is segment's).
-    const expected = [
-      ...rows.filter((r) => r.source === 'segment'),
-      ...rows.filter((r) => r.source === 'api'),
-    ];
     assert.deepEqual(
       stored.map((s) => [s.user_id, s.action, s.ts.toISOString(), s.properties, s.source]),
-      expected.map(({ row, source }) => [
+      // Event 0 is segment's: segment's batch comes first.
+      bySource(rows).map(({ row, source }) => [
         row.userId,
         row.action,
         row.ts.toISOString(),
@@ -70,10 +74,7 @@ describe('events: raw events stored as batches (migration 007)', async () => {
 
   it('when a small group of two sources is inserted, then it is one statement of one batch per source', async () => {
     await reset();
-    const rows = Array.from({ length: 30 }, (_, i) => ({
-      row: event(i),
-      source: (i % 3 === 1 ? 'segment' : 'api') as Source,
-    }));
+    const rows = twoSources(30, (i) => i % 3 === 1);
     await insertBatches(db, rows);
     assert.deepEqual(await batches(), [
       { n: 20, source: 'api' },
@@ -81,13 +82,11 @@ describe('events: raw events stored as batches (migration 007)', async () => {
     ]);
     assert.deepEqual(
       (await rawEvents(db)).map((s) => [s.user_id, s.properties, s.source]),
-      [...rows.filter((r) => r.source === 'api'), ...rows.filter((r) => r.source === 'segment')].map(
-        ({ row, source }) => [
-          row.userId,
-          row.properties === null ? null : JSON.parse(row.properties),
-          source,
-        ],
-      ),
+      bySource(rows).map(({ row, source }) => [
+        row.userId,
+        row.properties === null ? null : JSON.parse(row.properties),
+        source,
+      ]),
     );
   });
 
@@ -112,7 +111,7 @@ describe('events: raw events stored as batches (migration 007)', async () => {
       10,
     );
     assert.equal((await processBatch({ ...deps, batchSize: 25 })).claimed, 30);
-    assert.equal(await rawCount(db), 20);
+    assert.equal(await countBacklog(db), 20);
     await storeRaw(
       db,
       `SELECT 'u' AS user_id, 'a' AS action, now() AS ts FROM generate_series(1, 300)`,
@@ -121,7 +120,7 @@ describe('events: raw events stored as batches (migration 007)', async () => {
     );
     // The two batches of 10 left, then the batch of 300: the claim stops only once it holds 25.
     assert.equal((await processBatch({ ...deps, batchSize: 25 })).claimed, 20 + 300);
-    assert.equal(await rawCount(db), 0);
+    assert.equal(await countBacklog(db), 0);
   });
 
   it('when a batch does not parse, or holds a non-object or a bad timestamp, then those are dead-lettered and the rest processed', async () => {
@@ -143,7 +142,7 @@ describe('events: raw events stored as batches (migration 007)', async () => {
       ],
     );
     while ((await processBatch(deps)).claimed > 0);
-    assert.equal(await rawCount(db), 0);
+    assert.equal(await countBacklog(db), 0);
     const processed = await db.query<{ user_id: string; source: string }>(
       'SELECT user_id, source FROM events_processed ORDER BY id',
     );
@@ -197,11 +196,7 @@ describe('events: raw events stored as batches (migration 007)', async () => {
       { n: 32, source: 'api' },
       { n: 8, source: 'segment' },
     ]);
-    const byId = (rows: { source: string }[]) => [
-      ...rows.filter((r) => r.source === 'api'),
-      ...rows.filter((r) => r.source === 'segment'),
-    ];
-    assert.deepEqual(await rawEvents(db), byId(before));
+    assert.deepEqual(await rawEvents(db), bySource(before));
   });
 
   it('when an api of the previous release writes events_raw during the rollout, then workers count each of its events once, with ids of their own', async () => {
@@ -213,7 +208,7 @@ describe('events: raw events stored as batches (migration 007)', async () => {
       db,
       Array.from({ length: 500 }, (_, i) => ({ row: event(i), source: 'api' as Source })),
     );
-    assert.equal(await rawCount(db), 3000, 'the backlog counts both tables');
+    assert.equal(await countBacklog(db), 3000, 'the backlog counts both tables');
     const counts = await Promise.all(
       [0, 1, 2].map(async () => {
         let n = 0;
@@ -228,7 +223,7 @@ describe('events: raw events stored as batches (migration 007)', async () => {
       counts.reduce((a, b) => a + b, 0),
       3000,
     );
-    assert.equal(await rawCount(db), 0);
+    assert.equal(await countBacklog(db), 0);
     const { rows } = await db.query<{ n: number; min: number }>(
       'SELECT count(DISTINCT id)::int AS n, min(id) AS min FROM events_processed WHERE id <> 123456',
     );
