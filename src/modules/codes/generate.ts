@@ -2,8 +2,10 @@
 // range run through the campaign's permutation, and the codes written. Small counts are one INSERT;
 // large ones are sorted by code in runs of up to ten million (80 MB of 8-byte keys) and streamed
 // through COPY in 16k-code chunks by two connections at once, each writing one slice of the sorted
-// run in its own transaction. Sorted input makes both indexes grow in order instead of at random
-// leaves: 10M codes went from 105 to 58 s of PostgreSQL CPU (see generateLarge).
+// run in its own transaction. Sorted input makes the primary key grow in order instead of at random
+// leaves: 10M codes went from 105 to 58 s of PostgreSQL CPU (see generateLarge). The codes are
+// written as unused (state 3), which keeps them out of the codes_available index: one index entry
+// per code instead of two, 51 → 34 s of PostgreSQL CPU for 10M codes (migration 007).
 // Generated codes never collide with each other; they can collide only with imported codes, so a
 // campaign that has imports goes through a staging table and ON CONFLICT, and tops up the shortfall.
 import { Readable } from 'node:stream';
@@ -36,8 +38,21 @@ const LOWER_SHARE = 0.38;
 const BLOCK = 1_000;
 const BLOCK_MIN_LIMIT = 1_000_000n;
 
-export const STATE_AVAILABLE = 0;
 export const STATE_ASSIGNED = 2;
+/**
+ * Generated and never handed out: found through the primary key in code order (migration 007),
+ * so a generation writes one index entry per code instead of two. Reported as available, as are
+ * codes in state 0 (imported, or back from a released or expired reservation: the codes_available
+ * index holds those, by seq).
+ */
+export const STATE_UNUSED = 3;
+
+/** A buffer of COPY rows, how many rows it holds and the smallest code among them. */
+interface CopyChunk {
+  buf: Buffer;
+  rows: number;
+  min: string;
+}
 
 interface Range {
   startIndex: number;
@@ -125,7 +140,7 @@ export class Generator {
    * Generates `count` codes in one transaction and returns them. `state` 2 hands them out at once
    * (the POST /api/generate webhook), so they can never also be reserved.
    */
-  async generateSmall(campaign: Campaign, count: number, state = STATE_AVAILABLE): Promise<string[]> {
+  async generateSmall(campaign: Campaign, count: number, state = STATE_UNUSED): Promise<string[]> {
     const out: string[] = [];
     let missing = count;
     while (missing > 0) {
@@ -142,12 +157,14 @@ export class Generator {
            ON CONFLICT (campaign_no, code) DO NOTHING RETURNING code
          ), counters AS (
            UPDATE codes_campaigns
-           SET available = available + CASE WHEN $4::smallint = ${STATE_AVAILABLE} THEN (SELECT count(*) FROM ins) ELSE 0 END,
-               assigned = assigned + CASE WHEN $4::smallint = ${STATE_ASSIGNED} THEN (SELECT count(*) FROM ins) ELSE 0 END
+           SET available = available + CASE WHEN $4::smallint = ${STATE_UNUSED} THEN (SELECT count(*) FROM ins) ELSE 0 END,
+               assigned = assigned + CASE WHEN $4::smallint = ${STATE_ASSIGNED} THEN (SELECT count(*) FROM ins) ELSE 0 END,
+               unused_from = CASE WHEN $4::smallint = ${STATE_UNUSED} THEN LEAST(unused_from, $5::text COLLATE "C") ELSE unused_from END,
+               unused_epoch = unused_epoch + CASE WHEN $4::smallint = ${STATE_UNUSED} THEN 1 ELSE 0 END
            WHERE no = $1
          )
          SELECT code FROM ins`,
-        values: [campaign.no, codes, range.startSeq, state],
+        values: [campaign.no, codes, range.startSeq, state, smallest(codes)],
       });
       const inserted = rows.map((r) => r.code);
       if (inserted.length === codes.length) out.push(...codes);
@@ -161,22 +178,25 @@ export class Generator {
     return out;
   }
 
-  /** COPY rows `campaign_no \t code \t seq \n` for codes #start … #start+n-1, as one buffer. */
-  private copyChunk(campaign: Campaign, start: number, seqStart: number, n: number): Buffer {
+  /** COPY rows `campaign_no \t code \t seq \t 3 \n` for codes #start … #start+n-1. */
+  private copyChunk(campaign: Campaign, start: number, seqStart: number, n: number): CopyChunk {
     const { alphabet, prefix, length } = campaign.format;
     const head = Buffer.from(`${campaign.no}\t${prefix}`);
     const letters = Buffer.from(alphabet, 'latin1');
     const digits = campaign.permutation.digits(start, n);
-    const buf = Buffer.allocUnsafe(n * (head.length + length + 2 + 20));
+    const buf = Buffer.allocUnsafe(n * (head.length + length + 4 + 20));
     let o = 0;
     for (let k = 0; k < n; k++) {
       head.copy(buf, o);
       o += head.length;
       const base = k * length;
       for (let j = 0; j < length; j++) buf[o++] = letters[digits[base + j]!]!;
-      o = writeSeqTail(buf, o, seqStart + k);
+      o = writeRowTail(buf, o, seqStart + k);
     }
-    return buf.subarray(0, o);
+    const m = smallestRow(digits, n, length, letters);
+    const min =
+      prefix + Array.from(digits.subarray(m * length, (m + 1) * length), (d) => alphabet[d]).join('');
+    return { buf: buf.subarray(0, o), rows: n, min };
   }
 
   /**
@@ -284,17 +304,16 @@ export class Generator {
   /**
    * The COPY rows of codes #start … #start+n-1, as a function of a slice [a, b) of them. When the
    * code space fits a double exactly (8 alphanumeric characters does, up to 10), the run is sorted
-   * by code and seq numbers follow that order: both indexes (the primary key and the available
-   * index by seq) then grow in order instead of at random places, which is what makes a
-   * ten-million-code load fast. Reservations hand a run's codes out in code order; the codes
-   * themselves stay unpredictable without the key.
+   * by code and seq numbers follow that order: the primary key then grows in order instead of at
+   * random places, which is what makes a ten-million-code load fast. Reservations hand unused codes
+   * out in code order; the codes themselves stay unpredictable without the key.
    */
   private async runRows(
     campaign: Campaign,
     start: number,
     seqStart: number,
     n: number,
-  ): Promise<(a: number, b: number) => AsyncIterable<Buffer>> {
+  ): Promise<(a: number, b: number) => AsyncIterable<CopyChunk>> {
     const { alphabet, length } = campaign.format;
     const radix = alphabet.length;
     if (radix ** length > 2 ** 53) {
@@ -322,11 +341,14 @@ export class Generator {
     };
   }
 
-  /** One part in one transaction: COPY, the part's row, the available count; returns codes inserted. */
+  /**
+   * One part in one transaction: COPY, the part's row, the available count and the campaign's
+   * unused_from; returns codes inserted.
+   */
   private async writePart(
     campaign: Campaign,
     partId: string,
-    rows: AsyncIterable<Buffer>,
+    rows: AsyncIterable<CopyChunk>,
     progress: (done: number) => void,
   ): Promise<number> {
     return withTransaction(this.pool, async (client) => {
@@ -339,24 +361,26 @@ export class Generator {
       const table = direct ? 'codes' : 'codes_staging';
       if (!direct)
         await client.query(
-          'CREATE TEMP TABLE codes_staging (campaign_no int, code text, seq bigint) ON COMMIT DROP',
+          'CREATE TEMP TABLE codes_staging (campaign_no int, code text, seq bigint, state smallint) ON COMMIT DROP',
         );
       let done = 0;
+      let min: string | undefined;
       async function* counted() {
-        for await (const buf of rows) {
-          yield buf;
-          done += countLines(buf);
+        for await (const chunk of rows) {
+          yield chunk.buf;
+          done += chunk.rows;
+          if (min === undefined || chunk.min < min) min = chunk.min;
           progress(done);
         }
       }
       await pipeline(
         Readable.from(counted(), { objectMode: false, highWaterMark: 4 }),
-        client.query(copyFrom(`COPY ${table} (campaign_no, code, seq) FROM STDIN`)),
+        client.query(copyFrom(`COPY ${table} (campaign_no, code, seq, state) FROM STDIN`)),
       );
       let inserted = done;
       if (!direct) {
         const r = await client.query(
-          `INSERT INTO codes (campaign_no, code, seq) SELECT campaign_no, code, seq FROM codes_staging
+          `INSERT INTO codes (campaign_no, code, seq, state) SELECT campaign_no, code, seq, state FROM codes_staging
            ON CONFLICT (campaign_no, code) DO NOTHING`,
         );
         inserted = r.rowCount ?? 0;
@@ -366,11 +390,14 @@ export class Generator {
         campaign.no,
         inserted,
       ]);
-      // Last, so the campaign row is locked only for the commit (the other half commits too).
-      await client.query('UPDATE codes_campaigns SET available = available + $2 WHERE no = $1', [
-        campaign.no,
-        inserted,
-      ]);
+      // Last, so the campaign row is locked only for the commit (the other half commits too). The
+      // part's codes are unused: unused_from goes down to the smallest (see migration 007).
+      await client.query(
+        `UPDATE codes_campaigns SET available = available + $2,
+           unused_from = LEAST(unused_from, $3::text COLLATE "C"), unused_epoch = unused_epoch + 1
+         WHERE no = $1`,
+        [campaign.no, inserted, min ?? null],
+      );
       this.metrics.generated.inc({ campaign: campaign.id }, inserted);
       return inserted;
     });
@@ -379,8 +406,8 @@ export class Generator {
 
 const digitScratch = new Uint8Array(20);
 
-/** Writes `\t<seq>\n` of a COPY row at `o` (digits by hand: String() per row costs at 10M rows). */
-function writeSeqTail(buf: Buffer, o: number, seq: number): number {
+/** Writes `\t<seq>\t3\n` of a COPY row at `o` (digits by hand: String() per row costs at 10M rows). */
+function writeRowTail(buf: Buffer, o: number, seq: number): number {
   buf[o++] = 9; // \t
   let s = seq;
   let t = 0;
@@ -390,33 +417,40 @@ function writeSeqTail(buf: Buffer, o: number, seq: number): number {
     s = q;
   } while (s > 0);
   while (t > 0) buf[o++] = digitScratch[--t]!;
+  buf[o++] = 9; // \t
+  buf[o++] = 48 + STATE_UNUSED;
   buf[o++] = 10; // \n
   return o;
 }
 
+/** The row (0 … n-1) whose code sorts first in byte order, from the rows' digits. */
+function smallestRow(digits: Uint8Array, n: number, length: number, letters: Buffer): number {
+  let best = 0;
+  for (let k = 1; k < n; k++) {
+    for (let j = 0; j < length; j++) {
+      const a = letters[digits[k * length + j]!]!;
+      const b = letters[digits[best * length + j]!]!;
+      if (a !== b) {
+        if (a < b) best = k;
+        break;
+      }
+    }
+  }
+  return best;
+}
+
 /**
- * Slice h of [0, n). The lower slice goes inside the indexes (a full btree descent per row) while
- * the upper one appends at their right edge (PostgreSQL's rightmost-leaf fast path), so the lower
- * one gets the smaller share: measured 7.5 against 4.6 µs of PostgreSQL CPU per row, and
- * with 0.38 both writers of 10M codes finish within a second of each other (0.4 left the lower
- * one writing alone for its last ~2 s).
+ * Slice h of [0, n). The lower slice goes inside the primary key (a full btree descent per row)
+ * while the upper one appends at its right edge (PostgreSQL's rightmost-leaf fast path), so the
+ * lower one gets the smaller share: with 0.38 both writers of 10M codes finish within a second of
+ * each other (0.45 left the upper one done ~4 s before the lower, and no sooner overall).
  */
 function half(n: number, h: number): [number, number] {
   const cut = Math.floor(n * LOWER_SHARE);
   return h === 0 ? [0, cut] : [cut, n];
 }
 
-function countLines(buf: Buffer): number {
-  let n = 0;
-  let i = buf.indexOf(10);
-  while (i !== -1) {
-    n++;
-    i = buf.indexOf(10, i + 1);
-  }
-  return n;
-}
-
-/** COPY rows `campaign_no \t prefix+code \t seq \n` of the sorted keys[0 … m-1]. */
+/** COPY rows `campaign_no \t prefix+code \t seq \t 3 \n` of the sorted keys[0 … m-1]. */
 function sortedChunk(
   keys: Float64Array,
   m: number,
@@ -424,9 +458,9 @@ function sortedChunk(
   head: Buffer,
   letters: Buffer,
   length: number,
-): Buffer {
+): CopyChunk {
   const radix = letters.length;
-  const buf = Buffer.allocUnsafe(m * (head.length + length + 2 + 20));
+  const buf = Buffer.allocUnsafe(m * (head.length + length + 4 + 20));
   let o = 0;
   for (let k = 0; k < m; k++) {
     head.copy(buf, o);
@@ -447,7 +481,17 @@ function sortedChunk(
       x = q;
     }
     o += length;
-    o = writeSeqTail(buf, o, seqStart + k);
+    o = writeRowTail(buf, o, seqStart + k);
   }
-  return buf.subarray(0, o);
+  // Sorted: the first row holds the smallest code (`<no>\t<prefix+code>\t…`).
+  const codeStart = buf.indexOf(9) + 1;
+  const min = buf.toString('utf8', codeStart, buf.indexOf(9, codeStart));
+  return { buf: buf.subarray(0, o), rows: m, min };
+}
+
+/** The smallest of `codes` in byte order (codes are ASCII, so JavaScript's order is byte order). */
+function smallest(codes: string[]): string | null {
+  let min: string | null = null;
+  for (const c of codes) if (min === null || c < min) min = c;
+  return min;
 }

@@ -24,7 +24,7 @@ describe('codes: reserve, assign, release and expiry', async () => {
   const countsInDb = async (id: string) => {
     const { rows } = await p.kit.pool.query(
       `SELECT k.available, k.reserved, k.assigned,
-         (SELECT count(*) FILTER (WHERE state = 0) FROM codes WHERE campaign_no = k.no)::int AS a,
+         (SELECT count(*) FILTER (WHERE state IN (0, 3)) FROM codes WHERE campaign_no = k.no)::int AS a,
          (SELECT count(*) FILTER (WHERE state = 1) FROM codes WHERE campaign_no = k.no)::int AS r,
          (SELECT count(*) FILTER (WHERE state = 2) FROM codes WHERE campaign_no = k.no)::int AS s
        FROM codes_campaigns k WHERE k.id = $1`,
@@ -263,7 +263,7 @@ describe('codes: reserve, assign, release and expiry', async () => {
             assert.equal(db.s, assigned);
             const { rows } = await p.kit.pool.query(
               `SELECT reserve_id, count(*)::int AS n FROM codes
-             WHERE campaign_no = (SELECT no FROM codes_campaigns WHERE id = $1) AND state > 0 GROUP BY reserve_id`,
+             WHERE campaign_no = (SELECT no FROM codes_campaigns WHERE id = $1) AND state IN (1, 2) GROUP BY reserve_id`,
               [id],
             );
             for (const row of rows)

@@ -1,6 +1,7 @@
 // Reserve, assign, release and expire. Why no code can reach two holders:
-// - a code is picked only with `state = 0 … FOR UPDATE SKIP LOCKED`: a row another transaction is
-//   taking is skipped, and one it has already taken fails the state re-check after the lock;
+// - a code is picked only while available (`state = 3`, unused, or `state = 0`, back in the pool)
+//   with FOR UPDATE SKIP LOCKED: a row another transaction is taking is skipped, and one it has
+//   already taken fails the state re-check after the lock;
 // - a reserveId is a primary key in codes_reservations, so the same id in two processes at once
 //   serialises on the insert, and the second reads the first one's codes;
 // - assign, release and expiry first lock the reservation row, then its codes, then the campaign
@@ -8,17 +9,20 @@
 // A reservation row lists its codes (codes_reservations.codes); the paths that change them reach
 // them through that list and the primary key, and re-check `reserve_id` and `state` on each code.
 // Codes are marked reserved in two places that must agree: reserveInTx here, and for batches of
-// fresh ids the SQL function codes_reserve_fresh (migrations/006_reserve_fresh_function.sql).
+// fresh ids the SQL function codes_reserve_unused (migrations/007_unused_codes.sql).
 // Throughput comes from the Coalescer (one transaction per batch of concurrent reserves of a
-// campaign) and from an allocation cursor: each process remembers the seq after the last code it
-// handed out and scans the available index from there, skipping the dead index entries of codes
-// already taken. The cursor is only a hint; a short scan falls back to scanning from the start, so
-// a 409 always means the campaign really is short.
+// campaign) and from allocation cursors. Unused codes (generated, never handed out) are taken in
+// code order through the primary key, from the code after the last one this process took, and
+// never below the campaign's unused_from; codes back in the pool (released, expired, imported)
+// come after them, in seq order through the codes_available index, from this process's seq
+// cursor. The cursors are only hints: a short scan falls back to scanning from unused_from and
+// from the start of the pool, so a 409 always means the campaign really is short.
 import { randomUUID } from 'node:crypto';
 import { Coalescer } from '../../kit/coalescer.ts';
 import type { Pool, PoolClient, Queryable } from '../../kit/db.ts';
 import { withTransaction } from '../../kit/db.ts';
 import { conflict, notFound } from '../../kit/errors.ts';
+import type { Logger } from '../../kit/log.ts';
 import type { Campaign } from './campaigns.ts';
 import type { CodesMetrics } from './metrics.ts';
 
@@ -101,13 +105,28 @@ interface Job extends ReserveRequest {
   campaign: Campaign;
 }
 
+/**
+ * A process raises its campaign's unused_from after taking this many unused codes, so a process
+ * that starts (and scans from unused_from) walks past at most about this many taken codes.
+ */
+const ADVANCE_UNUSED_EVERY = 20_000;
+
 export class Reservations {
+  /** Per campaign: the seq after the last code this process took from the pool (state 0). */
   private readonly cursors = new Map<number, number>();
+  /** Per campaign: the last unused code this process took (the next scan starts there). */
+  private readonly unusedCursors = new Map<number, string>();
+  /** Per campaign: unused codes taken since this process last raised unused_from. */
+  private readonly takenSinceAdvance = new Map<number, number>();
+  /** The chain of background advanceUnusedFrom calls, and the campaigns waiting in it. */
+  private advancing: Promise<void> = Promise.resolve();
+  private readonly advanceWaiting = new Set<number>();
   private readonly coalescer: Coalescer<Job, ReserveResult>;
 
   constructor(
     private readonly pool: Pool,
     private readonly metrics: CodesMetrics,
+    private readonly log: Logger,
   ) {
     this.coalescer = new Coalescer((_key, jobs) => this.reserveBatch(jobs), {
       maxBatch: 1000,
@@ -178,11 +197,11 @@ export class Reservations {
   }
 
   /**
-   * The common case in one call of codes_reserve_fresh (migration 006: one round trip, no
+   * The common case in one call of codes_reserve_unused (migration 007: one round trip, no
    * BEGIN/COMMIT, one plan per connection): a batch of requests under fresh ids, all satisfied from
-   * the codes after this process's cursor. It picks, records the reservations, marks the codes and
-   * moves the counters, or, when the codes after the cursor are too few, changes nothing and
-   * answers null so the batch takes the general path.
+   * the codes after this process's cursors (unused ones first, then the pool). It picks, records
+   * the reservations, marks the codes and moves the counters, or, when those codes are too few,
+   * changes nothing and answers null so the batch takes the general path.
    */
   private async reserveFresh(
     campaign: Campaign,
@@ -195,23 +214,32 @@ export class Reservations {
       code: string;
       seq: number;
       expires_at: Date;
+      unused: boolean;
     }>({
       // Named: each connection parses it once (and the function plans its statement once).
-      name: 'codes_reserve_fresh',
-      text: 'SELECT reserve_id, code, seq, expires_at FROM codes_reserve_fresh($1, $2, $3, $4, $5, $6)',
+      name: 'codes_reserve_unused',
+      text: 'SELECT reserve_id, code, seq, expires_at, unused FROM codes_reserve_unused($1, $2, $3, $4, $5, $6, $7)',
       values: [
         no,
         jobs.map((j) => j.reserveId),
         jobs.map((j) => j.count),
         jobs.map((j) => j.ttlSeconds ?? campaign.reservationTtlSeconds),
+        this.unusedCursors.get(no) ?? null,
         this.cursors.get(no) ?? 0,
         total,
       ],
     });
     if (rows.length < total) return null;
-    rows.sort((a, b) => a.seq - b.seq);
-    this.cursors.set(no, rows.at(-1)!.seq + 1);
+    this.tookUnused(
+      no,
+      rows.filter((r) => r.unused).map((r) => r.code),
+    );
+    this.tookFromPool(
+      no,
+      rows.filter((r) => !r.unused),
+    );
     const byId = new Map<string, { codes: string[]; expiresAt: string }>();
+    rows.sort((a, b) => a.seq - b.seq);
     for (const r of rows) {
       let e = byId.get(r.reserve_id);
       if (!e) {
@@ -221,6 +249,116 @@ export class Reservations {
       e.codes.push(r.code);
     }
     return jobs.map((j) => ({ reserveId: j.reserveId, ...byId.get(j.reserveId)! }));
+  }
+
+  /** Moves this process's unused cursor past `codes`, and now and then the campaign's unused_from. */
+  private tookUnused(no: number, codes: string[]): void {
+    if (codes.length === 0) return;
+    let last = this.unusedCursors.get(no) ?? '';
+    for (const c of codes) if (c > last) last = c;
+    this.unusedCursors.set(no, last);
+    const taken = (this.takenSinceAdvance.get(no) ?? 0) + codes.length;
+    if (taken < ADVANCE_UNUSED_EVERY) {
+      this.takenSinceAdvance.set(no, taken);
+      return;
+    }
+    this.scheduleAdvance(no);
+  }
+
+  /** Moves this process's pool cursor past the seq of the last of `codes`. */
+  private tookFromPool(no: number, codes: { seq: number }[]): void {
+    let last = -1;
+    for (const c of codes) if (c.seq > last) last = c.seq;
+    if (last >= 0) this.cursors.set(no, last + 1);
+  }
+
+  /** advanceUnusedFrom in the background, one at a time, at most one waiting per campaign. */
+  private scheduleAdvance(no: number): void {
+    if (this.advanceWaiting.has(no)) return;
+    this.advanceWaiting.add(no);
+    this.takenSinceAdvance.set(no, 0);
+    this.advancing = this.advancing
+      .then(() => {
+        this.advanceWaiting.delete(no);
+        return this.advanceUnusedFrom(no);
+      })
+      .then(
+        () => undefined,
+        (err) => this.log.warn({ err, campaignNo: no }, 'CODES_UNUSED_FROM_FAILED'),
+      );
+  }
+
+  /**
+   * Raises the campaign's unused_from to its smallest unused code (NULL when it has none). The
+   * read and the epoch are one snapshot; the write is a compare-and-set on the epoch, so a
+   * generation that committed new unused codes in between (and lowered unused_from) wins. Codes
+   * that concurrent reservations are taking still read as unused, so the bound stays below them.
+   * Returns the new bound, or undefined when a generation got in between.
+   */
+  async advanceUnusedFrom(no: number): Promise<string | null | undefined> {
+    const { rows } = await this.pool.query<{ epoch: string; first: string | null; from: string | null }>(
+      `SELECT c.unused_epoch AS epoch, c.unused_from AS from,
+         (SELECT k.code FROM codes k WHERE k.campaign_no = c.no AND k.code >= c.unused_from AND k.state = 3
+          ORDER BY k.code LIMIT 1) AS first
+       FROM codes_campaigns c WHERE c.no = $1`,
+      [no],
+    );
+    const r = rows[0];
+    if (!r || r.from === null || r.first === r.from) return r?.from ?? null;
+    const done = await this.pool.query(
+      'UPDATE codes_campaigns SET unused_from = $3 WHERE no = $1 AND unused_epoch = $2',
+      [no, r.epoch, r.first],
+    );
+    return done.rowCount ? r.first : undefined;
+  }
+
+  /**
+   * Locks up to `total` available codes: unused ones first (in code order from this process's
+   * cursor, then from the campaign's unused_from), then codes back in the pool (in seq order from
+   * this process's seq cursor, then from the start, then after returning expired reservations).
+   * A rescan from an earlier point returns again the rows this transaction already locked.
+   */
+  private async pick(
+    client: PoolClient,
+    no: number,
+    total: number,
+    sweep: () => Promise<number>,
+  ): Promise<{ code: string; seq: number }[]> {
+    const pickUnused = (from: string | null) =>
+      client.query<{ code: string; seq: number }>(
+        `SELECT code, seq FROM codes WHERE campaign_no = $1 AND state = 3
+           AND code >= GREATEST($2::text COLLATE "C", (SELECT unused_from FROM codes_campaigns WHERE no = $1))
+         ORDER BY code LIMIT $3 FOR UPDATE SKIP LOCKED`,
+        [no, from, total],
+      );
+    const cursor = this.unusedCursors.get(no) ?? null;
+    let unused = (await pickUnused(cursor)).rows;
+    if (unused.length < total && cursor !== null) {
+      this.unusedCursors.delete(no);
+      unused = (await pickUnused(null)).rows;
+    }
+    // Few or no unused codes left: let unused_from catch up, so later scans start past the taken ones.
+    if (unused.length < total) this.scheduleAdvance(no);
+    this.tookUnused(
+      no,
+      unused.map((p) => p.code),
+    );
+    if (unused.length === total) return unused;
+
+    const want = total - unused.length;
+    const seqCursor = this.cursors.get(no) ?? 0;
+    const pickBack = (from: number) =>
+      client.query<{ code: string; seq: number }>(
+        `SELECT code, seq FROM codes WHERE campaign_no = $1 AND state = 0 AND seq >= $2
+         ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED`,
+        [no, from, want],
+      );
+    let back = (await pickBack(seqCursor)).rows;
+    if (back.length < want && seqCursor > 0) back = (await pickBack(0)).rows;
+    if (back.length < want && (await sweep()) > 0) back = (await pickBack(0)).rows;
+    this.tookFromPool(no, back);
+    if (back.length < want) this.cursors.set(no, 0);
+    return [...unused, ...back];
   }
 
   private async reserveInTx(
@@ -279,22 +417,7 @@ export class Reservations {
 
     const wanted = jobs.filter((j) => fresh.has(j.reserveId));
     const total = wanted.reduce((a, j) => a + j.count, 0);
-    let picked: { code: string; seq: number }[] = [];
-    if (total > 0) {
-      const cursor = this.cursors.get(no) ?? 0;
-      const pick = (from: number, limit: number) =>
-        client.query<{ code: string; seq: number }>(
-          `SELECT code, seq FROM codes WHERE campaign_no = $1 AND state = 0 AND seq >= $2
-           ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED`,
-          [no, from, limit],
-        );
-      picked = (await pick(cursor, total)).rows;
-      if (picked.length < total && cursor > 0) picked = (await pick(0, total)).rows;
-      if (picked.length < total && (await sweep()) > 0) picked = (await pick(0, total)).rows;
-      if (picked.length > 0) this.cursors.set(no, picked.at(-1)!.seq + 1);
-      if (picked.length < total) this.cursors.set(no, 0);
-    }
-
+    const picked = total > 0 ? await this.pick(client, no, total, sweep) : [];
     // All-or-nothing per request, first come first served.
     const codes: string[] = [];
     const owners: string[] = [];

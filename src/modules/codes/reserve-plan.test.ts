@@ -1,4 +1,4 @@
-// codes_reserve_fresh (migration 006) runs one generic plan per connection, made at its first call
+// codes_reserve_unused (migrations 006 and 007) runs one generic plan per connection, made at its first call
 // and kept whatever the tables grow to. These tests read that plan (auto_explain, on the statement
 // inside the function) when it is made on an empty table and used after 20,000 codes arrive
 // without an ANALYZE: it must reach codes through indexes only, with no join and no scan of a
@@ -38,7 +38,7 @@ describe('codes: the reserve function', async () => {
       await client.query(`SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on;
         SET auto_explain.log_level = notice; SET client_min_messages = notice`);
       const reserve = (n: number) =>
-        client.query('SELECT * FROM codes_reserve_fresh($1, $2, $3, $4, 0, $5)', [
+        client.query('SELECT * FROM codes_reserve_unused($1, $2, $3, $4, NULL, 0, $5)', [
           no,
           Array.from({ length: n }, (_, i) => `plan-${plans.length}-${i}`),
           Array(n).fill(1),
@@ -55,7 +55,7 @@ describe('codes: the reserve function', async () => {
     assert.equal(plans.length, 2);
     for (const plan of plans) {
       assert.doesNotMatch(plan, /Seq Scan|Bitmap|Join|Nested Loop/, plan);
-      assert.match(plan, /Index Scan using codes_available on codes/, plan);
+      assert.match(plan, /Index Scan using codes_pkey on codes/, plan);
       assert.match(plan, /Index Cond: \(\(campaign_no = \$1\) AND \(code = ANY/, plan);
     }
     assert.equal(plans[0], plans[1], 'the plan is made once and kept');
@@ -71,7 +71,7 @@ describe('codes: the reserve function', async () => {
     const no = await campaignNo('split');
     const ids = ['a', 'b', 'c'];
     const { rows } = await p.kit.pool.query(
-      'SELECT reserve_id, code, seq, expires_at FROM codes_reserve_fresh($1, $2, $3, $4, 0, 6)',
+      'SELECT reserve_id, code, seq, expires_at FROM codes_reserve_unused($1, $2, $3, $4, NULL, 0, 6)',
       [no, ids, [2, 1, 3], [60, 120, 600]],
     );
     assert.equal(rows.length, 6);
@@ -117,6 +117,7 @@ describe('codes: the reserve function', async () => {
         new Reservations(
           p.kit.pool,
           createCodesMetrics(new prom.Registry(), async () => []),
+          p.kit.log,
         ),
     );
     const seen: string[] = [];

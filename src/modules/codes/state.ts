@@ -46,7 +46,7 @@ const iso = (d: Date | null) => (d ? d.toISOString() : null);
 export function createCodesState(ctx: ModuleContext): CodesState {
   const campaigns = new Campaigns(ctx.pool);
   const metrics = createCodesMetrics(ctx.metrics.registry, () => campaigns.availableByCampaign());
-  const reservations = new Reservations(ctx.pool, metrics);
+  const reservations = new Reservations(ctx.pool, metrics, ctx.log);
   const generator = new Generator(ctx.pool, metrics);
   const transfer = new Transfer(ctx.pool, metrics);
   const service = createCodesService({ campaigns, reservations, metrics });

@@ -98,7 +98,7 @@ export class Transfer {
     const stream = client.query(
       copyTo(`COPY (
         SELECT code,
-          CASE WHEN state = 0 OR (state = 1 AND expires_at <= now()) THEN 'available'
+          CASE WHEN state IN (0, 3) OR (state = 1 AND expires_at <= now()) THEN 'available'
                WHEN state = 1 THEN 'reserved' ELSE 'assigned' END AS state,
           CASE WHEN state = 1 AND expires_at <= now() THEN NULL ELSE reserve_id END AS "reserveId",
           user_id AS "userId", created_at AS "createdAt",
