@@ -31,6 +31,20 @@ describe('codes: large generation in parts', async () => {
         [no],
       )
     ).rows[0]!;
+  /**
+   * After a generation unused_from is the smallest unused code (migration 007); with imports it may
+   * be lower (a generated code that collided with an import counts), never higher.
+   */
+  const assertUnusedFrom = async (no: number, exact = true) => {
+    const { rows } = await pool.query(
+      `SELECT unused_from AS from, (SELECT min(code) FROM codes WHERE campaign_no = $1 AND state = 3) AS smallest
+       FROM codes_campaigns WHERE no = $1`,
+      [no],
+    );
+    assert.ok(rows[0].smallest, 'the generated codes are unused');
+    if (exact) assert.equal(rows[0].from, rows[0].smallest);
+    else assert.ok(rows[0].from <= rows[0].smallest, `${rows[0].from} <= ${rows[0].smallest}`);
+  };
 
   it('when the same job runs twice, then the second generates nothing and the count is exact', async () => {
     const c = await create('twice', { length: 8, alphabet: 'alphanumeric', prefix: 'T-' });
@@ -47,6 +61,7 @@ describe('codes: large generation in parts', async () => {
       c.no,
     ]);
     for (const r of rows) assert.match(r.code, /^T-[A-Z0-9]{8}$/);
+    await assertUnusedFrom(c.no);
   });
 
   it('when a job died after one part committed, then the retry writes only the missing part, into the same range', async () => {
@@ -91,6 +106,7 @@ describe('codes: large generation in parts', async () => {
     const c = await create('long', { length: 12, alphabet: 'alphanumeric' });
     await generator.generateLarge(c, 30_000, 'job-long', async () => undefined);
     assert.deepEqual(await stored(c.no), { n: 30_000, d: 30_000, seqs: 30_000, available: 30_000 });
+    await assertUnusedFrom(c.no);
   });
 
   it('when imported codes collide with generated ones, then they are skipped and topped up to the exact count', async () => {
@@ -105,6 +121,7 @@ describe('codes: large generation in parts', async () => {
     assert.equal(res.json().inserted, 5, res.body);
     await generator.generateLarge(c, 20_000, 'job-mixed', async () => undefined);
     assert.deepEqual(await stored(c.no), { n: 20_005, d: 20_005, seqs: 20_005, available: 20_005 });
+    await assertUnusedFrom(c.no, false);
   });
 
   it('when small generations run in a large campaign, then they share blocks claimed ahead and stay unique across a restart', async () => {
