@@ -145,6 +145,8 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     assert.equal(lines.length, 1 + 2004);
     assert.equal(new Set(lines.slice(1).map((l) => l.split(',')[0])).size, 2004);
     assert.ok(lines.some((l) => l.startsWith('123456,available,')));
+    const states = new Set(lines.slice(1).map((l) => l.split(',')[1]));
+    assert.deepEqual([...states], ['available'], 'imported and generated (unused) codes export as available');
     assert.equal((await call('GET', '/api/campaigns/imp')).json().inventory.total, 2004);
   });
 
