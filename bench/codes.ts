@@ -79,7 +79,7 @@ export async function benchCodes(databaseUrl: string) {
       headers,
       body: JSON.stringify({ count: 1 }),
     });
-    const reserveCost = meter.cost(c0, meter.snap(), reserve.figure.total);
+    const reserveCost = meter.cost(c0, meter.snap(), reserve.served);
 
     // Each request signed as it is sent, by the same generator for the ceiling, so signing costs
     // the load generator the same CPU in both.
@@ -112,7 +112,7 @@ export async function benchCodes(databaseUrl: string) {
       method: 'POST',
       requests: signed,
     });
-    const webhookCost = meter.cost(c0, meter.snap(), webhook.figure.total);
+    const webhookCost = meter.cost(c0, meter.snap(), webhook.served);
 
     const one = (await api('POST', '/api/campaigns/bench/reservations', { count: 1 })).codes[0];
     c0 = meter.snap();
@@ -120,7 +120,7 @@ export async function benchCodes(databaseUrl: string) {
       url: `${server.url}/api/campaigns/bench/codes/${one}`,
       headers,
     });
-    const lookupCost = meter.cost(c0, meter.snap(), lookup.figure.total);
+    const lookupCost = meter.cost(c0, meter.snap(), lookup.served);
 
     const ratio = (r: { figure: LoadResult; ceiling: LoadResult }) => r.figure.rps / r.ceiling.rps;
     printRows('codes', [

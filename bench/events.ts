@@ -95,7 +95,7 @@ export async function benchEvents(databaseUrl: string) {
       headers,
       body: JSON.stringify({ userId: 'u1', action: 'click' }),
     });
-    const singleCost = meter.cost(c0, meter.snap(), single.figure.total);
+    const singleCost = meter.cost(c0, meter.snap(), single.served);
     rows.push({
       name: 'POST /api/events (1 event), one process (api + worker)',
       figure: single.figure.rps,
@@ -194,7 +194,7 @@ export async function benchEvents(databaseUrl: string) {
       const one = JSON.stringify({ userId: 'u1', action: 'click' });
       let a0 = apiMeter.snap();
       const oneEvent = await againstCeiling(ceiling, { url: apiUrl, method: 'POST', headers, body: one });
-      const oneCost = apiMeter.cost(a0, apiMeter.snap(), oneEvent.figure.total);
+      const oneCost = apiMeter.cost(a0, apiMeter.snap(), oneEvent.served);
       const o = oneEvent.figure;
       rows.push({
         name: 'POST /api/events (1 event), api process',
