@@ -160,26 +160,55 @@ export async function benchEvents(databaseUrl: string) {
     const to = new Date();
     const from = new Date(to.getTime() - 7 * 86_400_000);
     const views = [
-      { label: 'all time', path: '/api/analytics' },
+      { label: 'all time', query: (top: number) => `top=${top}` },
       {
         label: '7 days by hour, top 20 users',
-        path: `/api/analytics?from=${from.toISOString()}&to=${to.toISOString()}&bucket=hour&top=20`,
+        query: (top: number) => `from=${from.toISOString()}&to=${to.toISOString()}&bucket=hour&top=${top}`,
       },
     ];
+    // Identical requests in flight share one answer (sharedAnalytics), so each view is also polled
+    // as distinct questions (top 20 … 69, as many people asking slightly different things), and
+    // the saturation throughput is taken that way: it measures answers computed, not shared.
+    let k = 0;
+    const distinct = (v: (typeof views)[number]) => () => `/api/analytics?${v.query(20 + (k++ % 50))}`;
     for (const v of views) {
-      const url = `${server.url}${v.path}`;
+      const url = `${server.url}/api/analytics?${v.query(20)}`;
+      const name = `GET /api/analytics (${v.label}; ${stored.toLocaleString('en-US')} events stored) at ${rate} req/s, p99`;
       // A p99 needs a few hundred samples to be more than the single slowest answer (at 20 req/s, 5 s
       // gives 100, and one VM hiccup decides the figure); the warm-up reads the range's rollup pages
       // into the cache, as any dashboard's first few polls do.
-      const at = await latencyAtRate({ url, headers, rate, durationSec: ANALYTICS_SEC, warmupSec: 3 });
-      const max = await load({ url, headers, connections: 8 });
+      const same = await latencyAtRate({ url, headers, rate, durationSec: ANALYTICS_SEC, warmupSec: 3 });
+      const mixed = await latencyAtRate({
+        url,
+        headers,
+        rate,
+        durationSec: ANALYTICS_SEC,
+        warmupSec: 3,
+        path: distinct(v),
+      });
+      const paths = Array.from({ length: 50 }, distinct(v));
+      const max = await load({
+        url,
+        headers,
+        connections: 8,
+        requests: [{ method: 'GET', setupRequest: (req: any) => ({ ...req, path: paths[k++ % 50] }) }],
+      });
+      const note = (at: typeof same) => `p50 ${at.p50} ms, max ${at.max} ms`;
       rows.push({
-        name: `GET /api/analytics (${v.label}; ${stored.toLocaleString('en-US')} events stored) at ${rate} req/s, p99`,
-        figure: at.p99,
+        name: `${name}, one view polled by all`,
+        figure: same.p99,
         unit: 'ms',
         target: 'p99 ≤ 50 ms',
-        pass: at.p99 <= 50 && at.errors === 0,
-        note: `p50 ${at.p50} ms, max ${at.max} ms; saturated with 8 connections: ${Math.round(max.rps)} req/s, p99 ${max.p99} ms; stored in ${storeSec} s`,
+        pass: same.p99 <= 50 && same.errors === 0,
+        note: `${note(same)}; stored in ${storeSec} s`,
+      });
+      rows.push({
+        name: `${name}, distinct questions`,
+        figure: mixed.p99,
+        unit: 'ms',
+        target: 'p99 ≤ 50 ms',
+        pass: mixed.p99 <= 50 && mixed.errors === 0,
+        note: `${note(mixed)}; saturated with 8 connections: ${Math.round(max.rps)} req/s, p99 ${max.p99} ms`,
       });
     }
     // Ingestion capacity: an api process alone (as deployed at scale, with workers elsewhere), so

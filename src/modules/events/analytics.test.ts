@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { startPlatform } from '../../../test/helpers.ts';
 import { createApiKey } from '../../kit/auth.ts';
-import { userRollupPlan } from './analytics.ts';
+import { sharedAnalytics, userRollupPlan } from './analytics.ts';
 import { eventsModule } from './index.ts';
 
 describe('GET /api/analytics', async () => {
@@ -40,6 +40,31 @@ describe('GET /api/analytics', async () => {
       ],
     });
     assert.equal((await get('')).json().backlog, 2);
+  });
+
+  it('when identical reads arrive together, then they share one computation; other and later reads run their own', async () => {
+    const q = { bucket: 'hour' as const, top: 10 };
+    const a = sharedAnalytics(p.kit.pool, q);
+    const b = sharedAnalytics(p.kit.pool, { ...q });
+    const other = sharedAnalytics(p.kit.pool, { ...q, top: 5 });
+    assert.equal(a, b, 'the same question in flight is asked once');
+    assert.notEqual(a, other);
+    await Promise.all([a, other]);
+    const later = sharedAnalytics(p.kit.pool, q);
+    assert.notEqual(later, a, 'nothing is kept once the computation ends');
+    await later;
+    // A failing read is shared while in flight too, and not remembered either.
+    const bad = { from: 'yesterday', bucket: 'hour' as const, top: 10 };
+    const f1 = sharedAnalytics(p.kit.pool, bad);
+    assert.equal(sharedAnalytics(p.kit.pool, bad), f1);
+    await assert.rejects(f1, (err: { statusCode?: number }) => err.statusCode === 400);
+    const f2 = sharedAnalytics(p.kit.pool, bad);
+    assert.notEqual(f2, f1);
+    await assert.rejects(f2);
+    // Over HTTP: concurrent identical GETs both answer in full.
+    const [r1, r2] = await Promise.all([get('?top=3'), get('?top=3')]);
+    assert.equal(r1.statusCode, 200);
+    assert.deepEqual(r1.json(), r2.json());
   });
 
   const bad: [string, string, RegExp][] = [

@@ -32,6 +32,31 @@ function parseDate(name: string, v: string | undefined): Date | undefined {
 const truncate = (d: Date, bucket: Bucket) =>
   new Date(Math.floor(d.getTime() / BUCKET_MS[bucket]) * BUCKET_MS[bucket]);
 
+export type Analytics = Awaited<ReturnType<typeof analytics>>;
+
+const inFlight = new WeakMap<Pool, Map<string, Promise<Analytics>>>();
+
+/**
+ * analytics(), with identical reads in flight sharing one computation: a dashboard that many
+ * people poll asks the same question at once, and each copy would run the same queries side by
+ * side on the same cores, slowing all of them. A caller that joins gets an answer at most one
+ * computation older than its request (tens of ms); figures already trail ingestion by the worker's
+ * lag. Nothing is kept once the computation ends.
+ */
+export function sharedAnalytics(pool: Pool, q: AnalyticsQuery): Promise<Analytics> {
+  let running = inFlight.get(pool);
+  if (!running) {
+    running = new Map();
+    inFlight.set(pool, running);
+  }
+  const key = JSON.stringify([q.from ?? null, q.to ?? null, q.bucket, q.top]);
+  const joined = running.get(key);
+  if (joined) return joined;
+  const mine = analytics(pool, q).finally(() => running.delete(key));
+  running.set(key, mine);
+  return mine;
+}
+
 export async function analytics(pool: Pool, q: AnalyticsQuery) {
   const from = parseDate('from', q.from);
   const to = parseDate('to', q.to);

@@ -3,7 +3,7 @@ import { Type } from '@sinclair/typebox';
 import { badRequest, HttpError } from '../../kit/errors.ts';
 import type { App } from '../../kit/http.ts';
 import type { ModuleContext } from '../../kit/module.ts';
-import { analytics, BUCKETS } from './analytics.ts';
+import { BUCKETS, sharedAnalytics } from './analytics.ts';
 import type { Ingestor, Source } from './ingest.ts';
 import { SEGMENT_TYPES, segmentBatch, segmentPrincipal, segmentToEvent } from './segment.ts';
 import { type EventRow, EventSchema, EventValidationError, MAX_BATCH, validateBody } from './validate.ts';
@@ -90,7 +90,7 @@ export function registerEventRoutes(app: App, ctx: ModuleContext, ingestor: Inge
         }),
       },
     },
-    async (req) => analytics(ctx.pool, req.query),
+    async (req) => sharedAnalytics(ctx.pool, req.query),
   );
 
   app.get(
