@@ -121,6 +121,12 @@ export class Reservations {
   /** The chain of background advanceUnusedFrom calls, and the campaigns waiting in it. */
   private advancing: Promise<void> = Promise.resolve();
   private readonly advanceWaiting = new Set<number>();
+  /**
+   * Campaigns whose last advance found no unused code (unused_from NULL): a short scan for unused
+   * codes there is the normal case (imports, released codes) and needs no new advance until a scan
+   * finds unused codes again (a generation, here or in another process, lowers the bound).
+   */
+  private readonly noUnused = new Set<number>();
   private readonly coalescer: Coalescer<Job, ReserveResult>;
 
   constructor(
@@ -254,6 +260,7 @@ export class Reservations {
   /** Moves this process's unused cursor past `codes`, and now and then the campaign's unused_from. */
   private tookUnused(no: number, codes: string[]): void {
     if (codes.length === 0) return;
+    this.noUnused.delete(no);
     let last = this.unusedCursors.get(no) ?? '';
     for (const c of codes) if (c > last) last = c;
     this.unusedCursors.set(no, last);
@@ -304,12 +311,17 @@ export class Reservations {
       [no],
     );
     const r = rows[0];
-    if (!r || r.from === null || r.first === r.from) return r?.from ?? null;
-    const done = await this.pool.query(
-      'UPDATE codes_campaigns SET unused_from = $3 WHERE no = $1 AND unused_epoch = $2',
-      [no, r.epoch, r.first],
-    );
-    return done.rowCount ? r.first : undefined;
+    let bound: string | null | undefined = r?.from ?? null;
+    if (r && r.from !== null && r.first !== r.from) {
+      const done = await this.pool.query(
+        'UPDATE codes_campaigns SET unused_from = $3 WHERE no = $1 AND unused_epoch = $2',
+        [no, r.epoch, r.first],
+      );
+      bound = done.rowCount ? r.first : undefined;
+    }
+    if (bound === null) this.noUnused.add(no);
+    else this.noUnused.delete(no);
+    return bound;
   }
 
   /**
@@ -337,12 +349,13 @@ export class Reservations {
       this.unusedCursors.delete(no);
       unused = (await pickUnused(null)).rows;
     }
-    // Few or no unused codes left: let unused_from catch up, so later scans start past the taken ones.
-    if (unused.length < total) this.scheduleAdvance(no);
     this.tookUnused(
       no,
       unused.map((p) => p.code),
     );
+    // Few or no unused codes left: let unused_from catch up, so later scans start past the taken
+    // ones (unless the last advance found that the campaign has none).
+    if (unused.length < total && !this.noUnused.has(no)) this.scheduleAdvance(no);
     if (unused.length === total) return unused;
 
     const want = total - unused.length;

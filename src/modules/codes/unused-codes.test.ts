@@ -99,6 +99,36 @@ describe('codes: unused codes and unused_from', async () => {
     assert.deepEqual(got.codes, ['R-'], 'the code that arrived below the cursor is still found');
   });
 
+  it('when a campaign has no unused codes, then reserving does not keep re-reading its bound, until codes are generated', async () => {
+    const c = await create('imported-only');
+    await call('POST', '/api/campaigns/imported-only/codes/import', ['100001', '100002', '100003', '100004']);
+    const r = reservations();
+    let advances = 0;
+    const advance = r.advanceUnusedFrom.bind(r);
+    r.advanceUnusedFrom = (no) => {
+      advances++;
+      return advance(no);
+    };
+    // The advances run in the background, one after another; wait for the chain.
+    const settled = () => r['advancing'];
+    // Explicit reserveIds take the general path, whose unused scan comes up short each time.
+    for (const id of ['a', 'b', 'c']) {
+      await r.reserve(c, { count: 1, reserveId: id });
+      await settled();
+    }
+    assert.equal(advances, 1, 'one advance finds no unused code; the next short scans skip it');
+
+    await call('POST', '/api/campaigns/imported-only/codes', { count: 2 });
+    const got = await r.reserve(c, { count: 3, reserveId: 'd' });
+    await settled();
+    const imported = new Set(['100001', '100002', '100003', '100004']);
+    assert.equal(got.codes.filter((code) => imported.has(code)).length, 1, 'two unused, one imported');
+    assert.equal(advances, 2, 'once unused codes are found again, a short scan advances the bound');
+    // That advance ran while the reservation was in flight, so it saw the codes still unused; the
+    // next one finds none left.
+    assert.equal(await advance(c.no), null);
+  });
+
   it('when a campaign has imported, released and unused codes, then reservations take unused ones first and then the pool', async () => {
     const c = await create('mixed');
     await call('POST', '/api/campaigns/mixed/codes/import', ['111111', '222222', '333333']);
