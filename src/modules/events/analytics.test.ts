@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { startPlatform } from '../../../test/helpers.ts';
 import { createApiKey } from '../../kit/auth.ts';
-import { sharedAnalytics, userRollupPlan } from './analytics.ts';
+import { countInRangeSql, sharedAnalytics, weeksOfRange } from './analytics.ts';
 import { eventsModule } from './index.ts';
 
 describe('GET /api/analytics', async () => {
@@ -90,29 +90,39 @@ describe('GET /api/analytics', async () => {
   });
 });
 
-describe('ranged user figures: which rollup rows are read', () => {
+describe('ranged user figures: which week rows and day columns are read', () => {
   const day = (iso: string) => Date.parse(iso) / 86_400_000;
 
-  it('when the range is the last 8 days, then both weeks are read whole and only past days are taken out', () => {
-    // Tuesday 2026-11-24 to Tuesday 2026-12-01, asked on 2026-12-01: 3 row sets instead of 8.
-    const plan = userRollupPlan(day('2026-11-24'), day('2026-12-01'), day('2026-12-01'));
-    assert.deepEqual(plan.weeks, ['2026-11-23', '2026-11-30']);
-    assert.deepEqual(plan.days, []);
-    assert.deepEqual(plan.minusDays, [
-      '2026-11-23',
-      '2026-12-02',
-      '2026-12-03',
-      '2026-12-04',
-      '2026-12-05',
-      '2026-12-06',
+  it('when the range is the last 8 days, then two week rows, each summing only its days in range', () => {
+    // Tuesday 2026-11-24 to Tuesday 2026-12-01: Tuesday to Sunday of one week, Monday and Tuesday of the next.
+    const weeks = weeksOfRange(day('2026-11-24'), day('2026-12-01'));
+    assert.deepEqual(weeks, [
+      { monday: '2026-11-23', columns: ['d2', 'd3', 'd4', 'd5', 'd6', 'd7'] },
+      { monday: '2026-11-30', columns: ['d1', 'd2'] },
     ]);
+    assert.deepEqual(countInRangeSql(weeks, 4), {
+      sql: 'CASE week WHEN $4::date THEN d2 + d3 + d4 + d5 + d6 + d7 WHEN $5::date THEN d1 + d2 ELSE d1 + d2 + d3 + d4 + d5 + d6 + d7 END',
+      params: ['2026-11-23', '2026-11-30'],
+    });
   });
 
-  it('when a range holds few days of a past week, then those days are read and nothing is taken out', () => {
-    // Saturday to Tuesday a year ago: 2 days of one week, 2 of the next.
-    const plan = userRollupPlan(day('2025-11-29'), day('2025-12-02'), day('2026-12-01'));
-    assert.deepEqual(plan.weeks, []);
-    assert.deepEqual(plan.days, ['2025-11-29', '2025-11-30', '2025-12-01', '2025-12-02']);
-    assert.deepEqual(plan.minusDays, []);
+  it('when a range covers whole weeks, then every week adds all seven days and no week is matched', () => {
+    // Monday 2025-12-01 to Sunday 2025-12-21: three whole weeks.
+    const weeks = weeksOfRange(day('2025-12-01'), day('2025-12-21'));
+    assert.deepEqual(
+      weeks.map((w) => [w.monday, w.columns.length]),
+      [
+        ['2025-12-01', 7],
+        ['2025-12-08', 7],
+        ['2025-12-15', 7],
+      ],
+    );
+    assert.deepEqual(countInRangeSql(weeks, 4), { sql: 'd1 + d2 + d3 + d4 + d5 + d6 + d7', params: [] });
+  });
+
+  it('when a range is one day, then one week row and that day alone', () => {
+    const weeks = weeksOfRange(day('2025-12-07'), day('2025-12-07'));
+    assert.deepEqual(weeks, [{ monday: '2025-12-01', columns: ['d7'] }]);
+    assert.deepEqual(countInRangeSql(weeks, 4).params, ['2025-12-01']);
   });
 });

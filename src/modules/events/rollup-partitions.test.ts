@@ -59,8 +59,7 @@ describe('events: rollups split by user hash (migration 005) and by grain (006)'
 
   it('when migrated, then each rollup has the partitions analytics asks, named as it asks them', async () => {
     const names = (t: string) => Array.from({ length: USER_ROLLUP_PARTITIONS }, (_, k) => `${t}_h${k}`);
-    assert.deepEqual(await partitionsOf('events_user_day_counts'), names('events_user_day_counts'));
-    assert.deepEqual(await partitionsOf('events_user_week_counts'), names('events_user_week_counts'));
+    assert.deepEqual(await partitionsOf('events_user_week_days'), names('events_user_week_days'));
   });
 
   it('when a database holds unsplit rollups, then the migration keeps every row', async () => {
@@ -95,19 +94,20 @@ describe('events: rollups split by user hash (migration 005) and by grain (006)'
   });
 
   it('when top users are asked over a range, then the merged halves equal one query over all users, ties included', async () => {
-    await db.query('TRUNCATE events_user_day_counts, events_user_week_counts');
-    // 40 users over 10 days from Wednesday 2025-03-05, counts that tie often (n mod 4).
-    await db.query(`INSERT INTO events_user_day_counts
-      SELECT '2025-03-05'::date + d, 'u' || u, 1 + (u * 7 + d) % 4 FROM generate_series(0, 9) d, generate_series(1, 40) u`);
-    await db.query(`INSERT INTO events_user_week_counts
-      SELECT date_trunc('week', day::timestamp)::date, user_id, sum(n) FROM events_user_day_counts GROUP BY 1, 2`);
+    // 40 users over 20 days from Wednesday 2025-03-05, counts that tie often (n mod 4), stored by
+    // week (migration 008); the expected answers are asked of the days.
+    await db.query(`CREATE TABLE user_days AS
+      SELECT '2025-03-05'::date + d AS day, 'u' || u AS user_id, 1 + (u * 7 + d) % 4 AS n
+      FROM generate_series(0, 19) d, generate_series(1, 40) u`);
+    await db.query('SELECT events_user_week_days_add(day, user_id, n) FROM user_days');
     for (const [from, to, top] of [
       ['2025-03-05', '2025-03-15', 7],
       ['2025-03-06', '2025-03-13', 5],
       ['2025-03-10', '2025-03-12', 40],
+      ['2025-03-06', '2025-03-24', 10], // two whole weeks between two partial ones
     ] as const) {
       const { rows } = await db.query<{ user_id: string; n: number }>(
-        `SELECT user_id, sum(n)::int AS n FROM events_user_day_counts WHERE day >= $1 AND day < $2
+        `SELECT user_id, sum(n)::int AS n FROM user_days WHERE day >= $1 AND day < $2
          GROUP BY 1 ORDER BY n DESC, user_id COLLATE "C"`,
         [from, to],
       );
@@ -149,5 +149,42 @@ describe('events: rollups split by user hash (migration 005) and by grain (006)'
       db.query(`INSERT INTO events_counts VALUES ('x', now(), 'a', 1)`),
       /no partition of relation "events_counts" found/,
     );
+  });
+});
+
+describe('events: user rollups by week with a column per day (migration 008)', async () => {
+  const p = await startPlatform({ modules: [eventsModule], role: 'api' });
+  const db = p.kit.pool;
+  // Both as (day, user_id, n) rows with n > 0, so the old and the new rollup compare directly.
+  const oldDays = 'SELECT day::text, user_id, n::int FROM events_user_day_counts ORDER BY 1, 2';
+  const newDays = `SELECT (week + k::int - 1)::text AS day, user_id, n::int
+    FROM events_user_week_days, unnest(ARRAY[d1, d2, d3, d4, d5, d6, d7]) WITH ORDINALITY AS x(n, k)
+    WHERE n > 0 ORDER BY 1, 2`;
+
+  it('when a database holds user day rollups, then the migration keeps every day of every user', async () => {
+    // Undo 008, store day rows as the previous release did (two weeks, one month-end), run 008 again.
+    await db.query(`DROP TABLE events_user_week_days;
+      DROP TRIGGER events_user_day_counts_carry ON events_user_day_counts;
+      DROP FUNCTION events_user_day_counts_carry(), events_user_week_days_add(date, text, bigint)`);
+    await db.query(`INSERT INTO events_user_day_counts
+      SELECT '2025-01-27'::date + d, 'user_' || u, d * 100 + u FROM generate_series(0, 13) d, generate_series(1, 30) u`);
+    await db.query(migration('008_user_week_days.sql'));
+    const days = (await db.query(oldDays)).rows;
+    assert.equal(days.length, 14 * 30);
+    assert.deepEqual((await db.query(newDays)).rows, days);
+    assert.deepEqual(
+      (await db.query('SELECT DISTINCT week::text FROM events_user_week_days ORDER BY 1')).rows,
+      [{ week: '2025-01-27' }, { week: '2025-02-03' }],
+    );
+  });
+
+  it('when a worker of the previous release adds to the day rollups, then the week rows get the same counts', async () => {
+    // Its statement: new (day, user) rows inserted, existing ones bumped.
+    await db.query(`INSERT INTO events_user_day_counts (day, user_id, n)
+      VALUES ('2025-01-27', 'user_1', 5), ('2025-02-09', 'user_1', 7), ('2025-03-01', 'newcomer', 3)
+      ON CONFLICT (day, user_id) DO UPDATE SET n = events_user_day_counts.n + EXCLUDED.n`);
+    const days = (await db.query(oldDays)).rows;
+    assert.equal(days.find((r) => r.user_id === 'user_1' && r.day === '2025-01-27')?.n, 6);
+    assert.deepEqual((await db.query(newDays)).rows, days);
   });
 });

@@ -133,15 +133,14 @@ describe('events worker batches (called directly)', async () => {
         (SELECT coalesce(sum(n), 0)::int FROM events_counts WHERE grain = 'd') AS by_action,
         (SELECT coalesce(sum(n), 0)::int FROM events_counts WHERE grain = 'm') AS by_minute,
         (SELECT coalesce(sum(n), 0)::int FROM events_user_counts) AS by_user,
-        (SELECT coalesce(sum(n), 0)::int FROM events_user_day_counts) AS by_user_day,
-        (SELECT coalesce(sum(n), 0)::int FROM events_user_week_counts) AS by_user_week,
+        (SELECT coalesce(sum(d1 + d2 + d3 + d4 + d5 + d6 + d7), 0)::int FROM events_user_week_days) AS by_user_day,
         (SELECT count(*)::int FROM events_processed) AS processed,
         (SELECT coalesce(sum(n), 0)::int FROM events_raw_batches) AS raw`)
     ).rows[0];
   const deps = { pool: p.kit.pool, log: p.kit.log, metrics, batchSize: 100, injectBadSchema: () => false };
   const reset = () =>
     p.kit.pool.query(
-      'TRUNCATE events_raw, events_raw_batches, events_processed, events_counts, events_user_counts, events_user_day_counts, events_user_week_counts, events_dead_letter',
+      'TRUNCATE events_raw, events_raw_batches, events_processed, events_counts, events_user_counts, events_user_week_days, events_dead_letter',
     );
 
   it('when a batch fails before COMMIT, then nothing of it is counted, and the retry counts each event once', async () => {
@@ -161,7 +160,6 @@ describe('events worker batches (called directly)', async () => {
       by_minute: 0,
       by_user: 0,
       by_user_day: 0,
-      by_user_week: 0,
       processed: 0,
       raw: 250,
     });
@@ -171,7 +169,6 @@ describe('events worker batches (called directly)', async () => {
       by_minute: 250,
       by_user: 250,
       by_user_day: 250,
-      by_user_week: 250,
       processed: 250,
       raw: 0,
     });
@@ -198,7 +195,6 @@ describe('events worker batches (called directly)', async () => {
       by_minute: 100,
       by_user: 100,
       by_user_day: 100,
-      by_user_week: 100,
       processed: 100,
       raw: 0,
     });
@@ -226,7 +222,6 @@ describe('events worker batches (called directly)', async () => {
       by_minute: 3000,
       by_user: 3000,
       by_user_day: 3000,
-      by_user_week: 3000,
       processed: 3000,
       raw: 0,
     });
