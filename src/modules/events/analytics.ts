@@ -74,11 +74,13 @@ export async function analytics(pool: Pool, q: AnalyticsQuery) {
     );
   const grain = GRAIN[q.bucket];
   const [series, byAction, users, backlog, heartbeat] = await Promise.all([
-    // The buckets with events, one row per (bucket, action): one index range scan (a join per bucket
-    // from generate_series cost 3x as much); seriesByBucket fills the empty buckets.
-    pool.query<{ t: number; action: string; n: number }>(
-      `SELECT extract(epoch FROM bucket)::float8 * 1000 AS t, action, n FROM events_counts
-       WHERE grain = $1 AND bucket >= $2 AND bucket < $3 ORDER BY bucket, action`,
+    // The buckets with events, one row each with its counts by action as JSON: one index range scan
+    // (a join per bucket from generate_series cost 3x as much); seriesByBucket fills the empty
+    // buckets. A row per (bucket, action) instead made the driver parse 3,360 rows for 7 days by
+    // hour, ~2.5 ms of the server's CPU.
+    pool.query<{ t: number; by_action: Record<string, number> }>(
+      `SELECT extract(epoch FROM bucket)::float8 * 1000 AS t, json_object_agg(action, n ORDER BY action) AS by_action
+       FROM events_counts WHERE grain = $1 AND bucket >= $2 AND bucket < $3 GROUP BY bucket ORDER BY bucket`,
       [grain, seriesFrom, seriesTo],
     ),
     // A ranged total is the sum of the series just read; all-time totals come from daily rollups.
@@ -95,9 +97,9 @@ export async function analytics(pool: Pool, q: AnalyticsQuery) {
     ),
   ]);
   const totals = new Map<string, number>();
-  for (const r of byAction?.rows ?? series.rows) {
-    totals.set(r.action, (totals.get(r.action) ?? 0) + r.n);
-  }
+  const add = (action: string, n: number) => totals.set(action, (totals.get(action) ?? 0) + n);
+  if (byAction) for (const r of byAction.rows) add(r.action, r.n);
+  else for (const r of series.rows) for (const [action, n] of Object.entries(r.by_action)) add(action, n);
   const eventsByAction: Record<string, number> = {};
   let totalEvents = 0;
   for (const [action, n] of [...totals].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))) {
@@ -127,7 +129,7 @@ export async function analytics(pool: Pool, q: AnalyticsQuery) {
 
 /** One point per bucket from `from` on, with its total and its counts by action (empty: 0 and {}). */
 function seriesByBucket(
-  rows: { t: number; action: string; n: number }[],
+  rows: { t: number; by_action: Record<string, number> }[],
   from: number,
   n: number,
   step: number,
@@ -139,8 +141,8 @@ function seriesByBucket(
   }));
   for (const r of rows) {
     const point = points[Math.round((r.t - from) / step)]!;
-    point.count += r.n;
-    point.byAction[r.action] = r.n;
+    point.byAction = r.by_action;
+    for (const action in r.by_action) point.count += r.by_action[action]!;
   }
   return points;
 }
