@@ -6,6 +6,7 @@
 import pg from 'pg';
 import { createApiKey } from '../src/kit/auth.ts';
 import { countBacklog } from '../src/modules/events/metrics.ts';
+import { addUserDaysSql } from '../src/modules/events/user-days.ts';
 import {
   againstCeiling,
   autovacuumSettled,
@@ -60,17 +61,9 @@ async function storeEvents(pool: pg.Pool, count: number): Promise<void> {
       [start, end],
     );
     await pool.query(
-      `INSERT INTO events_user_week_days AS t (week, user_id, d1, d2, d3, d4, d5, d6, d7)
-       SELECT date_trunc('week', day::timestamp)::date, user_id,
-         count(*) FILTER (WHERE dow = 1), count(*) FILTER (WHERE dow = 2), count(*) FILTER (WHERE dow = 3),
-         count(*) FILTER (WHERE dow = 4), count(*) FILTER (WHERE dow = 5), count(*) FILTER (WHERE dow = 6),
-         count(*) FILTER (WHERE dow = 7)
-       FROM (SELECT (ts AT TIME ZONE 'UTC')::date AS day, user_id,
-               extract(isodow FROM ts AT TIME ZONE 'UTC')::int AS dow FROM (${rows}) e) x
-       GROUP BY 1, 2
-       ON CONFLICT (week, user_id) DO UPDATE SET d1 = t.d1 + EXCLUDED.d1, d2 = t.d2 + EXCLUDED.d2,
-         d3 = t.d3 + EXCLUDED.d3, d4 = t.d4 + EXCLUDED.d4, d5 = t.d5 + EXCLUDED.d5,
-         d6 = t.d6 + EXCLUDED.d6, d7 = t.d7 + EXCLUDED.d7`,
+      addUserDaysSql(
+        `SELECT (ts AT TIME ZONE 'UTC')::date AS day, user_id, count(*) AS n FROM (${rows}) e GROUP BY 1, 2`,
+      ),
       [start, end],
     );
   }

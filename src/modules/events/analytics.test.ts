@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { startPlatform } from '../../../test/helpers.ts';
 import { createApiKey } from '../../kit/auth.ts';
-import { countInRangeSql, sharedAnalytics, weeksOfRange } from './analytics.ts';
+import { sharedAnalytics } from './analytics.ts';
 import { eventsModule } from './index.ts';
 
 describe('GET /api/analytics', async () => {
@@ -87,42 +87,5 @@ describe('GET /api/analytics', async () => {
     assert.equal((await get('', {})).statusCode, 401);
     const { key } = await createApiKey(p.kit.pool, 'books', ['books']);
     assert.equal((await get('', { authorization: `Bearer ${key}` })).statusCode, 403);
-  });
-});
-
-describe('ranged user figures: which week rows and day columns are read', () => {
-  const day = (iso: string) => Date.parse(iso) / 86_400_000;
-
-  it('when the range is the last 8 days, then two week rows, each summing only its days in range', () => {
-    // Tuesday 2026-11-24 to Tuesday 2026-12-01: Tuesday to Sunday of one week, Monday and Tuesday of the next.
-    const weeks = weeksOfRange(day('2026-11-24'), day('2026-12-01'));
-    assert.deepEqual(weeks, [
-      { monday: '2026-11-23', columns: ['d2', 'd3', 'd4', 'd5', 'd6', 'd7'] },
-      { monday: '2026-11-30', columns: ['d1', 'd2'] },
-    ]);
-    assert.deepEqual(countInRangeSql(weeks, 4), {
-      sql: 'CASE week WHEN $4::date THEN d2 + d3 + d4 + d5 + d6 + d7 WHEN $5::date THEN d1 + d2 ELSE d1 + d2 + d3 + d4 + d5 + d6 + d7 END',
-      params: ['2026-11-23', '2026-11-30'],
-    });
-  });
-
-  it('when a range covers whole weeks, then every week adds all seven days and no week is matched', () => {
-    // Monday 2025-12-01 to Sunday 2025-12-21: three whole weeks.
-    const weeks = weeksOfRange(day('2025-12-01'), day('2025-12-21'));
-    assert.deepEqual(
-      weeks.map((w) => [w.monday, w.columns.length]),
-      [
-        ['2025-12-01', 7],
-        ['2025-12-08', 7],
-        ['2025-12-15', 7],
-      ],
-    );
-    assert.deepEqual(countInRangeSql(weeks, 4), { sql: 'd1 + d2 + d3 + d4 + d5 + d6 + d7', params: [] });
-  });
-
-  it('when a range is one day, then one week row and that day alone', () => {
-    const weeks = weeksOfRange(day('2025-12-07'), day('2025-12-07'));
-    assert.deepEqual(weeks, [{ monday: '2025-12-01', columns: ['d7'] }]);
-    assert.deepEqual(countInRangeSql(weeks, 4).params, ['2025-12-01']);
   });
 });

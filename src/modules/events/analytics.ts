@@ -5,6 +5,7 @@
 import type { Pool } from '../../kit/db.ts';
 import { badRequest } from '../../kit/errors.ts';
 import { countBacklog } from './metrics.ts';
+import { countInRangeSql, rowsOfRange } from './user-days.ts';
 
 export const BUCKETS = ['minute', 'hour', 'day'] as const;
 export type Bucket = (typeof BUCKETS)[number];
@@ -159,46 +160,6 @@ async function usersAllTime(pool: Pool, top: number) {
 }
 
 const DAY_MS = 86_400_000;
-const isoDay = (day: number) => new Date(day * DAY_MS).toISOString().slice(0, 10);
-
-/** A week's day columns in events_user_week_days (migration 008): d1 is Monday, d7 Sunday. */
-const DAY_COLUMNS = ['d1', 'd2', 'd3', 'd4', 'd5', 'd6', 'd7'] as const;
-
-export interface WeekOfRange {
-  /** The week's Monday, YYYY-MM-DD. */
-  monday: string;
-  /** The day columns of that week inside the range. */
-  columns: (typeof DAY_COLUMNS)[number][];
-}
-
-/** The weeks (Monday to Sunday, UTC) that the UTC days first … last (epoch day numbers) touch. */
-export function weeksOfRange(first: number, last: number): WeekOfRange[] {
-  const weeks: WeekOfRange[] = [];
-  // Epoch day 0 was a Thursday, so Monday-based weeks start where (day + 3) % 7 is 0.
-  for (let monday = first - ((first + 3) % 7); monday <= last; monday += 7) {
-    const columns = DAY_COLUMNS.filter((_, k) => monday + k >= first && monday + k <= last);
-    weeks.push({ monday: isoDay(monday), columns });
-  }
-  return weeks;
-}
-
-/**
- * SQL for a week row's count inside the range: the sum of its day columns in range. Only the first
- * and last weeks can be partial; every other week adds all seven. Partial weeks are matched on
- * parameters from `$firstParam` on (their Mondays, in `params`); the SQL itself holds only column
- * names from DAY_COLUMNS.
- */
-export function countInRangeSql(weeks: WeekOfRange[], firstParam: number) {
-  const sum = (columns: readonly string[]) => columns.join(' + ');
-  const partial = weeks.filter((w) => w.columns.length < DAY_COLUMNS.length);
-  if (partial.length === 0) return { sql: sum(DAY_COLUMNS), params: [] };
-  const whens = partial.map((w, k) => `WHEN $${firstParam + k}::date THEN ${sum(w.columns)}`);
-  return {
-    sql: `CASE week ${whens.join(' ')} ELSE ${sum(DAY_COLUMNS)} END`,
-    params: partial.map((w) => w.monday),
-  };
-}
-
 /** Partitions (by a hash of user_id) of the user rollups; migrations 005 and 008 make exactly this many. */
 export const USER_ROLLUP_PARTITIONS = 2;
 
@@ -228,20 +189,26 @@ export function mergeUserHalves(halves: { top: UserCount[]; count: number }[], t
 /**
  * Users are rolled up per UTC day, so a ranged user figure covers the whole days the range touches.
  * Each partition of the rollups is asked on its own connection, side by side (see migration 005).
+ * A range within one row of events_user_days (up to 8 days always) reads one row per user and adds
+ * nothing up (migration 008).
  */
 async function usersInRange(pool: Pool, from: Date, to: Date, top: number) {
-  const weeks = weeksOfRange(Math.floor(from.getTime() / DAY_MS), Math.floor((to.getTime() - 1) / DAY_MS));
-  const count = countInRangeSql(weeks, 4);
-  const params = [weeks[0]!.monday, weeks.at(-1)!.monday, top, ...count.params];
+  const rows = rowsOfRange(Math.floor(from.getTime() / DAY_MS), Math.floor((to.getTime() - 1) / DAY_MS));
+  const count = countInRangeSql(rows, 3);
+  const params = [rows.map((r) => r.start), top, ...count.params];
+  const perUser =
+    rows.length === 1
+      ? (k: number) => `SELECT user_id, (${count.sql})::float8 AS n FROM events_user_days_h${k}
+           WHERE start = ($1::date[])[1]`
+      : (k: number) => `SELECT user_id, sum((${count.sql})::float8) AS n FROM events_user_days_h${k}
+           WHERE start = ANY($1::date[]) GROUP BY user_id`;
   const half = async (k: number) => {
-    const { rows } = await pool.query<UserCount & { users: number }>(
-      `SELECT user_id, sum(n)::bigint AS n, count(*) OVER ()::int AS users FROM (
-         SELECT user_id, (${count.sql})::float8 AS n FROM events_user_week_days_h${k}
-         WHERE week BETWEEN $1::date AND $2::date
-       ) x GROUP BY user_id HAVING sum(n) > 0 ORDER BY n DESC, user_id COLLATE "C" LIMIT $3`,
+    const { rows: users } = await pool.query<UserCount & { users: number }>(
+      `SELECT user_id, n::bigint AS n, count(*) OVER ()::int AS users FROM (${perUser(k)}) x
+       WHERE n > 0 ORDER BY n DESC, user_id COLLATE "C" LIMIT $2`,
       params,
     );
-    return { top: rows, count: rows[0]?.users ?? 0 };
+    return { top: users, count: users[0]?.users ?? 0 };
   };
   const parts = Array.from({ length: USER_ROLLUP_PARTITIONS }, (_, k) => half(k));
   const merged = mergeUserHalves(await Promise.all(parts), top);

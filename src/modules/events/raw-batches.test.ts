@@ -43,7 +43,7 @@ describe('events: raw events stored as batches (migration 007)', async () => {
   const deps = { pool: db, log: p.kit.log, metrics, batchSize: 100, injectBadSchema: () => false };
   const reset = () =>
     db.query(
-      'TRUNCATE events_raw, events_raw_batches, events_message_ids, events_processed, events_counts, events_user_counts, events_user_week_days, events_dead_letter',
+      'TRUNCATE events_raw, events_raw_batches, events_message_ids, events_processed, events_counts, events_user_counts, events_user_days, events_dead_letter',
     );
   const batches = async () =>
     (await db.query<{ n: number; source: string }>('SELECT n, source FROM events_raw_batches ORDER BY id'))

@@ -59,7 +59,7 @@ describe('events: rollups split by user hash (migration 005) and by grain (006)'
 
   it('when migrated, then each rollup has the partitions analytics asks, named as it asks them', async () => {
     const names = (t: string) => Array.from({ length: USER_ROLLUP_PARTITIONS }, (_, k) => `${t}_h${k}`);
-    assert.deepEqual(await partitionsOf('events_user_week_days'), names('events_user_week_days'));
+    assert.deepEqual(await partitionsOf('events_user_days'), names('events_user_days'));
   });
 
   it('when a database holds unsplit rollups, then the migration keeps every row', async () => {
@@ -95,11 +95,13 @@ describe('events: rollups split by user hash (migration 005) and by grain (006)'
 
   it('when top users are asked over a range, then the merged halves equal one query over all users, ties included', async () => {
     // 40 users over 20 days from Wednesday 2025-03-05, counts that tie often (n mod 4), stored by
-    // week (migration 008); the expected answers are asked of the days.
+    // 14-day rows (migration 008); the expected answers are asked of the days.
     await db.query(`CREATE TABLE user_days AS
       SELECT '2025-03-05'::date + d AS day, 'u' || u AS user_id, 1 + (u * 7 + d) % 4 AS n
       FROM generate_series(0, 19) d, generate_series(1, 40) u`);
-    await db.query('SELECT events_user_week_days_add(day, user_id, n) FROM user_days');
+    await db.query(
+      'SELECT events_user_days_add(array_agg(day), array_agg(user_id), array_agg(n)) FROM user_days',
+    );
     for (const [from, to, top] of [
       ['2025-03-05', '2025-03-15', 7],
       ['2025-03-06', '2025-03-13', 5],
@@ -152,39 +154,49 @@ describe('events: rollups split by user hash (migration 005) and by grain (006)'
   });
 });
 
-describe('events: user rollups by week with a column per day (migration 008)', async () => {
+describe('events: user rollups in 14-day rows with a column per day (migration 008)', async () => {
   const p = await startPlatform({ modules: [eventsModule], role: 'api' });
   const db = p.kit.pool;
-  // Both as (day, user_id, n) rows with n > 0, so the old and the new rollup compare directly.
+  // All as (day, user_id, n) rows with n > 0, so the old and the new rollup compare directly. Each
+  // day is in two rows: as d1-d7 of its week's row and as d8-d14 of the row before; both must agree.
   const oldDays = 'SELECT day::text, user_id, n::int FROM events_user_day_counts ORDER BY 1, 2';
-  const newDays = `SELECT (week + k::int - 1)::text AS day, user_id, n::int
-    FROM events_user_week_days, unnest(ARRAY[d1, d2, d3, d4, d5, d6, d7]) WITH ORDINALITY AS x(n, k)
+  const newDays = (
+    columns: string,
+    offset: number,
+  ) => `SELECT (start + ${offset} + k::int - 1)::text AS day, user_id, n::int
+    FROM events_user_days, unnest(ARRAY[${columns}]) WITH ORDINALITY AS x(n, k)
     WHERE n > 0 ORDER BY 1, 2`;
+  const firstWeeks = newDays('d1, d2, d3, d4, d5, d6, d7', 0);
+  const secondWeeks = newDays('d8, d9, d10, d11, d12, d13, d14', 7);
 
-  it('when a database holds user day rollups, then the migration keeps every day of every user', async () => {
-    // Undo 008, store day rows as the previous release did (two weeks, one month-end), run 008 again.
-    await db.query(`DROP TABLE events_user_week_days;
+  it('when a database holds user day rollups, then the migration keeps every day of every user, in both its rows', async () => {
+    // Undo 008, store day rows as the previous release did (two weeks and a day), run 008 again.
+    await db.query(`DROP TABLE events_user_days;
       DROP TRIGGER events_user_day_counts_carry ON events_user_day_counts;
-      DROP FUNCTION events_user_day_counts_carry(), events_user_week_days_add(date, text, bigint)`);
+      DROP FUNCTION events_user_day_counts_carry(), events_user_days_add(date[], text[], bigint[])`);
     await db.query(`INSERT INTO events_user_day_counts
-      SELECT '2025-01-27'::date + d, 'user_' || u, d * 100 + u FROM generate_series(0, 13) d, generate_series(1, 30) u`);
-    await db.query(migration('008_user_week_days.sql'));
+      SELECT '2025-01-27'::date + d, 'user_' || u, d * 100 + u FROM generate_series(0, 14) d, generate_series(1, 30) u`);
+    await db.query(migration('008_user_days.sql'));
     const days = (await db.query(oldDays)).rows;
-    assert.equal(days.length, 14 * 30);
-    assert.deepEqual((await db.query(newDays)).rows, days);
+    assert.equal(days.length, 15 * 30);
+    assert.deepEqual((await db.query(firstWeeks)).rows, days);
+    assert.deepEqual((await db.query(secondWeeks)).rows, days);
     assert.deepEqual(
-      (await db.query('SELECT DISTINCT week::text FROM events_user_week_days ORDER BY 1')).rows,
-      [{ week: '2025-01-27' }, { week: '2025-02-03' }],
+      (await db.query('SELECT DISTINCT start::text FROM events_user_days ORDER BY 1')).rows.map(
+        (r) => r.start,
+      ),
+      ['2025-01-20', '2025-01-27', '2025-02-03', '2025-02-10'],
     );
   });
 
-  it('when a worker of the previous release adds to the day rollups, then the week rows get the same counts', async () => {
+  it('when a worker of the previous release adds to the day rollups, then both rows of each day get the same counts', async () => {
     // Its statement: new (day, user) rows inserted, existing ones bumped.
     await db.query(`INSERT INTO events_user_day_counts (day, user_id, n)
       VALUES ('2025-01-27', 'user_1', 5), ('2025-02-09', 'user_1', 7), ('2025-03-01', 'newcomer', 3)
       ON CONFLICT (day, user_id) DO UPDATE SET n = events_user_day_counts.n + EXCLUDED.n`);
     const days = (await db.query(oldDays)).rows;
     assert.equal(days.find((r) => r.user_id === 'user_1' && r.day === '2025-01-27')?.n, 6);
-    assert.deepEqual((await db.query(newDays)).rows, days);
+    assert.deepEqual((await db.query(firstWeeks)).rows, days);
+    assert.deepEqual((await db.query(secondWeeks)).rows, days);
   });
 });

@@ -133,14 +133,14 @@ describe('events worker batches (called directly)', async () => {
         (SELECT coalesce(sum(n), 0)::int FROM events_counts WHERE grain = 'd') AS by_action,
         (SELECT coalesce(sum(n), 0)::int FROM events_counts WHERE grain = 'm') AS by_minute,
         (SELECT coalesce(sum(n), 0)::int FROM events_user_counts) AS by_user,
-        (SELECT coalesce(sum(d1 + d2 + d3 + d4 + d5 + d6 + d7), 0)::int FROM events_user_week_days) AS by_user_day,
+        (SELECT coalesce(sum(d1 + d2 + d3 + d4 + d5 + d6 + d7), 0)::int FROM events_user_days) AS by_user_day,
         (SELECT count(*)::int FROM events_processed) AS processed,
         (SELECT coalesce(sum(n), 0)::int FROM events_raw_batches) AS raw`)
     ).rows[0];
   const deps = { pool: p.kit.pool, log: p.kit.log, metrics, batchSize: 100, injectBadSchema: () => false };
   const reset = () =>
     p.kit.pool.query(
-      'TRUNCATE events_raw, events_raw_batches, events_processed, events_counts, events_user_counts, events_user_week_days, events_dead_letter',
+      'TRUNCATE events_raw, events_raw_batches, events_processed, events_counts, events_user_counts, events_user_days, events_dead_letter',
     );
 
   it('when a batch fails before COMMIT, then nothing of it is counted, and the retry counts each event once', async () => {

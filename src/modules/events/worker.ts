@@ -6,6 +6,7 @@
 import { type Pool, type PoolClient, withTransaction } from '../../kit/db.ts';
 import type { Logger } from '../../kit/log.ts';
 import type { EventsMetrics } from './metrics.ts';
+import { addUserDaysSql } from './user-days.ts';
 
 const MAX_ID = 256;
 const MAX_ACTION = 128;
@@ -86,19 +87,8 @@ WITH batches AS (
   INSERT INTO events_user_counts (user_id, n)
   SELECT user_id, count(*) FROM good GROUP BY 1 ORDER BY 1
   ON CONFLICT (user_id) DO UPDATE SET n = events_user_counts.n + EXCLUDED.n
-), by_user_week_day AS (
-  INSERT INTO events_user_week_days AS t (week, user_id, d1, d2, d3, d4, d5, d6, d7)
-  SELECT date_trunc('week', day::timestamp)::date, user_id,
-    sum(CASE dow WHEN 1 THEN n ELSE 0 END), sum(CASE dow WHEN 2 THEN n ELSE 0 END),
-    sum(CASE dow WHEN 3 THEN n ELSE 0 END), sum(CASE dow WHEN 4 THEN n ELSE 0 END),
-    sum(CASE dow WHEN 5 THEN n ELSE 0 END), sum(CASE dow WHEN 6 THEN n ELSE 0 END),
-    sum(CASE dow WHEN 7 THEN n ELSE 0 END)
-  FROM (SELECT day, user_id, extract(isodow FROM day)::int AS dow, count(*) AS n
-        FROM (SELECT (ts AT TIME ZONE 'UTC')::date AS day, user_id FROM good) g GROUP BY 1, 2) d
-  GROUP BY 1, 2 ORDER BY 1, 2
-  ON CONFLICT (week, user_id) DO UPDATE SET
-    d1 = t.d1 + EXCLUDED.d1, d2 = t.d2 + EXCLUDED.d2, d3 = t.d3 + EXCLUDED.d3, d4 = t.d4 + EXCLUDED.d4,
-    d5 = t.d5 + EXCLUDED.d5, d6 = t.d6 + EXCLUDED.d6, d7 = t.d7 + EXCLUDED.d7
+), by_user_day AS (
+  ${addUserDaysSql(`SELECT (ts AT TIME ZONE 'UTC')::date AS day, user_id, count(*) AS n FROM good GROUP BY 1, 2`)}
 )
 SELECT (SELECT count(*) FROM good)::int AS processed, (SELECT count(*) FROM bad)::int AS failed`;
 
