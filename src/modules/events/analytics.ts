@@ -159,7 +159,6 @@ async function usersAllTime(pool: Pool, top: number) {
   return { top: toMap(rows.rows), count: count.rows[0]!.n };
 }
 
-const DAY_MS = 86_400_000;
 /** Partitions (by a hash of user_id) of the user rollups; migrations 005 and 008 make exactly this many. */
 export const USER_ROLLUP_PARTITIONS = 2;
 
@@ -193,7 +192,8 @@ export function mergeUserHalves(halves: { top: UserCount[]; count: number }[], t
  * nothing up (migration 008).
  */
 async function usersInRange(pool: Pool, from: Date, to: Date, top: number) {
-  const rows = rowsOfRange(Math.floor(from.getTime() / DAY_MS), Math.floor((to.getTime() - 1) / DAY_MS));
+  const day = BUCKET_MS.day;
+  const rows = rowsOfRange(Math.floor(from.getTime() / day), Math.floor((to.getTime() - 1) / day));
   const count = countInRangeSql(rows, 3);
   const params = [rows.map((r) => r.start), top, ...count.params];
   const perUser =
