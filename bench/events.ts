@@ -6,7 +6,6 @@
 import pg from 'pg';
 import { createApiKey } from '../src/kit/auth.ts';
 import { countBacklog } from '../src/modules/events/metrics.ts';
-import { addUserDaysSql } from '../src/modules/events/user-days.ts';
 import {
   againstCeiling,
   autovacuumSettled,
@@ -61,9 +60,8 @@ async function storeEvents(pool: pg.Pool, count: number): Promise<void> {
       [start, end],
     );
     await pool.query(
-      addUserDaysSql(
-        `SELECT (ts AT TIME ZONE 'UTC')::date AS day, user_id, count(*) AS n FROM (${rows}) e GROUP BY 1, 2`,
-      ),
+      `SELECT events_user_days_add(array_agg(day), array_agg(user_id), array_agg(n)) FROM (
+         SELECT (ts AT TIME ZONE 'UTC')::date AS day, user_id, count(*) AS n FROM (${rows}) e GROUP BY 1, 2) d`,
       [start, end],
     );
   }

@@ -3,7 +3,8 @@
 // Monday, so each day is held twice (as d1–d7 of its week's row and d8–d14 of the row before), and
 // any range of up to 8 days (and any 14 days from a Monday) lies within a single row: a "last 7
 // days" question reads one row per user and needs no aggregation. Longer ranges read every other
-// row (non-overlapping, 14 days apart) and add each user's rows up.
+// row (non-overlapping, 14 days apart) and add each user's rows up. Writers (the worker, the
+// bench) add days through the migration's events_user_days_add, so the rows are written one way.
 
 export const SPAN_DAYS = 14;
 export const DAY_COLUMNS = Array.from({ length: SPAN_DAYS }, (_, k) => `d${k + 1}`);
@@ -50,21 +51,4 @@ export function countInRangeSql(rows: RowOfRange[], firstParam: number) {
     sql: `CASE start ${whens.join(' ')} ELSE ${sum(DAY_COLUMNS)} END`,
     params: partial.map((r) => r.start),
   };
-}
-
-/**
- * An upsert adding `source`'s counts (columns `day` date, `user_id` text, `n` bigint; at most one
- * row per day and user) to events_user_days: each day goes to both rows that hold it. Rows are
- * written in key order, so two writers wait on each other instead of deadlocking.
- */
-export function addUserDaysSql(source: string): string {
-  const sums = DAY_COLUMNS.map((_, k) => `sum(CASE s.day - p.start WHEN ${k} THEN s.n ELSE 0 END)`);
-  const bumps = DAY_COLUMNS.map((c) => `${c} = t.${c} + EXCLUDED.${c}`);
-  return `INSERT INTO events_user_days AS t (start, user_id, ${DAY_COLUMNS.join(', ')})
-  SELECT p.start, s.user_id, ${sums.join(', ')}
-  FROM (${source}) s
-  CROSS JOIN LATERAL (SELECT date_trunc('week', s.day::timestamp)::date AS monday) w
-  CROSS JOIN LATERAL (VALUES (w.monday), (w.monday - 7)) AS p(start)
-  GROUP BY 1, 2 ORDER BY 1, 2
-  ON CONFLICT (start, user_id) DO UPDATE SET ${bumps.join(', ')}`;
 }

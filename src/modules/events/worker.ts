@@ -6,7 +6,6 @@
 import { type Pool, type PoolClient, withTransaction } from '../../kit/db.ts';
 import type { Logger } from '../../kit/log.ts';
 import type { EventsMetrics } from './metrics.ts';
-import { addUserDaysSql } from './user-days.ts';
 
 const MAX_ID = 256;
 const MAX_ACTION = 128;
@@ -88,9 +87,13 @@ WITH batches AS (
   SELECT user_id, count(*) FROM good GROUP BY 1 ORDER BY 1
   ON CONFLICT (user_id) DO UPDATE SET n = events_user_counts.n + EXCLUDED.n
 ), by_user_day AS (
-  ${addUserDaysSql(`SELECT (ts AT TIME ZONE 'UTC')::date AS day, user_id, count(*) AS n FROM good GROUP BY 1, 2`)}
+  -- events_user_days_add (migration 008) writes both 14-day rows of each day. A SELECT in WITH runs
+  -- only when read, so the last line reads it.
+  SELECT events_user_days_add(array_agg(day), array_agg(user_id), array_agg(n))
+  FROM (SELECT (ts AT TIME ZONE 'UTC')::date AS day, user_id, count(*) AS n FROM good GROUP BY 1, 2) d
 )
-SELECT (SELECT count(*) FROM good)::int AS processed, (SELECT count(*) FROM bad)::int AS failed`;
+SELECT (SELECT count(*) FROM good)::int AS processed, (SELECT count(*) FROM bad)::int AS failed,
+  (SELECT count(*) FROM by_user_day)::int AS user_days_added`;
 
 /** The timestamp format ingestion writes (toISOString); parts: year, month, day, hour, minute, second, offset. */
 const ISO_TIME = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,6})?(?:Z|[+-](\d{2}):(\d{2}))$/;

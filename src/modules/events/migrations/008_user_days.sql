@@ -35,8 +35,8 @@ CREATE TABLE events_user_days_h0 PARTITION OF events_user_days
 CREATE TABLE events_user_days_h1 PARTITION OF events_user_days
   FOR VALUES WITH (MODULUS 2, REMAINDER 1) WITH (fillfactor = 70);
 
--- Adds n[i] events of users[i] on days[i] to both rows that hold each day. The worker runs the same
--- statement inline (user-days.ts, addUserDaysSql); this serves the copy and the trigger below.
+-- Adds n[i] events of users[i] on days[i] to both rows that hold each day: the one way rows are
+-- written (the worker's batch statement, the copy and the trigger below).
 CREATE FUNCTION events_user_days_add(days date[], users text[], n bigint[]) RETURNS void
 LANGUAGE sql
 AS $$
