@@ -107,6 +107,11 @@ export function startCeiling(): Promise<Server> {
  */
 const WARM_UP_SEC = 3;
 
+/** WARM_UP_SEC of `opts`' load, unmeasured: run it before a figure measured without a ceiling. */
+export async function warmUp(opts: LoadOptions): Promise<void> {
+  await load({ ...opts, durationSec: WARM_UP_SEC });
+}
+
 /**
  * A figure and its ceiling measured interleaved, in ROUNDS slices each (ceiling, figure, ceiling,
  * figure, …), driven alike: same method, headers, body and request generator. The speed of a
@@ -122,7 +127,7 @@ export async function againstCeiling(
   const seconds = figure.durationSec ?? Number(process.env.BENCH_SECONDS ?? 5);
   const slice = Math.max(1, Math.round(seconds / rounds));
   const bare: LoadOptions = { ...figure, url: `${ceiling.url}/ceiling` };
-  await load({ ...bare, durationSec: WARM_UP_SEC });
+  await warmUp(bare);
   const warm = await load({ ...figure, durationSec: WARM_UP_SEC });
   const c: LoadResult[] = [];
   const f: LoadResult[] = [];
