@@ -98,7 +98,7 @@ export async function benchEvents(databaseUrl: string) {
       note: `p99 ${single.figure.p99} ms, non-2xx ${single.figure.non2xx}; ${singleCost}`,
     });
 
-    // Unmeasured first: a fresh path's first second (JIT, the first COPYs) ran 15–30% below the
+    // Unmeasured first: a fresh path's first second (JIT, the first COPYs) ran 22–28% below the
     // seconds after it, and this figure has no ceiling slices of its own to absorb that.
     const batchedLoad = { url, method: 'POST' as const, headers, body: batch(100, 'batch'), connections: 32 };
     await warmUp(batchedLoad);
