@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -28,8 +28,9 @@ describe('configuration', () => {
     );
   });
 
-  it('when tessera.config.json sets a value, then it applies and the environment wins over it', () => {
+  it('when tessera.config.json sets a value, then it applies and the environment wins over it', (t) => {
     const dir = mkdtempSync(path.join(tmpdir(), 'cfg-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
     const file = path.join(dir, 'tessera.config.json');
     writeFileSync(file, JSON.stringify({ WORKER_FAILURE_MODE: 'slow', PORT: 4000 }));
     const c = loadConfig({ TESSERA_CONFIG: file, PORT: '5000' });

@@ -2,7 +2,7 @@
 // with the variables GitHub would set.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
@@ -70,10 +70,11 @@ describe('ci workflow', () => {
     assert.equal(login.with.registry, 'ghcr.io');
   });
 
-  test("when the tagging step runs on main, dev and another branch, then the tags are seed 002's", () => {
+  test("when the tagging step runs on main, dev and another branch, then the tags are seed 002's", (t) => {
     const step = wf.jobs.image.steps.find((s: any) => s.id === 'tags');
     assert.equal(step.shell, 'bash');
     const dir = mkdtempSync(path.join(tmpdir(), 'tessera-ci-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
     const tags = (branch: string) => {
       const out = path.join(dir, `out-${branch.replace(/\W/g, '_')}`);
       writeFileSync(out, '');

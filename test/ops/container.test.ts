@@ -4,7 +4,7 @@
 // then SIGTERM — so "the container runs but never answers" (seed 000) is caught here.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readdirSync, statSync, symlinkSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
@@ -131,6 +131,8 @@ describe('Dockerfile', () => {
       assert.match(out, /SIGNAL_RECEIVED/);
     } finally {
       proc.kill('SIGKILL');
+      await exited;
+      rmSync(ctx, { recursive: true, force: true });
     }
   });
 });

@@ -2,7 +2,7 @@
 // the target up and return Tessera's series. Bounded: 60 s at most for the whole suite.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -46,7 +46,11 @@ describe('live scrape', () => {
     );
     prom.stdout.on('data', (d) => (out += d));
     prom.stderr.on('data', (d) => (out += d));
-    after(() => prom.kill('SIGKILL'));
+    after(async () => {
+      prom.kill('SIGKILL');
+      if (prom.exitCode === null && prom.signalCode === null) await new Promise((r) => prom.once('exit', r));
+      rmSync(dir, { recursive: true, force: true });
+    });
     const api = `http://127.0.0.1:${port}/api/v1`;
 
     const target = await waitFor(
