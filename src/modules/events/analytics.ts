@@ -5,12 +5,12 @@
 import type { Pool } from '../../kit/db.ts';
 import { badRequest } from '../../kit/errors.ts';
 import { countBacklog } from './metrics.ts';
-import { countInRangeSql, rowsOfRange } from './user-days.ts';
+import { countInRangeSql, DAY_MS, rowsOfRange } from './user-days.ts';
 
 export const BUCKETS = ['minute', 'hour', 'day'] as const;
 export type Bucket = (typeof BUCKETS)[number];
 const GRAIN: Record<Bucket, string> = { minute: 'm', hour: 'h', day: 'd' };
-const BUCKET_MS: Record<Bucket, number> = { minute: 60_000, hour: 3_600_000, day: 86_400_000 };
+const BUCKET_MS: Record<Bucket, number> = { minute: 60_000, hour: 3_600_000, day: DAY_MS };
 /** Without `from`, the series covers this many buckets back from `to`. */
 const DEFAULT_POINTS: Record<Bucket, number> = { minute: 60, hour: 24, day: 30 };
 export const MAX_POINTS = 10_000;
@@ -192,8 +192,7 @@ export function mergeUserHalves(halves: { top: UserCount[]; count: number }[], t
  * nothing up (migration 008).
  */
 async function usersInRange(pool: Pool, from: Date, to: Date, top: number) {
-  const day = BUCKET_MS.day;
-  const rows = rowsOfRange(Math.floor(from.getTime() / day), Math.floor((to.getTime() - 1) / day));
+  const rows = rowsOfRange(Math.floor(from.getTime() / DAY_MS), Math.floor((to.getTime() - 1) / DAY_MS));
   const count = countInRangeSql(rows, 3);
   const params = [rows.map((r) => r.start), top, ...count.params];
   const perUser =

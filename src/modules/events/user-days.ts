@@ -9,7 +9,8 @@
 export const SPAN_DAYS = 14;
 export const DAY_COLUMNS = Array.from({ length: SPAN_DAYS }, (_, k) => `d${k + 1}`);
 
-const DAY_MS = 86_400_000;
+/** A UTC day; day numbers here are days since the epoch. */
+export const DAY_MS = 86_400_000;
 const isoDay = (day: number) => new Date(day * DAY_MS).toISOString().slice(0, 10);
 /** Epoch day 0 was a Thursday, so Monday-based weeks start where (day + 3) % 7 is 0. */
 const mondayOf = (day: number) => day - ((day + 3) % 7);
