@@ -1,7 +1,7 @@
 // What one platform's codes module holds: built in setup(), used by routes, jobs and RPC.
 
 import { Coalescer } from '../../kit/coalescer.ts';
-import type { Queryable } from '../../kit/db.ts';
+import { type Queryable, UTC_TEXT_TYPES, utcIso } from '../../kit/db.ts';
 import type { ModuleContext } from '../../kit/module.ts';
 import { Campaigns } from './campaigns.ts';
 import { Generator, STATE_ASSIGNED } from './generate.ts';
@@ -40,8 +40,6 @@ export interface CodesState {
   /** POST /api/generate: concurrent calls are coalesced into one INSERT. */
   webhookGenerate(count: number): Promise<string[]>;
 }
-
-const iso = (d: Date | null) => (d ? d.toISOString() : null);
 
 export function createCodesState(ctx: ModuleContext): CodesState {
   const campaigns = new Campaigns(ctx.pool);
@@ -98,10 +96,11 @@ interface CodeRow {
   live: boolean;
   reserve_id: string | null;
   user_id: string | null;
-  created_at: Date;
-  reserved_at: Date | null;
-  expires_at: Date | null;
-  assigned_at: Date | null;
+  /** The timestamps as UTC text (UTC_TEXT_TYPES), for utcIso. */
+  created_at: string;
+  reserved_at: string | null;
+  expires_at: string | null;
+  assigned_at: string | null;
 }
 
 /** The records of `codes` in one campaign, in the order asked (null where a code is not there). */
@@ -113,10 +112,12 @@ async function lookupMany(
   const { rows } = await pool.query<CodeRow>({
     // Named: parsed and planned once per connection (GET of one code is a hot path).
     name: 'codes_lookup_many',
-    text: `SELECT code, state, NOT (state = 1 AND expires_at <= now()) AS live, reserve_id, user_id, created_at,
-       reserved_at, expires_at, assigned_at
+    text: `SELECT code, state, NOT (state = 1 AND expires_at <= now()) AS live, reserve_id, user_id,
+       created_at AT TIME ZONE 'UTC' AS created_at, reserved_at AT TIME ZONE 'UTC' AS reserved_at,
+       expires_at AT TIME ZONE 'UTC' AS expires_at, assigned_at AT TIME ZONE 'UTC' AS assigned_at
      FROM codes WHERE campaign_no = $1 AND code = ANY($2::text[])`,
     values: [campaign.no, codes],
+    types: UTC_TEXT_TYPES,
   });
   const found = new Map(rows.map((r) => [r.code, r]));
   return codes.map((code) => {
@@ -136,9 +137,9 @@ function toRecord(campaign: Campaign, r: CodeRow): CodeRecord {
     state,
     reserveId: held ? r.reserve_id : null,
     userId: r.user_id,
-    createdAt: r.created_at.toISOString(),
-    reservedAt: held ? iso(r.reserved_at) : null,
-    expiresAt: held ? iso(r.expires_at) : null,
-    assignedAt: iso(r.assigned_at),
+    createdAt: utcIso(r.created_at),
+    reservedAt: held ? utcIso(r.reserved_at) : null,
+    expiresAt: held ? utcIso(r.expires_at) : null,
+    assignedAt: utcIso(r.assigned_at),
   };
 }
