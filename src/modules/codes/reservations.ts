@@ -9,7 +9,7 @@
 // A reservation row lists its codes (codes_reservations.codes); the paths that change them reach
 // them through that list and the primary key, and re-check `reserve_id` and `state` on each code.
 // Codes are marked reserved in two places that must agree: reserveInTx here, and for batches of
-// fresh ids the SQL function codes_reserve_unused (migrations/007_unused_codes.sql).
+// fresh ids the SQL function codes_reserve_unused (migrations/007_unused_codes.sql, body since 008).
 // Throughput comes from the Coalescer (one transaction per batch of concurrent reserves of a
 // campaign) and from allocation cursors. Unused codes (generated, never handed out) are taken in
 // code order through the primary key, from the code after the last one this process took, and
@@ -203,7 +203,7 @@ export class Reservations {
   }
 
   /**
-   * The common case in one call of codes_reserve_unused (migration 007: one round trip, no
+   * The common case in one call of codes_reserve_unused (migrations 007, 008: one round trip, no
    * BEGIN/COMMIT, one plan per connection): a batch of requests under fresh ids, all satisfied from
    * the codes after this process's cursors (unused ones first, then the pool). It picks, records
    * the reservations, marks the codes and moves the counters, or, when those codes are too few,
