@@ -96,9 +96,11 @@ const PALETTE = ['#2563eb', '#dc2626', '#16a34a', '#d97706', '#7c3aed', '#0891b2
 
 /**
  * A uPlot time chart. data = [xs (unix seconds), ...ys]; series = [{label}] one per y.
- * The chart is redrawn in place when data changes; width follows the container.
+ * The chart is redrawn in place when data changes; width follows the container. Its text for
+ * screen readers gives each line's latest point and, with `totalLabel` (for counts, not rates),
+ * each line's sum over the range shown.
  */
-export function Chart({ title, data, series, height = 220, yLabel }) {
+export function Chart({ title, data, series, height = 220, yLabel, totalLabel }) {
   const box = useRef(null);
   const plot = useRef(null);
   const key = series.map((s) => s.label).join('|');
@@ -136,9 +138,12 @@ export function Chart({ title, data, series, height = 220, yLabel }) {
     plot.current?.setData(data);
   }, [data]);
   const last = series.map((s, i) => `${s.label} ${fmt(data[i + 1]?.at(-1) ?? 0)}`).join(', ');
+  const sum = (ys) => (ys ?? []).reduce((a, y) => a + (y ?? 0), 0);
+  const totals = series.map((s, i) => `${s.label} ${fmt(sum(data[i + 1]))}`).join(', ');
+  const label = `${title}.${totalLabel && totals ? ` ${totalLabel}: ${totals}.` : ''} Latest: ${last || 'no data yet'}`;
   return html`<figure class="chart">
     <figcaption>${title}</figcaption>
-    <div ref=${box} role="img" aria-label=${`${title}. Latest: ${last || 'no data yet'}`}></div>
+    <div ref=${box} role="img" aria-label=${label}></div>
   </figure>`;
 }
 

@@ -51,7 +51,7 @@ export function EventsPage({ isAdmin }) {
           </select>
         <//>
       </div>
-      <${Chart} title=${`Events over time (${RANGES[bucket]})`} yLabel="events"
+      <${Chart} title=${`Events over time (${RANGES[bucket]})`} yLabel="events" totalLabel="In range"
         series=${lines.map(({ label }) => ({ label }))} data=${[xs, ...lines.map((l) => l.values)]} />
       <div class="grid">
         <section aria-labelledby="by-action-h">
