@@ -1,8 +1,6 @@
 // The composition root: builds every shared piece once, with explicit parameters, no container.
 
-import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { NatsConnection } from '@nats-io/transport-node';
@@ -10,6 +8,7 @@ import { ApiKeyVerifier, Sessions, WebhookVerifier } from './auth.ts';
 import { Chaos } from './chaos.ts';
 import type { Config, Role } from './config.ts';
 import { createPool, DatabaseStatus, type Pool, tesseraApplicationName } from './db.ts';
+import { devSecrets } from './dev-secrets.ts';
 import { type EmbeddedDatabase, startEmbeddedPostgres } from './embedded-postgres.ts';
 import { Jobs } from './jobs.ts';
 import { createRootLogger, type Logger, moduleLogger } from './log.ts';
@@ -47,24 +46,6 @@ export interface Kit {
   captureException?: (err: unknown) => void;
   /** Sentry and OpenTelemetry when configured; shut down last. */
   telemetry: Telemetry;
-}
-
-interface DevSecrets {
-  jwtSecret: string;
-  webhookSecret: string;
-}
-
-/** Dev convenience: secrets generated once and kept in DATA_DIR, so sessions survive restarts. */
-async function devSecrets(dataDir: string): Promise<DevSecrets> {
-  const file = path.resolve(dataDir, 'secrets.json');
-  if (existsSync(file)) return JSON.parse(await readFile(file, 'utf8')) as DevSecrets;
-  const secrets = {
-    jwtSecret: randomBytes(32).toString('base64url'),
-    webhookSecret: `whsec_${randomBytes(24).toString('base64')}`,
-  };
-  await mkdir(path.dirname(file), { recursive: true });
-  await writeFile(file, JSON.stringify(secrets, null, 2), { mode: 0o600 });
-  return secrets;
 }
 
 export interface KitOptions {
