@@ -112,9 +112,10 @@ describe('codes: the reserve function', async () => {
     await call('POST', '/api/campaigns/mixed/codes', { count: 10 });
     const back = await call('POST', '/api/campaigns/mixed/reservations', { count: 3 });
     await call('DELETE', `/api/campaigns/mixed/reservations/${back.reserveId}`);
+    const no = await campaignNo('mixed');
     const { rows } = await p.kit.pool.query(
       'SELECT reserve_id, code, unused FROM codes_reserve_unused($1, $2, $3, $4, NULL, 0, 9)',
-      [await campaignNo('mixed'), ['x', 'y'], [4, 5], [60, 60]],
+      [no, ['x', 'y'], [4, 5], [60, 60]],
     );
     assert.equal(rows.length, 9, 'the 7 unused codes, then 2 of the 3 released ones');
     const released = new Set<string>(back.codes);
@@ -122,7 +123,7 @@ describe('codes: the reserve function', async () => {
     assert.equal(rows.filter((r) => !r.unused).length, 2);
     const marked = await p.kit.pool.query(
       `SELECT count(*)::int AS n FROM codes WHERE campaign_no = $1 AND state = 1 AND reserve_id = ANY ('{x,y}')`,
-      [await campaignNo('mixed')],
+      [no],
     );
     assert.equal(marked.rows[0].n, 9, 'both kinds are marked reserved under their request');
   });
