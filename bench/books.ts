@@ -100,7 +100,7 @@ async function measure(
       ceiling: get.ceiling.rps,
       target: `≥ ${target}×`,
       pass: g.rps / get.ceiling.rps >= target && g.non2xx === 0,
-      note: `p50 ${g.p50} ms, p99 ${g.p99} ms${g.non2xx ? `, ${g.non2xx} non-2xx` : ''}${errs(g)}`,
+      note: `p50 ${g.p50} ms, p99 ${g.p99} ms${g.non2xx ? `, ${g.non2xx} non-2xx` : ''}${errs(g)}; ${get.gc}`,
     },
     {
       name: `${label}: GET /books/:id at 1,000 req/s, p99`,

@@ -139,7 +139,7 @@ export async function benchCodes(databaseUrl: string) {
         ceiling: reserve.ceiling.rps,
         target: '≥ 10,000 and ≥ 0.3×',
         pass: reserve.figure.rps >= 10_000 && ratio(reserve) >= 0.3 && reserve.figure.non2xx === 0,
-        note: `p99 ${reserve.figure.p99} ms, non-2xx ${reserve.figure.non2xx}, errors ${reserve.figure.errors}; ${reserveCost}`,
+        note: `p99 ${reserve.figure.p99} ms, non-2xx ${reserve.figure.non2xx}, errors ${reserve.figure.errors}; ${reserveCost}; ${reserve.gc}`,
       },
       {
         name: 'POST /api/generate (signed; the ceiling signed alike)',
@@ -148,7 +148,7 @@ export async function benchCodes(databaseUrl: string) {
         ceiling: webhook.ceiling.rps,
         target: '≥ 0.3×',
         pass: ratio(webhook) >= 0.3 && webhook.figure.non2xx === 0,
-        note: `p99 ${webhook.figure.p99} ms, non-2xx ${webhook.figure.non2xx}; ${webhookCost}`,
+        note: `p99 ${webhook.figure.p99} ms, non-2xx ${webhook.figure.non2xx}; ${webhookCost}; ${webhook.gc}`,
       },
       {
         name: 'GET one code',
@@ -157,7 +157,7 @@ export async function benchCodes(databaseUrl: string) {
         ceiling: lookup.ceiling.rps,
         target: '≥ 0.5×',
         pass: ratio(lookup) >= 0.5 && lookup.figure.non2xx === 0,
-        note: `p99 ${lookup.figure.p99} ms; ${lookupCost}`,
+        note: `p99 ${lookup.figure.p99} ms; ${lookupCost}; ${lookup.gc}`,
       },
     ]);
   } finally {

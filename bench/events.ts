@@ -95,7 +95,7 @@ export async function benchEvents(databaseUrl: string) {
       figure: single.figure.rps,
       unit: 'req/s',
       ceiling: single.ceiling.rps,
-      note: `p99 ${single.figure.p99} ms, non-2xx ${single.figure.non2xx}; ${singleCost}`,
+      note: `p99 ${single.figure.p99} ms, non-2xx ${single.figure.non2xx}; ${singleCost}; ${single.gc}`,
     });
 
     // Unmeasured first: a fresh path's first second (JIT, the first COPYs) ran 22–28% below the
@@ -230,7 +230,7 @@ export async function benchEvents(databaseUrl: string) {
         ceiling: oneEvent.ceiling.rps,
         target: '≥ 0.5× ceiling',
         pass: o.rps >= 0.5 * oneEvent.ceiling.rps && o.non2xx === 0,
-        note: `p99 ${o.p99} ms, non-2xx ${o.non2xx}; ${oneCost}`,
+        note: `p99 ${o.p99} ms, non-2xx ${o.non2xx}; ${oneCost}; ${oneEvent.gc}`,
       });
       const aloneLoad = {
         url: apiUrl,

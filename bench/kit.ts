@@ -14,14 +14,14 @@ export async function benchKit(databaseUrl: string) {
         figure: heartbeat.figure.rps,
         unit: 'req/s',
         ceiling: heartbeat.ceiling.rps,
-        note: `p99 ${heartbeat.figure.p99} ms`,
+        note: `p99 ${heartbeat.figure.p99} ms; ${heartbeat.gc}`,
       },
       {
         name: 'GET /health (SELECT 1 each)',
         figure: health.figure.rps,
         unit: 'req/s',
         ceiling: health.ceiling.rps,
-        note: `p99 ${health.figure.p99} ms`,
+        note: `p99 ${health.figure.p99} ms; ${health.gc}`,
       },
     ]);
   } finally {

@@ -123,22 +123,57 @@ export async function againstCeiling(
   ceiling: Server,
   figure: LoadOptions,
   rounds = 3,
-): Promise<{ figure: LoadResult; ceiling: LoadResult; served: number }> {
+): Promise<{ figure: LoadResult; ceiling: LoadResult; served: number; gc: string }> {
   const seconds = figure.durationSec ?? Number(process.env.BENCH_SECONDS ?? 5);
   const slice = Math.max(1, Math.round(seconds / rounds));
   const bare: LoadOptions = { ...figure, url: `${ceiling.url}/ceiling` };
   await warmUp(bare);
   const warm = await warmUp(figure);
+  const gcBefore = await gcCounters(figure.url);
   const c: LoadResult[] = [];
   const f: LoadResult[] = [];
   for (let r = 0; r < rounds; r++) {
     c.push(await load({ ...bare, durationSec: slice }));
     f.push(await load({ ...figure, durationSec: slice }));
   }
+  const gc = gcNote(gcBefore, await gcCounters(figure.url), slice * rounds);
   const result = combine(f);
   // `served`: every request the figure's server answered here, warm-up included. CPU read around
   // this call is divided by it: divided by the measured slices alone, it was ~1/6 too high.
-  return { figure: result, ceiling: combine(c), served: result.total + warm.total };
+  return { figure: result, ceiling: combine(c), served: result.total + warm.total, gc };
+}
+
+/** The server's GC totals by kind (prom-client's `nodejs_gc_duration_seconds` on its /metrics). */
+async function gcCounters(url: string): Promise<Map<string, number> | undefined> {
+  try {
+    const res = await fetch(new URL('/metrics', url));
+    if (!res.ok) return undefined;
+    const totals = new Map<string, number>();
+    for (const line of (await res.text()).split('\n')) {
+      const m = /^nodejs_gc_duration_seconds_(sum|count)\{[^}]*kind="(\w+)"[^}]*\} (\S+)$/.exec(line);
+      if (m) totals.set(`${m[1]}:${m[2]}`, Number(m[3]));
+    }
+    return totals;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The server's GC while the figure was measured, so a figure whose server fell into the slow GC
+ * mode (docs/PERFORMANCE.md) says so: GET of a code showed GC pauses in 15–17% of the load's time
+ * and 3 major GCs in slow processes, 3% and none in the others. The ceiling's slices are idle
+ * time for this server and add little.
+ */
+function gcNote(
+  before: Map<string, number> | undefined,
+  after: Map<string, number> | undefined,
+  loadSec: number,
+) {
+  if (!before || !after) return 'GC not read';
+  const delta = (key: string) => (after.get(key) ?? 0) - (before.get(key) ?? 0);
+  const seconds = [...after.keys()].filter((k) => k.startsWith('sum:')).reduce((a, k) => a + delta(k), 0);
+  return `GC ${Math.round((100 * seconds) / loadSec)}% of the load's time, ${delta('count:major')} major`;
 }
 
 /** Slices of one load as one: mean rate, worst p99, median p50, summed failures. */
