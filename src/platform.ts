@@ -12,6 +12,7 @@ import { moduleLogger } from './kit/log.ts';
 import { type MigrationSource, migrate } from './kit/migrate.ts';
 import type { HealthCheck, ModuleContext, TesseraModule } from './kit/module.ts';
 import { registerOpsRoutes } from './kit/ops-routes.ts';
+import { turnOffPretenuring } from './kit/v8-flags.ts';
 import { registerDashboard } from './web/dashboard.ts';
 
 export interface Platform {
@@ -81,6 +82,8 @@ export interface PlatformOptions {
 }
 
 export async function createPlatform(opts: PlatformOptions): Promise<Platform> {
+  // Before the first request: a pretenuring decision made under load is what V8 keeps (v8-flags.ts).
+  turnOffPretenuring();
   const kit = await createKit({ config: opts.config, role: opts.role, logDestination: opts.logDestination });
   const { role, modules } = opts;
   try {
