@@ -71,6 +71,18 @@ export async function freshDatabase(opts: { external?: boolean; empty?: boolean 
 }
 
 /**
+ * A pool for a test's own queries. pg-pool's end() resolves before its sockets have closed, so a
+ * suite's cleanup (DROP DATABASE … WITH (FORCE)), or a test stopping its private server, can still
+ * terminate a connection that is closing. Its 'error' is expected then; without this listener it
+ * was an uncaught exception failing whichever test ran at that moment (CI, 2026-12-03).
+ */
+export function testPool(connectionString: string, max = 1): pg.Pool {
+  const pool = new pg.Pool({ connectionString, max });
+  pool.on('error', () => undefined);
+  return pool;
+}
+
+/**
  * The database for suites that run Tessera as separate processes (api, worker, scheduler): on the
  * external PostgreSQL when `npm test` was given DATABASE_URL, as those roles are deployed, else on
  * the embedded one (test/run.ts prints which).

@@ -9,7 +9,14 @@ import { after, describe, it } from 'node:test';
 import pg from 'pg';
 import { VERSION } from '../../src/kit/kit.ts';
 import { withDatabase } from '../db-urls.ts';
-import { freshDatabase, runTessera, spawnTessera, startPlatform, type TesseraProcess } from '../helpers.ts';
+import {
+  freshDatabase,
+  runTessera,
+  spawnTessera,
+  startPlatform,
+  type TesseraProcess,
+  testPool,
+} from '../helpers.ts';
 
 /** An empty database (not from the migrated template), dropped when the suite ends. */
 async function emptyDatabase(): Promise<string> {
@@ -69,8 +76,7 @@ describe('tessera CLI', () => {
     const first = await runTessera(['migrate'], { DATABASE_URL: db });
     assert.equal(first.code, 0, first.out);
     assert.equal(first.stdout, 'migrations applied\n');
-    const pool = new pg.Pool({ connectionString: db, max: 1 });
-    pool.on('error', () => undefined); // the database is dropped (WITH FORCE) when the suite ends
+    const pool = testPool(db);
     after(() => pool.end());
     const count = async () =>
       (await pool.query('SELECT count(*)::int AS n FROM tessera_migrations')).rows[0].n as number;

@@ -5,12 +5,11 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import pg from 'pg';
 import { createRootLogger } from '../../src/kit/log.ts';
 import { migrate } from '../../src/kit/migrate.ts';
 import { allModules } from '../../src/modules/index.ts';
 import { migrationSources } from '../../src/platform.ts';
-import { privatePostgres, startPlatform, waitFor } from '../helpers.ts';
+import { privatePostgres, startPlatform, testPool, waitFor } from '../helpers.ts';
 
 const quiet = createRootLogger({ level: 'silent', format: 'json', debug: '', role: 'test' });
 
@@ -18,8 +17,7 @@ describe('database', () => {
   it('when migrations run on an empty database and again, then the second run applies nothing', async () => {
     const server = await privatePostgres('tessera-mig-');
     after(server.remove);
-    const pool = new pg.Pool({ connectionString: server.url, max: 3 });
-    pool.on('error', () => undefined);
+    const pool = testPool(server.url, 3);
     after(() => pool.end());
     const sources = migrationSources(allModules());
     // Two processes starting together: the advisory lock serialises them, nothing applies twice.
@@ -46,7 +44,7 @@ describe('database', () => {
 
   it('when PostgreSQL stops, hangs and returns, then /health says 503 naming it, answers within 2 s, and recovers', async () => {
     const server = await privatePostgres('tessera-health-');
-    const admin = new pg.Pool({ connectionString: server.url, max: 1 });
+    const admin = testPool(server.url);
     await migrate(admin, migrationSources([]), quiet);
     await admin.end();
     const p = await startPlatform({ modules: [], databaseUrl: server.url });

@@ -2,13 +2,13 @@
 // the PostgreSQL a deployment uses, not the embedded one the other suites start.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import pg from 'pg';
 import {
   EXTERNAL_DB,
   freshDatabase,
   needsExternalDb,
   runTessera,
   startPlatform,
+  testPool,
   waitFor,
 } from '../helpers.ts';
 
@@ -18,8 +18,7 @@ describe('external PostgreSQL (DATABASE_URL)', { skip: needsExternalDb }, () => 
     assert.equal(new URL(db).host, new URL(EXTERNAL_DB!).host, 'on the external server');
     const first = await runTessera(['migrate'], { DATABASE_URL: db });
     assert.equal(first.code, 0, first.out);
-    const pool = new pg.Pool({ connectionString: db, max: 1 });
-    pool.on('error', () => undefined); // the database is dropped (WITH FORCE) when the suite ends
+    const pool = testPool(db);
     try {
       const applied = async () =>
         (await pool.query('SELECT module, name FROM tessera_migrations ORDER BY module, name')).rows;

@@ -1,8 +1,7 @@
 // Real processes: the launcher's signal handling, cron across two schedulers, RPC over NATS.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import pg from 'pg';
-import { json, NATS_URL, needsNats, processDatabase, spawnTessera, waitFor } from '../helpers.ts';
+import { json, NATS_URL, needsNats, processDatabase, spawnTessera, testPool, waitFor } from '../helpers.ts';
 
 describe('processes', () => {
   it('when SIGTERM arrives with a request in flight, then the request completes and the process exits 0', async () => {
@@ -33,7 +32,7 @@ describe('processes', () => {
     });
     assert.equal(res.status, 202);
     const { jobId } = await json(res);
-    const pool = new pg.Pool({ connectionString: db, max: 1 });
+    const pool = testPool(db);
     try {
       const state = async () =>
         (await pool.query('SELECT state FROM tessera_job_runs WHERE id = $1', [jobId])).rows[0]?.state;
@@ -58,7 +57,7 @@ describe('processes', () => {
     const env = { DATABASE_URL: db, WORKER_HEARTBEAT_TIMEOUT_MS: '2000' };
     const a = await spawnTessera('worker', env, { fixture: true });
     await a.waitHealthy();
-    const pool = new pg.Pool({ connectionString: db, max: 1 });
+    const pool = testPool(db);
     try {
       const workerOf = async (pid: number) =>
         (await pool.query('SELECT worker_id FROM tessera_job_workers WHERE pid = $1', [pid])).rows[0]
@@ -114,7 +113,7 @@ describe('processes', () => {
     const a = await spawnTessera('scheduler', { DATABASE_URL: db }, { fixture: true });
     const b = await spawnTessera('scheduler', { DATABASE_URL: db }, { fixture: true });
     await Promise.all([a.waitHealthy(), b.waitHealthy()]);
-    const pool = new pg.Pool({ connectionString: db, max: 1 });
+    const pool = testPool(db);
     try {
       // Wait until two minute boundaries have passed, so at least one whole tick is observed.
       await waitFor(
@@ -166,7 +165,7 @@ describe('processes', () => {
 
 async function key(db: string): Promise<string> {
   const { createApiKey } = await import('../../src/kit/auth.ts');
-  const pool = new pg.Pool({ connectionString: db, max: 1 });
+  const pool = testPool(db);
   try {
     return (await createApiKey(pool, 'process test', ['admin'])).key;
   } finally {

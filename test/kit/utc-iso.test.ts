@@ -3,16 +3,14 @@
 // milliseconds truncated. The reference is PostgreSQL's own to_char of the same value.
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import pg from 'pg';
 import { UTC_TEXT_TYPES, utcIso } from '../../src/kit/db.ts';
-import { freshDatabase } from '../helpers.ts';
+import { freshDatabase, testPool } from '../helpers.ts';
 
 const ISO_MS = `'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'`;
 
 describe('utcIso', () => {
   it('when PostgreSQL sends UTC timestamps as text, then they read as Date#toISOString writes them', async () => {
-    const pool = new pg.Pool({ connectionString: await freshDatabase({ empty: true }), max: 1 });
-    pool.on('error', () => undefined); // the suite's cleanup drops the database under it
+    const pool = testPool(await freshDatabase({ empty: true }));
     after(() => pool.end());
     const fixed = [
       '2026-12-02 12:55:39+00', // whole second: PostgreSQL prints no fraction
@@ -42,8 +40,7 @@ describe('utcIso', () => {
   });
 
   it('when a timestamp is outside years 0–9999, then it still reads as Date#toISOString writes it', async () => {
-    const pool = new pg.Pool({ connectionString: await freshDatabase({ empty: true }), max: 1 });
-    pool.on('error', () => undefined); // the suite's cleanup drops the database under it
+    const pool = testPool(await freshDatabase({ empty: true }));
     after(() => pool.end());
     const { rows } = await pool.query({
       text: `SELECT t AT TIME ZONE 'UTC' AS utc

@@ -4,7 +4,6 @@
 // the RPC timeout), and the data is consistent afterwards.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import pg from 'pg';
 import {
   json,
   NATS_URL,
@@ -12,6 +11,7 @@ import {
   processDatabase,
   spawnTessera,
   type TesseraProcess,
+  testPool,
   waitFor,
 } from '../../../test/helpers.ts';
 import { createApiKey } from '../../kit/auth.ts';
@@ -28,7 +28,7 @@ interface Result {
 }
 
 async function apiKey(db: string): Promise<string> {
-  const pool = new pg.Pool({ connectionString: db, max: 1 });
+  const pool = testPool(db);
   try {
     return (await createApiKey(pool, 'books nats test', ['books'])).key;
   } finally {
@@ -226,7 +226,7 @@ describe('books over NATS: 1 api and 3 worker processes', { skip: needsNats }, a
 
     // Consistency: every book's status and borrower agree with its last history entry, checkouts and
     // returns alternate, every change bumped the version, and the counts agree everywhere.
-    const pool = new pg.Pool({ connectionString: db, max: 1 });
+    const pool = testPool(db);
     try {
       const broken = await pool.query(`
         WITH h AS (

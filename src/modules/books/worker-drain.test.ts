@@ -4,8 +4,14 @@
 // catch in flight on purpose, so this uses the fixture module's slow call on the same Rpc code path.
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
-import pg from 'pg';
-import { NATS_URL, needsNats, processDatabase, spawnTessera, waitFor } from '../../../test/helpers.ts';
+import {
+  NATS_URL,
+  needsNats,
+  processDatabase,
+  spawnTessera,
+  testPool,
+  waitFor,
+} from '../../../test/helpers.ts';
 import { createApiKey } from '../../kit/auth.ts';
 
 it('when a worker gets SIGTERM with 30 slow RPC calls in flight, then every call answers 200 and the worker exits 0', {
@@ -18,7 +24,7 @@ it('when a worker gets SIGTERM with 30 slow RPC calls in flight, then every call
   const leaving = await spawnTessera('worker', env, { fixture: true });
   const api = await spawnTessera('api', { ...env, RPC_TIMEOUT_MS: '20000' }, { fixture: true });
   await Promise.all([leaving, api].map((p) => p.waitHealthy(60000)));
-  const pool = new pg.Pool({ connectionString: db, max: 1 });
+  const pool = testPool(db);
   const { key } = await createApiKey(pool, 'drain test', ['admin']);
   await pool.end();
   const headers = { authorization: `Bearer ${key}` };

@@ -11,8 +11,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { Readable } from 'node:stream';
 import { after, describe, it } from 'node:test';
-import pg from 'pg';
-import { freshDatabase, spawnTessera, waitFor } from '../../../test/helpers.ts';
+import { freshDatabase, spawnTessera, testPool, waitFor } from '../../../test/helpers.ts';
 import { createApiKey } from '../../kit/auth.ts';
 
 const LINES = Number(process.env.TESSERA_TEST_IMPORT_LINES || 200_000);
@@ -65,8 +64,7 @@ describe('codes: streamed CSV import at size', { skip: linux }, () => {
     const db = await freshDatabase();
     const server = await spawnTessera('api', { DATABASE_URL: db, LOG_LEVEL: 'warn' });
     await server.waitHealthy();
-    const pool = new pg.Pool({ connectionString: db, max: 1 });
-    pool.on('error', () => undefined); // the suite's cleanup drops the database under it
+    const pool = testPool(db);
     after(() => pool.end());
     const { key } = await createApiKey(pool, 'import test', ['codes']);
     const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json' };

@@ -3,7 +3,6 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import pg from 'pg';
 import {
   json,
   privatePostgres,
@@ -11,6 +10,7 @@ import {
   runTessera,
   spawnTessera,
   startPlatform,
+  testPool,
   waitFor,
 } from '../../../test/helpers.ts';
 import { createApiKey } from '../../kit/auth.ts';
@@ -19,7 +19,7 @@ import { countBacklog } from './metrics.ts';
 import { storeRaw } from './raw-fixture.ts';
 
 async function adminKey(db: string): Promise<string> {
-  const pool = new pg.Pool({ connectionString: db, max: 1 });
+  const pool = testPool(db);
   try {
     return (await createApiKey(pool, 'process test', ['admin'])).key;
   } finally {
@@ -67,8 +67,7 @@ describe('events across real processes', () => {
 
   it('when WORKER_FAILURE_MODE=crash and work is waiting, then the worker exits with FAILURE_INJECTION logged and nothing is lost', async () => {
     const db = await processDatabase();
-    const pool = new pg.Pool({ connectionString: db, max: 1 });
-    pool.on('error', () => undefined); // the suite's cleanup drops the database under it
+    const pool = testPool(db);
     after(() => pool.end());
     await storeRaw(pool, `SELECT 'u' AS user_id, 'crash-test' AS action, now() AS ts`);
     await pool.query(`SELECT graphile_worker.add_job('events:drain', '{}', job_key => 'events:drain')`);
@@ -141,8 +140,7 @@ describe('events across real processes', () => {
 
     t = await spawnTessera('all', { DATABASE_URL: db, LOG_LEVEL: 'warn' });
     await t.waitHealthy();
-    const pool = new pg.Pool({ connectionString: db, max: 1 });
-    pool.on('error', () => undefined); // the suite's cleanup drops the database under it
+    const pool = testPool(db);
     after(() => pool.end());
     await waitFor(async () => (await countBacklog(pool)) === 0, {
       timeoutMs: 60_000,

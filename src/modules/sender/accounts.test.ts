@@ -9,7 +9,7 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import pg from 'pg';
 import { withDatabase } from '../../../test/db-urls.ts';
-import { startPlatform, type TestPlatform, waitFor } from '../../../test/helpers.ts';
+import { startPlatform, type TestPlatform, testPool, waitFor } from '../../../test/helpers.ts';
 import { createApiKey, createUser, revokeApiKey } from '../../kit/auth.ts';
 import { KIT_MIGRATIONS } from '../../kit/kit.ts';
 import { createRootLogger } from '../../kit/log.ts';
@@ -126,7 +126,7 @@ describe('sender accounts', () => {
     await c.query(`CREATE DATABASE ${name}`);
     await c.end();
     const url = withDatabase(admin, name);
-    const pool = new pg.Pool({ connectionString: url, max: 2 });
+    const pool = testPool(url, 2);
     after(async () => {
       await pool.end();
       const d = new pg.Client({ connectionString: admin });
