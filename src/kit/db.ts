@@ -252,6 +252,19 @@ export function recordConnectionFailure(
   log.error({ ...fields, err: { message: err.message, code: err.code } }, 'DB_CONNECTION_FAILED');
 }
 
+/**
+ * SQLSTATEs for text PostgreSQL cannot store: 22021 for a NUL character (\u0000) in a text value,
+ * 22P05 for one in JSON. Such text only ever comes from a request, so it is the caller's to fix.
+ */
+const UNSTORABLE_TEXT_CODES = new Set(['22021', '22P05']);
+export const UNSTORABLE_TEXT_MESSAGE =
+  'the request holds a NUL character (\\u0000), which PostgreSQL cannot store in text: remove it';
+
+/** True when a query failed on text from the request that PostgreSQL cannot store (a 400). */
+export function isUnstorableText(err: unknown): boolean {
+  return err instanceof Error && UNSTORABLE_TEXT_CODES.has((err as { code?: string }).code ?? '');
+}
+
 /** True when the error means PostgreSQL is unreachable (as opposed to a bad query). */
 export function isConnectionError(err: unknown): boolean {
   if (err instanceof DatabaseDownError) return true;

@@ -14,7 +14,13 @@ import Fastify, {
 } from 'fastify';
 import { hasScope, type Principal } from './auth.ts';
 import { RANDOM_500_RATE } from './chaos.ts';
-import { DB_UNAVAILABLE_MESSAGE, isConnectionError, recordConnectionFailure } from './db.ts';
+import {
+  DB_UNAVAILABLE_MESSAGE,
+  isConnectionError,
+  isUnstorableText,
+  recordConnectionFailure,
+  UNSTORABLE_TEXT_MESSAGE,
+} from './db.ts';
 import { forbidden, HttpError, unauthorized } from './errors.ts';
 import type { Kit } from './kit.ts';
 import { moduleLogger } from './log.ts';
@@ -182,6 +188,10 @@ function sendError(kit: Kit, err: FastifyError, req: FastifyRequest, reply: Fast
   if (err.validation) {
     log.debug({ reqId: req.id, validation: err.validation }, 'VALIDATION_ERROR');
     return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: err.message });
+  }
+  if (isUnstorableText(err)) {
+    log.debug({ reqId: req.id, err: { message: err.message } }, 'VALIDATION_ERROR');
+    return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: UNSTORABLE_TEXT_MESSAGE });
   }
   const status = err.statusCode ?? 500;
   if (status < 500) {

@@ -18,7 +18,13 @@ import {
   TimeoutError,
 } from '@nats-io/transport-node';
 import { Coalescer } from './coalescer.ts';
-import { DB_UNAVAILABLE_MESSAGE, isConnectionError, recordConnectionFailure } from './db.ts';
+import {
+  DB_UNAVAILABLE_MESSAGE,
+  isConnectionError,
+  isUnstorableText,
+  recordConnectionFailure,
+  UNSTORABLE_TEXT_MESSAGE,
+} from './db.ts';
 import { HttpError, unavailable } from './errors.ts';
 import { type Logger, moduleLogger } from './log.ts';
 import type { KitMetrics } from './metrics.ts';
@@ -295,6 +301,9 @@ export class Rpc {
     } catch (err) {
       if (err instanceof HttpError)
         return { ok: false, error: { statusCode: err.statusCode, message: err.message } };
+      // The caller's text, not the worker: the same 400 as the in-process path's HTTP error handler.
+      if (isUnstorableText(err))
+        return { ok: false, error: { statusCode: 400, message: UNSTORABLE_TEXT_MESSAGE } };
       const log = moduleLogger(this.rootLog, service);
       // The worker's database is down: the caller may retry, exactly as with the in-process path,
       // whose HTTP error handler answers the same 503.

@@ -114,6 +114,19 @@ describe('HTTP, auth and ops endpoints', async () => {
     assert.deepEqual(res.json(), { statusCode: 404, error: 'Not Found', message: 'fixture 42 not found' });
   });
 
+  it('when a query fails on a NUL character from the request, then 400 says to remove it, not 500', async () => {
+    const ok = await p.app.inject({ url: '/api/fixture/stored?text=ab', headers: p.auth });
+    assert.deepEqual(ok.json(), { text: 'ab' });
+    const res = await p.app.inject({ url: '/api/fixture/stored?text=a%00b', headers: p.auth });
+    assert.equal(res.statusCode, 400, res.body);
+    assert.deepEqual(res.json(), {
+      statusCode: 400,
+      error: 'Bad Request',
+      message:
+        'the request holds a NUL character (\\u0000), which PostgreSQL cannot store in text: remove it',
+    });
+  });
+
   it('when the body is over 1 MB, then 413; when it is not JSON, then 400 saying so', async () => {
     const big = await p.app.inject({
       method: 'POST',

@@ -7,13 +7,14 @@ import { type HttpError, notFound } from '../../src/kit/errors.ts';
 import { createRootLogger } from '../../src/kit/log.ts';
 import { createMetrics } from '../../src/kit/metrics.ts';
 import { Rpc } from '../../src/kit/rpc.ts';
-import { NATS_URL, needsNats } from '../helpers.ts';
+import { NATS_URL, needsNats, testPool } from '../helpers.ts';
 
 interface Echo {
   echo(input: { n: number }): Promise<{ n: number }>;
   blob(input: { kb: number }): Promise<string>;
   fail(input: { n: number }): Promise<never>;
   slow(input: { ms: number; n: number }): Promise<{ n: number }>;
+  stored(input: { text: string }): Promise<string>;
 }
 
 describe('RPC over NATS (batched)', { skip: needsNats }, () => {
@@ -36,6 +37,15 @@ describe('RPC over NATS (batched)', { skip: needsNats }, () => {
       slow: async (input: { ms: number; n: number }) => {
         await new Promise((r) => setTimeout(r, input.ms));
         return { n: input.n };
+      },
+      // A worker's query on text from the caller, on a real PostgreSQL.
+      stored: async (input: { text: string }) => {
+        const pool = testPool(process.env.TESSERA_TEST_ADMIN_URL!);
+        try {
+          return (await pool.query<{ t: string }>('SELECT $1::text AS t', [input.text])).rows[0]!.t;
+        } finally {
+          await pool.end();
+        }
       },
     });
     await server.serve();
@@ -99,6 +109,18 @@ describe('RPC over NATS (batched)', { skip: needsNats }, () => {
     assert.equal(((big as PromiseRejectedResult).reason as HttpError).statusCode, 502);
     assert.match(((big as PromiseRejectedResult).reason as Error).message, /larger than NATS's max_payload/);
     assert.deepEqual(small, { status: 'fulfilled', value: { n: 1 } });
+  });
+
+  it("when a handler's query fails on a NUL character from the caller, then that call gets 400 and the others their answers", async () => {
+    const svc = await start();
+    const [bad, good] = await Promise.allSettled([
+      svc.stored({ text: 'a\u0000b' }),
+      svc.stored({ text: 'ab' }),
+    ]);
+    assert.equal(bad.status, 'rejected');
+    assert.equal(((bad as PromiseRejectedResult).reason as HttpError).statusCode, 400);
+    assert.match(((bad as PromiseRejectedResult).reason as HttpError).message, /NUL character/);
+    assert.deepEqual(good, { status: 'fulfilled', value: 'ab' });
   });
 
   it('when one call is too large to send, then it fails with 413 and the rest of its batch goes through', async () => {

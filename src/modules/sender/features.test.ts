@@ -159,6 +159,9 @@ describe('sender features', () => {
     assert.deepEqual([b2.progress.suppressed, b2.progress.sent], [1, 1]);
     assert.equal((await inject(p, 'DELETE', '/api/suppressions/leaver@example.com')).statusCode, 204);
     assert.equal((await inject(p, 'DELETE', '/api/suppressions/leaver@example.com')).statusCode, 404);
+    const nul = await inject(p, 'DELETE', '/api/suppressions/leaver%00@example.com');
+    assert.equal(nul.statusCode, 400, "an address PostgreSQL cannot store is the caller's to fix");
+    assert.match(nul.json().message, /NUL character/);
     assert.equal((await inject(p, 'POST', '/api/suppressions', { addresses: [] })).statusCode, 400);
   });
 
