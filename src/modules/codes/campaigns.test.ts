@@ -150,6 +150,30 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     assert.equal((await call('GET', '/api/campaigns/imp')).json().inventory.total, 2004);
   });
 
+  it('when a CSV breaks off part-way, then 400 names the line and what was imported before it, and the fixed file then imports', async () => {
+    await create('broken', { length: 6, alphabet: 'numeric' });
+    const csv = { 'content-type': 'text/csv' };
+    const lines = ['333333', '444444', 'xx', '"555555'];
+    const res = await call('POST', '/api/campaigns/broken/codes/import', lines.join('\n'), csv);
+    assert.equal(res.statusCode, 400, res.body);
+    assert.match(
+      res.json().message,
+      /^the CSV could not be read: Quote Not Closed.* line 4\. Imported before the error: (\d+) inserted, 0 duplicate, [01] invalid\. Fix the file/,
+    );
+    // However many the reply says were imported are held, and the fixed file counts them as duplicates.
+    const held = Number(/(\d+) inserted/.exec(res.json().message)![1]);
+    assert.equal((await call('GET', '/api/campaigns/broken')).json().inventory.total, held);
+    lines[3] = '"555555"';
+    const fixed = await call('POST', '/api/campaigns/broken/codes/import', lines.join('\n'), csv);
+    assert.equal(fixed.statusCode, 200, fixed.body);
+    assert.deepEqual(fixed.json(), {
+      inserted: 3 - held,
+      duplicate: held,
+      invalid: 1,
+      invalidSamples: ['xx'],
+    });
+  });
+
   it('when a large count is asked, then 202 gives a job whose progress reaches completed with every code stored', async () => {
     await create('big', { length: 8, alphabet: 'alphanumeric' });
     const res = await call('POST', '/api/campaigns/big/codes', { count: 60_000 });

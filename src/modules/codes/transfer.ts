@@ -2,10 +2,11 @@
 // row and writes batches of 5,000 (each batch its own transaction, counters included), an export
 // is a COPY … TO STDOUT piped to the response. Memory stays flat for any file size.
 import type { Readable } from 'node:stream';
-import { parse } from 'csv-parse';
+import { CsvError, parse } from 'csv-parse';
 import { to as copyTo } from 'pg-copy-streams';
 import type { Pool } from '../../kit/db.ts';
 import { withTransaction } from '../../kit/db.ts';
+import { badRequest, HttpError } from '../../kit/errors.ts';
 import type { Campaign } from './campaigns.ts';
 import { normalizeCode } from './format.ts';
 import type { CodesMetrics } from './metrics.ts';
@@ -59,22 +60,34 @@ export class Transfer {
       batch = [];
     };
     let first = true;
-    for await (const raw of source) {
-      const isFirst = first;
-      first = false;
-      if (raw.trim() === '') continue;
-      const code = normalizeCode(campaign.format, raw);
-      if (!code) {
-        if (isFirst && /^\s*code\s*$/i.test(raw)) continue; // a header line
-        result.invalid++;
-        if (result.invalidSamples.length < 10) result.invalidSamples.push(raw.slice(0, 100));
-        continue;
+    try {
+      for await (const raw of source) {
+        const isFirst = first;
+        first = false;
+        if (raw.trim() === '') continue;
+        const code = normalizeCode(campaign.format, raw);
+        if (!code) {
+          if (isFirst && /^\s*code\s*$/i.test(raw)) continue; // a header line
+          result.invalid++;
+          if (result.invalidSamples.length < 10) result.invalidSamples.push(raw.slice(0, 100));
+          continue;
+        }
+        batch.push(code);
+        if (batch.length >= BATCH) await flush();
       }
-      batch.push(code);
-      if (batch.length >= BATCH) await flush();
+      await flush();
+    } catch (err) {
+      // An upload that stops making sense part-way (malformed CSV): batches read before the error
+      // are committed, so the 400 says what they held. Sending the fixed file again is safe: the
+      // codes already held count as duplicates.
+      if (!(err instanceof HttpError && err.statusCode === 400)) throw err;
+      await flush();
+      throw badRequest(
+        `${err.message}. Imported before the error: ${result.inserted} inserted, ${result.duplicate} duplicate, ${result.invalid} invalid. Fix the file and send it again: codes already held count as duplicates`,
+      );
+    } finally {
+      if (result.inserted) this.metrics.generated.inc({ campaign: campaign.id }, result.inserted);
     }
-    await flush();
-    if (result.inserted) this.metrics.generated.inc({ campaign: campaign.id }, result.inserted);
     return result;
   }
 
@@ -84,7 +97,12 @@ export class Transfer {
       parse({ relax_column_count: true, skip_empty_lines: true, trim: true, bom: true, relax_quotes: true }),
     );
     body.on('error', (err) => parser.destroy(err));
-    for await (const record of parser as AsyncIterable<string[]>) yield String(record[0] ?? '');
+    try {
+      for await (const record of parser as AsyncIterable<string[]>) yield String(record[0] ?? '');
+    } catch (err) {
+      if (err instanceof CsvError) throw badRequest(`the CSV could not be read: ${err.message}`);
+      throw err;
+    }
   }
 
   static async *list(items: unknown[]): AsyncIterable<string> {
