@@ -132,6 +132,15 @@ describe('events ingestion', async () => {
     ],
     ['an array item is a string', ['hello'], /events\[0\] must be an object.*, got a string$/],
     ['userId is 300 characters', { userId: 'x'.repeat(300), action: 'a' }, /at most 256 characters/],
+    ['userId holds a NUL character', { userId: 'u\u0000', action: 'a' }, /userId must not contain a NUL/],
+    [
+      'a property value in the second event holds a NUL character',
+      [
+        { userId: 'u', action: 'a' },
+        { userId: 'u', action: 'a', properties: { note: 'x\u0000y' } },
+      ],
+      /events\[1\]\.properties must not contain a NUL/,
+    ],
   ];
   for (const [what, body, message] of invalid) {
     it(`when ${what}, then 400 saying what to fix, VALIDATION_ERROR logged, nothing stored`, async () => {

@@ -74,6 +74,12 @@ describe('Segment-compatible ingestion', async () => {
   const bad: [string, string, unknown, RegExp][] = [
     ['track has no event', '/v1/track', { userId: 'u' }, /event is required/],
     ['there is no userId or anonymousId', '/v1/track', { event: 'e' }, /userId or anonymousId is required/],
+    [
+      'the anonymousId holds a NUL character',
+      '/v1/track',
+      { anonymousId: 'a\u0000', event: 'e' },
+      /anonymousId must not contain a NUL/,
+    ],
     ['batch is missing', '/v1/batch', { calls: [] }, /\{"batch"/],
     ['batch is empty', '/v1/batch', { batch: [] }, /batch is empty/],
     [

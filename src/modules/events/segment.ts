@@ -6,7 +6,13 @@ import { hasScope, type Principal } from '../../kit/auth.ts';
 import { badRequest, forbidden, unauthorized } from '../../kit/errors.ts';
 import { authenticate } from '../../kit/http.ts';
 import type { Kit } from '../../kit/kit.ts';
-import { type EventRow, EventValidationError, parseProperties, parseTimestamp } from './validate.ts';
+import {
+  type EventRow,
+  EventValidationError,
+  parseProperties,
+  parseTimestamp,
+  refuseNul,
+} from './validate.ts';
 
 export const SEGMENT_TYPES = ['track', 'identify', 'page', 'screen', 'group', 'alias'] as const;
 type SegmentType = (typeof SEGMENT_TYPES)[number];
@@ -58,11 +64,11 @@ export function segmentToEvent(
   if (messageId !== undefined && !nonEmpty(messageId))
     throw new EventValidationError('messageId', `${where}messageId must be a non-empty string`);
   return {
-    userId,
-    action,
+    userId: refuseNul(where, msg.userId === userId ? 'userId' : 'anonymousId', userId),
+    action: refuseNul(where, 'event', action),
     ts: parseTimestamp(where, msg.timestamp ?? msg.originalTimestamp, now),
     properties: parseProperties(where, props ?? undefined),
-    messageId: (messageId as string | undefined) ?? null,
+    messageId: messageId === undefined ? null : refuseNul(where, 'messageId', messageId as string),
   };
 }
 

@@ -49,6 +49,20 @@ export class EventValidationError extends Error {
 const isObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
 
+/**
+ * PostgreSQL's text and jsonb cannot hold a NUL character (\u0000). An event carrying one was
+ * stored (its JSON escapes it) and then dead-lettered by the worker with a misleading message, so
+ * it is refused here with the field named.
+ */
+export function refuseNul(where: string, field: string, v: string): string {
+  if (v.includes('\u0000'))
+    throw new EventValidationError(field, `${where}${field} must not contain a NUL character (\\u0000)`);
+  return v;
+}
+
+/** `\u0000` in JSON text, and not the escaped backslash of `\\u0000` (an odd run of backslashes). */
+const NUL_IN_JSON = /(?<!\\)(?:\\\\)*\\u0000/;
+
 function text(where: string, field: string, v: unknown, max: number, required: boolean): string | null {
   if (v === undefined || v === null) {
     if (!required) return null;
@@ -58,7 +72,7 @@ function text(where: string, field: string, v: unknown, max: number, required: b
     throw new EventValidationError(field, `${where}${field} must be a non-empty string, got ${describe(v)}`);
   if (v.length > max)
     throw new EventValidationError(field, `${where}${field} must be at most ${max} characters`);
-  return v;
+  return refuseNul(where, field, v);
 }
 
 function describe(v: unknown): string {
@@ -101,6 +115,11 @@ export function parseProperties(where: string, v: unknown): string | null {
   const json = JSON.stringify(v);
   if (json.length > MAX_PROPERTIES_BYTES)
     throw new EventValidationError('properties', `${where}properties must be at most 32 KB of JSON`);
+  if (json.includes('u0000') && NUL_IN_JSON.test(json))
+    throw new EventValidationError(
+      'properties',
+      `${where}properties must not contain a NUL character (\\u0000) in any key or value`,
+    );
   return json;
 }
 
