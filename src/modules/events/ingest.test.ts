@@ -141,6 +141,11 @@ describe('events ingestion', async () => {
       ],
       /events\[1\]\.properties must not contain a NUL/,
     ],
+    [
+      'a property holds half an emoji (a string cut between its two UTF-16 units)',
+      { userId: 'u', action: 'a', properties: { title: 'launch 🚀'.slice(0, -1) } },
+      /properties must not contain .*a lone surrogate/,
+    ],
   ];
   for (const [what, body, message] of invalid) {
     it(`when ${what}, then 400 saying what to fix, VALIDATION_ERROR logged, nothing stored`, async () => {
