@@ -22,6 +22,7 @@ import {
   UNSTORABLE_TEXT_MESSAGE,
 } from './db.ts';
 import { forbidden, HttpError, unauthorized } from './errors.ts';
+import { parseJsonBody } from './json-body.ts';
 import type { Kit } from './kit.ts';
 import { moduleLogger } from './log.ts';
 
@@ -94,9 +95,9 @@ export async function createHttpApp(kit: Kit): Promise<App> {
     if (req.routeOptions.config?.rawBody) req.rawBody = text;
     if (text === '') return done(null, undefined);
     try {
-      done(null, JSON.parse(text));
+      done(null, parseJsonBody(text));
     } catch (err) {
-      done(new HttpError(400, `request body is not valid JSON: ${(err as Error).message}`), undefined);
+      done(err as HttpError, undefined);
     }
   });
 

@@ -154,6 +154,25 @@ describe('HTTP, auth and ops endpoints', async () => {
     assert.match(invalid.json().message, /data/);
   });
 
+  it('when a JSON body spells half of a UTF-16 pair on its own, then 400 names where; a whole pair spelled as escapes passes', async () => {
+    const send = (payload: string) =>
+      p.app.inject({
+        method: 'POST',
+        url: '/api/fixture/body',
+        headers: { ...p.auth, 'content-type': 'application/json' },
+        payload,
+      });
+    const cut = await send('{"data":"launch \\ud83d"}');
+    assert.equal(cut.statusCode, 400, cut.body);
+    assert.match(cut.json().message, /^body\.data holds a lone surrogate .* send whole characters$/);
+    const low = await send('[{"a":1},{"\\uDE80":2}]');
+    assert.equal(low.statusCode, 400);
+    assert.match(low.json().message, /^a key of body\[1\] holds a lone surrogate/);
+    const whole = await send('{"data":"launch \\ud83d\\ude80"}');
+    assert.equal(whole.statusCode, 200, whole.body);
+    assert.deepEqual(whole.json(), { length: 9 });
+  });
+
   it('when responding, then every answer carries a request id, and a given x-request-id is kept', async () => {
     const res = await p.app.inject({ url: '/heartbeat', headers: { 'x-request-id': 'abc-123' } });
     assert.equal(res.headers['x-request-id'], 'abc-123');

@@ -11,7 +11,7 @@ import {
   EventValidationError,
   parseProperties,
   parseTimestamp,
-  refuseUnstorable,
+  refuseNul,
 } from './validate.ts';
 
 export const SEGMENT_TYPES = ['track', 'identify', 'page', 'screen', 'group', 'alias'] as const;
@@ -64,11 +64,11 @@ export function segmentToEvent(
   if (messageId !== undefined && !nonEmpty(messageId))
     throw new EventValidationError('messageId', `${where}messageId must be a non-empty string`);
   return {
-    userId: refuseUnstorable(where, msg.userId === userId ? 'userId' : 'anonymousId', userId),
-    action: refuseUnstorable(where, 'event', action),
+    userId: refuseNul(where, msg.userId === userId ? 'userId' : 'anonymousId', userId),
+    action: refuseNul(where, 'event', action),
     ts: parseTimestamp(where, msg.timestamp ?? msg.originalTimestamp, now),
     properties: parseProperties(where, props ?? undefined),
-    messageId: messageId === undefined ? null : refuseUnstorable(where, 'messageId', messageId as string),
+    messageId: messageId === undefined ? null : refuseNul(where, 'messageId', messageId as string),
   };
 }
 

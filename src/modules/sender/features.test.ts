@@ -90,6 +90,16 @@ describe('sender features', () => {
         404,
         /send config/,
       ],
+      [
+        // A name cut inside an emoji: stored as jsonb, it was a 500.
+        {
+          channel: 'mock',
+          template,
+          recipients: [{ address: 'a@example.com', variables: { name: 'Jo 🚀'.slice(0, -1) } }],
+        },
+        400,
+        /^body\.recipients\[0\]\.variables\.name holds a lone surrogate/,
+      ],
     ];
     for (const [body, status, message] of cases) {
       const res = await inject(p, 'POST', '/api/batches', body);
