@@ -9,6 +9,12 @@ export type PoolClient = pg.PoolClient;
 /** Anything that can run a query: the pool, or a client inside a transaction. */
 export type Queryable = Pick<pg.Pool, 'query'>;
 
+/**
+ * The largest value of a PostgreSQL integer column: the bound of every integer input that reaches
+ * one, so a larger number is a 400 from the schema rather than a 500 from the database.
+ */
+export const PG_INT_MAX = 2_147_483_647;
+
 // BIGINT/INT8 counts come back as strings by default; our counts fit in a JS number.
 pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number.parseInt(v, 10));
 

@@ -157,6 +157,11 @@ describe('books API (single process)', async () => {
         /If-Match asks for version 1 but the body's version is 2/,
       );
       await expect4xx(
+        await call('PUT', `/books/${b.id}`, { tags: [], version: 2 ** 53 }),
+        400,
+        /version must be <=/,
+      );
+      await expect4xx(
         await call('DELETE', `/books/${b.id}`, undefined, { 'if-match': 'x' }),
         400,
         /If-Match/,

@@ -7,6 +7,7 @@
 // - rack: the rack_id books carry; GET /racks groups books by it
 // - history entry: one checkout or return, written in the same statement as the status change
 import { type Static, type TSchema, Type } from '@sinclair/typebox';
+import { PG_INT_MAX } from '../../kit/db.ts';
 
 export const BOOK_STATUSES = ['available', 'checked-out'] as const;
 export type BookStatus = (typeof BOOK_STATUSES)[number];
@@ -58,7 +59,7 @@ export const BookPatch = Type.Object(
       ),
     ),
     rack_id: Type.Optional(RackId),
-    version: Type.Optional(Type.Integer({ minimum: 1 })),
+    version: Type.Optional(Type.Integer({ minimum: 1, maximum: PG_INT_MAX })),
     createdAt: Type.Optional(Type.String()),
     updatedAt: Type.Optional(Type.String()),
   },

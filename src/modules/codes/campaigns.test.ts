@@ -48,6 +48,10 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
       assert.equal(res.statusCode, status, `${JSON.stringify(format)}: ${res.body}`);
       assert.match(res.json().message, message);
     }
+    // Past a PostgreSQL integer: the schema's 400, not the database's 500.
+    const huge = await create('bad-huge', { length: 8, alphabet: 'numeric' }, { maxPerUser: 2 ** 53 });
+    assert.equal(huge.statusCode, 400, huge.body);
+    assert.match(huge.json().message, /maxPerUser must be <= 2147483647/);
   });
 
   it('when codes are generated, then they are unique, fit the format and count in the inventory', async () => {

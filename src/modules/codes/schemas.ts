@@ -1,5 +1,6 @@
 // Route schemas (TypeBox): request validation at the edge and the documented responses in /docs.
 import { type Static, Type } from '@sinclair/typebox';
+import { PG_INT_MAX } from '../../kit/db.ts';
 import { GENERATE_MAX } from './generate.ts';
 import { RESERVE_MAX, TTL_MAX_SECONDS } from './service.ts';
 
@@ -27,7 +28,7 @@ export const CreateCampaignBody = Type.Object(
     ),
     reservationTtlSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: TTL_MAX_SECONDS })),
     maxPerUser: Type.Optional(
-      Type.Integer({ minimum: 1, description: 'most codes one userId may be assigned' }),
+      Type.Integer({ minimum: 1, maximum: PG_INT_MAX, description: 'most codes one userId may be assigned' }),
     ),
   },
   { additionalProperties: false },

@@ -118,6 +118,12 @@ describe('sender features', () => {
     for (const action of ['pause', 'resume', 'cancel', 'send'])
       assert.equal((await inject(p, 'POST', `/api/batches/${missing}/${action}`)).statusCode, 404);
     assert.equal((await inject(p, 'GET', '/api/batches/not-a-uuid')).statusCode, 400);
+    const draft = (
+      await inject(p, 'POST', '/api/batches', { channel: 'mock', draft: true, template })
+    ).json();
+    const pastInt = await inject(p, 'GET', `/api/batches/${draft.id}/recipients?after=1e308`);
+    assert.equal(pastInt.statusCode, 400, 'past a PostgreSQL integer: 400, not 500');
+    assert.match(pastInt.json().message, /after must be <= 2147483647/);
     assert.equal((await p.app.inject({ method: 'GET', url: '/api/batches' })).statusCode, 401);
   });
 

@@ -1,5 +1,6 @@
 // Request and response schemas (TypeBox): validation at the edge, types derived from the same source.
 import { type Static, Type } from '@sinclair/typebox';
+import { PG_INT_MAX } from '../../kit/db.ts';
 import { CHANNELS } from './channels.ts';
 
 export const MAX_INLINE_RECIPIENTS = 10_000;
@@ -104,7 +105,7 @@ export const ListBatchesQuery = Type.Object({
 
 export const ListRecipientsQuery = Type.Object({
   state: Type.Optional(Type.Union(RECIPIENT_STATES.map((s) => Type.Literal(s)))),
-  after: Type.Integer({ minimum: 0, default: 0 }),
+  after: Type.Integer({ minimum: 0, maximum: PG_INT_MAX, default: 0 }),
   limit: Type.Integer({ minimum: 1, maximum: 1000, default: 100 }),
 });
 
