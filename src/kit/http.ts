@@ -190,6 +190,13 @@ function sendError(kit: Kit, err: FastifyError, req: FastifyRequest, reply: Fast
     log.debug({ reqId: req.id, validation: err.validation }, 'VALIDATION_ERROR');
     return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: err.message });
   }
+  if (isStackOverflow(err)) {
+    // JSON.parse takes any depth, but whatever walks the value next (JSON.stringify for a jsonb
+    // column, a validator) recurses: a 200 KB body nested 100,000 deep was a 500 on four routes.
+    // Logged at warn with its stack, in case one day the recursion is ours.
+    log.warn({ reqId: req.id, err }, 'VALIDATION_ERROR');
+    return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: TOO_DEEP_MESSAGE });
+  }
   if (isUnstorableText(err)) {
     log.debug({ reqId: req.id, err: { message: err.message } }, 'VALIDATION_ERROR');
     return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: UNSTORABLE_TEXT_MESSAGE });
@@ -214,6 +221,12 @@ function sendError(kit: Kit, err: FastifyError, req: FastifyRequest, reply: Fast
   return reply
     .code(500)
     .send({ statusCode: 500, error: 'Internal Server Error', message: 'Internal Server Error' });
+}
+
+const TOO_DEEP_MESSAGE = 'the request body is nested too deeply to process (thousands of levels): flatten it';
+
+function isStackOverflow(err: unknown): boolean {
+  return err instanceof RangeError && err.message.includes('Maximum call stack size exceeded');
 }
 
 function httpErrorName(status: number): string {

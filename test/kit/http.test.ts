@@ -168,6 +168,9 @@ describe('HTTP, auth and ops endpoints', async () => {
     const low = await send('[{"a":1},{"\\uDE80":2}]');
     assert.equal(low.statusCode, 400);
     assert.match(low.json().message, /^a key of body\[1\] holds a lone surrogate/);
+    const deep = await send(`{"data":${'['.repeat(100_000)}"\\ud83d"${']'.repeat(100_000)}}`);
+    assert.equal(deep.statusCode, 400, "a walk too deep for the stack is the caller's 400, not a 500");
+    assert.match(deep.json().message, /^the request body is nested too deeply/);
     const whole = await send('{"data":"launch \\ud83d\\ude80"}');
     assert.equal(whole.statusCode, 200, whole.body);
     assert.deepEqual(whole.json(), { length: 9 });

@@ -135,6 +135,13 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     assert.deepEqual(res.json(), { inserted: 3, duplicate: 1, invalid: 1, invalidSamples: ['xx'] });
     const js = await call('POST', '/api/campaigns/imp/codes/import', ['654321', '222222', 42]);
     assert.deepEqual(js.json(), { inserted: 1, duplicate: 1, invalid: 1, invalidSamples: ['42'] });
+    // A list item nested 100,000 deep: the platform's 400 (nothing walks it without recursing).
+    const deep = `[${'['.repeat(100_000)}${']'.repeat(100_000)}]`;
+    const tooDeep = await call('POST', '/api/campaigns/imp/codes/import', deep, {
+      'content-type': 'application/json',
+    });
+    assert.equal(tooDeep.statusCode, 400, tooDeep.body);
+    assert.match(tooDeep.json().message, /nested too deeply/);
     const bad = await call('POST', '/api/campaigns/imp/codes/import', { nothing: true });
     assert.equal(bad.statusCode, 400);
     assert.match(bad.json().message, /text\/csv.*JSON list/);

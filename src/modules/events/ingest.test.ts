@@ -198,6 +198,15 @@ describe('events ingestion', async () => {
     assert.equal(validationLineOf(missing)?.field, 'action');
   });
 
+  it('when properties are nested 100,000 levels deep, then 400 names them, not 500', async () => {
+    await clear();
+    const deep = `${'['.repeat(100_000)}1${']'.repeat(100_000)}`;
+    const res = await send('application/json', `{"userId":"u","action":"a","properties":{"k":${deep}}}`);
+    assert.equal(res.statusCode, 400, res.body);
+    assert.match(res.json().message, /^properties are nested too deeply/);
+    assert.equal((await raw()).length, 0);
+  });
+
   it('when the content type is missing or not JSON, then 415 says to send application/json', async () => {
     for (const type of [undefined, 'application/x-www-form-urlencoded']) {
       const res = await send(type, 'userId=u&action=a');

@@ -114,7 +114,16 @@ export function parseProperties(where: string, v: unknown): string | null {
       'properties',
       `${where}properties must be a JSON object, got ${describe(v)}`,
     );
-  const json = JSON.stringify(v);
+  let json: string;
+  try {
+    json = JSON.stringify(v);
+  } catch {
+    // Only a RangeError can come from stringifying parsed JSON: nesting deeper than the stack.
+    throw new EventValidationError(
+      'properties',
+      `${where}properties are nested too deeply to process (thousands of levels): flatten them`,
+    );
+  }
   if (json.length > MAX_PROPERTIES_BYTES)
     throw new EventValidationError('properties', `${where}properties must be at most 32 KB of JSON`);
   if (json.includes('u0000') && NUL_IN_JSON.test(json))
