@@ -1,6 +1,7 @@
 // PostgreSQL access for every module: one pg Pool per process, transactions, and the mapping of
 // "the database is not there" errors to a clean 503 instead of a hang or a 500.
 import pg from 'pg';
+import { badRequest, type HttpError } from './errors.ts';
 import type { Logger } from './log.ts';
 import type { KitMetrics } from './metrics.ts';
 
@@ -263,12 +264,17 @@ export function recordConnectionFailure(
  * 22P05 for one in JSON. Such text only ever comes from a request, so it is the caller's to fix.
  */
 const UNSTORABLE_TEXT_CODES = new Set(['22021', '22P05']);
-export const UNSTORABLE_TEXT_MESSAGE =
-  'the request holds a NUL character (\\u0000), which PostgreSQL cannot store in text: remove it';
 
-/** True when a query failed on text from the request that PostgreSQL cannot store (a 400). */
-export function isUnstorableText(err: unknown): boolean {
-  return err instanceof Error && UNSTORABLE_TEXT_CODES.has((err as { code?: string }).code ?? '');
+/**
+ * The caller's 400 when a query failed on text from the request that PostgreSQL cannot store, else
+ * undefined. One answer for the HTTP error handler and the RPC worker side alike.
+ */
+export function unstorableTextError(err: unknown): HttpError | undefined {
+  if (!(err instanceof Error) || !UNSTORABLE_TEXT_CODES.has((err as { code?: string }).code ?? ''))
+    return undefined;
+  return badRequest(
+    'the request holds a NUL character (\\u0000), which PostgreSQL cannot store in text: remove it',
+  );
 }
 
 /** True when the error means PostgreSQL is unreachable (as opposed to a bad query). */

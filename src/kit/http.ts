@@ -17,9 +17,8 @@ import { RANDOM_500_RATE } from './chaos.ts';
 import {
   DB_UNAVAILABLE_MESSAGE,
   isConnectionError,
-  isUnstorableText,
   recordConnectionFailure,
-  UNSTORABLE_TEXT_MESSAGE,
+  unstorableTextError,
 } from './db.ts';
 import { forbidden, HttpError, unauthorized } from './errors.ts';
 import { parseJsonBody } from './json-body.ts';
@@ -197,9 +196,10 @@ function sendError(kit: Kit, err: FastifyError, req: FastifyRequest, reply: Fast
     log.warn({ reqId: req.id, err }, 'VALIDATION_ERROR');
     return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: TOO_DEEP_MESSAGE });
   }
-  if (isUnstorableText(err)) {
+  const unstorable = unstorableTextError(err);
+  if (unstorable) {
     log.debug({ reqId: req.id, err: { message: err.message } }, 'VALIDATION_ERROR');
-    return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: UNSTORABLE_TEXT_MESSAGE });
+    return reply.code(400).send(unstorable.toJSON());
   }
   const status = err.statusCode ?? 500;
   if (status < 500) {

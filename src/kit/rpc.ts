@@ -21,9 +21,8 @@ import { Coalescer } from './coalescer.ts';
 import {
   DB_UNAVAILABLE_MESSAGE,
   isConnectionError,
-  isUnstorableText,
   recordConnectionFailure,
-  UNSTORABLE_TEXT_MESSAGE,
+  unstorableTextError,
 } from './db.ts';
 import { HttpError, unavailable } from './errors.ts';
 import { type Logger, moduleLogger } from './log.ts';
@@ -299,11 +298,9 @@ export class Rpc {
       if (!handler) throw new HttpError(501, `RPC ${service}.${method} is not registered in this process`);
       return { ok: true, data: await handler(input) };
     } catch (err) {
-      if (err instanceof HttpError)
-        return { ok: false, error: { statusCode: err.statusCode, message: err.message } };
-      // The caller's text, not the worker: the same 400 as the in-process path's HTTP error handler.
-      if (isUnstorableText(err))
-        return { ok: false, error: { statusCode: 400, message: UNSTORABLE_TEXT_MESSAGE } };
+      // A query on the caller's text PostgreSQL cannot store is the caller's 400, as in-process.
+      const known = err instanceof HttpError ? err : unstorableTextError(err);
+      if (known) return { ok: false, error: { statusCode: known.statusCode, message: known.message } };
       const log = moduleLogger(this.rootLog, service);
       // The worker's database is down: the caller may retry, exactly as with the in-process path,
       // whose HTTP error handler answers the same 503.
