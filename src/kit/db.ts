@@ -106,6 +106,21 @@ export function pidOfApplicationName(name: string): number | undefined {
   return pid ? Number(pid) : undefined;
 }
 
+/**
+ * One query before anything else uses the pool, so a process that cannot reach its database says
+ * which one and what to check, instead of a bare `connect ECONNREFUSED` from the first
+ * migration. The URL is shown without its password.
+ */
+export async function assertReachable(pool: pg.Pool, url: string, hint: string): Promise<void> {
+  try {
+    await pool.query('SELECT 1');
+  } catch (err) {
+    const u = new URL(url);
+    const where = `${u.hostname}:${u.port || 5432}${u.pathname}`;
+    throw new Error(`cannot connect to PostgreSQL at ${where}: ${(err as Error).message}; ${hint}`);
+  }
+}
+
 export function createPool(
   connectionString: string,
   max: number,

@@ -7,7 +7,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { ApiKeyVerifier, Sessions, WebhookVerifier } from './auth.ts';
 import { Chaos } from './chaos.ts';
 import type { Config, Role } from './config.ts';
-import { createPool, DatabaseStatus, type Pool, tesseraApplicationName } from './db.ts';
+import { assertReachable, createPool, DatabaseStatus, type Pool, tesseraApplicationName } from './db.ts';
 import { devSecrets } from './dev-secrets.ts';
 import { type EmbeddedDatabase, startEmbeddedPostgres } from './embedded-postgres.ts';
 import { Jobs } from './jobs.ts';
@@ -88,10 +88,25 @@ export async function createKit({ config, role, logDestination }: KitOptions): P
       );
     },
   });
+  await assertReachable(
+    pool,
+    databaseUrl,
+    embedded
+      ? `the embedded PostgreSQL in ${config.dataDir} did not answer`
+      : 'is it running, and is DATABASE_URL right?',
+  ).catch(async (err) => {
+    await pool.end();
+    throw err;
+  });
   const chaos = new Chaos(config, log, metrics);
   const jobs = new Jobs(pool, log, metrics, chaos, telemetry.tracer);
   const nats = config.natsUrl
-    ? await Rpc.connectNats(config.natsUrl, `tessera-${role}-${process.pid}`)
+    ? await Rpc.connectNats(config.natsUrl, `tessera-${role}-${process.pid}`).catch(async (err) => {
+        await pool.end();
+        throw new Error(
+          `cannot connect to NATS at ${config.natsUrl.replace(/\/\/[^@/]*@/g, '//')} (NATS_URL): ${(err as Error).message}; start NATS, or unset NATS_URL to run every role in this one process`,
+        );
+      })
     : undefined;
   const rpc = new Rpc(
     log,

@@ -117,6 +117,36 @@ describe('tessera CLI', () => {
     await p.stop(); // before the database is dropped under its workers
   });
 
+  it('when `tessera start` cannot reach PostgreSQL or NATS, then it exits 1 naming the server and the setting to check, without the password', async () => {
+    const noPg = await runTessera(['start', '--role', 'api'], {
+      DATABASE_URL: 'postgres://tessera:s3cret@127.0.0.1:1/tessera',
+    });
+    assert.equal(noPg.code, 1, noPg.out);
+    assert.match(
+      noPg.stderr,
+      /^tessera: cannot connect to PostgreSQL at 127\.0\.0\.1:1\/tessera: connect ECONNREFUSED .*is DATABASE_URL right\?$/m,
+    );
+    assert.doesNotMatch(noPg.out, /s3cret/);
+    const noDb = await runTessera(['migrate'], {
+      DATABASE_URL: withDatabase(process.env.TESSERA_TEST_ADMIN_URL!, 'tessera_no_such_database'),
+    });
+    assert.equal(noDb.code, 1, noDb.out);
+    assert.match(
+      noDb.stderr,
+      /tessera_no_such_database" does not exist; is it running, and is DATABASE_URL right\?/,
+    );
+    const noNats = await runTessera(['start', '--role', 'api'], {
+      DATABASE_URL: await freshDatabase(),
+      NATS_URL: 'nats://user:s3cret@127.0.0.1:1',
+    });
+    assert.equal(noNats.code, 1, noNats.out);
+    assert.match(
+      noNats.stderr,
+      /^tessera: cannot connect to NATS at nats:\/\/127\.0\.0\.1:1 \(NATS_URL\): .*unset NATS_URL/m,
+    );
+    assert.doesNotMatch(noNats.out, /s3cret/);
+  });
+
   it('when `tessera users create` runs, then the user can sign in; the same e-mail again exits 1 saying so', async () => {
     const db = await freshDatabase();
     const args = ['users', 'create', '--email', 'Ops@Example.com', '--password', 'secret1'];
