@@ -82,6 +82,16 @@ export function testPool(connectionString: string, max = 1): pg.Pool {
   return pool;
 }
 
+/** An admin API key in `db`, for suites that drive Tessera processes over HTTP. */
+export async function adminKey(db: string, name = 'test'): Promise<string> {
+  const pool = testPool(db);
+  try {
+    return (await createApiKey(pool, name, ['admin'])).key;
+  } finally {
+    await pool.end();
+  }
+}
+
 /**
  * The database for suites that run Tessera as separate processes (api, worker, scheduler): on the
  * external PostgreSQL when `npm test` was given DATABASE_URL, as those roles are deployed, else on

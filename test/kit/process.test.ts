@@ -1,7 +1,16 @@
 // Real processes: the launcher's signal handling, cron across two schedulers, RPC over NATS.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { json, NATS_URL, needsNats, processDatabase, spawnTessera, testPool, waitFor } from '../helpers.ts';
+import {
+  adminKey,
+  json,
+  NATS_URL,
+  needsNats,
+  processDatabase,
+  spawnTessera,
+  testPool,
+  waitFor,
+} from '../helpers.ts';
 
 describe('processes', () => {
   it('when SIGTERM arrives with a request in flight, then the request completes and the process exits 0', async () => {
@@ -9,7 +18,7 @@ describe('processes', () => {
     const t = await spawnTessera('all', { DATABASE_URL: db }, { fixture: true });
     await t.waitHealthy();
     const inflight = fetch(`${t.url}/api/fixture/slow?ms=1500`, {
-      headers: { authorization: `Bearer ${await key(db)}` },
+      headers: { authorization: `Bearer ${await adminKey(db)}` },
     });
     await new Promise((r) => setTimeout(r, 300));
     const started = Date.now();
@@ -27,7 +36,7 @@ describe('processes', () => {
     await t.waitHealthy();
     const res = await fetch(`${t.url}/api/fixture/jobs`, {
       method: 'POST',
-      headers: { authorization: `Bearer ${await key(db)}`, 'content-type': 'application/json' },
+      headers: { authorization: `Bearer ${await adminKey(db)}`, 'content-type': 'application/json' },
       body: JSON.stringify({ label: 'drain', steps: 1, sleepMs: 2500 }),
     });
     assert.equal(res.status, 202);
@@ -142,7 +151,7 @@ describe('processes', () => {
     const worker = await spawnTessera('worker', env, { fixture: true });
     const api = await spawnTessera('api', env, { fixture: true });
     await Promise.all([worker.waitHealthy(), api.waitHealthy()]);
-    const headers = { authorization: `Bearer ${await key(db)}` };
+    const headers = { authorization: `Bearer ${await adminKey(db)}` };
     const echo = await json(await fetch(`${api.url}/api/fixture/echo?text=over-nats`, { headers }));
     assert.equal(echo.text, 'over-nats');
     assert.equal(echo.pid, worker.proc.pid, 'answered by the worker process');
@@ -162,13 +171,3 @@ describe('processes', () => {
     assert.match((await json(none)).message, /no fixture worker is running/);
   });
 });
-
-async function key(db: string): Promise<string> {
-  const { createApiKey } = await import('../../src/kit/auth.ts');
-  const pool = testPool(db);
-  try {
-    return (await createApiKey(pool, 'process test', ['admin'])).key;
-  } finally {
-    await pool.end();
-  }
-}

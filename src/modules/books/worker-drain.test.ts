@@ -5,14 +5,13 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import {
+  adminKey,
   NATS_URL,
   needsNats,
   processDatabase,
   spawnTessera,
-  testPool,
   waitFor,
 } from '../../../test/helpers.ts';
-import { createApiKey } from '../../kit/auth.ts';
 
 it('when a worker gets SIGTERM with 30 slow RPC calls in flight, then every call answers 200 and the worker exits 0', {
   skip: needsNats,
@@ -24,9 +23,7 @@ it('when a worker gets SIGTERM with 30 slow RPC calls in flight, then every call
   const leaving = await spawnTessera('worker', env, { fixture: true });
   const api = await spawnTessera('api', { ...env, RPC_TIMEOUT_MS: '20000' }, { fixture: true });
   await Promise.all([leaving, api].map((p) => p.waitHealthy(60000)));
-  const pool = testPool(db);
-  const { key } = await createApiKey(pool, 'drain test', ['admin']);
-  await pool.end();
+  const key = await adminKey(db);
   const headers = { authorization: `Bearer ${key}` };
   const call = (ms: number) =>
     fetch(`${api.url}/api/fixture/slow?ms=${ms}`, { headers }).then(async (r) => ({

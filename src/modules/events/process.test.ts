@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
+  adminKey,
   json,
   privatePostgres,
   processDatabase,
@@ -13,19 +14,9 @@ import {
   testPool,
   waitFor,
 } from '../../../test/helpers.ts';
-import { createApiKey } from '../../kit/auth.ts';
 import { eventsModule } from './index.ts';
 import { countBacklog } from './metrics.ts';
 import { storeRaw } from './raw-fixture.ts';
-
-async function adminKey(db: string): Promise<string> {
-  const pool = testPool(db);
-  try {
-    return (await createApiKey(pool, 'process test', ['admin'])).key;
-  } finally {
-    await pool.end();
-  }
-}
 
 describe('events across real processes', () => {
   it('when the worker is stopped, events wait in the backlog; when it starts again, all are processed once (seed test 5)', async () => {
