@@ -3,10 +3,12 @@
 // reaching two holders, and POST /api/generate for signed batch-code webhooks.
 import path from 'node:path';
 import { defineModule, type ModuleContext } from '../../kit/module.ts';
+import type { Handler } from '../../kit/rpc.ts';
 import { registerCodesRoutes } from './routes.ts';
+import type { CodesService } from './service.ts';
 import { type CodesState, createCodesState } from './state.ts';
 
-export type { AssignResult, ReserveResult } from './reservations.ts';
+export type { AssignResult, ReservationView, ReserveResult } from './reservations.ts';
 export type { AssignInput, CodesService, ReleaseInput, ReserveInput } from './service.ts';
 
 declare module '../../kit/jobs.ts' {
@@ -31,13 +33,16 @@ export const codesModule = defineModule({
   setup(ctx) {
     const s = createCodesState(ctx);
     states.set(ctx, s);
-    ctx.rpc.register('codes', {
+    // `satisfies`: a method added to CodesService and not served here fails the type check.
+    const handlers = {
       reserve: (input) => s.service.reserve(input),
       assign: (input) => s.service.assign(input),
       release: (input) => s.service.release(input),
+      getReservation: (input) => s.service.getReservation(input),
       getCampaign: (input) => s.service.getCampaign(input),
       createCampaign: (input) => s.service.createCampaign(input),
-    });
+    } satisfies Record<keyof CodesService, Handler>;
+    ctx.rpc.register('codes', handlers);
     ctx.jobs.define({
       name: 'codes:generate',
       maxAttempts: 3,

@@ -45,6 +45,21 @@ describe('codes: reserve, assign, release and expiry', async () => {
       await call('POST', '/api/campaigns/flow/reservations', { count: 3, reserveId: 'order-1' })
     ).json();
     assert.deepEqual([...same.codes].sort(), [...res.codes].sort());
+    const held = await call('GET', '/api/campaigns/flow/reservations/order-1');
+    assert.equal(held.statusCode, 200, held.body);
+    assert.deepEqual(
+      { ...(held.json() as object), createdAt: undefined },
+      {
+        reserveId: 'order-1',
+        state: 'reserved',
+        codes: [...res.codes].sort(),
+        userId: null,
+        createdAt: undefined,
+        expiresAt: res.expiresAt,
+        assignedAt: null,
+        endedAt: null,
+      },
+    );
     const looked = (await call('GET', `/api/campaigns/flow/codes/${res.codes[0]}`)).json();
     assert.equal(looked.state, 'reserved');
     assert.equal(looked.reserveId, 'order-1');
@@ -56,6 +71,10 @@ describe('codes: reserve, assign, release and expiry', async () => {
       (await call('POST', '/api/campaigns/flow/reservations/order-1/assign', { userId: 'u1' })).statusCode,
       200,
     );
+    const assigned = (await rpc.getReservation({ campaignId: 'flow', reserveId: 'order-1' })) as any;
+    assert.equal(assigned.state, 'assigned');
+    assert.equal(assigned.userId, 'u1');
+    assert.equal(assigned.assignedAt, a.json().assignedAt);
     const other = await call('POST', '/api/campaigns/flow/reservations/order-1/assign', { userId: 'u2' });
     assert.equal(other.statusCode, 409);
     assert.match(other.json().message, /already assigned to another user/);
@@ -66,6 +85,10 @@ describe('codes: reserve, assign, release and expiry', async () => {
     assert.match(r2.reserveId, /^[0-9a-f-]{36}$/);
     const rel = await call('DELETE', `/api/campaigns/flow/reservations/${r2.reserveId}`);
     assert.deepEqual(rel.json(), { released: 2 });
+    const ended = (await call('GET', `/api/campaigns/flow/reservations/${r2.reserveId}`)).json();
+    assert.equal(ended.state, 'released');
+    assert.deepEqual(ended.codes, [...r2.codes].sort(), 'the codes it held, for the record');
+    assert.ok(Date.parse(ended.endedAt) >= Date.parse(ended.createdAt));
     assert.equal((await call('GET', `/api/campaigns/flow/codes/${r2.codes[0]}`)).json().state, 'available');
     const inv = (await call('GET', '/api/campaigns/flow')).json().inventory;
     assert.deepEqual(inv, { available: 7, reserved: 0, assigned: 3, total: 10 });
@@ -82,6 +105,17 @@ describe('codes: reserve, assign, release and expiry', async () => {
     const rel = await call('DELETE', '/api/campaigns/flow/reservations/nope');
     assert.equal(rel.statusCode, 404);
     assert.match(rel.json().message, /reservation nope not found/);
+    const get = await call('GET', '/api/campaigns/flow/reservations/nope');
+    assert.equal(get.statusCode, 404);
+    assert.match(
+      get.json().message,
+      /reservation nope not found in campaign flow: use the reserveId reserve returned/,
+    );
+    const badGet = await call('GET', '/api/campaigns/flow/reservations/has%20space');
+    assert.equal(badGet.statusCode, 400);
+    assert.match(badGet.json().message, /reserveId/);
+    await assert.rejects(rpc.getReservation({ campaignId: 'flow', reserveId: 'a b' }), { statusCode: 400 });
+    assert.equal((await call('GET', '/api/campaigns/missing/reservations/x')).statusCode, 404);
     const badId = await call('POST', '/api/campaigns/flow/reservations', {
       count: 1,
       reserveId: 'has space',
@@ -103,6 +137,9 @@ describe('codes: reserve, assign, release and expiry', async () => {
     const r = await rpc.reserve({ campaignId: 'ttl', count: 2, reserveId: 'short', ttlSeconds: 1 });
     await new Promise((resolve) => setTimeout(resolve, 1200));
     assert.equal((await call('GET', `/api/campaigns/ttl/codes/${r.codes[0]}`)).json().state, 'available');
+    const lapsed = (await call('GET', '/api/campaigns/ttl/reservations/short')).json();
+    assert.equal(lapsed.state, 'expired', 'expired before the cron has swept it');
+    assert.equal(lapsed.endedAt, r.expiresAt);
     const assign = await call('POST', '/api/campaigns/ttl/reservations/short/assign', { userId: 'late' });
     assert.equal(assign.statusCode, 409);
     assert.match(assign.json().message, /expired/);
@@ -268,6 +305,10 @@ describe('codes: reserve, assign, release and expiry', async () => {
             );
             for (const row of rows)
               assert.equal(row.n, model.get(row.reserve_id)?.n, `codes held by ${row.reserve_id}`);
+            for (const [rid, r] of model) {
+              const got = (await call('GET', `/api/campaigns/${id}/reservations/${rid}`)).json();
+              assert.deepEqual([got.state, got.codes.length, got.userId], [r.state, r.n, r.user ?? null]);
+            }
           }
         },
       ),

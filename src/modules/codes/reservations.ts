@@ -45,6 +45,25 @@ export interface AssignResult {
   assignedAt: string;
 }
 
+export interface ReservationView {
+  reserveId: string;
+  state: 'reserved' | 'assigned' | 'released' | 'expired';
+  /** The codes it holds, or held until it was released or expired. */
+  codes: string[];
+  userId: string | null;
+  createdAt: string;
+  expiresAt: string;
+  assignedAt: string | null;
+  /** When it was released or expired (for one past its TTL the cron has not swept yet: its expiry). */
+  endedAt: string | null;
+}
+
+function reservationNotFound(campaign: Campaign, reserveId: string) {
+  return notFound(
+    `reservation ${reserveId} not found in campaign ${campaign.id}: use the reserveId reserve returned`,
+  );
+}
+
 interface Swept {
   campaignNo: number;
   n: number;
@@ -556,6 +575,38 @@ export class Reservations {
     return answer;
   }
 
+  /** One reservation as it stands; one past its TTL reads expired before the cron has swept it. */
+  async get(campaign: Campaign, reserveId: string): Promise<ReservationView> {
+    const { rows } = await this.pool.query<{
+      lapsed: boolean;
+      state: ReservationView['state'];
+      codes: string[];
+      user_id: string | null;
+      created_at: Date;
+      expires_at: Date;
+      assigned_at: Date | null;
+      ended_at: Date | null;
+    }>(
+      `SELECT state = 'reserved' AND expires_at <= now() AS lapsed, state, codes, user_id, created_at,
+         expires_at, assigned_at, ended_at
+       FROM codes_reservations WHERE campaign_no = $1 AND reserve_id = $2`,
+      [campaign.no, reserveId],
+    );
+    const r = rows[0];
+    if (!r) throw reservationNotFound(campaign, reserveId);
+    const endedAt = r.ended_at ?? (r.lapsed ? r.expires_at : null);
+    return {
+      reserveId,
+      state: r.lapsed ? 'expired' : r.state,
+      codes: [...r.codes].sort(),
+      userId: r.user_id,
+      createdAt: r.created_at.toISOString(),
+      expiresAt: r.expires_at.toISOString(),
+      assignedAt: r.assigned_at?.toISOString() ?? null,
+      endedAt: endedAt?.toISOString() ?? null,
+    };
+  }
+
   async release(campaign: Campaign, reserveId: string): Promise<{ released: number }> {
     const released = await withTransaction(this.pool, async (client) => {
       const no = campaign.no;
@@ -569,10 +620,7 @@ export class Reservations {
           'SELECT state FROM codes_reservations WHERE campaign_no = $1 AND reserve_id = $2',
           [no, reserveId],
         );
-        if (!prior.rows[0])
-          throw notFound(
-            `reservation ${reserveId} not found in campaign ${campaign.id}: use the reserveId reserve returned`,
-          );
+        if (!prior.rows[0]) throw reservationNotFound(campaign, reserveId);
         return 0; // already released, expired or assigned: nothing to return
       }
       const updated = await client.query(

@@ -191,6 +191,12 @@ export function registerCodesRoutes(app: App, ctx: ModuleContext, s: CodesState)
       }),
   );
 
+  app.get(
+    '/api/campaigns/:id/reservations/:reserveId',
+    { schema: { tags, params: S.ReservationParams, response: { 200: S.ReservationView, ...errors } } },
+    (req) => s.service.getReservation({ campaignId: req.params.id, reserveId: req.params.reserveId }),
+  );
+
   app.delete(
     '/api/campaigns/:id/reservations/:reserveId',
     { schema: { tags, params: S.ReservationParams, response: { 200: S.ReleaseResult, ...errors } } },

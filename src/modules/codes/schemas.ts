@@ -119,6 +119,17 @@ export const AssignResult = Type.Object({
   assignedAt: Type.String({ format: 'date-time' }),
 });
 export const ReleaseResult = Type.Object({ released: Type.Integer() });
+const NullableDate = Type.Union([Type.String({ format: 'date-time' }), Type.Null()]);
+export const ReservationView = Type.Object({
+  reserveId: Type.String(),
+  state: Type.Union(['reserved', 'assigned', 'released', 'expired'].map((s) => Type.Literal(s))),
+  codes: Type.Array(Type.String()),
+  userId: Type.Union([Type.String(), Type.Null()]),
+  createdAt: Type.String({ format: 'date-time' }),
+  expiresAt: Type.String({ format: 'date-time' }),
+  assignedAt: NullableDate,
+  endedAt: NullableDate,
+});
 
 export const WebhookGenerateBody = Type.Optional(
   Type.Object({ count: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })) }),

@@ -5,7 +5,7 @@ import { badRequest } from '../../kit/errors.ts';
 import { type Campaigns, type CampaignView, type CreateCampaignInput, view } from './campaigns.ts';
 import type { CodesMetrics } from './metrics.ts';
 import { timed } from './metrics.ts';
-import type { AssignResult, Reservations, ReserveResult } from './reservations.ts';
+import type { AssignResult, Reservations, ReservationView, ReserveResult } from './reservations.ts';
 
 export const RESERVE_MAX = 10_000;
 export const TTL_MAX_SECONDS = 30 * 24 * 3600;
@@ -37,6 +37,8 @@ export interface CodesService {
   assign(input: AssignInput): Promise<AssignResult>;
   /** Returns reserved (not assigned) codes to the pool; 404 for a reserveId never seen. */
   release(input: ReleaseInput): Promise<{ released: number }>;
+  /** The reservation's state, codes, user and dates; 404 for a reserveId never seen. */
+  getReservation(input: ReleaseInput): Promise<ReservationView>;
   getCampaign(input: { campaignId: string }): Promise<CampaignView>;
   createCampaign(input: CreateCampaignInput): Promise<CampaignView>;
 }
@@ -88,6 +90,11 @@ export function createCodesService(deps: {
       timed(metrics, 'release', async () => {
         const campaign = await campaigns.get(checkId('campaignId', input?.campaignId));
         return reservations.release(campaign, checkId('reserveId', input.reserveId));
+      }),
+    getReservation: (input) =>
+      timed(metrics, 'get_reservation', async () => {
+        const campaign = await campaigns.get(checkId('campaignId', input?.campaignId));
+        return reservations.get(campaign, checkId('reserveId', input.reserveId));
       }),
     getCampaign: (input) =>
       timed(metrics, 'get_campaign', async () => {
