@@ -20,7 +20,7 @@
 import { randomUUID } from 'node:crypto';
 import { Coalescer } from '../../kit/coalescer.ts';
 import type { Pool, PoolClient, Queryable } from '../../kit/db.ts';
-import { withTransaction } from '../../kit/db.ts';
+import { UTC_TEXT_TYPES, utcIso, withTransaction } from '../../kit/db.ts';
 import { conflict, notFound } from '../../kit/errors.ts';
 import type { Logger } from '../../kit/log.ts';
 import type { Campaign } from './campaigns.ts';
@@ -238,12 +238,16 @@ export class Reservations {
       reserve_id: string;
       code: string;
       seq: number;
-      expires_at: Date;
+      expires_at: string;
       unused: boolean;
     }>({
-      // Named: each connection parses it once (and the function plans its statement once).
-      name: 'codes_reserve_unused',
-      text: 'SELECT reserve_id, code, seq, expires_at, unused FROM codes_reserve_unused($1, $2, $3, $4, $5, $6, $7)',
+      // Named: each connection parses it once (and the function plans its statement once). The
+      // expiry comes as UTC text (UTC_TEXT_TYPES): a Date parsed per code and formatted back was
+      // ~2.5% of the server's busy CPU under this load.
+      name: 'codes_reserve_unused_utc',
+      text: `SELECT reserve_id, code, seq, expires_at AT TIME ZONE 'UTC' AS expires_at, unused
+        FROM codes_reserve_unused($1, $2, $3, $4, $5, $6, $7)`,
+      types: UTC_TEXT_TYPES,
       values: [
         no,
         jobs.map((j) => j.reserveId),
@@ -268,7 +272,7 @@ export class Reservations {
     for (const r of rows) {
       let e = byId.get(r.reserve_id);
       if (!e) {
-        e = { codes: [], expiresAt: r.expires_at.toISOString() };
+        e = { codes: [], expiresAt: utcIso(r.expires_at) };
         byId.set(r.reserve_id, e);
       }
       e.codes.push(r.code);
