@@ -71,6 +71,33 @@ describe('codes: reserve, assign, release and expiry', async () => {
       (await call('POST', '/api/campaigns/flow/reservations/order-1/assign', { userId: 'u1' })).statusCode,
       200,
     );
+    const mine = (await call('GET', '/api/campaigns/flow/users/u1/codes')).json();
+    assert.deepEqual(
+      mine.codes.map((c: { code: string; state: string; userId: string }) => [c.code, c.state, c.userId]),
+      [...res.codes].sort().map((c: string) => [c, 'assigned', 'u1']),
+    );
+    assert.equal(mine.next, null);
+    const page1 = (await call('GET', '/api/campaigns/flow/users/u1/codes?limit=2')).json();
+    assert.deepEqual(
+      page1.codes.map((c: { code: string }) => c.code),
+      [...res.codes].sort().slice(0, 2),
+    );
+    const page2 = (
+      await call('GET', `/api/campaigns/flow/users/u1/codes?limit=2&after=${page1.next}`)
+    ).json();
+    assert.deepEqual(
+      [page2.codes.map((c: { code: string }) => c.code), page2.next],
+      [[...res.codes].sort().slice(2), null],
+    );
+    assert.deepEqual((await call('GET', '/api/campaigns/flow/users/nobody/codes')).json(), {
+      userId: 'nobody',
+      codes: [],
+      next: null,
+    });
+    const badLimit = await call('GET', '/api/campaigns/flow/users/u1/codes?limit=0');
+    assert.equal(badLimit.statusCode, 400);
+    assert.match(badLimit.json().message, /limit/);
+    assert.equal((await call('GET', '/api/campaigns/missing/users/u1/codes')).statusCode, 404);
     const assigned = (await rpc.getReservation({ campaignId: 'flow', reserveId: 'order-1' })) as any;
     assert.equal(assigned.state, 'assigned');
     assert.equal(assigned.userId, 'u1');

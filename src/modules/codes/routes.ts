@@ -156,6 +156,24 @@ export function registerCodesRoutes(app: App, ctx: ModuleContext, s: CodesState)
       }),
   );
 
+  app.get(
+    '/api/campaigns/:id/users/:userId/codes',
+    {
+      schema: {
+        tags,
+        params: S.UserParams,
+        querystring: S.UserCodesQuery,
+        response: { 200: S.UserCodes, ...errors },
+      },
+    },
+    async (req) => {
+      const campaign = await s.campaigns.get(req.params.id);
+      const { limit, after } = req.query;
+      const codes = await s.codesOfUser(campaign, req.params.userId, limit, after);
+      return { userId: req.params.userId, codes, next: codes.length === limit ? codes.at(-1)!.code : null };
+    },
+  );
+
   app.post(
     '/api/campaigns/:id/reservations',
     {

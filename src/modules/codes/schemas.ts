@@ -9,6 +9,14 @@ const Id = (description: string) =>
 
 export const CampaignParams = Type.Object({ id: Id('campaign id') });
 export const CodeParams = Type.Object({ id: Id('campaign id'), code: Type.String({ maxLength: 100 }) });
+export const UserParams = Type.Object({
+  id: Id('campaign id'),
+  userId: Type.String({ minLength: 1, maxLength: 200, description: 'the userId codes were assigned to' }),
+});
+export const UserCodesQuery = Type.Object({
+  limit: Type.Integer({ minimum: 1, maximum: 1000, default: 100 }),
+  after: Type.Optional(Type.String({ maxLength: 100, description: 'the last code of the previous page' })),
+});
 export const ReservationParams = Type.Object({ id: Id('campaign id'), reserveId: Id('reserveId') });
 
 export const CreateCampaignBody = Type.Object(
@@ -122,7 +130,12 @@ export const ReleaseResult = Type.Object({ released: Type.Integer() });
 const NullableDate = Type.Union([Type.String({ format: 'date-time' }), Type.Null()]);
 export const ReservationView = Type.Object({
   reserveId: Type.String(),
-  state: Type.Union(['reserved', 'assigned', 'released', 'expired'].map((s) => Type.Literal(s))),
+  state: Type.Union([
+    Type.Literal('reserved'),
+    Type.Literal('assigned'),
+    Type.Literal('released'),
+    Type.Literal('expired'),
+  ]),
   codes: Type.Array(Type.String()),
   userId: Type.Union([Type.String(), Type.Null()]),
   createdAt: Type.String({ format: 'date-time' }),
@@ -143,4 +156,12 @@ export const ErrorBody = Type.Object({
   statusCode: Type.Integer(),
   error: Type.String(),
   message: Type.String(),
+});
+
+export const UserCodes = Type.Object({
+  userId: Type.String(),
+  codes: Type.Array(CodeView),
+  next: Type.Union([Type.String(), Type.Null()], {
+    description: 'pass as `after` for the next page; null on the last',
+  }),
 });

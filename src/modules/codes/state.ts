@@ -37,6 +37,8 @@ export interface CodesState {
   metrics: CodesMetrics;
   service: CodesService;
   lookup(campaign: Campaign, code: string): Promise<CodeRecord | null>;
+  /** The codes assigned to `userId`, by code, a page at a time (`after`: the last code of the previous page). */
+  codesOfUser(campaign: Campaign, userId: string, limit: number, after?: string): Promise<CodeRecord[]>;
   /** POST /api/generate: concurrent calls are coalesced into one INSERT. */
   webhookGenerate(count: number): Promise<string[]>;
 }
@@ -81,6 +83,7 @@ export function createCodesState(ctx: ModuleContext): CodesState {
     service,
     webhookGenerate: (count) => webhookBatches.submit(BATCH_CAMPAIGN.id, count),
     lookup: (campaign, code) => lookups.submit(String(campaign.no), { campaign, code }),
+    codesOfUser: (campaign, userId, limit, after) => codesOfUser(ctx.pool, campaign, userId, limit, after),
   };
 }
 
@@ -112,10 +115,7 @@ async function lookupMany(
   const { rows } = await pool.query<CodeRow>({
     // Named: parsed and planned once per connection (GET of one code is a hot path).
     name: 'codes_lookup_many',
-    text: `SELECT code, state, NOT (state = 1 AND expires_at <= now()) AS live, reserve_id, user_id,
-       created_at AT TIME ZONE 'UTC' AS created_at, reserved_at AT TIME ZONE 'UTC' AS reserved_at,
-       expires_at AT TIME ZONE 'UTC' AS expires_at, assigned_at AT TIME ZONE 'UTC' AS assigned_at
-     FROM codes WHERE campaign_no = $1 AND code = ANY($2::text[])`,
+    text: `SELECT ${RECORD_COLUMNS} FROM codes WHERE campaign_no = $1 AND code = ANY($2::text[])`,
     values: [campaign.no, codes],
     types: UTC_TEXT_TYPES,
   });
@@ -124,6 +124,27 @@ async function lookupMany(
     const r = found.get(code);
     return r ? toRecord(campaign, r) : null;
   });
+}
+
+const RECORD_COLUMNS = `code, state, NOT (state = 1 AND expires_at <= now()) AS live, reserve_id, user_id,
+  created_at AT TIME ZONE 'UTC' AS created_at, reserved_at AT TIME ZONE 'UTC' AS reserved_at,
+  expires_at AT TIME ZONE 'UTC' AS expires_at, assigned_at AT TIME ZONE 'UTC' AS assigned_at`;
+
+/** Through codes_by_user: a user's codes are few next to the campaign's, so sorting them is cheap. */
+async function codesOfUser(
+  pool: Queryable,
+  campaign: Campaign,
+  userId: string,
+  limit: number,
+  after = '',
+): Promise<CodeRecord[]> {
+  const { rows } = await pool.query<CodeRow>({
+    text: `SELECT ${RECORD_COLUMNS} FROM codes
+     WHERE campaign_no = $1 AND user_id = $2 AND code > $3 ORDER BY code LIMIT $4`,
+    values: [campaign.no, userId, after, limit],
+    types: UTC_TEXT_TYPES,
+  });
+  return rows.map((r) => toRecord(campaign, r));
 }
 
 function toRecord(campaign: Campaign, r: CodeRow): CodeRecord {
