@@ -11,6 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { JobContext } from '../../kit/jobs.ts';
 import { defineModule, type ModuleContext } from '../../kit/module.ts';
 import { runCleanupCron } from './cron.ts';
+import { registerDeadLetterRoutes } from './dead-letters.ts';
 import { Ingestor } from './ingest.ts';
 import { createEventsMetrics, type EventsMetrics } from './metrics.ts';
 import { registerEventRoutes } from './routes.ts';
@@ -119,6 +120,7 @@ export const eventsModule = defineModule({
   },
   routes(app, ctx) {
     registerEventRoutes(app, ctx, ingestors.get(ctx)!);
+    registerDeadLetterRoutes(app, ctx, () => wakers.get(ctx)!.wake());
   },
   async stop(ctx) {
     wakers.get(ctx)?.stop();

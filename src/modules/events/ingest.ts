@@ -95,7 +95,7 @@ interface Batch {
 }
 
 /** The events_raw_batches rows for `rows`: per source, in order, up to 1,000 events each. */
-function toBatches(rows: { row: EventRow; source: Source }[]): Batch[] {
+export function toBatches(rows: { row: EventRow; source: Source }[]): Batch[] {
   const json = eventsJson(rows);
   const out: Batch[] = [];
   for (const source of new Set(rows.map((r) => r.source))) {

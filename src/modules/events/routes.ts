@@ -93,28 +93,6 @@ export function registerEventRoutes(app: App, ctx: ModuleContext, ingestor: Inge
     async (req) => sharedAnalytics(ctx.pool, req.query),
   );
 
-  app.get(
-    '/api/events/dead-letters',
-    {
-      schema: {
-        tags: ['events'],
-        summary: 'Events the worker could not parse, newest first',
-        querystring: Type.Object({ limit: Type.Integer({ minimum: 1, maximum: 1000, default: 100 }) }),
-      },
-    },
-    async (req) => {
-      const { rows } = await ctx.pool.query(
-        `SELECT id, message_id AS "messageId", payload, error, received_at AS "receivedAt", failed_at AS "failedAt"
-         FROM events_dead_letter ORDER BY failed_at DESC, id DESC LIMIT $1`,
-        [req.query.limit],
-      );
-      const { rows: count } = await ctx.pool.query<{ n: number }>(
-        'SELECT count(*)::int AS n FROM events_dead_letter',
-      );
-      return { total: count[0]!.n, deadLetters: rows };
-    },
-  );
-
   // Segment Tracking API: the routes authenticate the write key themselves (public to the guard).
   const segment = { tags: ['segment'], body: Type.Object({}, { additionalProperties: true }) };
   app.post(
