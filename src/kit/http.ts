@@ -71,6 +71,10 @@ export async function createHttpApp(kit: Kit): Promise<App> {
     // One logger for all requests instead of a pino child per request; our lines carry reqId.
     childLoggerFactory: (logger) => logger,
     bodyLimit: BODY_LIMIT,
+    // Ids in paths (reserveId, userId, campaign id) may be 200 characters, which URL-encoding can
+    // make ~1,800 (9 bytes for each character of 3 UTF-8 bytes); Fastify's default of 100 refused
+    // a long reserveId on assign and release after reserve had accepted it in the body.
+    maxParamLength: 2048,
     requestIdHeader: 'x-request-id',
     genReqId: () => randomUUID(),
     trustProxy: true,

@@ -159,6 +159,29 @@ describe('codes: reserve, assign, release and expiry', async () => {
     await assert.rejects(rpc.reserve({ campaignId: 'missing', count: 1 }), { statusCode: 404 });
   });
 
+  it('when a reserveId and a userId are 200 characters (the most allowed), then every path route takes them', async () => {
+    await campaign('long-ids', 2);
+    const rid = `r${'x'.repeat(199)}`;
+    const user = 'é'.repeat(200); // 1,800 characters once URL-encoded
+    const r = await call('POST', '/api/campaigns/long-ids/reservations', { count: 1, reserveId: rid });
+    assert.equal(r.statusCode, 201, r.body);
+    assert.equal((await call('GET', `/api/campaigns/long-ids/reservations/${rid}`)).statusCode, 200);
+    const a = await call('POST', `/api/campaigns/long-ids/reservations/${rid}/assign`, { userId: user });
+    assert.equal(a.statusCode, 200, a.body);
+    const mine = await call('GET', `/api/campaigns/long-ids/users/${encodeURIComponent(user)}/codes`);
+    assert.equal(mine.statusCode, 200, mine.body);
+    assert.deepEqual(
+      mine.json().codes.map((c: { code: string }) => c.code),
+      r.json().codes,
+    );
+    const r2 = (
+      await call('POST', '/api/campaigns/long-ids/reservations', { count: 1, reserveId: `${rid.slice(1)}2` })
+    ).json();
+    assert.deepEqual((await call('DELETE', `/api/campaigns/long-ids/reservations/${r2.reserveId}`)).json(), {
+      released: 1,
+    });
+  });
+
   it('when a reservation outlives its TTL, then its codes are reported available and return to the pool', async () => {
     await campaign('ttl', 4);
     const r = await rpc.reserve({ campaignId: 'ttl', count: 2, reserveId: 'short', ttlSeconds: 1 });
