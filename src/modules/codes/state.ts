@@ -106,6 +106,11 @@ interface CodeRow {
   assigned_at: string | null;
 }
 
+/** What a CodeRecord is built from, with the timestamps as UTC text (UTC_TEXT_TYPES). */
+const RECORD_COLUMNS = `code, state, NOT (state = 1 AND expires_at <= now()) AS live, reserve_id, user_id,
+  created_at AT TIME ZONE 'UTC' AS created_at, reserved_at AT TIME ZONE 'UTC' AS reserved_at,
+  expires_at AT TIME ZONE 'UTC' AS expires_at, assigned_at AT TIME ZONE 'UTC' AS assigned_at`;
+
 /** The records of `codes` in one campaign, in the order asked (null where a code is not there). */
 async function lookupMany(
   pool: Queryable,
@@ -125,10 +130,6 @@ async function lookupMany(
     return r ? toRecord(campaign, r) : null;
   });
 }
-
-const RECORD_COLUMNS = `code, state, NOT (state = 1 AND expires_at <= now()) AS live, reserve_id, user_id,
-  created_at AT TIME ZONE 'UTC' AS created_at, reserved_at AT TIME ZONE 'UTC' AS reserved_at,
-  expires_at AT TIME ZONE 'UTC' AS expires_at, assigned_at AT TIME ZONE 'UTC' AS assigned_at`;
 
 /** Through codes_by_user: a user's codes are few next to the campaign's, so sorting them is cheap. */
 async function codesOfUser(
