@@ -74,7 +74,7 @@ export async function createHttpApp(kit: Kit): Promise<App> {
     // Ids in paths (reserveId, userId, campaign id) may be 200 characters, which URL-encoding can
     // make ~1,800 (9 bytes for each character of 3 UTF-8 bytes); Fastify's default of 100 refused
     // a long reserveId on assign and release after reserve had accepted it in the body.
-    maxParamLength: 2048,
+    routerOptions: { maxParamLength: 2048 },
     requestIdHeader: 'x-request-id',
     genReqId: () => randomUUID(),
     trustProxy: true,
