@@ -383,11 +383,17 @@ export interface CliResult {
 }
 
 /** `tessera <args>` as a real child process (bin/tessera.js), with no config file unless env names one. */
-export function runTessera(args: string[], env: Record<string, string | undefined> = {}): Promise<CliResult> {
+export function runTessera(
+  args: string[],
+  env: Record<string, string | undefined> = {},
+  /** Written to the command's standard input, which then closes. */
+  input?: string,
+): Promise<CliResult> {
   const proc = spawn(process.execPath, [path.join(ROOT, 'bin/tessera.js'), ...args], {
     cwd: ROOT,
     env: { ...process.env, TESSERA_CONFIG: 'none', ...env },
   });
+  if (input !== undefined) proc.stdin.end(input);
   const r: CliResult = { code: null, stdout: '', stderr: '', out: '' };
   proc.stdout.on('data', (d) => {
     r.stdout += d;

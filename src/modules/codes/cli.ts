@@ -2,11 +2,15 @@
 // POST /api/campaigns/:id/codes and draws a progress bar from the job's progress row. The command
 // runs a job runner itself, so it works with no server running; when workers are running, whichever
 // process picks the job up first does it and the bar follows it all the same.
+// `tessera codes import` and `codes export` stream a CSV file in and out, as the HTTP routes do.
+import { createReadStream, createWriteStream, statSync } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
 import { SingleBar } from 'cli-progress';
 import type { Command } from 'commander';
 import type { Kit } from '../../kit/kit.ts';
 import { moduleLogger } from '../../kit/log.ts';
 import { codesModule, codesStateOf } from './index.ts';
+import { Transfer } from './transfer.ts';
 
 interface Helpers {
   withKit<T>(fn: (kit: Kit) => Promise<T>): Promise<T>;
@@ -22,9 +26,7 @@ export function registerCodesCommands(program: Command, helpers: Helpers): void 
     .requiredOption('--count <n>', 'how many codes (up to 50,000,000)', helpers.positiveInt)
     .action(async (opts: { campaign: string; count: number }) => {
       const result = await helpers.withKit(async (kit) => {
-        const ctx = { ...kit, log: moduleLogger(kit.log, 'codes') };
-        await codesModule.setup(ctx);
-        const { campaigns, generator } = codesStateOf(ctx);
+        const { campaigns, generator } = await codesState(kit);
         const campaign = await campaigns.get(opts.campaign);
         await generator.checkRoom(campaign, opts.count);
         const jobId = await kit.jobs.startTracked(
@@ -61,4 +63,58 @@ export function registerCodesCommands(program: Command, helpers: Helpers): void 
       });
       process.stdout.write(`${opts.count} codes generated into ${opts.campaign} (job ${result.id})\n`);
     });
+
+  codes
+    .command('import')
+    .description(
+      'import existing codes from a CSV file (first column; any size, streamed), with a progress bar',
+    )
+    .requiredOption('--campaign <id>', 'campaign id')
+    .requiredOption('--file <path>', 'the CSV file; - reads standard input')
+    .action(async (opts: { campaign: string; file: string }) => {
+      const result = await helpers.withKit(async (kit) => {
+        const { campaigns, transfer } = await codesState(kit);
+        const campaign = await campaigns.get(opts.campaign);
+        const input = opts.file === '-' ? process.stdin : createReadStream(opts.file);
+        // A bar by bytes read, for a file (standard input has no size to measure against).
+        const size = opts.file === '-' ? 0 : statSync(opts.file).size;
+        const bar = new SingleBar({
+          format: 'import {bar} {percentage}% | {eta_formatted} left',
+          stream: process.stderr,
+        });
+        if (size) {
+          bar.start(size, 0);
+          input.on('data', () => bar.update((input as { bytesRead?: number }).bytesRead ?? 0));
+        }
+        try {
+          return await transfer.importCodes(campaign, Transfer.csvFirstColumn(input));
+        } finally {
+          if (size) bar.stop();
+        }
+      });
+      process.stdout.write(
+        `${result.inserted} inserted, ${result.duplicate} duplicate, ${result.invalid} invalid into ${opts.campaign}\n`,
+      );
+      for (const line of result.invalidSamples) process.stderr.write(`invalid: ${line}\n`);
+    });
+
+  codes
+    .command('export')
+    .description('export a campaign as CSV (code, state, reserveId, userId and dates), streamed')
+    .requiredOption('--campaign <id>', 'campaign id')
+    .option('--out <path>', 'the file to write; standard output when not given')
+    .action(async (opts: { campaign: string; out?: string }) => {
+      await helpers.withKit(async (kit) => {
+        const { campaigns, transfer } = await codesState(kit);
+        const csv = await transfer.exportCsv(await campaigns.get(opts.campaign));
+        await pipeline(csv, opts.out ? createWriteStream(opts.out) : process.stdout);
+      });
+      if (opts.out) process.stderr.write(`${opts.campaign} exported to ${opts.out}\n`);
+    });
+}
+
+async function codesState(kit: Kit) {
+  const ctx = { ...kit, log: moduleLogger(kit.log, 'codes') };
+  await codesModule.setup(ctx);
+  return codesStateOf(ctx);
 }

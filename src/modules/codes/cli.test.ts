@@ -1,0 +1,100 @@
+// `tessera codes generate | export | import` as users run them: real processes against PostgreSQL,
+// with no server running.
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { freshDatabase, runTessera, testPool } from '../../../test/helpers.ts';
+import { Campaigns } from './campaigns.ts';
+
+describe('tessera codes CLI', async () => {
+  const db = await freshDatabase();
+  const pool = testPool(db);
+  after(() => pool.end());
+  const dir = mkdtempSync(path.join(tmpdir(), 'tessera-codes-cli-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const campaign = (id: string) =>
+    new Campaigns(pool).create({ id, name: id, format: { length: 8, alphabet: 'alphanumeric' } });
+  const stored = async (id: string) =>
+    (
+      await pool.query(
+        'SELECT count(*)::int AS n FROM codes WHERE campaign_no = (SELECT no FROM codes_campaigns WHERE id = $1)',
+        [id],
+      )
+    ).rows[0].n as number;
+
+  it('when codes are generated, exported and imported into another campaign, then every code arrives once', async () => {
+    await campaign('cli-a');
+    await campaign('cli-b');
+
+    const gen = await runTessera(['codes', 'generate', '--campaign', 'cli-a', '--count', '12000'], {
+      DATABASE_URL: db,
+    });
+    assert.equal(gen.code, 0, gen.out);
+    assert.match(gen.stdout, /^12000 codes generated into cli-a \(job [0-9a-f-]{36}\)\n$/);
+    assert.equal(await stored('cli-a'), 12000);
+
+    const file = path.join(dir, 'a.csv');
+    const exp = await runTessera(['codes', 'export', '--campaign', 'cli-a', '--out', file], {
+      DATABASE_URL: db,
+    });
+    assert.equal(exp.code, 0, exp.out);
+    const lines = readFileSync(file, 'utf8').trimEnd().split('\n');
+    assert.equal(lines[0], 'code,state,reserveId,userId,createdAt,reservedAt,expiresAt,assignedAt');
+    assert.equal(lines.length, 12001);
+    const toStdout = await runTessera(['codes', 'export', '--campaign', 'cli-a'], { DATABASE_URL: db });
+    assert.equal(toStdout.stdout, readFileSync(file, 'utf8'), 'the same CSV on standard output');
+
+    // The export's header is skipped; a line that is not a code of this format counts as invalid.
+    writeFileSync(file, `${readFileSync(file, 'utf8')}not-a-code\n`);
+    const imp = await runTessera(['codes', 'import', '--campaign', 'cli-b', '--file', file], {
+      DATABASE_URL: db,
+    });
+    assert.equal(imp.code, 0, imp.out);
+    assert.equal(imp.stdout, '12000 inserted, 0 duplicate, 1 invalid into cli-b\n');
+    assert.match(imp.stderr, /invalid: not-a-code/);
+    const again = await runTessera(['codes', 'import', '--campaign', 'cli-b', '--file', file], {
+      DATABASE_URL: db,
+    });
+    assert.equal(again.stdout, '0 inserted, 12000 duplicate, 1 invalid into cli-b\n');
+    assert.equal(await stored('cli-b'), 12000);
+    const piped = await runTessera(
+      ['codes', 'import', '--campaign', 'cli-b', '--file', '-'],
+      { DATABASE_URL: db },
+      'code\nZZZZ0000\nZZZZ0001\ncode\n',
+    );
+    assert.equal(
+      piped.stdout,
+      '2 inserted, 0 duplicate, 1 invalid into cli-b\n',
+      'a header only on the first line',
+    );
+  });
+
+  it('when the file, the campaign or the CSV is wrong, then the command exits 1 saying what to fix', async () => {
+    const missing = await runTessera(
+      ['codes', 'import', '--campaign', 'cli-b', '--file', path.join(dir, 'nope.csv')],
+      {
+        DATABASE_URL: db,
+      },
+    );
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /^tessera: ENOENT: no such file or directory/m);
+    const noCampaign = await runTessera(['codes', 'export', '--campaign', 'nope'], { DATABASE_URL: db });
+    assert.equal(noCampaign.code, 1);
+    assert.match(noCampaign.stderr, /campaign nope not found/);
+    const broken = path.join(dir, 'broken.csv');
+    writeFileSync(broken, 'AAAA1111\n"BBBB2222\n');
+    const bad = await runTessera(['codes', 'import', '--campaign', 'cli-b', '--file', broken], {
+      DATABASE_URL: db,
+    });
+    assert.equal(bad.code, 1);
+    assert.match(
+      bad.stderr,
+      /^tessera: the CSV could not be read: .*line.*Imported before the error: 1 inserted/m,
+    );
+    const noFlag = await runTessera(['codes', 'import', '--campaign', 'cli-b'], { DATABASE_URL: db });
+    assert.equal(noFlag.code, 1);
+    assert.match(noFlag.stderr, /required option '--file <path>' not specified/);
+  });
+});
