@@ -82,13 +82,17 @@ export function registerCodesCommands(program: Command, helpers: Helpers): void 
           format: 'import {bar} {percentage}% | {eta_formatted} left',
           stream: process.stderr,
         });
-        if (size) {
-          bar.start(size, 0);
-          input.on('data', () => bar.update((input as { bytesRead?: number }).bytesRead ?? 0));
-        }
+        // Polled rather than a 'data' listener, which would change how the stream flows.
+        const tick = size
+          ? setInterval(() => bar.update((input as { bytesRead?: number }).bytesRead ?? 0), 200)
+          : undefined;
+        if (size) bar.start(size, 0);
         try {
-          return await transfer.importCodes(campaign, Transfer.csvFirstColumn(input));
+          const result = await transfer.importCodes(campaign, Transfer.csvFirstColumn(input));
+          if (size) bar.update(size);
+          return result;
         } finally {
+          clearInterval(tick);
           if (size) bar.stop();
         }
       });
