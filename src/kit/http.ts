@@ -60,6 +60,8 @@ const routeTables = new WeakMap<object, RouteInfo[]>();
 export function routeTable(app: App): RouteInfo[] {
   return routeTables.get(app) ?? [];
 }
+/** A request id a caller may choose: up to 128 characters of letters, digits and `_ . : / + = -`. */
+const REQUEST_ID = /^[A-Za-z0-9_.:/+=-]{1,128}$/;
 /** Probes and scrapes: never in the access log, never behind auth, never failure-injected. */
 const QUIET_PATHS = new Set(['/metrics', '/api/metrics', '/heartbeat']);
 
@@ -75,8 +77,13 @@ export async function createHttpApp(kit: Kit): Promise<App> {
     // make ~1,800 (9 bytes for each character of 3 UTF-8 bytes); Fastify's default of 100 refused
     // a long reserveId on assign and release after reserve had accepted it in the body.
     routerOptions: { maxParamLength: 2048 },
-    requestIdHeader: 'x-request-id',
-    genReqId: () => randomUUID(),
+    // A caller's x-request-id is kept when it looks like an id; anything else (a 10 KB value would
+    // be repeated in every log line of the request and echoed back) gets a fresh UUID instead.
+    requestIdHeader: false,
+    genReqId: (req) => {
+      const given = req.headers['x-request-id'];
+      return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
+    },
     trustProxy: true,
     return503OnClosing: true,
     forceCloseConnections: 'idle',

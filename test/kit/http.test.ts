@@ -176,10 +176,17 @@ describe('HTTP, auth and ops endpoints', async () => {
     assert.deepEqual(whole.json(), { length: 9 });
   });
 
-  it('when responding, then every answer carries a request id, and a given x-request-id is kept', async () => {
+  it('when responding, then every answer carries a request id, and a given x-request-id is kept when it looks like an id', async () => {
     const res = await p.app.inject({ url: '/heartbeat', headers: { 'x-request-id': 'abc-123' } });
     assert.equal(res.headers['x-request-id'], 'abc-123');
     assert.match(String((await p.app.inject('/heartbeat')).headers['x-request-id']), /^[0-9a-f-]{36}$/);
+    for (const odd of ['x'.repeat(129), 'has space', '<script>', '']) {
+      const r = await p.app.inject({ url: '/heartbeat', headers: { 'x-request-id': odd } });
+      assert.match(String(r.headers['x-request-id']), /^[0-9a-f-]{36}$/, `${odd.slice(0, 20)} replaced`);
+    }
+    const traceLike = 'Root=1-67891233-abcdef012345678912345678';
+    const kept = await p.app.inject({ url: '/heartbeat', headers: { 'x-request-id': traceLike } });
+    assert.equal(kept.headers['x-request-id'], traceLike);
   });
 
   it('when the access log is written, then probes and scrapes are left out and requests are in', async () => {
