@@ -117,6 +117,33 @@ describe('events dead letters: retry and delete', () => {
     assert.equal(await count(p, 'events_dead_letter'), 2);
   });
 
+  it('when the list is read a page at a time, then every dead letter shows once, newest first, ties by id', async () => {
+    const p = await startPlatform({ modules: [eventsModule] });
+    // Five with one failed_at (a tie), then two later ones.
+    await p.kit.pool.query(
+      `INSERT INTO events_dead_letter (id, payload, error, received_at)
+       SELECT i, '{}'::jsonb, 'test', now() FROM generate_series(10, 14) AS i`,
+    );
+    await p.kit.pool.query(
+      `INSERT INTO events_dead_letter (id, payload, error, received_at, failed_at)
+       VALUES (3, '{}', 'test', now(), now() + interval '1 second'), (4, '{}', 'test', now(), now() + interval '2 seconds')`,
+    );
+    const seen: number[] = [];
+    let before: string | null = null;
+    for (let page = 0; page < 10; page++) {
+      const url: string = `/api/events/dead-letters?limit=2${before ? `&before=${before}` : ''}`;
+      const res = (await p.app.inject({ url, headers: p.auth })).json();
+      assert.equal(res.total, 7);
+      seen.push(...res.deadLetters.map((d: { id: number }) => d.id));
+      before = res.next;
+      if (!before) break;
+    }
+    assert.deepEqual(seen, [4, 3, 14, 13, 12, 11, 10]);
+    const bad = await p.app.inject({ url: '/api/events/dead-letters?before=yesterday', headers: p.auth });
+    assert.equal(bad.statusCode, 400);
+    assert.match(bad.json().message, /before must be the `next` of the previous page/);
+  });
+
   it('when the same dead letter is retried twice at once, then one call requeues it and the other gets 404', async () => {
     const p = await startPlatform({ modules: [eventsModule] });
     await deadLetter(p, 7, { userId: 'twice', action: 'a', source: 'api' });

@@ -6,7 +6,7 @@
 // still invalid stays, with the reason.
 import { Type } from '@sinclair/typebox';
 import { type Queryable, withTransaction } from '../../kit/db.ts';
-import { notFound, unprocessable } from '../../kit/errors.ts';
+import { badRequest, notFound, unprocessable } from '../../kit/errors.ts';
 import type { App } from '../../kit/http.ts';
 import type { ModuleContext } from '../../kit/module.ts';
 import { type Source, toBatches } from './ingest.ts';
@@ -63,6 +63,16 @@ async function requeue(db: Queryable, letters: DeadLetter[]): Promise<RetryResul
   return { retried: good.length, invalid };
 }
 
+/** A page cursor: the last dead letter's failed_at (to the microsecond) and id, as `next` gave it. */
+function parseCursor(cursor: string): { at: string; id: number } {
+  const m = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z)_(\d{1,16})$/.exec(cursor);
+  if (!m || !Number.isFinite(Date.parse(m[1]!)))
+    throw badRequest(
+      `before must be the \`next\` of the previous page, such as 2026-12-03T09:00:00.000000Z_12001`,
+    );
+  return { at: m[1]!, id: Number(m[2]) };
+}
+
 export function registerDeadLetterRoutes(app: App, ctx: ModuleContext, wakeWorker: () => void): void {
   const tags = ['events'];
   const IdParams = Type.Object({ id: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }) });
@@ -74,20 +84,35 @@ export function registerDeadLetterRoutes(app: App, ctx: ModuleContext, wakeWorke
     {
       schema: {
         tags,
-        summary: 'Events the worker could not parse, newest first',
-        querystring: Type.Object({ limit: Type.Integer({ minimum: 1, maximum: 1000, default: 100 }) }),
+        summary: 'Events the worker could not parse, newest first, a page at a time',
+        querystring: Type.Object({
+          limit: Type.Integer({ minimum: 1, maximum: 1000, default: 100 }),
+          before: Type.Optional(
+            Type.String({ maxLength: 100, description: 'the `next` of the previous page' }),
+          ),
+        }),
       },
     },
     async (req) => {
+      const { limit, before } = req.query;
+      const after = before === undefined ? null : parseCursor(before);
       const { rows } = await ctx.pool.query(
-        `SELECT id, message_id AS "messageId", payload, error, received_at AS "receivedAt", failed_at AS "failedAt"
-         FROM events_dead_letter ORDER BY failed_at DESC, id DESC LIMIT $1`,
-        [req.query.limit],
+        `SELECT id, message_id AS "messageId", payload, error, received_at AS "receivedAt", failed_at AS "failedAt",
+           to_char(failed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS cursor_at
+         FROM events_dead_letter
+         WHERE $2::timestamptz IS NULL OR (failed_at, id) < ($2::timestamptz, $3::bigint)
+         ORDER BY failed_at DESC, id DESC LIMIT $1`,
+        [limit, after?.at ?? null, after?.id ?? null],
       );
       const { rows: count } = await ctx.pool.query<{ n: number }>(
         'SELECT count(*)::int AS n FROM events_dead_letter',
       );
-      return { total: count[0]!.n, deadLetters: rows };
+      const last = rows.length === limit ? rows.at(-1) : undefined;
+      return {
+        total: count[0]!.n,
+        deadLetters: rows.map(({ cursor_at: _, ...r }) => r),
+        next: last ? `${last.cursor_at}_${last.id}` : null,
+      };
     },
   );
 
