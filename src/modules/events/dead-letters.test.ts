@@ -139,9 +139,16 @@ describe('events dead letters: retry and delete', () => {
       if (!before) break;
     }
     assert.deepEqual(seen, [4, 3, 14, 13, 12, 11, 10]);
-    const bad = await p.app.inject({ url: '/api/events/dead-letters?before=yesterday', headers: p.auth });
-    assert.equal(bad.statusCode, 400);
-    assert.match(bad.json().message, /before must be the `next` of the previous page/);
+    for (const cursor of [
+      'yesterday',
+      '2026-02-30T00:00:00.000000Z_1',
+      '2026-01-01T24:00:00.000000Z_1',
+      '0000-01-01T00:00:00.000000Z_1',
+    ]) {
+      const bad = await p.app.inject({ url: `/api/events/dead-letters?before=${cursor}`, headers: p.auth });
+      assert.equal(bad.statusCode, 400, cursor);
+      assert.match(bad.json().message, /before must be the `next` of the previous page/);
+    }
   });
 
   it('when the same dead letter is retried twice at once, then one call requeues it and the other gets 404', async () => {
