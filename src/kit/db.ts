@@ -275,21 +275,28 @@ export function recordConnectionFailure(
 }
 
 /**
- * SQLSTATEs for text PostgreSQL cannot store: 22021 for a NUL character (\u0000) in a text value,
- * 22P05 for one in JSON. Such text only ever comes from a request, so it is the caller's to fix.
+ * SQLSTATEs for request values PostgreSQL cannot store, each with what the caller should fix. They
+ * only ever come from a request: 22021 is a NUL character (\u0000) in a text value and 22P05 one in
+ * JSON; 22008 a date-time out of PostgreSQL's range or not on the calendar (year 0000 passes the
+ * date-time schema format, and was a 500 on `GET /api/batches?before=`), 22007 one it cannot read.
  */
-const UNSTORABLE_TEXT_CODES = new Set(['22021', '22P05']);
+const NUL_IN_TEXT =
+  'the request holds a NUL character (\\u0000), which PostgreSQL cannot store in text: remove it';
+const UNSTORABLE_INPUT: Record<string, string> = {
+  '22021': NUL_IN_TEXT,
+  '22P05': NUL_IN_TEXT,
+  '22008':
+    'a date-time in the request is not one PostgreSQL can store (a real calendar date from year 1 to 294276): fix it',
+  '22007': 'a date-time in the request could not be read: send ISO 8601, such as 2026-12-03T09:00:00Z',
+};
 
 /**
- * The caller's 400 when a query failed on text from the request that PostgreSQL cannot store, else
- * undefined. One answer for the HTTP error handler and the RPC worker side alike.
+ * The caller's 400 when a query failed on a value from the request that PostgreSQL cannot store,
+ * else undefined. One answer for the HTTP error handler and the RPC worker side alike.
  */
-export function unstorableTextError(err: unknown): HttpError | undefined {
-  if (!(err instanceof Error) || !UNSTORABLE_TEXT_CODES.has((err as { code?: string }).code ?? ''))
-    return undefined;
-  return badRequest(
-    'the request holds a NUL character (\\u0000), which PostgreSQL cannot store in text: remove it',
-  );
+export function unstorableInputError(err: unknown): HttpError | undefined {
+  const message = err instanceof Error ? UNSTORABLE_INPUT[(err as { code?: string }).code ?? ''] : undefined;
+  return message === undefined ? undefined : badRequest(message);
 }
 
 /** True when the error means PostgreSQL is unreachable (as opposed to a bad query). */

@@ -18,7 +18,7 @@ import {
   DB_UNAVAILABLE_MESSAGE,
   isConnectionError,
   recordConnectionFailure,
-  unstorableTextError,
+  unstorableInputError,
 } from './db.ts';
 import { forbidden, HttpError, unauthorized } from './errors.ts';
 import { parseJsonBody } from './json-body.ts';
@@ -207,7 +207,7 @@ function sendError(kit: Kit, err: FastifyError, req: FastifyRequest, reply: Fast
     log.warn({ reqId: req.id, err }, 'VALIDATION_ERROR');
     return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: TOO_DEEP_MESSAGE });
   }
-  const unstorable = unstorableTextError(err);
+  const unstorable = unstorableInputError(err);
   if (unstorable) {
     log.debug({ reqId: req.id, err: { message: err.message } }, 'VALIDATION_ERROR');
     return reply.code(400).send(unstorable.toJSON());

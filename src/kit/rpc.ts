@@ -22,7 +22,7 @@ import {
   DB_UNAVAILABLE_MESSAGE,
   isConnectionError,
   recordConnectionFailure,
-  unstorableTextError,
+  unstorableInputError,
 } from './db.ts';
 import { HttpError, unavailable } from './errors.ts';
 import { type Logger, moduleLogger } from './log.ts';
@@ -299,7 +299,7 @@ export class Rpc {
       return { ok: true, data: await handler(input) };
     } catch (err) {
       // A query on the caller's text PostgreSQL cannot store is the caller's 400, as in-process.
-      const known = err instanceof HttpError ? err : unstorableTextError(err);
+      const known = err instanceof HttpError ? err : unstorableInputError(err);
       if (known) return { ok: false, error: { statusCode: known.statusCode, message: known.message } };
       const log = moduleLogger(this.rootLog, service);
       // The worker's database is down: the caller may retry, exactly as with the in-process path,

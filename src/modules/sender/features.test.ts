@@ -125,6 +125,17 @@ describe('sender features', () => {
     assert.equal(pastInt.statusCode, 400, 'past a PostgreSQL integer: 400, not 500');
     assert.match(pastInt.json().message, /after must be <= 2147483647/);
     assert.equal((await p.app.inject({ method: 'GET', url: '/api/batches' })).statusCode, 401);
+    // Year 0000 passes the date-time format; PostgreSQL has no year 0.
+    const yearZero = await inject(p, 'GET', '/api/batches?before=0000-01-01T00:00:00Z');
+    assert.equal(yearZero.statusCode, 400, yearZero.body);
+    assert.match(yearZero.json().message, /date-time in the request is not one PostgreSQL can store/);
+    const scheduled = await inject(p, 'POST', '/api/batches', {
+      channel: 'mock',
+      template,
+      recipients: [{ address: 'a@example.com' }],
+      scheduledAt: '0000-06-01T00:00:00Z',
+    });
+    assert.equal(scheduled.statusCode, 400, scheduled.body);
   });
 
   it('when an address is suppressed or unsubscribes, then later batches skip it and count it', async () => {
