@@ -11,6 +11,7 @@ import type { App } from '../../kit/http.ts';
 import type { ModuleContext } from '../../kit/module.ts';
 import { type Source, toBatches } from './ingest.ts';
 import { type EventRow, EventValidationError, validateEvent } from './validate.ts';
+import { isIsoTime } from './worker.ts';
 
 const MAX_RETRY = 10_000;
 const INVALID_SHOWN = 10;
@@ -65,14 +66,13 @@ async function requeue(db: Queryable, letters: DeadLetter[]): Promise<RetryResul
 
 /** A page cursor: the last dead letter's failed_at (to the microsecond) and id, as `next` gave it. */
 function parseCursor(cursor: string): { at: string; id: number } {
-  const m = /^((?!0000)\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})\.\d{6}Z_(\d{1,16})$/.exec(cursor);
-  // A real instant: Date.parse takes 02-30 and 24:00, which PostgreSQL refuses or moves.
-  const ms = m ? Date.parse(`${m[1]}Z`) : Number.NaN;
-  if (!m || !Number.isFinite(ms) || new Date(ms).toISOString().slice(0, 19) !== m[1])
+  const m = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z)_(\d{1,16})$/.exec(cursor);
+  // A real instant, as the worker judges stored timestamps: no 02-30, 24:00 or year 0000.
+  if (!m || !isIsoTime(m[1]!))
     throw badRequest(
       `before must be the \`next\` of the previous page, such as 2026-12-03T09:00:00.000000Z_12001`,
     );
-  return { at: cursor.slice(0, cursor.indexOf('_')), id: Number(m[2]) };
+  return { at: m[1]!, id: Number(m[2]) };
 }
 
 export function registerDeadLetterRoutes(app: App, ctx: ModuleContext, wakeWorker: () => void): void {

@@ -111,7 +111,7 @@ const ISO_TIME = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,6})?
  * which takes 2025-02-30 and 24:00 (PostgreSQL refuses the first): one such event written around
  * the API would otherwise fail its whole batch's statement, again on every retry.
  */
-function isIsoTime(ts: string): boolean {
+export function isIsoTime(ts: string): boolean {
   const m = ISO_TIME.exec(ts);
   if (!m) return false;
   const [y, mo, d, h, mi, s, oh, om] = m.slice(1).map((x) => (x === undefined ? 0 : Number(x)));
