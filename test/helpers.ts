@@ -82,6 +82,11 @@ export function testPool(connectionString: string, max = 1): pg.Pool {
   return pool;
 }
 
+/** How many rows `table` holds in `p`'s database. */
+export async function countRows(p: { kit: { pool: pg.Pool } }, table: string): Promise<number> {
+  return (await p.kit.pool.query(`SELECT count(*)::int AS n FROM ${table}`)).rows[0].n;
+}
+
 /** An admin API key in `db`, for suites that drive Tessera processes over HTTP. */
 export async function adminKey(db: string, name = 'test'): Promise<string> {
   const pool = testPool(db);

@@ -1,11 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { startPlatform, type TestPlatform, waitFor } from '../../../test/helpers.ts';
+import { countRows, startPlatform, waitFor } from '../../../test/helpers.ts';
 import { eventsModule } from './index.ts';
 import { countBacklog } from './metrics.ts';
-
-const count = async (p: TestPlatform, table: string): Promise<number> =>
-  (await p.kit.pool.query(`SELECT count(*)::int AS n FROM ${table}`)).rows[0].n;
 
 describe('events worker failure modes', () => {
   it('when WORKER_FAILURE_MODE=bad_schema, then about half go to the dead-letter table and the rest are processed', async () => {
@@ -17,8 +14,8 @@ describe('events worker failure modes', () => {
       201,
     );
     await waitFor(async () => (await countBacklog(p.kit.pool)) === 0, { what: 'backlog drained' });
-    const dead = await count(p, 'events_dead_letter');
-    const processed = await count(p, 'events_processed');
+    const dead = await countRows(p, 'events_dead_letter');
+    const processed = await countRows(p, 'events_processed');
     assert.equal(dead + processed, 400);
     // Binomial(400, 0.5): sd 10; 140..260 is 6 sd either side.
     assert.ok(dead >= 140 && dead <= 260, `${dead} of 400 dead-lettered`);
@@ -41,7 +38,7 @@ describe('events worker failure modes', () => {
       const events = Array.from({ length: 10 }, (_, i) => ({ userId: `u${half}${i}`, action: 'x' }));
       await p.app.inject({ method: 'POST', url: '/api/events', headers: p.auth, payload: events });
     }
-    await waitFor(async () => (await count(p, 'events_processed')) === 20, {
+    await waitFor(async () => (await countRows(p, 'events_processed')) === 20, {
       timeoutMs: 30_000,
       intervalMs: 200,
       what: 'both batches processed',

@@ -1,11 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { startPlatform, type TestPlatform, waitFor } from '../../../test/helpers.ts';
+import { countRows, startPlatform, type TestPlatform, waitFor } from '../../../test/helpers.ts';
 import { eventsModule } from './index.ts';
 import { countBacklog } from './metrics.ts';
-
-const count = async (p: TestPlatform, table: string): Promise<number> =>
-  (await p.kit.pool.query(`SELECT count(*)::int AS n FROM ${table}`)).rows[0].n;
 
 /** A dead letter as the worker writes one, with this payload. */
 async function deadLetter(p: TestPlatform, id: number, payload: object): Promise<void> {
@@ -27,7 +24,7 @@ describe('events dead letters: retry and delete', () => {
     const sent = await p.app.inject({ method: 'POST', url: '/api/events', headers: p.auth, payload: events });
     assert.equal(sent.statusCode, 201, sent.body);
     await waitFor(async () => (await countBacklog(p.kit.pool)) === 0, { what: 'backlog drained' });
-    const dead = await count(p, 'events_dead_letter');
+    const dead = await countRows(p, 'events_dead_letter');
     assert.ok(dead > 0, 'bad_schema dead-lettered some');
     const off = await p.app.inject({
       method: 'POST',
@@ -55,8 +52,10 @@ describe('events dead letters: retry and delete', () => {
     assert.deepEqual(rest.json(), { retried: 1, invalid: 0, invalidSamples: [], next: null });
     assert.equal(p.logs.events('EVENTS_DEAD_LETTERS_RETRIED').length, 2);
 
-    await waitFor(async () => (await count(p, 'events_processed')) === 300, { what: 'all 300 processed' });
-    assert.equal(await count(p, 'events_dead_letter'), 0);
+    await waitFor(async () => (await countRows(p, 'events_processed')) === 300, {
+      what: 'all 300 processed',
+    });
+    assert.equal(await countRows(p, 'events_dead_letter'), 0);
     const totals = (await p.app.inject({ url: '/api/analytics', headers: p.auth })).json();
     assert.equal(totals.totalEvents, 300);
     assert.equal(totals.eventsByAction.click, 150);
@@ -99,12 +98,12 @@ describe('events dead letters: retry and delete', () => {
       [1, 2, 3],
     );
     assert.equal(bulk.json().next, null);
-    await waitFor(async () => (await count(p, 'events_processed')) === 1, {
+    await waitFor(async () => (await countRows(p, 'events_processed')) === 1, {
       what: 'the valid one processed',
     });
     const { rows } = await p.kit.pool.query('SELECT user_id, source FROM events_processed');
     assert.deepEqual(rows, [{ user_id: 'ok', source: 'segment' }], 'its source kept');
-    assert.equal(await count(p, 'events_dead_letter'), 3, 'the invalid ones stay');
+    assert.equal(await countRows(p, 'events_dead_letter'), 3, 'the invalid ones stay');
 
     const del = await p.app.inject({ method: 'DELETE', url: '/api/events/dead-letters/1', headers: p.auth });
     assert.deepEqual(del.json(), { deleted: 1 });
@@ -114,7 +113,7 @@ describe('events dead letters: retry and delete', () => {
       headers: p.auth,
     });
     assert.equal(again.statusCode, 404);
-    assert.equal(await count(p, 'events_dead_letter'), 2);
+    assert.equal(await countRows(p, 'events_dead_letter'), 2);
   });
 
   it('when the list is read a page at a time, then every dead letter shows once, newest first, ties by id', async () => {
@@ -160,7 +159,7 @@ describe('events dead letters: retry and delete', () => {
       ),
     );
     assert.deepEqual(calls.map((c) => c.statusCode).sort(), [200, 404]);
-    await waitFor(async () => (await count(p, 'events_processed')) === 1, { what: 'processed' });
+    await waitFor(async () => (await countRows(p, 'events_processed')) === 1, { what: 'processed' });
     await new Promise((r) => setTimeout(r, 300));
     assert.equal((await p.app.inject({ url: '/api/analytics', headers: p.auth })).json().totalEvents, 1);
   });
