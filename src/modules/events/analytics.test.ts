@@ -68,8 +68,10 @@ describe('GET /api/analytics', async () => {
   });
 
   const bad: [string, string, RegExp][] = [
-    ['from is not a date', '?from=yesterday', /from must be an ISO 8601/],
-    ['to is not a date', '?to=2025-13-45T99:00:00Z', /to must be an ISO 8601/],
+    ['from is not a date', '?from=yesterday', /from must be a real ISO 8601/],
+    ['to is not a date', '?to=2025-13-45T99:00:00Z', /to must be a real ISO 8601/],
+    ['from is February 30th', '?from=2026-02-30', /from must be a real ISO 8601.*"2026-02-30"/],
+    ['to is hour 24', '?to=2026-01-01T24:00:00Z', /to must be a real ISO 8601/],
     ['from is after to', '?from=2025-01-02&to=2025-01-01', /from must be earlier than to/],
     ['bucket is week', '?bucket=week', /bucket/],
     ['top is 0', '?top=0', /top/],

@@ -2,6 +2,7 @@
 // a bounded number of pre-aggregated rows (buckets × actions, users), never the raw events.
 // Sums go through float8 (exact below 2^53): sum(bigint) accumulates in numeric, which made the
 // ranged top-users aggregation over 80,000 user-day rows take 46 ms instead of 32.
+import { hasRealCalendarFields } from '../../kit/dates.ts';
 import type { Pool } from '../../kit/db.ts';
 import { badRequest } from '../../kit/errors.ts';
 import { countBacklog } from './metrics.ts';
@@ -24,9 +25,11 @@ export interface AnalyticsQuery {
 
 function parseDate(name: string, v: string | undefined): Date | undefined {
   if (v === undefined) return undefined;
-  const d = /^\d{4}-\d{2}-\d{2}/.test(v) ? new Date(v) : new Date(Number.NaN);
+  const d = hasRealCalendarFields(v) ? new Date(v) : new Date(Number.NaN);
   if (Number.isNaN(d.getTime()))
-    throw badRequest(`${name} must be an ISO 8601 date or date-time, e.g. 2025-01-15T10:00:00Z; got "${v}"`);
+    throw badRequest(
+      `${name} must be a real ISO 8601 date or date-time, e.g. 2025-01-15T10:00:00Z; got "${v}"`,
+    );
   return d;
 }
 

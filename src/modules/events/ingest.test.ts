@@ -114,6 +114,18 @@ describe('events ingestion', async () => {
       { userId: 'u', action: 'a', timestamp: 'yesterday' },
       /timestamp must be an ISO 8601/,
     ],
+    // Date reads these as 03-02, the next midnight and 1 BC: stored, they were a different instant.
+    ...[
+      '2026-02-30T10:00:00Z',
+      '2025-02-29',
+      '2026-04-31T00:00:00Z',
+      '2026-01-01T24:00:00Z',
+      '0000-01-01T00:00:00Z',
+    ].map((timestamp): [string, unknown, RegExp] => [
+      `timestamp ${timestamp} does not exist`,
+      { userId: 'u', action: 'a', timestamp },
+      /names a date or time that does not exist/,
+    ]),
     [
       'timestamp is 25 h ahead',
       { userId: 'u', action: 'a', timestamp: new Date(Date.now() + 25 * 3600_000).toISOString() },

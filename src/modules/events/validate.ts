@@ -2,6 +2,7 @@
 // (by index in a batch) and the field, and says what to send instead; the same rules serve
 // POST /api/events, the Segment routes and the worker's re-check of stored rows.
 import { Type } from '@sinclair/typebox';
+import { hasRealCalendarFields } from '../../kit/dates.ts';
 
 export const MAX_BATCH = 1000;
 export const MAX_FUTURE_MS = 24 * 3600 * 1000;
@@ -90,9 +91,14 @@ export function parseTimestamp(where: string, v: unknown, now = Date.now()): Dat
   const d =
     typeof v === 'number' && Number.isFinite(v)
       ? new Date(v)
-      : typeof v === 'string' && /^\d{4}-\d{2}-\d{2}/.test(v)
+      : typeof v === 'string' && hasRealCalendarFields(v)
         ? new Date(v)
         : undefined;
+  if (!d && typeof v === 'string' && /^\d{4}-\d{2}-\d{2}/.test(v))
+    throw new EventValidationError(
+      'timestamp',
+      `${where}timestamp ${JSON.stringify(v.slice(0, 40))} names a date or time that does not exist (a day past the month's end, hour 24, year 0); send the instant meant, e.g. 2025-01-15T10:23:45Z`,
+    );
   if (!d || Number.isNaN(d.getTime()))
     throw new EventValidationError(
       'timestamp',

@@ -3,6 +3,7 @@
 // statement delete them, write processed rows or dead letters, and add them to the rollups. The
 // COMMIT is what makes it exactly once: a worker that dies mid-batch commits nothing and its locks
 // vanish with its connection, so the same events are claimed again by the next worker.
+import { realCalendarFields } from '../../kit/dates.ts';
 import { type Pool, type PoolClient, withTransaction } from '../../kit/db.ts';
 import type { Logger } from '../../kit/log.ts';
 import type { EventsMetrics } from './metrics.ts';
@@ -115,18 +116,7 @@ export function isIsoTime(ts: string): boolean {
   const m = ISO_TIME.exec(ts);
   if (!m) return false;
   const [y, mo, d, h, mi, s, oh, om] = m.slice(1).map((x) => (x === undefined ? 0 : Number(x)));
-  const t = new Date(Date.UTC(y!, mo! - 1, d!, h!, mi!, s!));
-  t.setUTCFullYear(y!); // Date.UTC maps years 0-99 to 1900-1999
-  return (
-    y! >= 1 &&
-    t.getUTCMonth() === mo! - 1 &&
-    t.getUTCDate() === d &&
-    t.getUTCHours() === h &&
-    t.getUTCMinutes() === mi &&
-    t.getUTCSeconds() === s &&
-    oh! <= 15 &&
-    om! <= 59
-  );
+  return realCalendarFields(y!, mo!, d!, h, mi, s) && oh! <= 15 && om! <= 59;
 }
 
 /** Why a stored event cannot be aggregated, or null when it can. */
