@@ -101,13 +101,13 @@ const settings = {
   ),
   rpcTimeoutMs: setting(
     'RPC_TIMEOUT_MS',
-    'how long an RPC call waits before answering 503',
+    'how long an RPC call over NATS waits before answering 503 (calls inside one process do not time out)',
     5000,
     integer(50, 120000),
   ),
   logLevel: setting(
     'LOG_LEVEL',
-    'fatal | error | warn | info | debug | trace',
+    'fatal | error | warn | info | debug | trace | silent',
     'info',
     oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
   ),
@@ -260,6 +260,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     }
   }
   const config = out as Config;
+  // Checked here, not by the setting's parser, so the refusal never prints the secret itself.
+  if (config.webhookSecret !== undefined && !isWebhookSecret(config.webhookSecret))
+    problems.push(
+      'WEBHOOK_SECRET: must be whsec_ followed by base64 (Standard Webhooks), e.g. whsec_$(openssl rand -base64 32)',
+    );
   if (problems.length === 0 && config.nodeEnv === 'production') {
     if (!config.databaseUrl)
       problems.push(
@@ -276,6 +281,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   if (problems.length) throw new ConfigError(problems);
   return config;
+}
+
+/**
+ * The form the standardwebhooks package decodes (it throws "Base64Coder: incorrect characters" at
+ * start otherwise): optional `whsec_`, then padded base64 of at least one byte.
+ */
+export function isWebhookSecret(secret: string): boolean {
+  const b64 = secret.startsWith('whsec_') ? secret.slice(6) : secret;
+  return b64.length > 0 && b64.length % 4 === 0 && /^[A-Za-z0-9+/]+={0,2}$/.test(b64);
 }
 
 /** localhost, *.localhost, 127.0.0.0/8, ::1 and 0.0.0.0: hosts only this machine can reach. */

@@ -47,6 +47,20 @@ describe('configuration', () => {
     );
   });
 
+  it('when WEBHOOK_SECRET is not whsec_ and base64, then the start is refused without printing it', () => {
+    for (const secret of ['CHANGE-ME', 'whsec_abc', 'whsec_=', 'plain text secret']) {
+      const err = assert.throws(
+        () => loadConfig({ TESSERA_CONFIG: 'none', WEBHOOK_SECRET: secret }),
+        (e: Error) =>
+          /WEBHOOK_SECRET: must be whsec_ followed by base64/.test(e.message) && !e.message.includes(secret),
+      );
+      assert.equal(err, undefined);
+    }
+    // What the package itself accepts loads, with or without the prefix.
+    for (const secret of [`whsec_${Buffer.from('k'.repeat(32)).toString('base64')}`, 'MTIzNA=='])
+      assert.equal(loadConfig({ TESSERA_CONFIG: 'none', WEBHOOK_SECRET: secret }).webhookSecret, secret);
+  });
+
   it('when production keeps a loopback SENDER_PUBLIC_URL, then `tessera start` exits 2 naming it, and a public URL passes', () => {
     const production = {
       TESSERA_CONFIG: 'none',
