@@ -1,6 +1,6 @@
 // The `tessera` command. Modules add their own subcommands through src/cli/commands.ts.
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { createApiKey, createUser, DEFAULT_ACCOUNT } from '../kit/auth.ts';
+import { createApiKey, createUser, DEFAULT_ACCOUNT, listApiKeys, revokeApiKey } from '../kit/auth.ts';
 import {
   type Config,
   ConfigError,
@@ -45,6 +45,8 @@ export async function withKit<T>(fn: (kit: Awaited<ReturnType<typeof createKit>>
   }
 }
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 const program = new Command('tessera')
   .description('Tessera: codes, sender, events and books on one runtime')
   .version(VERSION, '-V, --version')
@@ -87,6 +89,40 @@ keys
     process.stderr.write(
       `key "${created.name}" (${created.scopes.join(',')}, account ${created.accountId}) created; it will not be shown again\n`,
     );
+  });
+
+keys
+  .command('list')
+  .description('list API keys, newest first (never the keys themselves): id, name, scopes, last use')
+  .action(async () => {
+    const rows = await withKit((kit) => listApiKeys(kit.pool));
+    const day = (d: Date | null) => (d ? d.toISOString().slice(0, 19).replace('T', ' ') : '-');
+    const lines = rows.map((k) =>
+      [
+        k.id,
+        k.name,
+        `${k.prefix}…`,
+        k.scopes.join(','),
+        k.accountId,
+        day(k.createdAt),
+        day(k.lastUsedAt),
+        k.revokedAt ? `revoked ${day(k.revokedAt)}` : 'active',
+      ].join('\t'),
+    );
+    process.stdout.write(
+      ['id\tname\tprefix\tscopes\taccount\tcreated\tlast used\tstate', ...lines].join('\n') + '\n',
+    );
+  });
+keys
+  .command('revoke')
+  .description('revoke an API key by id (from `keys list`); every process refuses it within seconds')
+  .argument('<id>', 'the key id')
+  .action(async (id: string) => {
+    if (!UUID.test(id)) throw new Error(`"${id}" is not a key id; take one from \`tessera keys list\``);
+    const revoked = await withKit((kit) => revokeApiKey(kit.pool, id));
+    if (!revoked)
+      throw new Error(`no active key has id ${id}; \`tessera keys list\` shows ids and which are revoked`);
+    process.stderr.write(`key ${id} revoked\n`);
   });
 
 const users = program.command('users').description('manage dashboard users');

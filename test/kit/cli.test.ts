@@ -117,6 +117,42 @@ describe('tessera CLI', () => {
     await p.stop(); // before the database is dropped under its workers
   });
 
+  it('when `tessera keys list` and `keys revoke` run, then keys show without their secret and a revoked key stops working', async () => {
+    const db = await freshDatabase();
+    const key = (
+      await runTessera(['keys', 'create', '--name', 'leaked', '--scopes', 'events'], { DATABASE_URL: db })
+    ).stdout.trim();
+    const list = await runTessera(['keys', 'list'], { DATABASE_URL: db });
+    assert.equal(list.code, 0, list.out);
+    const [header, ...lines] = list.stdout.trim().split('\n');
+    assert.match(header!, /^id\tname\tprefix\tscopes/);
+    const leaked = lines.map((l) => l.split('\t')).find((f) => f[1] === 'leaked')!;
+    assert.deepEqual([leaked[3], leaked[4], leaked[7]], ['events', 'default', 'active']);
+    assert.ok(!list.stdout.includes(key), 'the key itself is never printed');
+
+    const p = await startPlatform({ databaseUrl: db });
+    const headers = { authorization: `Bearer ${key}` };
+    assert.equal((await p.app.inject({ url: '/api/analytics', headers })).statusCode, 200);
+    const revoke = await runTessera(['keys', 'revoke', leaked[0]!], { DATABASE_URL: db });
+    assert.equal(revoke.code, 0, revoke.out);
+    assert.match(
+      (await runTessera(['keys', 'list'], { DATABASE_URL: db })).stdout,
+      /\tleaked\t.*\trevoked \d{4}-/,
+    );
+    // A fresh process has no cached verdict for it.
+    const q = await startPlatform({ databaseUrl: db });
+    assert.equal((await q.app.inject({ url: '/api/analytics', headers })).statusCode, 401);
+
+    const again = await runTessera(['keys', 'revoke', leaked[0]!], { DATABASE_URL: db });
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /^tessera: no active key has id/m);
+    const notId = await runTessera(['keys', 'revoke', 'leaked'], { DATABASE_URL: db });
+    assert.equal(notId.code, 1);
+    assert.match(notId.stderr, /^tessera: "leaked" is not a key id/m);
+    await p.stop();
+    await q.stop();
+  });
+
   it('when `tessera start` cannot reach PostgreSQL or NATS, then it exits 1 naming the server and the setting to check, without the password', async () => {
     const noPg = await runTessera(['start', '--role', 'api'], {
       DATABASE_URL: 'postgres://tessera:s3cret@127.0.0.1:1/tessera',
