@@ -134,6 +134,7 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     assert.equal(res.statusCode, 200, res.body);
     assert.deepEqual(res.json(), { inserted: 3, duplicate: 1, invalid: 1, invalidSamples: ['xx'] });
     const js = await call('POST', '/api/campaigns/imp/codes/import', ['654321', '222222', 42]);
+    // 42 is a JSON number, not the code "42" (numeric codes keep their leading zeros only as strings).
     assert.deepEqual(js.json(), { inserted: 1, duplicate: 1, invalid: 1, invalidSamples: ['42'] });
     // A list item nested 100,000 deep: the platform's 400 (nothing walks it without recursing).
     const deep = `[${'['.repeat(100_000)}${']'.repeat(100_000)}]`;
@@ -159,6 +160,20 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     const states = new Set(lines.slice(1).map((l) => l.split(',')[1]));
     assert.deepEqual([...states], ['available'], 'imported and generated (unused) codes export as available');
     assert.equal((await call('GET', '/api/campaigns/imp')).json().inventory.total, 2004);
+  });
+
+  it('when the campaign could hold the code CODE, then an export still re-imports without its header, and JSON non-strings are invalid', async () => {
+    await create('four', { length: 4, alphabet: 'alphanumeric' });
+    const csv = { 'content-type': 'text/csv' };
+    const first = await call('POST', '/api/campaigns/four/codes/import', 'code\nAB12\nCD34', csv);
+    assert.deepEqual(first.json(), { inserted: 2, duplicate: 0, invalid: 0, invalidSamples: [] });
+    // JSON has no header: a list's "code" is a code, while null and numbers are not strings at all.
+    const js = await call('POST', '/api/campaigns/four/codes/import', ['code', null, 1234, 'EF56']);
+    assert.deepEqual(js.json(), { inserted: 2, duplicate: 0, invalid: 2, invalidSamples: ['null', '1234'] });
+    await create('four-copy', { length: 4, alphabet: 'alphanumeric' });
+    const exported = (await call('GET', '/api/campaigns/four/codes.csv')).body;
+    const copy = await call('POST', '/api/campaigns/four-copy/codes/import', exported, csv);
+    assert.deepEqual(copy.json(), { inserted: 4, duplicate: 0, invalid: 0, invalidSamples: [] });
   });
 
   it('when a CSV breaks off part-way, then 400 names the line and what was imported before it, and the fixed file then imports', async () => {

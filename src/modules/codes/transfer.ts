@@ -48,8 +48,11 @@ export class Transfer {
     });
   }
 
-  /** Codes from any source of strings; duplicates (in the file or already held) are counted, not errors. */
-  async importCodes(campaign: Campaign, source: AsyncIterable<string>): Promise<ImportResult> {
+  /**
+   * Codes from any source; duplicates (in the file or already held) are counted, not errors, and so
+   * is anything that is not a string (a JSON null or number is not a code, though NULL could be).
+   */
+  async importCodes(campaign: Campaign, source: AsyncIterable<unknown>): Promise<ImportResult> {
     const result: ImportResult = { inserted: 0, duplicate: 0, invalid: 0, invalidSamples: [] };
     let batch: string[] = [];
     const flush = async () => {
@@ -59,17 +62,14 @@ export class Transfer {
       result.duplicate += batch.length - n;
       batch = [];
     };
-    let first = true;
     try {
       for await (const raw of source) {
-        const isFirst = first;
-        first = false;
-        if (raw.trim() === '') continue;
-        const code = normalizeCode(campaign.format, raw);
+        if (typeof raw === 'string' && raw.trim() === '') continue;
+        const code = typeof raw === 'string' ? normalizeCode(campaign.format, raw) : null;
         if (!code) {
-          if (isFirst && /^\s*code\s*$/i.test(raw)) continue; // a header line
           result.invalid++;
-          if (result.invalidSamples.length < 10) result.invalidSamples.push(raw.slice(0, 100));
+          if (result.invalidSamples.length < 10)
+            result.invalidSamples.push((typeof raw === 'string' ? raw : JSON.stringify(raw)).slice(0, 100));
           continue;
         }
         batch.push(code);
@@ -91,22 +91,34 @@ export class Transfer {
     return result;
   }
 
-  /** The first column of each CSV row. */
+  /**
+   * The first column of each CSV row. A first row whose first field is `code` is the header (an
+   * export's): skipped even where CODE would be a valid code, or every re-import would add it.
+   */
   static async *csvFirstColumn(body: Readable): AsyncIterable<string> {
     const parser = body.pipe(
       parse({ relax_column_count: true, skip_empty_lines: true, trim: true, bom: true, relax_quotes: true }),
     );
     body.on('error', (err) => parser.destroy(err));
     try {
-      for await (const record of parser as AsyncIterable<string[]>) yield String(record[0] ?? '');
+      let first = true;
+      for await (const record of parser as AsyncIterable<string[]>) {
+        const field = String(record[0] ?? '');
+        if (first && field.toLowerCase() === 'code') {
+          first = false;
+          continue;
+        }
+        first = false;
+        yield field;
+      }
     } catch (err) {
       if (err instanceof CsvError) throw badRequest(`the CSV could not be read: ${err.message}`);
       throw err;
     }
   }
 
-  static async *list(items: unknown[]): AsyncIterable<string> {
-    for (const item of items) yield typeof item === 'string' ? item : JSON.stringify(item);
+  static async *list(items: unknown[]): AsyncIterable<unknown> {
+    yield* items;
   }
 
   /** A readable CSV of the campaign's codes; the pool client is released when the stream ends. */
