@@ -96,5 +96,11 @@ describe('tessera codes CLI', async () => {
     const noFlag = await runTessera(['codes', 'import', '--campaign', 'cli-b'], { DATABASE_URL: db });
     assert.equal(noFlag.code, 1);
     assert.match(noFlag.stderr, /required option '--file <path>' not specified/);
+    // The HTTP route's limit holds here too (it once generated 60,000,000 without a word).
+    const tooMany = await runTessera(['codes', 'generate', '--campaign', 'cli-b', '--count', '50000001'], {
+      DATABASE_URL: db,
+    });
+    assert.equal(tooMany.code, 1);
+    assert.match(tooMany.stderr, /--count .* must be at most 50,000,000 per run/);
   });
 });

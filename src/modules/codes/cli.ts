@@ -6,9 +6,10 @@
 import { createReadStream, createWriteStream, statSync } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import { SingleBar } from 'cli-progress';
-import type { Command } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
 import type { Kit } from '../../kit/kit.ts';
 import { moduleLogger } from '../../kit/log.ts';
+import { GENERATE_MAX } from './generate.ts';
 import { codesModule, codesStateOf } from './index.ts';
 import { Transfer } from './transfer.ts';
 
@@ -23,7 +24,13 @@ export function registerCodesCommands(program: Command, helpers: Helpers): void 
     .command('generate')
     .description('generate unique codes into a campaign, with a progress bar')
     .requiredOption('--campaign <id>', 'campaign id (create it with POST /api/campaigns)')
-    .requiredOption('--count <n>', 'how many codes (up to 50,000,000)', helpers.positiveInt)
+    .requiredOption('--count <n>', 'how many codes (up to 50,000,000)', (v) => {
+      const n = helpers.positiveInt(v);
+      // The HTTP route's limit: a bigger job would hold one campaign's generation for an hour.
+      if (n > GENERATE_MAX)
+        throw new InvalidArgumentError('must be at most 50,000,000 per run; run it again for more');
+      return n;
+    })
     .action(async (opts: { campaign: string; count: number }) => {
       const result = await helpers.withKit(async (kit) => {
         const { campaigns, generator } = await codesState(kit);

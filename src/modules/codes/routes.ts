@@ -110,7 +110,7 @@ export function registerCodesRoutes(app: App, ctx: ModuleContext, s: CodesState)
     async (req) => {
       const campaign = await s.campaigns.get(req.params.id);
       const body = req.body as unknown;
-      let source: AsyncIterable<string>;
+      let source: AsyncIterable<unknown>;
       if (Array.isArray(body)) source = Transfer.list(body);
       else if (body && typeof body === 'object' && Array.isArray((body as { codes?: unknown }).codes))
         source = Transfer.list((body as { codes: unknown[] }).codes);
