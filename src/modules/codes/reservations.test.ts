@@ -205,6 +205,21 @@ describe('codes: reserve, assign, release and expiry', async () => {
     assert.match(text, /codes_expired_total\{campaign="ttl"[^}]*\} 2/);
   });
 
+  it('when a reservation past its TTL is released before the cron sweeps it, then it answers as after the sweep: expired, released 0', async () => {
+    await campaign('lapse', 3);
+    await rpc.reserve({ campaignId: 'lapse', count: 2, reserveId: 'late', ttlSeconds: 1 });
+    await new Promise((resolve) => setTimeout(resolve, 1200));
+    // The release comes first: nothing (no GET of the campaign, no cron) has swept it yet.
+    const del = await call('DELETE', '/api/campaigns/lapse/reservations/late');
+    assert.equal(del.statusCode, 200, del.body);
+    assert.deepEqual(del.json(), { released: 0 });
+    assert.equal((await call('GET', '/api/campaigns/lapse/reservations/late')).json().state, 'expired');
+    assert.equal((await call('GET', '/api/campaigns/lapse')).json().inventory.available, 3);
+    const text = (await p.app.inject('/metrics')).body;
+    assert.match(text, /codes_expired_total\{campaign="lapse"[^}]*\} 2/);
+    assert.doesNotMatch(text, /codes_released_total\{campaign="lapse"/);
+  });
+
   it('when maxPerUser is set, then an assign past it is 409', async () => {
     await campaign('limited', 5, { maxPerUser: 2 });
     const a = await rpc.reserve({ campaignId: 'limited', count: 2 });

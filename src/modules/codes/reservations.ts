@@ -612,19 +612,27 @@ export class Reservations {
   }
 
   async release(campaign: Campaign, reserveId: string): Promise<{ released: number }> {
+    let expired = 0;
     const released = await withTransaction(this.pool, async (client) => {
       const no = campaign.no;
       const { rows } = await client.query<{ codes: string[] }>(
         `UPDATE codes_reservations SET state = 'released', ended_at = now()
-         WHERE campaign_no = $1 AND reserve_id = $2 AND state = 'reserved' RETURNING codes`,
+         WHERE campaign_no = $1 AND reserve_id = $2 AND state = 'reserved' AND expires_at > now()
+         RETURNING codes`,
         [no, reserveId],
       );
       if (!rows[0]) {
-        const prior = await client.query(
+        const prior = await client.query<{ state: string }>(
           'SELECT state FROM codes_reservations WHERE campaign_no = $1 AND reserve_id = $2',
           [no, reserveId],
         );
         if (!prior.rows[0]) throw reservationNotFound(campaign, reserveId);
+        // Past its TTL, not swept yet: it expired, as GET already says, and answers as it will once
+        // the cron has swept it (released 0), its codes counted expired rather than released.
+        if (prior.rows[0].state === 'reserved') {
+          expired = (await sweepExpired(client, no)).reduce((a, x) => a + x.n, 0);
+          if (expired) await addCounters(client, no, { available: expired, reserved: -expired });
+        }
         return 0; // already released, expired or assigned: nothing to return
       }
       const updated = await client.query(
@@ -637,6 +645,7 @@ export class Reservations {
       return n;
     });
     if (released) this.metrics.released.inc({ campaign: campaign.id }, released);
+    if (expired) this.metrics.expired.inc({ campaign: campaign.id }, expired);
     return { released };
   }
 }
