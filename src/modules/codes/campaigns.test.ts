@@ -124,7 +124,25 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     assert.ok(Date.parse(v.createdAt));
     const off = await call('GET', '/api/campaigns/look/codes/TOO-LONG-1');
     assert.equal(off.statusCode, 404);
-    assert.match(off.json().message, /5 of ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/);
+    assert.match(off.json().message, /its codes are 5 characters of ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789$/);
+  });
+
+  it('when a one-case alphabet has a prefix of the other case, then a code typed in any case still matches', async () => {
+    await create('win', { length: 6, alphabet: 'abcdefghjkmnpqrstuvwxyz', prefix: 'WIN-' });
+    const [code] = (await call('POST', '/api/campaigns/win/codes', { count: 1 })).json().codes;
+    assert.match(code, /^WIN-[a-z]{6}$/);
+    for (const typed of [code, code.toUpperCase(), code.toLowerCase()]) {
+      const res = await call('GET', `/api/campaigns/win/codes/${typed}`);
+      assert.equal(res.statusCode, 200, `${typed}: ${res.body}`);
+      assert.equal(res.json().code, code);
+    }
+    const imported = await call('POST', '/api/campaigns/win/codes/import', ['win-ABCDEF', 'WIN-abcdeF']);
+    assert.deepEqual(imported.json(), { inserted: 1, duplicate: 1, invalid: 0, invalidSamples: [] });
+    const off = await call('GET', '/api/campaigns/win/codes/WIN-1');
+    assert.match(
+      off.json().message,
+      /its codes are "WIN-" followed by 6 characters of abcdefghjkmnpqrstuvwxyz$/,
+    );
   });
 
   it('when CSV and JSON lists are imported, then inserted, duplicate and invalid are counted and export streams them', async () => {

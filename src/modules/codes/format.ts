@@ -69,12 +69,17 @@ export function densityLimit(f: Pick<CodeFormat, 'alphabet' | 'length'>): bigint
 
 /** Case-folds when the alphabet has one case only, then checks prefix, length and characters. */
 export function normalizeCode(f: CodeFormat, raw: string): string | null {
-  let code = raw.trim();
+  const code = raw.trim();
+  if (code.length !== f.prefix.length + f.length) return null;
+  // One-case alphabets fold the whole code, the prefix too (a prefix of the other case, as WIN- on
+  // a lower-case alphabet, must not stop a hand-typed win-… or WIN-ABC from matching).
   const hasUpper = /[A-Z]/.test(f.alphabet);
   const hasLower = /[a-z]/.test(f.alphabet);
-  if (hasUpper && !hasLower && !/[a-z]/.test(f.prefix)) code = code.toUpperCase();
-  else if (hasLower && !hasUpper && !/[A-Z]/.test(f.prefix)) code = code.toLowerCase();
-  if (code.length !== f.prefix.length + f.length || !code.startsWith(f.prefix)) return null;
-  for (let i = f.prefix.length; i < code.length; i++) if (!f.alphabet.includes(code[i]!)) return null;
-  return code;
+  const fold = hasUpper !== hasLower;
+  const head = code.slice(0, f.prefix.length);
+  if (head !== f.prefix && !(fold && head.toLowerCase() === f.prefix.toLowerCase())) return null;
+  let body = code.slice(f.prefix.length);
+  if (fold) body = hasUpper ? body.toUpperCase() : body.toLowerCase();
+  for (let i = 0; i < body.length; i++) if (!f.alphabet.includes(body[i]!)) return null;
+  return f.prefix + body;
 }

@@ -147,8 +147,9 @@ export function registerCodesRoutes(app: App, ctx: ModuleContext, s: CodesState)
         const code = normalizeCode(campaign.format, req.params.code);
         if (!code)
           throw notFound(
-            `code ${req.params.code} is not in campaign ${campaign.id}: its codes are ${campaign.format.prefix}` +
-              `followed by ${campaign.format.length} of ${campaign.format.alphabet}`,
+            `code ${req.params.code} is not in campaign ${campaign.id}: its codes are ` +
+              (campaign.format.prefix ? `"${campaign.format.prefix}" followed by ` : '') +
+              `${campaign.format.length} characters of ${campaign.format.alphabet}`,
           );
         const found = await s.lookup(campaign, code);
         if (!found) throw notFound(`code ${code} is not in campaign ${campaign.id}`);
