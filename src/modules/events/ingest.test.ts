@@ -126,6 +126,19 @@ describe('events ingestion', async () => {
       { userId: 'u', action: 'a', timestamp },
       /names a date or time that does not exist/,
     ]),
+    // No year-0 field to refuse, yet before year 1: the worker dead-lettered them after a 201.
+    ...[-62_167_219_200_000, -8_640_000_000_000_000, '0001-01-01T00:30:00+01:00'].map(
+      (timestamp): [string, unknown, RegExp] => [
+        `timestamp ${timestamp} is before year 1`,
+        { userId: 'u', action: 'a', timestamp },
+        /timestamp is before 0001-01-01T00:00:00Z/,
+      ],
+    ),
+    [
+      'userId is 257 emoji',
+      { userId: '😀'.repeat(257), action: 'a' },
+      /userId must be at most 256 characters/,
+    ],
     [
       'timestamp is 25 h ahead',
       { userId: 'u', action: 'a', timestamp: new Date(Date.now() + 25 * 3600_000).toISOString() },
@@ -172,6 +185,10 @@ describe('events ingestion', async () => {
     });
   }
 
+  it('when a userId is 256 emoji (512 UTF-16 units), then it is accepted: limits count characters', async () => {
+    assert.equal((await post({ userId: '😀'.repeat(256), action: 'a' })).statusCode, 201);
+  });
+
   it('when a timestamp is 23 h ahead, then it is accepted', async () => {
     const res = await post({
       userId: 'u',
@@ -206,6 +223,12 @@ describe('events ingestion', async () => {
     assert.equal(text.statusCode, 400);
     assert.match(text.json().message, /Content-Type: application\/json/);
     assert.ok(validationLineOf(text));
+    const twice = await send(
+      'application/json',
+      JSON.stringify(JSON.stringify({ userId: 'u', action: 'a' })),
+    );
+    assert.equal(twice.statusCode, 400);
+    assert.match(twice.json().message, /encoded twice/);
     const missing = await send('application/json', '{"userId":"u"}');
     assert.equal(validationLineOf(missing)?.field, 'action');
   });

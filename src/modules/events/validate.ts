@@ -6,8 +6,10 @@ import { hasRealCalendarFields } from '../../kit/dates.ts';
 
 export const MAX_BATCH = 1000;
 export const MAX_FUTURE_MS = 24 * 3600 * 1000;
-const MAX_ID = 256;
-const MAX_ACTION = 128;
+/** 0001-01-01T00:00:00Z: the earliest instant the worker's ISO check and PostgreSQL both take. */
+const FIRST_INSTANT = -62_135_596_800_000;
+export const MAX_ID = 256;
+export const MAX_ACTION = 128;
 const MAX_PROPERTIES_BYTES = 32 * 1024;
 const FIELDS = ['userId', 'action', 'timestamp', 'properties', 'messageId'];
 
@@ -73,9 +75,20 @@ function text(where: string, field: string, v: unknown, max: number, required: b
   }
   if (typeof v !== 'string' || v.trim() === '')
     throw new EventValidationError(field, `${where}${field} must be a non-empty string, got ${describe(v)}`);
-  if (v.length > max)
+  if (longerThan(v, max))
     throw new EventValidationError(field, `${where}${field} must be at most ${max} characters`);
   return refuseNul(where, field, v);
+}
+
+/**
+ * Longer than `max` characters, as documented (and as the JSON schema's maxLength counts): an emoji
+ * is two UTF-16 units, so only a string over the limit in units is counted again by code point.
+ */
+export function longerThan(v: string, max: number): boolean {
+  if (v.length <= max) return false;
+  let n = 0;
+  for (const _ of v) if (++n > max) return true;
+  return false;
 }
 
 function describe(v: unknown): string {
@@ -103,6 +116,13 @@ export function parseTimestamp(where: string, v: unknown, now = Date.now()): Dat
     throw new EventValidationError(
       'timestamp',
       `${where}timestamp must be an ISO 8601 date-time (2025-01-15T10:23:45Z) or epoch milliseconds, got ${describe(v)}`,
+    );
+  // Epoch milliseconds and offsets reach year 0 and before without a year-0 field to refuse: stored,
+  // such an event was dead-lettered by the worker after its 201 (PostgreSQL has no year 0).
+  if (d.getTime() < FIRST_INSTANT)
+    throw new EventValidationError(
+      'timestamp',
+      `${where}timestamp is before 0001-01-01T00:00:00Z; send the instant meant, e.g. 2025-01-15T10:23:45Z or epoch milliseconds`,
     );
   if (d.getTime() - now > MAX_FUTURE_MS)
     throw new EventValidationError(
@@ -167,7 +187,7 @@ export function validateBody(body: unknown, now = Date.now()): EventRow[] {
   if (typeof body === 'string')
     throw new EventValidationError(
       'body',
-      'the body arrived as text, not JSON: send it with Content-Type: application/json',
+      'the body is a string, not an event or an array of them: send JSON with Content-Type: application/json, encoded once (a JSON string holding JSON was encoded twice)',
     );
   if (!Array.isArray(body)) return [validateEvent(body, null, now)];
   if (body.length === 0) throw new EventValidationError('body', 'the array is empty: send 1 to 1000 events');

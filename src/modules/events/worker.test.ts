@@ -108,6 +108,19 @@ describe('events worker (running in the platform)', async () => {
     );
   });
 
+  it('when a userId and action are at their limits in characters but over them in UTF-16 units, then the worker counts them too', async () => {
+    const userId = '😀'.repeat(256);
+    assert.equal((await post({ userId, action: '🎉'.repeat(128) })).statusCode, 201);
+    const a = await waitFor(
+      async () => {
+        const body = await get('/api/analytics?top=1000');
+        return body.backlog === 0 && body.eventsByUser[userId] === 1 && body;
+      },
+      { what: 'the event counted, not dead-lettered' },
+    );
+    assert.equal(a.eventsByAction['🎉'.repeat(128)], 1);
+  });
+
   it('when a stored batch is not JSON PostgreSQL can read, then the dead letter says so and holds the whole batch', async () => {
     // As an API before 2026-12-03 stored an event with a NUL in it, beside a valid one.
     const text = `[{"userId":"u\\u0000","action":"a","timestamp":"${at(5)}"},{"userId":"ok","action":"a","timestamp":"${at(5)}"}]`;

@@ -7,9 +7,7 @@ import { realCalendarFields } from '../../kit/dates.ts';
 import { type Pool, type PoolClient, withTransaction } from '../../kit/db.ts';
 import type { Logger } from '../../kit/log.ts';
 import type { EventsMetrics } from './metrics.ts';
-
-const MAX_ID = 256;
-const MAX_ACTION = 128;
+import { longerThan, MAX_ACTION, MAX_ID } from './validate.ts';
 
 /** One claimed event: fields as stored, unchecked (null when the event lacks them). */
 interface Claimed {
@@ -124,9 +122,9 @@ export function parseProblem(e: Claimed): string | null {
   // Said plainly: such an event has no fields, and "userId must be …" sent operators the wrong way.
   if (e.null_event)
     return "the event is null: its stored batch is not a JSON array PostgreSQL can read (a NUL or a lone surrogate stored before the API refused them, or text written around the API), and the whole batch is this dead letter's payload; or the batch holds a null element";
-  if (typeof e.user_id !== 'string' || e.user_id.trim() === '' || e.user_id.length > MAX_ID)
+  if (typeof e.user_id !== 'string' || e.user_id.trim() === '' || longerThan(e.user_id, MAX_ID))
     return 'userId must be a non-empty string of at most 256 characters';
-  if (typeof e.action !== 'string' || e.action.trim() === '' || e.action.length > MAX_ACTION)
+  if (typeof e.action !== 'string' || e.action.trim() === '' || longerThan(e.action, MAX_ACTION))
     return 'action must be a non-empty string of at most 128 characters';
   if (typeof e.ts !== 'string' || !isIsoTime(e.ts)) return 'timestamp is not a valid ISO 8601 date';
   return null;
