@@ -46,7 +46,8 @@ describe('events dead letters: retry and delete', () => {
     assert.equal(typeof first.json().next, 'number');
     const rest = await p.app.inject({
       method: 'POST',
-      url: `/api/events/dead-letters/retry?after=${first.json().next}`,
+      // limit=1: the last page exactly full, and still next: null (nothing is left to ask for).
+      url: `/api/events/dead-letters/retry?after=${first.json().next}&limit=1`,
       headers: p.auth,
     });
     assert.deepEqual(rest.json(), { retried: 1, invalid: 0, invalidSamples: [], next: null });
@@ -129,7 +130,9 @@ describe('events dead letters: retry and delete', () => {
     );
     const seen: number[] = [];
     let before: string | null = null;
+    let pages = 0;
     for (let page = 0; page < 10; page++) {
+      pages++;
       const url: string = `/api/events/dead-letters?limit=2${before ? `&before=${before}` : ''}`;
       const res = (await p.app.inject({ url, headers: p.auth })).json();
       assert.equal(res.total, 7);
@@ -138,6 +141,11 @@ describe('events dead letters: retry and delete', () => {
       if (!before) break;
     }
     assert.deepEqual(seen, [4, 3, 14, 13, 12, 11, 10]);
+    assert.equal(pages, 4, 'the page of one is the last: no empty page after it');
+    // A last page that is exactly full says so too.
+    const all = (await p.app.inject({ url: '/api/events/dead-letters?limit=7', headers: p.auth })).json();
+    assert.equal(all.deadLetters.length, 7);
+    assert.equal(all.next, null);
     for (const cursor of [
       'yesterday',
       '2026-02-30T00:00:00.000000Z_1',

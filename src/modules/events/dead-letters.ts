@@ -103,13 +103,16 @@ export function registerDeadLetterRoutes(app: App, ctx: ModuleContext, wakeWorke
            to_char(failed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS cursor_at
          FROM events_dead_letter
          WHERE $2::timestamptz IS NULL OR (failed_at, id) < ($2::timestamptz, $3::bigint)
-         ORDER BY failed_at DESC, id DESC LIMIT $1`,
+         ORDER BY failed_at DESC, id DESC LIMIT $1 + 1`,
         [limit, after?.at ?? null, after?.id ?? null],
       );
+      // One row past the page says whether another page exists, so the last full page has next: null.
+      const more = rows.length > limit;
+      if (more) rows.pop();
       const { rows: count } = await ctx.pool.query<{ n: number }>(
         'SELECT count(*)::int AS n FROM events_dead_letter',
       );
-      const last = rows.length === limit ? rows.at(-1) : undefined;
+      const last = more ? rows.at(-1) : undefined;
       return {
         total: count[0]!.n,
         deadLetters: rows.map(({ cursor_at: _, ...r }) => r),
@@ -163,7 +166,13 @@ export function registerDeadLetterRoutes(app: App, ctx: ModuleContext, wakeWorke
           `SELECT id, payload FROM events_dead_letter WHERE id > $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED`,
           [after, limit],
         );
-        return { result: await requeue(client, rows), last: rows.length === limit ? rows.at(-1)!.id : null };
+        const last = rows.length === limit ? rows.at(-1)!.id : null;
+        // Rows past this page, read without locking them: null then says there is nothing left.
+        const more =
+          last !== null &&
+          (await client.query('SELECT 1 FROM events_dead_letter WHERE id > $1 LIMIT 1', [last])).rowCount! >
+            0;
+        return { result: await requeue(client, rows), last: more ? last : null };
       });
       if (result.retried) {
         ctx.log.info(
