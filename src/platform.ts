@@ -112,7 +112,11 @@ export async function createPlatform(opts: PlatformOptions): Promise<Platform> {
   registerOpsRoutes(app, kit, checks);
   if (servesApi(role)) {
     registerAuthRoutes(app, kit);
-    await registerAdminRoutes(app, kit);
+    await registerAdminRoutes(
+      app,
+      kit,
+      modules.map((m) => m.name),
+    );
     await registerDashboard(app, kit, checks);
     for (const m of modules) {
       if (!m.routes) continue;

@@ -55,7 +55,9 @@ export function registerAuthRoutes(app: App, kit: Kit): void {
   });
 }
 
-export async function registerAdminRoutes(app: App, kit: Kit): Promise<void> {
+/** `modules`: the module names failure modes can target (besides `kit`, whose cron jobs obey them too, and `*`). */
+export async function registerAdminRoutes(app: App, kit: Kit, modules: string[]): Promise<void> {
+  const targets = [ALL_MODULES, 'kit', ...modules];
   await app.register(async (admin: App) => {
     // Admin routes are how an operator turns failure injection off: they are never injected.
     requireScope(admin, kit, 'admin');
@@ -102,6 +104,9 @@ export async function registerAdminRoutes(app: App, kit: Kit): Promise<void> {
         const { module, ...modes } = req.body;
         if (!modes.api && !modes.worker && !modes.cron)
           throw badRequest('give at least one of api, worker, cron');
+        // A typo would be stored and inject nothing, while the caller believes the drill is on.
+        if (!targets.includes(module))
+          throw badRequest(`module "${module}" is not one of ${targets.join(', ')} (* is every module)`);
         await kit.chaos.set(kit.pool, module, modes);
         moduleLogger(kit.log, 'chaos').warn(
           { target: module, ...modes, by: req.principal?.name },

@@ -24,6 +24,7 @@ import { forbidden, HttpError, unauthorized } from './errors.ts';
 import { parseJsonBody } from './json-body.ts';
 import type { Kit } from './kit.ts';
 import { moduleLogger } from './log.ts';
+import { formatSchemaErrors } from './schema-errors.ts';
 
 export type App = FastifyInstance<
   import('node:http').Server,
@@ -45,6 +46,8 @@ declare module 'fastify' {
     public?: boolean;
     /** The module that registered the route: its error lines are logged as that module's. */
     module?: string;
+    /** What a 413 tells the caller to do instead (default: send less in each request). */
+    bodyTooLarge?: string;
   }
 }
 
@@ -90,6 +93,7 @@ export async function createHttpApp(kit: Kit): Promise<App> {
     ajv: {
       customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false },
     },
+    schemaErrorFormatter: formatSchemaErrors,
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
 
   const routes: RouteInfo[] = [];
@@ -126,6 +130,13 @@ export async function createHttpApp(kit: Kit): Promise<App> {
       };
       spans.set(req, tracer.startSpan(name, { attributes }));
     }
+    // No route decodes a compressed body: parsed as it came, gzip read as "not valid JSON: Unexpected
+    // token \u001f", which pointed at the JSON rather than at the encoding.
+    const encoding = req.headers['content-encoding']?.trim().toLowerCase();
+    if (encoding && encoding !== 'identity')
+      return done(
+        new HttpError(415, `Content-Encoding ${encoding} is not supported: send the body uncompressed`),
+      );
     done();
   });
 
@@ -213,6 +224,16 @@ function sendError(kit: Kit, err: FastifyError, req: FastifyRequest, reply: Fast
     return reply.code(400).send(unstorable.toJSON());
   }
   const status = err.statusCode ?? 500;
+  if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+    // Fastify's "Request body is too large" names neither the limit nor the way out.
+    const limit = req.routeOptions.bodyLimit ?? BODY_LIMIT;
+    const hint = req.routeOptions.config?.bodyTooLarge ?? 'send less in each request';
+    return reply.code(413).send({
+      statusCode: 413,
+      error: httpErrorName(413),
+      message: `the request body is over this route's limit of ${formatBytes(limit)}: ${hint}`,
+    });
+  }
   if (status < 500) {
     return reply
       .code(status)
@@ -233,6 +254,9 @@ function sendError(kit: Kit, err: FastifyError, req: FastifyRequest, reply: Fast
     .code(500)
     .send({ statusCode: 500, error: 'Internal Server Error', message: 'Internal Server Error' });
 }
+
+const formatBytes = (n: number) =>
+  n % (1024 * 1024) === 0 ? `${n / (1024 * 1024)} MB` : `${n.toLocaleString('en-US')} bytes`;
 
 const TOO_DEEP_MESSAGE = 'the request body is nested too deeply to process (thousands of levels): flatten it';
 
@@ -298,10 +322,12 @@ export function requireScope(app: App, kit: Kit, scope: string): void {
 
 /** Seed 003's API failure modes for one module's routes. Never on ops or admin routes. */
 export function injectApiFailures(app: App, kit: Kit, module: string): void {
-  app.addHook('onRequest', (req, _reply, done) => {
+  app.addHook('onRequest', (req, reply, done) => {
     const mode = kit.chaos.mode(module, 'api');
     if (mode === 'db') {
       kit.chaos.record(module, 'api', mode, { url: req.url });
+      // As a real outage answers, so clients tested against the drill meet what an outage sends.
+      reply.header('retry-after', '5');
       return done(new HttpError(503, 'database unavailable (failure injected: API_FAILURE_MODE=db)'));
     }
     if (mode === 'random_500' && Math.random() < RANDOM_500_RATE) {

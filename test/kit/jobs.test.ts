@@ -69,6 +69,7 @@ describe('jobs and failure injection', async () => {
     const down = await p.app.inject({ url: '/api/fixture/echo?text=x', headers: p.auth });
     assert.equal(down.statusCode, 503);
     assert.match(down.json().message, /failure injected: API_FAILURE_MODE=db/);
+    assert.equal(down.headers['retry-after'], '5', 'as a real outage answers');
     assert.equal((await p.app.inject('/health')).statusCode, 200, 'ops endpoints are never injected');
 
     await post('/api/admin/chaos', { module: 'fixture', api: 'random_500' });
@@ -97,6 +98,12 @@ describe('jobs and failure injection', async () => {
   it('when a failure mode is not one of the seed modes, or the caller is not admin, then 400 and 403', async () => {
     const bad = await post('/api/admin/chaos', { api: 'sometimes' });
     assert.equal(bad.statusCode, 400);
+    assert.equal(bad.json().message, 'body/api must be one of "none", "db", "random_500"');
+    // A mistyped module was stored, injected nothing, and the drill looked on.
+    const typo = await post('/api/admin/chaos', { module: 'fixtrue', api: 'db' });
+    assert.equal(typo.statusCode, 400);
+    assert.equal(typo.json().message, 'module "fixtrue" is not one of *, kit, fixture (* is every module)');
+    assert.deepEqual((await p.app.inject({ url: '/api/admin/chaos', headers: p.auth })).json().overrides, {});
     const empty = await post('/api/admin/chaos', { module: 'fixture' });
     assert.equal(empty.statusCode, 400);
     assert.match(empty.json().message, /at least one of api, worker, cron/);

@@ -99,6 +99,8 @@ export function registerCodesRoutes(app: App, ctx: ModuleContext, s: CodesState)
     IMPORT_URL,
     {
       bodyLimit: IMPORT_BODY_LIMIT,
+      // The JSON body is parsed whole; CSV is streamed row by row.
+      config: { bodyTooLarge: 'send a large import as text/csv, which streams with no size limit' },
       schema: {
         tags,
         params: S.CampaignParams,

@@ -73,7 +73,7 @@ describe('GET /api/analytics', async () => {
     ['from is February 30th', '?from=2026-02-30', /from must be a real ISO 8601.*"2026-02-30"/],
     ['to is hour 24', '?to=2026-01-01T24:00:00Z', /to must be a real ISO 8601/],
     ['from is after to', '?from=2025-01-02&to=2025-01-01', /from must be earlier than to/],
-    ['bucket is week', '?bucket=week', /bucket/],
+    ['bucket is week', '?bucket=week', /^querystring\/bucket must be one of "minute", "hour", "day"$/],
     ['top is 0', '?top=0', /top/],
     ['a year of minutes is asked', '?from=2024-01-01&to=2025-01-01&bucket=minute', /coarser bucket/],
   ];

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { gzipSync } from 'node:zlib';
 import { startPlatform } from '../../../test/helpers.ts';
 import { createApiKey } from '../../kit/auth.ts';
 import { eventsModule } from './index.ts';
@@ -250,9 +251,25 @@ describe('events ingestion', async () => {
     }
   });
 
-  it('when the body is over 1 MB, then 413', async () => {
+  it('when the body is over 1 MB, then 413 names the limit and how to split', async () => {
     const big = JSON.stringify({ userId: 'u', action: 'a', properties: { x: 'y'.repeat(1_100_000) } });
-    assert.equal((await send('application/json', big)).statusCode, 413);
+    const res = await send('application/json', big);
+    assert.equal(res.statusCode, 413);
+    assert.equal(
+      res.json().message,
+      "the request body is over this route's limit of 1 MB: split the events over more requests (up to 1,000 events and 1 MB each)",
+    );
+  });
+
+  it('when the body is gzip-compressed, then 415 says to send it uncompressed, not that the JSON is bad', async () => {
+    const res = await p.app.inject({
+      method: 'POST',
+      url: '/api/events',
+      headers: { ...p.auth, 'content-type': 'application/json', 'content-encoding': 'gzip' },
+      payload: gzipSync('{"userId":"u","action":"a"}'),
+    });
+    assert.equal(res.statusCode, 415);
+    assert.equal(res.json().message, 'Content-Encoding gzip is not supported: send the body uncompressed');
   });
 
   it('when no key or a key without the events scope is sent, then 401 and 403', async () => {

@@ -65,6 +65,7 @@ export function registerEventRoutes(app: App, ctx: ModuleContext, ingestor: Inge
         },
       },
       validatorCompiler: documentOnly,
+      config: { bodyTooLarge: 'split the events over more requests (up to 1,000 events and 1 MB each)' },
     },
     async (req, reply) => {
       const result = await ingest(() => validateBody(req.body), 'api');

@@ -1,0 +1,25 @@
+// The message of a request that fails its route's JSON schema. Fastify's default joins ajv's lines,
+// which for a choice among values (a TypeBox union of literals) reads "querystring/bucket must be
+// equal to constant, must be equal to constant, …, must match a schema in anyOf" and never says
+// which values would do. Such a failure is said as the choice; anything else as Fastify says it.
+
+interface SchemaError {
+  instancePath?: string;
+  keyword: string;
+  message?: string;
+  params?: Record<string, unknown>;
+}
+
+/** `dataVar`: body, querystring, params or headers. */
+export function formatSchemaErrors(errors: SchemaError[], dataVar: string): Error {
+  const choice = errors.find((e) => e.keyword === 'anyOf');
+  if (choice) {
+    const path = choice.instancePath ?? '';
+    const rest = errors.filter((e) => e !== choice);
+    if (rest.every((e) => e.keyword === 'const' && (e.instancePath ?? '') === path)) {
+      const values = rest.map((e) => JSON.stringify(e.params?.allowedValue));
+      return new Error(`${dataVar}${path} must be one of ${values.join(', ')}`);
+    }
+  }
+  return new Error(errors.map((e) => `${dataVar}${e.instancePath ?? ''} ${e.message}`).join(', '));
+}
