@@ -18,7 +18,7 @@ import {
 } from 'graphile-worker';
 import { BAD_SCHEMA_RATE, type Chaos, CRON_TIMEOUT_MS, InjectedDbError, SLOW_WORKER_MS } from './chaos.ts';
 import { isConnectionError, type Pool, type Queryable } from './db.ts';
-import { notFound } from './errors.ts';
+import { HttpError, notFound } from './errors.ts';
 import { WorkerLiveness } from './job-workers.ts';
 import { type Logger, moduleLogger } from './log.ts';
 import { type KitMetrics, prom } from './metrics.ts';
@@ -330,7 +330,17 @@ export class Jobs {
       this.metrics.jobsTotal.inc({ task: def.name, outcome: 'success' });
     } catch (err) {
       this.metrics.jobsTotal.inc({ task: def.name, outcome: 'failure' });
-      const final = helpers.job.attempts >= helpers.job.max_attempts;
+      // A client error (a 4xx: the campaign would pass 1% density, it was deleted) fails the same way
+      // on every retry, so the job fails now: out of attempts, it is kept and listed as failed.
+      // graphile-worker has no call for this on a running job; its own fail step keeps the cap.
+      const permanent = err instanceof HttpError && err.statusCode < 500;
+      if (permanent)
+        await this.pool
+          .query('UPDATE graphile_worker._private_jobs SET max_attempts = attempts WHERE id = $1', [
+            helpers.job.id,
+          ])
+          .catch(() => undefined); // then it is retried as any failure, which is safe
+      const final = permanent || helpers.job.attempts >= helpers.job.max_attempts;
       log.error({ err, attempt: helpers.job.attempts, final }, final ? 'JOB_FAILED' : 'JOB_RETRY');
       if (trackedId) {
         await this.updateTracked(trackedId, {

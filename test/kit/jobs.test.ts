@@ -45,6 +45,24 @@ describe('jobs and failure injection', async () => {
     assert.equal(bad.statusCode, 400);
   });
 
+  it('when a job fails with a client error (4xx), then it fails at once, not after its retries, and is listed as failed', async () => {
+    const { jobId } = (await post('/api/fixture/jobs', { label: 'hopeless', refuse: true, steps: 1 })).json();
+    const tracked = await waitFor(
+      async () => {
+        const r = (await p.app.inject({ url: `/api/jobs/${jobId}`, headers: p.auth })).json();
+        return r.state === 'failed' && r;
+      },
+      { what: 'the tracked job failed' },
+    );
+    assert.match(tracked.error, /hopeless refused/);
+    const listed = (await p.app.inject({ url: '/api/admin/jobs?state=failed', headers: p.auth }))
+      .json()
+      .jobs.find((j: { lastError: string }) => /hopeless refused/.test(j.lastError ?? ''));
+    assert.ok(listed, 'kept and listed as failed');
+    assert.deepEqual([listed.attempts, listed.maxAttempts], [1, 1]);
+    assert.equal(p.logs.events('JOB_RETRY').filter((l) => JSON.stringify(l).includes('hopeless')).length, 0);
+  });
+
   it('when a tracked job reports progress, then GET /api/jobs/:jobId shows it completed with its result', async () => {
     const res = await post('/api/fixture/jobs', { label: 'tracked', steps: 4 });
     const { jobId } = res.json();
