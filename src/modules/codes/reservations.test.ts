@@ -227,8 +227,19 @@ describe('codes: reserve, assign, release and expiry', async () => {
     const b = await rpc.reserve({ campaignId: 'limited', count: 1 });
     await assert.rejects(rpc.assign({ campaignId: 'limited', reserveId: b.reserveId, userId: 'greedy' }), {
       statusCode: 409,
-      message: /maxPerUser is 2/,
+      message:
+        /\(1 code\(s\)\) would give user greedy 3 code\(s\) of campaign limited, who holds 2; maxPerUser is 2$/,
     });
+    // A reservation bigger than maxPerUser could never be assigned to anyone: refused up front.
+    await assert.rejects(rpc.reserve({ campaignId: 'limited', count: 3 }), {
+      statusCode: 422,
+      message: /a reservation of 3 could never be assigned: reserve at most 2$/,
+    });
+    assert.equal(
+      (await call('GET', '/api/campaigns/limited')).json().inventory.reserved,
+      1,
+      'only b is reserved',
+    );
   });
 
   it('when 64 HTTP clients reserve until the pool is empty, then every code is handed out once and the rest get 409', async () => {

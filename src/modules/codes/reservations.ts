@@ -556,7 +556,7 @@ export class Reservations {
         ).rows[0]!.n;
         if (held.rows[0]!.n + count > campaign.maxPerUser)
           throw conflict(
-            `user ${userId} already holds ${held.rows[0]!.n} code(s) of campaign ${campaign.id}; maxPerUser is ${campaign.maxPerUser}`,
+            `assigning reservation ${reserveId} (${count} code(s)) would give user ${userId} ${held.rows[0]!.n + count} code(s) of campaign ${campaign.id}, who holds ${held.rows[0]!.n}; maxPerUser is ${campaign.maxPerUser}`,
           );
       }
       const updated = await client.query<{ code: string }>(

@@ -1,7 +1,7 @@
 // The codes service: what the module's routes use, and what other modules call over RPC
 // (`ctx.rpc.client<CodesService>('codes')`). Inputs are checked here too, because RPC callers
 // bypass the HTTP schemas; every bad input is a 4xx that says what to fix.
-import { badRequest } from '../../kit/errors.ts';
+import { badRequest, unprocessable } from '../../kit/errors.ts';
 import { type Campaigns, type CampaignView, type CreateCampaignInput, view } from './campaigns.ts';
 import type { CodesMetrics } from './metrics.ts';
 import { timed } from './metrics.ts';
@@ -79,6 +79,10 @@ export function createCodesService(deps: {
             ? undefined
             : checkInt('ttlSeconds', input.ttlSeconds, 1, TTL_MAX_SECONDS);
         const campaign = await campaigns.get(checkId('campaignId', input.campaignId));
+        if (campaign.maxPerUser !== null && count > campaign.maxPerUser)
+          throw unprocessable(
+            `campaign ${campaign.id} gives a user at most ${campaign.maxPerUser} code(s) (maxPerUser), so a reservation of ${count} could never be assigned: reserve at most ${campaign.maxPerUser}`,
+          );
         return reservations.reserve(campaign, { count, reserveId, ttlSeconds });
       }),
     assign: (input) =>
