@@ -244,6 +244,8 @@ export function registerCodesRoutes(app: App, ctx: ModuleContext, s: CodesState)
           ctx.metrics.authFailures.inc({ kind: 'webhook' });
           throw err;
         }
+        // A signed delivery with no body at all asks for one code, as `{}` does.
+        if (req.body === undefined) req.body = {};
       },
     },
     async (req, reply) => {

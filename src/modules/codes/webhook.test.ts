@@ -59,6 +59,25 @@ describe('codes: POST /api/generate (seed 000, Standard Webhooks)', async () => 
     assert.match(big.json().message, /count/);
   });
 
+  it('when a signed delivery has no body at all, then it answers one code, as {} does', async () => {
+    const id = 'msg_no_body';
+    const at = new Date();
+    const bare = await p.app.inject({
+      method: 'POST',
+      url: '/api/generate',
+      headers: {
+        'webhook-id': id,
+        'webhook-timestamp': String(Math.floor(at.getTime() / 1000)),
+        'webhook-signature': signer.sign(id, at, ''),
+      },
+    });
+    const emptyJson = await send('');
+    for (const res of [bare, emptyJson]) {
+      assert.equal(res.statusCode, 201, res.body);
+      assert.match(res.json().code, /^[A-Z0-9]{6}$/);
+    }
+  });
+
   it('when the signature is missing, wrong, stale or replayed, then 401 and nothing is generated', async () => {
     const before = await generated();
     const body = JSON.stringify({ count: 5 });
