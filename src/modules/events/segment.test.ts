@@ -75,6 +75,12 @@ describe('Segment-compatible ingestion', async () => {
     ['track has no event', '/v1/track', { userId: 'u' }, /event is required/],
     ['there is no userId or anonymousId', '/v1/track', { event: 'e' }, /userId or anonymousId is required/],
     [
+      'the userId is a number',
+      '/v1/track',
+      { userId: 42, event: 'e' },
+      /userId or anonymousId must be a non-empty string of at most 256 characters, got number 42/,
+    ],
+    [
       'the anonymousId holds a NUL character',
       '/v1/track',
       { anonymousId: 'a\u0000', event: 'e' },

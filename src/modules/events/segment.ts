@@ -7,8 +7,11 @@ import { badRequest, forbidden, unauthorized } from '../../kit/errors.ts';
 import { authenticate } from '../../kit/http.ts';
 import type { Kit } from '../../kit/kit.ts';
 import {
+  describe,
   type EventRow,
   EventValidationError,
+  longerThan,
+  MAX_ID,
   parseProperties,
   parseTimestamp,
   refuseNul,
@@ -31,7 +34,7 @@ const isObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
 
 function nonEmpty(v: unknown): v is string {
-  return typeof v === 'string' && v.trim() !== '' && v.length <= 256;
+  return typeof v === 'string' && v.trim() !== '' && !longerThan(v, MAX_ID);
 }
 
 export function segmentToEvent(
@@ -45,11 +48,15 @@ export function segmentToEvent(
   if (!type || !(SEGMENT_TYPES as readonly string[]).includes(type))
     throw new EventValidationError('type', `${where}type must be one of ${SEGMENT_TYPES.join(', ')}`);
   const userId = nonEmpty(msg.userId) ? msg.userId : nonEmpty(msg.anonymousId) ? msg.anonymousId : undefined;
-  if (!userId)
+  if (!userId) {
+    const given = msg.userId ?? msg.anonymousId;
     throw new EventValidationError(
       'userId',
-      `${where}userId or anonymousId is required: a non-empty string of at most 256 characters`,
+      given === undefined || given === null
+        ? `${where}userId or anonymousId is required: a non-empty string of at most 256 characters`
+        : `${where}userId or anonymousId must be a non-empty string of at most 256 characters, got ${describe(given)}`,
     );
+  }
   let action: string;
   if (type === 'track') {
     if (!nonEmpty(msg.event) || msg.event.length > 128)

@@ -91,7 +91,7 @@ export function longerThan(v: string, max: number): boolean {
   return false;
 }
 
-function describe(v: unknown): string {
+export function describe(v: unknown): string {
   if (Array.isArray(v)) return 'an array';
   if (v === '') return 'an empty string';
   if (typeof v === 'string') return v.trim() === '' ? 'a blank string' : 'a string';
