@@ -280,7 +280,7 @@ export function recordConnectionFailure(
  * JSON; 22008 a date-time out of PostgreSQL's range or not on the calendar (year 0000 passes the
  * date-time schema format, and was a 500 on `GET /api/batches?before=`), 22007 one it cannot read.
  */
-const NUL_IN_TEXT =
+export const NUL_IN_TEXT =
   'the request holds a NUL character (\\u0000), which PostgreSQL cannot store in text: remove it';
 const UNSTORABLE_INPUT: Record<string, string> = {
   '22021': NUL_IN_TEXT,

@@ -17,11 +17,12 @@ import { RANDOM_500_RATE } from './chaos.ts';
 import {
   DB_UNAVAILABLE_MESSAGE,
   isConnectionError,
+  NUL_IN_TEXT,
   recordConnectionFailure,
   unstorableInputError,
 } from './db.ts';
-import { forbidden, HttpError, unauthorized } from './errors.ts';
-import { parseJsonBody } from './json-body.ts';
+import { badRequest, forbidden, HttpError, unauthorized } from './errors.ts';
+import { findString, parseJsonBody } from './json-body.ts';
 import type { Kit } from './kit.ts';
 import { moduleLogger } from './log.ts';
 import { formatSchemaErrors } from './schema-errors.ts';
@@ -94,6 +95,11 @@ export async function createHttpApp(kit: Kit): Promise<App> {
       customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false },
     },
     schemaErrorFormatter: formatSchemaErrors,
+    // The router's own 400s (a path with a bad %-escape) in the envelope every other error uses.
+    frameworkErrors: (err, _req, reply) => {
+      const message = `${err.message}: a % in a URL must start a %XX escape (encode the path part with encodeURIComponent)`;
+      (reply as FastifyReply).code(400).send(badRequest(message).toJSON());
+    },
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
 
   const routes: RouteInfo[] = [];
@@ -204,7 +210,7 @@ export async function createHttpApp(kit: Kit): Promise<App> {
 }
 
 function sendError(kit: Kit, err: FastifyError, req: FastifyRequest, reply: FastifyReply) {
-  if (err instanceof HttpError) return reply.code(err.statusCode).send(err.toJSON());
+  if (err instanceof HttpError) return reply.code(err.statusCode).send(withNulPath(err, req).toJSON());
   // A module route's failure is that module's line (and its DEBUG namespace); anything else is http's.
   const log = moduleLogger(kit.log, req.routeOptions.config?.module ?? 'http');
   if (err.validation) {
@@ -221,7 +227,7 @@ function sendError(kit: Kit, err: FastifyError, req: FastifyRequest, reply: Fast
   const unstorable = unstorableInputError(err);
   if (unstorable) {
     log.debug({ reqId: req.id, err: { message: err.message } }, 'VALIDATION_ERROR');
-    return reply.code(400).send(unstorable.toJSON());
+    return reply.code(400).send(withNulPath(unstorable, req).toJSON());
   }
   const status = err.statusCode ?? 500;
   if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
@@ -253,6 +259,21 @@ function sendError(kit: Kit, err: FastifyError, req: FastifyRequest, reply: Fast
   return reply
     .code(500)
     .send({ statusCode: 500, error: 'Internal Server Error', message: 'Internal Server Error' });
+}
+
+const hasNul = (s: string) => s.includes('\u0000');
+
+/**
+ * PostgreSQL does not say which value held a NUL (nor does an RPC handler that met it); the
+ * request does: the first field holding one, in the body, then the query, then the path.
+ */
+function withNulPath(err: HttpError, req: FastifyRequest): HttpError {
+  if (err.message !== NUL_IN_TEXT) return err;
+  const where =
+    findString(req.body, hasNul, 'body') ??
+    findString(req.query, hasNul, 'querystring') ??
+    findString(req.params, hasNul, 'params');
+  return where ? badRequest(NUL_IN_TEXT.replace('the request', where)) : err;
 }
 
 const formatBytes = (n: number) =>

@@ -9,25 +9,27 @@ import { badRequest } from './errors.ts';
 const SURROGATE_ESCAPE = /\\u[dD][89a-fA-F]/;
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
-/** Where the first string or key of `value` holding a lone surrogate is (`body.events[3].userId`). */
-export function findLoneSurrogate(value: unknown, path = 'body'): string | undefined {
-  if (typeof value === 'string') return LONE_SURROGATE.test(value) ? path : undefined;
+/** Where the first string or key of `value` that `holds` is (`body.events[3].userId`, `a key of body`). */
+export function findString(value: unknown, holds: (s: string) => boolean, path = 'body'): string | undefined {
+  if (typeof value === 'string') return holds(value) ? path : undefined;
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {
-      const found = findLoneSurrogate(value[i], `${path}[${i}]`);
+      const found = findString(value[i], holds, `${path}[${i}]`);
       if (found) return found;
     }
     return undefined;
   }
   if (value !== null && typeof value === 'object') {
     for (const [key, v] of Object.entries(value)) {
-      if (LONE_SURROGATE.test(key)) return `a key of ${path}`;
-      const found = findLoneSurrogate(v, `${path}.${key}`);
+      if (holds(key)) return `a key of ${path}`;
+      const found = findString(v, holds, `${path}.${key}`);
       if (found) return found;
     }
   }
   return undefined;
 }
+
+const hasLoneSurrogate = (s: string) => LONE_SURROGATE.test(s);
 
 /**
  * JSON.parse for request bodies: a 400 for text that is not JSON, or that holds a lone surrogate.
@@ -40,7 +42,7 @@ export function parseJsonBody(text: string): unknown {
   } catch (err) {
     throw badRequest(`request body is not valid JSON: ${(err as Error).message}`);
   }
-  const where = SURROGATE_ESCAPE.test(text) ? findLoneSurrogate(value) : undefined;
+  const where = SURROGATE_ESCAPE.test(text) ? findString(value, hasLoneSurrogate) : undefined;
   if (where)
     throw badRequest(
       `${where} holds a lone surrogate (half of a UTF-16 pair, as when a string is cut inside an emoji), which PostgreSQL cannot store: send whole characters`,

@@ -108,6 +108,13 @@ describe('HTTP, auth and ops endpoints', async () => {
     }
   });
 
+  it('when a path holds a bad %-escape, then 400 in the error envelope says how to encode it', async () => {
+    const res = await p.app.inject({ url: '/api/fixture/missing/%ZZ', headers: p.auth });
+    assert.equal(res.statusCode, 400);
+    assert.deepEqual(Object.keys(res.json()), ['statusCode', 'error', 'message']);
+    assert.match(res.json().message, /%XX escape \(encode the path part with encodeURIComponent\)$/);
+  });
+
   it('when an RPC handler throws a 404, then the HTTP answer is a 404 in the error envelope', async () => {
     const res = await p.app.inject({ url: '/api/fixture/missing/42', headers: p.auth });
     assert.equal(res.statusCode, 404);
@@ -123,7 +130,7 @@ describe('HTTP, auth and ops endpoints', async () => {
       statusCode: 400,
       error: 'Bad Request',
       message:
-        'the request holds a NUL character (\\u0000), which PostgreSQL cannot store in text: remove it',
+        'querystring.text holds a NUL character (\\u0000), which PostgreSQL cannot store in text: remove it',
     });
   });
 
