@@ -260,11 +260,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     }
   }
   const config = out as Config;
-  // Checked here, not by the setting's parser, so the refusal never prints the secret itself.
-  if (config.webhookSecret !== undefined && !isWebhookSecret(config.webhookSecret))
-    problems.push(
-      'WEBHOOK_SECRET: must be whsec_ followed by base64 (Standard Webhooks), e.g. whsec_$(openssl rand -base64 32)',
-    );
   if (problems.length === 0 && config.nodeEnv === 'production') {
     if (!config.databaseUrl)
       problems.push(
@@ -279,6 +274,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         `SENDER_PUBLIC_URL=${JSON.stringify(config.senderPublicUrl)}: production needs the public base URL recipients can reach (e.g. https://tessera.example.com); a loopback host makes every unsubscribe link dead`,
       );
   }
+  // Checked here, not by the setting's parser, so the refusal never prints the secret itself; after
+  // the production checks, so a placeholder Secret hears about every value to replace at once.
+  if (config.webhookSecret !== undefined && !isWebhookSecret(config.webhookSecret))
+    problems.push(
+      'WEBHOOK_SECRET: must be whsec_ followed by base64 (Standard Webhooks), e.g. whsec_$(openssl rand -base64 32)',
+    );
   if (problems.length) throw new ConfigError(problems);
   return config;
 }

@@ -243,7 +243,10 @@ describe('kubernetes manifests', () => {
     for (const key of [...Object.keys(cm.data), ...Object.keys(secret.stringData)])
       assert.ok(documented.has(key), `${key} is not a Tessera setting`);
     // Placeholders fail on purpose; real-looking values pass.
-    assert.throws(() => loadConfig({ ...cm.data, ...secret.stringData }), /JWT_SECRET/);
+    assert.throws(
+      () => loadConfig({ ...cm.data, ...secret.stringData }),
+      /JWT_SECRET: required in production[\s\S]*WEBHOOK_SECRET: must be whsec_/,
+    );
     const config = loadConfig({
       ...cm.data,
       ...secret.stringData,
