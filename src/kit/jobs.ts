@@ -333,13 +333,8 @@ export class Jobs {
       // A client error (a 4xx: the campaign would pass 1% density, it was deleted) fails the same way
       // on every retry, so the job fails now: out of attempts, it is kept and listed as failed.
       // graphile-worker has no call for this on a running job; its own fail step keeps the cap.
-      const permanent = err instanceof HttpError && err.statusCode < 500;
-      if (permanent)
-        await this.pool
-          .query('UPDATE graphile_worker._private_jobs SET max_attempts = attempts WHERE id = $1', [
-            helpers.job.id,
-          ])
-          .catch(() => undefined); // then it is retried as any failure, which is safe
+      const permanent =
+        err instanceof HttpError && err.statusCode < 500 && (await this.lastAttempt(helpers.job.id));
       const final = permanent || helpers.job.attempts >= helpers.job.max_attempts;
       log.error({ err, attempt: helpers.job.attempts, final }, final ? 'JOB_FAILED' : 'JOB_RETRY');
       if (trackedId) {
@@ -352,6 +347,16 @@ export class Jobs {
     } finally {
       this.metrics.jobDuration.observe({ task: def.name }, Number(process.hrtime.bigint() - started) / 1e9);
     }
+  }
+
+  /** Caps a running job's attempts at the current one; false (it is retried as usual) if that fails. */
+  private async lastAttempt(jobId: string): Promise<boolean> {
+    return this.pool
+      .query('UPDATE graphile_worker._private_jobs SET max_attempts = attempts WHERE id = $1', [jobId])
+      .then(
+        (r) => r.rowCount === 1,
+        () => false,
+      );
   }
 
   private async runCron(def: CronDefinition): Promise<void> {
