@@ -241,6 +241,7 @@ export class Sessions {
 // --- Standard Webhooks ---------------------------------------------------------------------
 
 export const WEBHOOK_TOLERANCE_SECONDS = 5 * 60;
+export const WEBHOOK_ID_MAX_BYTES = 256;
 
 /**
  * The standardwebhooks verifier (header parsing, the 5-minute window, a constant-time comparison
@@ -290,6 +291,12 @@ export class WebhookVerifier {
         'missing webhook-id, webhook-timestamp or webhook-signature header (Standard Webhooks)',
       );
     }
+    // Ids are remembered in a btree, whose rows stop at ~2.7 KB: a longer id failed the shared
+    // INSERT of every delivery in flight with it (a 500 for each). Real ids are ~30 characters.
+    if (Buffer.byteLength(h['webhook-id']) > WEBHOOK_ID_MAX_BYTES)
+      throw badRequest(
+        `webhook-id must be at most ${WEBHOOK_ID_MAX_BYTES} bytes, such as msg_2KWPBgLlAfxdpx2AI54pPJ85f4W`,
+      );
     try {
       this.webhook.verify(rawBody, h, { jsonParse: false });
     } catch (err) {

@@ -59,6 +59,20 @@ describe('codes: POST /api/generate (seed 000, Standard Webhooks)', async () => 
     assert.match(big.json().message, /count/);
   });
 
+  it('when a signed webhook-id is too long to remember, then that delivery is 400 and the ones beside it still get codes', async () => {
+    const long = `msg_${'x'.repeat(4000)}`;
+    const [bad, ...rest] = await Promise.all([
+      send('{}', { id: long }),
+      ...Array.from({ length: 31 }, () => send('{}')),
+    ]);
+    assert.equal(bad!.statusCode, 400, bad!.body);
+    assert.match(bad!.json().message, /^webhook-id must be at most 256 bytes/);
+    assert.deepEqual(
+      rest.map((r) => r.statusCode),
+      rest.map(() => 201),
+    );
+  });
+
   it('when a signed delivery has no body at all, then it answers one code, as {} does', async () => {
     const id = 'msg_no_body';
     const at = new Date();
