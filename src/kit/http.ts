@@ -78,9 +78,9 @@ export async function createHttpApp(kit: Kit): Promise<App> {
     childLoggerFactory: (logger) => logger,
     bodyLimit: BODY_LIMIT,
     // Ids in paths (reserveId, userId, campaign id) may be 200 characters, which URL-encoding can
-    // make ~1,800 (9 bytes for each character of 3 UTF-8 bytes); Fastify's default of 100 refused
-    // a long reserveId on assign and release after reserve had accepted it in the body.
-    routerOptions: { maxParamLength: 2048 },
+    // make 2,400 (12 for each character of 4 UTF-8 bytes, as an emoji); Fastify's default of 100
+    // refused a long reserveId on assign and release after reserve had accepted it in the body.
+    routerOptions: { maxParamLength: 4096 },
     // A caller's x-request-id is kept when it looks like an id; anything else (a 10 KB value would
     // be repeated in every log line of the request and echoed back) gets a fresh UUID instead.
     requestIdHeader: false,

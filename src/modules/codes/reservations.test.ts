@@ -162,7 +162,8 @@ describe('codes: reserve, assign, release and expiry', async () => {
   it('when a reserveId and a userId are 200 characters (the most allowed), then every path route takes them', async () => {
     await campaign('long-ids', 2);
     const rid = `r${'x'.repeat(199)}`;
-    const user = 'é'.repeat(200); // 1,800 characters once URL-encoded
+    // 200 characters, 400 UTF-16 units, 2,400 characters once URL-encoded.
+    const user = '😀'.repeat(200);
     const r = await call('POST', '/api/campaigns/long-ids/reservations', { count: 1, reserveId: rid });
     assert.equal(r.statusCode, 201, r.body);
     assert.equal((await call('GET', `/api/campaigns/long-ids/reservations/${rid}`)).statusCode, 200);

@@ -2,6 +2,7 @@
 // (`ctx.rpc.client<CodesService>('codes')`). Inputs are checked here too, because RPC callers
 // bypass the HTTP schemas; every bad input is a 4xx that says what to fix.
 import { badRequest, unprocessable } from '../../kit/errors.ts';
+import { longerThan } from '../../kit/text.ts';
 import { type Campaigns, type CampaignView, type CreateCampaignInput, view } from './campaigns.ts';
 import type { CodesMetrics } from './metrics.ts';
 import { timed } from './metrics.ts';
@@ -58,7 +59,7 @@ export function checkId(name: string, v: unknown): string {
 }
 
 function checkUser(v: unknown): string {
-  if (typeof v !== 'string' || v.length < 1 || v.length > 200)
+  if (typeof v !== 'string' || v.length < 1 || longerThan(v, 200))
     throw badRequest('userId must be a string of 1 to 200 characters');
   return v;
 }

@@ -6,11 +6,11 @@ import { hasScope, type Principal } from '../../kit/auth.ts';
 import { badRequest, forbidden, unauthorized } from '../../kit/errors.ts';
 import { authenticate } from '../../kit/http.ts';
 import type { Kit } from '../../kit/kit.ts';
+import { longerThan } from '../../kit/text.ts';
 import {
   describe,
   type EventRow,
   EventValidationError,
-  longerThan,
   MAX_ID,
   parseProperties,
   parseTimestamp,

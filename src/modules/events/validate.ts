@@ -3,6 +3,7 @@
 // POST /api/events, the Segment routes and the worker's re-check of stored rows.
 import { Type } from '@sinclair/typebox';
 import { hasRealCalendarFields } from '../../kit/dates.ts';
+import { longerThan } from '../../kit/text.ts';
 
 export const MAX_BATCH = 1000;
 export const MAX_FUTURE_MS = 24 * 3600 * 1000;
@@ -78,17 +79,6 @@ function text(where: string, field: string, v: unknown, max: number, required: b
   if (longerThan(v, max))
     throw new EventValidationError(field, `${where}${field} must be at most ${max} characters`);
   return refuseNul(where, field, v);
-}
-
-/**
- * Longer than `max` characters, as documented (and as the JSON schema's maxLength counts): an emoji
- * is two UTF-16 units, so only a string over the limit in units is counted again by code point.
- */
-export function longerThan(v: string, max: number): boolean {
-  if (v.length <= max) return false;
-  let n = 0;
-  for (const _ of v) if (++n > max) return true;
-  return false;
 }
 
 export function describe(v: unknown): string {

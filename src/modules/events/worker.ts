@@ -6,8 +6,9 @@
 import { realCalendarFields } from '../../kit/dates.ts';
 import { type Pool, type PoolClient, withTransaction } from '../../kit/db.ts';
 import type { Logger } from '../../kit/log.ts';
+import { longerThan } from '../../kit/text.ts';
 import type { EventsMetrics } from './metrics.ts';
-import { longerThan, MAX_ACTION, MAX_ID } from './validate.ts';
+import { MAX_ACTION, MAX_ID } from './validate.ts';
 
 /** One claimed event: fields as stored, unchecked (null when the event lacks them). */
 interface Claimed {
