@@ -211,6 +211,8 @@ export class Generator {
     count: number,
     runId: string,
     progress: (done: number) => Promise<void>,
+    /** Aborted when the process shuts down: the part being written rolls back, and a retry redoes it. */
+    signal?: AbortSignal,
   ): Promise<{ generated: number; alreadyDone?: boolean }> {
     const done = await this.pool.query('SELECT 1 FROM codes_generations WHERE id = $1', [runId]);
     if (done.rows[0]) return { generated: count, alreadyDone: true };
@@ -236,6 +238,7 @@ export class Generator {
     };
     let inserted = 0;
     for (let r = 0; r < runs; r++) {
+      signal?.throwIfAborted();
       const off = r * runSize;
       const n = Math.min(runSize, count - off);
       const todo: number[] = [];
@@ -252,10 +255,16 @@ export class Generator {
       const written = await Promise.all(
         todo.map((h) => {
           const [a, b] = half(n, h);
-          return this.writePart(campaign, `${runId}:${r}.${h}`, rows(a, b), (d) => {
-            perPart[r * PARTS + h] = d;
-            report();
-          });
+          return this.writePart(
+            campaign,
+            `${runId}:${r}.${h}`,
+            rows(a, b),
+            (d) => {
+              perPart[r * PARTS + h] = d;
+              report();
+            },
+            signal,
+          );
         }),
       );
       inserted += written.reduce((x, y) => x + y, 0);
@@ -350,6 +359,7 @@ export class Generator {
     partId: string,
     rows: AsyncIterable<CopyChunk>,
     progress: (done: number) => void,
+    signal?: AbortSignal,
   ): Promise<number> {
     return withTransaction(this.pool, async (client) => {
       // Generated codes can only collide with imported ones: without imports, straight into codes.
@@ -376,6 +386,7 @@ export class Generator {
       await pipeline(
         Readable.from(counted(), { objectMode: false, highWaterMark: 4 }),
         client.query(copyFrom(`COPY ${table} (campaign_no, code, seq, state) FROM STDIN`)),
+        signal ? { signal } : {},
       );
       let inserted = done;
       if (!direct) {

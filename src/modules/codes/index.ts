@@ -54,6 +54,9 @@ export const codesModule = defineModule({
           payload.count,
           job.trackedId ?? `job-${job.jobId}`,
           (done) => job.progress(done),
+          // A shutdown aborts it after graphile-worker's grace: the process exits in time and
+          // another worker resumes the job from its finished parts.
+          job.signal,
         );
         const seconds = (Date.now() - started) / 1000;
         s.metrics.duration.observe({ operation: 'generate_job', outcome: 'ok' }, seconds);
