@@ -100,14 +100,17 @@ export async function createKit({ config, role, logDestination }: KitOptions): P
   });
   const chaos = new Chaos(config, log, metrics);
   const jobs = new Jobs(pool, log, metrics, chaos, telemetry.tracer);
-  const nats = config.natsUrl
-    ? await Rpc.connectNats(config.natsUrl, `tessera-${role}-${process.pid}`).catch(async (err) => {
-        await pool.end();
-        throw new Error(
-          `cannot connect to NATS at ${config.natsUrl.replace(/\/\/[^@/]*@/g, '//')} (NATS_URL): ${(err as Error).message}; start NATS, or unset NATS_URL to run every role in this one process`,
-        );
-      })
-    : undefined;
+  // A scheduler's cron jobs call module services in-process and serve nothing on NATS: it stays
+  // up (expiry, cleanup, heartbeat) through a NATS outage instead of failing to start.
+  const nats =
+    config.natsUrl && role !== 'scheduler'
+      ? await Rpc.connectNats(config.natsUrl, `tessera-${role}-${process.pid}`).catch(async (err) => {
+          await pool.end();
+          throw new Error(
+            `cannot connect to NATS at ${config.natsUrl.replace(/\/\/[^@/]*@/g, '//')} (NATS_URL): ${(err as Error).message}; start NATS, or unset NATS_URL to run every role in this one process`,
+          );
+        })
+      : undefined;
   const rpc = new Rpc(
     log,
     metrics,

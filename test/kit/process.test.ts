@@ -117,11 +117,18 @@ describe('processes', () => {
     }
   });
 
-  it('when two scheduler processes run, then each cron tick runs exactly once', async () => {
+  it('when two scheduler processes run, then each cron tick runs exactly once, also with NATS unreachable for one', async () => {
     const db = await processDatabase();
     const a = await spawnTessera('scheduler', { DATABASE_URL: db }, { fixture: true });
-    const b = await spawnTessera('scheduler', { DATABASE_URL: db }, { fixture: true });
+    // A scheduler serves nothing on NATS: a NATS outage must not keep it from starting.
+    const b = await spawnTessera(
+      'scheduler',
+      { DATABASE_URL: db, NATS_URL: 'nats://127.0.0.1:1' },
+      { fixture: true },
+    );
     await Promise.all([a.waitHealthy(), b.waitHealthy()]);
+    const health = await json(await fetch(`${b.url}/health`));
+    assert.ok(!JSON.stringify(health).includes('nats'), JSON.stringify(health));
     const pool = testPool(db);
     try {
       // Wait until two minute boundaries have passed, so at least one whole tick is observed.
