@@ -97,8 +97,11 @@ export async function createHttpApp(kit: Kit): Promise<App> {
     schemaErrorFormatter: formatSchemaErrors,
     // The router's own 400s (a path with a bad %-escape) in the envelope every other error uses.
     frameworkErrors: (err, _req, reply) => {
-      const message = `${err.message}: a % in a URL must start a %XX escape (encode the path part with encodeURIComponent)`;
-      (reply as FastifyReply).code(400).send(badRequest(message).toJSON());
+      const hint =
+        err.code === 'FST_ERR_BAD_URL'
+          ? ': a % in a URL must start a %XX escape (encode the path part with encodeURIComponent)'
+          : '';
+      (reply as FastifyReply).code(400).send(badRequest(`${err.message}${hint}`).toJSON());
     },
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
 
