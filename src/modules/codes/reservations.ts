@@ -108,6 +108,13 @@ async function sweepExpired(db: Queryable, campaignNo?: number): Promise<Swept[]
   return rows.map((r) => ({ campaignNo: r.campaign_no, n: r.n }));
 }
 
+/** One campaign's expired reservations back to the pool, counters included; returns the codes returned. */
+async function sweepCampaign(db: Queryable, campaignNo: number): Promise<number> {
+  const n = (await sweepExpired(db, campaignNo)).reduce((a, x) => a + x.n, 0);
+  if (n) await addCounters(db, campaignNo, { available: n, reserved: -n });
+  return n;
+}
+
 async function addCounters(
   db: Queryable,
   campaignNo: number,
@@ -182,12 +189,7 @@ export class Reservations {
 
   /** The lazy check: run before reporting a campaign's inventory, so expired codes never count as reserved. */
   async expireCampaign(campaign: Campaign): Promise<number> {
-    const n = await withTransaction(this.pool, async (client) => {
-      const s = await sweepExpired(client, campaign.no);
-      const n = s.reduce((a, x) => a + x.n, 0);
-      if (n) await addCounters(client, campaign.no, { available: n, reserved: -n });
-      return n;
-    });
+    const n = await withTransaction(this.pool, (client) => sweepCampaign(client, campaign.no));
     if (n) this.metrics.expired.inc({ campaign: campaign.id }, n);
     return n;
   }
@@ -629,10 +631,7 @@ export class Reservations {
         if (!prior.rows[0]) throw reservationNotFound(campaign, reserveId);
         // Past its TTL, not swept yet: it expired, as GET already says, and answers as it will once
         // the cron has swept it (released 0), its codes counted expired rather than released.
-        if (prior.rows[0].state === 'reserved') {
-          expired = (await sweepExpired(client, no)).reduce((a, x) => a + x.n, 0);
-          if (expired) await addCounters(client, no, { available: expired, reserved: -expired });
-        }
+        if (prior.rows[0].state === 'reserved') expired = await sweepCampaign(client, no);
         return 0; // already released, expired or assigned: nothing to return
       }
       const updated = await client.query(
