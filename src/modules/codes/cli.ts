@@ -18,17 +18,19 @@ interface Helpers {
   positiveInt(value: string): number;
 }
 
+const MAX_TEXT = GENERATE_MAX.toLocaleString('en-US');
+
 export function registerCodesCommands(program: Command, helpers: Helpers): void {
   const codes = program.command('codes').description('campaign codes');
   codes
     .command('generate')
     .description('generate unique codes into a campaign, with a progress bar')
     .requiredOption('--campaign <id>', 'campaign id (create it with POST /api/campaigns)')
-    .requiredOption('--count <n>', 'how many codes (up to 50,000,000)', (v) => {
+    .requiredOption('--count <n>', `how many codes (up to ${MAX_TEXT})`, (v) => {
       const n = helpers.positiveInt(v);
       // The HTTP route's limit: a bigger job would hold one campaign's generation for an hour.
       if (n > GENERATE_MAX)
-        throw new InvalidArgumentError('must be at most 50,000,000 per run; run it again for more');
+        throw new InvalidArgumentError(`must be at most ${MAX_TEXT} per run; run it again for more`);
       return n;
     })
     .action(async (opts: { campaign: string; count: number }) => {

@@ -104,12 +104,9 @@ export class Transfer {
       let first = true;
       for await (const record of parser as AsyncIterable<string[]>) {
         const field = String(record[0] ?? '');
-        if (first && field.toLowerCase() === 'code') {
-          first = false;
-          continue;
-        }
+        const header = first && field.toLowerCase() === 'code';
         first = false;
-        yield field;
+        if (!header) yield field;
       }
     } catch (err) {
       if (err instanceof CsvError) throw badRequest(`the CSV could not be read: ${err.message}`);
