@@ -68,13 +68,29 @@ export interface EnqueueOptions {
 export type JobState = 'queued' | 'running' | 'retrying' | 'failed';
 export const JOB_STATES: JobState[] = ['queued', 'running', 'retrying', 'failed'];
 
+interface RunningPool {
+  runner: Runner;
+  poolId: string;
+  liveness: WorkerLiveness;
+  running: { jobs: number };
+}
+
+interface StartOptions {
+  jobs: boolean;
+  cron: boolean;
+  concurrency: number;
+  role: string;
+  heartbeatTimeoutMs: number;
+}
+
 const moduleOf = (name: string) => name.split(':')[0] ?? name;
 
 export class Jobs {
   private readonly defs = new Map<string, JobDefinition>();
   private readonly crons = new Map<string, CronDefinition>();
-  private runner?: Runner;
-  private liveness?: WorkerLiveness;
+  private current?: RunningPool;
+  /** What start() runs; cleared by stop(), which also ends a restart in progress. */
+  private launchArgs?: { opts: StartOptions; taskList: TaskList; cronItems: CronItem[] };
 
   constructor(
     private readonly pool: Pool,
@@ -210,13 +226,7 @@ export class Jobs {
    * Starts a runner for what this role does: module jobs (worker), cron (scheduler), or both, and
    * registers it for heartbeats so its jobs are released soon if it dies (job-workers.ts).
    */
-  async start(opts: {
-    jobs: boolean;
-    cron: boolean;
-    concurrency: number;
-    role: string;
-    heartbeatTimeoutMs: number;
-  }): Promise<void> {
+  async start(opts: StartOptions): Promise<void> {
     const taskList: TaskList = {};
     if (opts.jobs)
       for (const def of this.defs.values()) taskList[def.name] = (p, h) => this.runJob(def, p, h);
@@ -233,44 +243,113 @@ export class Jobs {
       }
     }
     if (Object.keys(taskList).length === 0) return;
+    this.launchArgs = { opts, taskList, cronItems };
+    await this.launch();
+  }
+
+  /** Runs a graphile-worker pool for start()'s task list, watched so that its failure replaces it. */
+  private async launch(): Promise<string> {
+    const { opts, taskList, cronItems } = this.launchArgs!;
+    // Jobs of this pool still inside their task function: a failed pool's jobs are handed back only
+    // once none is, so no job runs twice at once.
+    const running = { jobs: 0 };
+    const counted: TaskList = {};
+    for (const [name, task] of Object.entries(taskList)) {
+      if (!task) continue;
+      counted[name] = async (payload, helpers) => {
+        running.jobs++;
+        try {
+          return await task(payload, helpers);
+        } finally {
+          running.jobs--;
+        }
+      };
+    }
     // The pool id is what graphile-worker writes to jobs.locked_by; it is only told in an event.
     const events: WorkerEvents = new EventEmitter();
     let poolId: string | undefined;
     events.on('pool:create', ({ workerPool }) => {
       poolId = workerPool.id;
     });
-    this.runner = await run({
+    const runner = await run({
       pgPool: this.pool,
-      taskList,
+      taskList: counted,
       parsedCronItems: parseCronItems(cronItems),
       concurrency: opts.concurrency,
       noHandleSignals: true,
       pollInterval: 1000,
       logger: this.graphileLogger(),
       events,
+      // graphile-worker 0.17 records a job's end without awaiting it unless these are batched: with
+      // PostgreSQL gone mid-job, that record's rejection went unhandled and killed the process. The
+      // batcher reports such a failure as the pool's fatal error instead (below).
+      preset: { worker: { completeJobBatchDelay: 0, failJobBatchDelay: 0 } },
     });
     if (!poolId) throw new Error('graphile-worker started without announcing its pool id');
-    this.liveness = new WorkerLiveness({
+    const liveness = new WorkerLiveness({
       pool: this.pool,
       log: moduleLogger(this.log, 'jobs'),
       metrics: this.metrics,
       role: opts.role,
       timeoutMs: opts.heartbeatTimeoutMs,
     });
-    await this.liveness.start(poolId);
+    try {
+      await liveness.start(poolId);
+    } catch (err) {
+      // Not registered, so no other process would ever release its jobs: do not keep it running.
+      await runner.stop().catch(() => undefined);
+      throw err;
+    }
+    const pool: RunningPool = { runner, poolId, liveness, running };
+    this.current = pool;
+    // A pool that could not record a job's end (PostgreSQL gone mid-job) stops taking jobs, and its
+    // shutdown can wait forever (0.17's batcher miscounts after repeated failures). Unwatched, an
+    // `all` process lost its worker for good, or died with its API; watched, the pool is replaced.
+    events.on('pool:fatalError', ({ error }) => void this.replace(pool, error));
+    runner.promise.catch((err) => this.replace(pool, err));
+    return poolId;
+  }
+
+  /** Replaces a failed pool: once its jobs have left their code and PostgreSQL answers. */
+  private async replace(failed: RunningPool, err: unknown): Promise<void> {
+    if (this.current !== failed) return; // replaced already, or stopped on purpose
+    this.current = undefined;
+    const log = moduleLogger(this.log, 'jobs');
+    log.error({ err, poolId: failed.poolId }, 'JOBS_RUNNER_FAILED');
+    failed.runner.stop().catch(() => undefined); // may never settle; nothing waits on it
+    await failed.liveness.stop(); // no more beats; its row goes below if PostgreSQL is down now
+    while (failed.running.jobs > 0) await sleep(100);
+    for (let delayMs = 250; this.launchArgs; delayMs = Math.min(delayMs * 2, 5000)) {
+      try {
+        // Its jobs stay locked by it: hand them back now rather than after the heartbeat timeout,
+        // since this process knows that pool is gone and none of its jobs is running.
+        await this.pool.query(
+          `WITH gone AS (DELETE FROM tessera_job_workers WHERE worker_id = $1)
+           SELECT graphile_worker.force_unlock_workers(ARRAY[$1])`,
+          [failed.poolId],
+        );
+        const poolId = await this.launch();
+        if (!this.launchArgs) return void (await this.stop()); // stop() came during the launch
+        log.warn({ poolId, failedPoolId: failed.poolId }, 'JOBS_RUNNER_RESTARTED');
+        return;
+      } catch (retryErr) {
+        log.debug({ err: retryErr, delayMs }, 'JOBS_RUNNER_RESTART_WAITING');
+        await sleep(delayMs);
+      }
+    }
   }
 
   /** Graceful: waits for running jobs (graphile-worker's own shutdown), then returns. */
   async stop(): Promise<void> {
-    const runner = this.runner;
-    this.runner = undefined;
-    if (!runner) return;
-    await runner.stop();
+    this.launchArgs = undefined;
+    const current = this.current;
+    this.current = undefined;
+    if (!current) return;
+    await current.runner.stop();
     // stop() can resolve while a job that just finished still records its completion; the runner's
     // promise settles only when all of that is done, so the pool is not closed under it.
-    await runner.promise.catch(() => undefined);
-    await this.liveness?.stop();
-    this.liveness = undefined;
+    await current.runner.promise.catch(() => undefined);
+    await current.liveness.stop();
   }
 
   private async runJob(

@@ -163,6 +163,69 @@ describe('events across real processes', () => {
     );
   });
 
+  it('when PostgreSQL restarts while the worker is processing, then the process stays up and counts every accepted event once', async () => {
+    const server = await privatePostgres('tessera-events-restart-');
+    after(server.remove);
+    const proc = await spawnTessera('all', { DATABASE_URL: server.url });
+    after(() => proc.stop('SIGKILL'));
+    await proc.waitHealthy();
+    const key = await adminKey(server.url);
+    const acked: string[] = [];
+    let sending = true;
+    // A steady trickle, so drain jobs are running (and being recorded) when PostgreSQL goes away.
+    const sender = (async () => {
+      for (let i = 0; sending; i++) {
+        const messageId = `m${i}`;
+        const res = await fetch(`${proc.url}/api/events`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ userId: `u${i % 7}`, action: 'restart', messageId }),
+        }).catch(() => undefined);
+        if (res?.status === 201) acked.push(messageId);
+        await sleep(5);
+      }
+    })();
+    const alive = () => {
+      if (proc.proc.exitCode !== null)
+        throw new Error(`the process exited ${proc.proc.exitCode}: ${proc.output().slice(-3000)}`);
+    };
+    try {
+      await waitFor(() => acked.length >= 200, { what: '200 events accepted before the stop' });
+      await server.stop();
+      await sleep(3000);
+      await server.start();
+      const before = acked.length;
+      await waitFor(() => (alive(), acked.length >= before + 200), {
+        timeoutMs: 30_000,
+        what: 'ingestion to accept events again',
+      });
+    } finally {
+      sending = false;
+      await sender;
+    }
+    const pool = testPool(server.url);
+    after(() => pool.end());
+    await waitFor(async () => (await countBacklog(pool)) === 0, {
+      timeoutMs: 90_000,
+      intervalMs: 250,
+      what: 'the backlog to drain after the restart',
+    }).catch((err) => {
+      const jobLines = proc.logLines().filter((l) => l.module === 'jobs');
+      throw new Error(`${err.message}; jobs log: ${JSON.stringify(jobLines.slice(-8))}`);
+    });
+    const { rows } = await pool.query<{ id: string; n: number }>(
+      `SELECT message_id AS id, count(*)::int AS n FROM events_processed GROUP BY message_id`,
+    );
+    const counted = new Map(rows.map((r) => [r.id, r.n]));
+    const wrong = acked.filter((id) => counted.get(id) !== 1);
+    assert.deepEqual(wrong.slice(0, 5), [], `${wrong.length} accepted events not counted exactly once`);
+    alive();
+    // A pool that met the outage while recording a job is replaced, not left dead.
+    const logged = (msg: string) => proc.logLines().filter((l) => l.msg === msg).length;
+    assert.equal(logged('JOBS_RUNNER_RESTARTED'), logged('JOBS_RUNNER_FAILED'));
+    process.stdout.write(`# PostgreSQL restart under load: ${logged('JOBS_RUNNER_FAILED')} job pool(s) replaced\n`);
+  });
+
   it('when PostgreSQL stops, then ingestion answers 503 at once with DB_CONNECTION_FAILED logged for that request, and recovers by itself when it returns', async () => {
     const server = await privatePostgres('tessera-events-pg-');
     after(server.remove);
