@@ -195,10 +195,16 @@ describe('events across real processes', () => {
       await sleep(3000);
       await server.start();
       const before = acked.length;
-      await waitFor(() => (alive(), acked.length >= before + 200), {
-        timeoutMs: 30_000,
-        what: 'ingestion to accept events again',
-      });
+      await waitFor(
+        () => {
+          alive();
+          return acked.length >= before + 200;
+        },
+        {
+          timeoutMs: 30_000,
+          what: 'ingestion to accept events again',
+        },
+      );
     } finally {
       sending = false;
       await sender;
@@ -223,7 +229,9 @@ describe('events across real processes', () => {
     // A pool that met the outage while recording a job is replaced, not left dead.
     const logged = (msg: string) => proc.logLines().filter((l) => l.msg === msg).length;
     assert.equal(logged('JOBS_RUNNER_RESTARTED'), logged('JOBS_RUNNER_FAILED'));
-    process.stdout.write(`# PostgreSQL restart under load: ${logged('JOBS_RUNNER_FAILED')} job pool(s) replaced\n`);
+    process.stdout.write(
+      `# PostgreSQL restart under load: ${logged('JOBS_RUNNER_FAILED')} job pool(s) replaced\n`,
+    );
   });
 
   it('when PostgreSQL stops, then ingestion answers 503 at once with DB_CONNECTION_FAILED logged for that request, and recovers by itself when it returns', async () => {
