@@ -72,6 +72,12 @@ describe('GET /api/analytics', async () => {
     ['to is not a date', '?to=2025-13-45T99:00:00Z', /to must be a real ISO 8601/],
     ['from is February 30th', '?from=2026-02-30', /from must be a real ISO 8601.*"2026-02-30"/],
     ['to is hour 24', '?to=2026-01-01T24:00:00Z', /to must be a real ISO 8601/],
+    [
+      'from has no UTC offset',
+      '?from=2025-01-15T10:00:00',
+      /^from "2025-01-15T10:00:00" has no UTC offset.*add Z/,
+    ],
+    ['to has no UTC offset', '?to=2025-01-15%2010:00', /^to "2025-01-15 10:00" has no UTC offset/],
     ['from is after to', '?from=2025-01-02&to=2025-01-01', /from must be earlier than to/],
     ['bucket is week', '?bucket=week', /^querystring\/bucket must be one of "minute", "hour", "day"$/],
     ['top is 0', '?top=0', /top/],
