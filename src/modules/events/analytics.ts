@@ -38,6 +38,16 @@ function parseDate(name: string, v: string | undefined): Date | undefined {
 const truncate = (d: Date, bucket: Bucket) =>
   new Date(Math.floor(d.getTime() / BUCKET_MS[bucket]) * BUCKET_MS[bucket]);
 
+/**
+ * Without `from`: the start of the DEFAULT_POINTS buckets that end with the one holding the last
+ * instant before `to` (exclusive). Counting back from `to` itself left a bucket out whenever `to`
+ * fell on a bucket's start (`to=…T10:00:00Z` gave 23 hours, not 24).
+ */
+export function defaultFrom(to: Date, bucket: Bucket): Date {
+  const last = truncate(new Date(to.getTime() - 1), bucket);
+  return new Date(last.getTime() - (DEFAULT_POINTS[bucket] - 1) * BUCKET_MS[bucket]);
+}
+
 export type Analytics = Awaited<ReturnType<typeof analytics>>;
 
 const inFlight = new WeakMap<Pool, Map<string, Promise<Analytics>>>();
@@ -69,10 +79,7 @@ export async function analytics(pool: Pool, q: AnalyticsQuery) {
   if (from && to && from >= to) throw badRequest('from must be earlier than to');
   const ranged = Boolean(from || to);
   const seriesTo = to ?? new Date();
-  const seriesFrom = truncate(
-    from ?? new Date(seriesTo.getTime() - (DEFAULT_POINTS[q.bucket] - 1) * BUCKET_MS[q.bucket]),
-    q.bucket,
-  );
+  const seriesFrom = from ? truncate(from, q.bucket) : defaultFrom(seriesTo, q.bucket);
   const points = Math.ceil((seriesTo.getTime() - seriesFrom.getTime()) / BUCKET_MS[q.bucket]);
   if (points > MAX_POINTS)
     throw badRequest(
