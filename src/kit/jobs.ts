@@ -55,6 +55,11 @@ export interface CronDefinition {
   /** crontab pattern, minute resolution */
   schedule: string;
   run(ctx: { log: Logger }): Promise<void>;
+  /**
+   * Called when a tick fails, injected failures (CRON_FAILURE_MODE) included, so the module can
+   * record it where its status is read. Its own error is logged, never thrown: the tick's is.
+   */
+  onFailure?(err: Error, ctx: { log: Logger }): Promise<void>;
 }
 
 export interface EnqueueOptions {
@@ -378,6 +383,9 @@ export class Jobs {
     } catch (err) {
       this.metrics.jobsTotal.inc({ task: def.name, outcome: 'failure' });
       log.error({ err, task: def.name }, isConnectionError(err) ? 'CRON_DB_ERROR' : 'CRON_FAILED');
+      await def
+        .onFailure?.(err as Error, { log })
+        .catch((recordErr) => log.warn({ err: recordErr, task: def.name }, 'CRON_FAILURE_NOT_RECORDED'));
       throw err;
     }
   }

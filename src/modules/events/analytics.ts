@@ -104,8 +104,9 @@ export async function analytics(pool: Pool, q: AnalyticsQuery) {
         ),
     ranged ? usersInRange(pool, seriesFrom, seriesTo, q.top) : usersAllTime(pool, q.top),
     countBacklog(pool),
-    pool.query<{ heartbeat_at: Date; status: string; version: string; age: number }>(
-      `SELECT heartbeat_at, status, version, extract(epoch FROM now() - heartbeat_at)::float8 AS age
+    pool.query<CronStatusRow>(
+      `SELECT heartbeat_at, status, version, extract(epoch FROM now() - heartbeat_at)::float8 AS age,
+         error, failed_at
        FROM events_cron_status WHERE service = 'cron'`,
     ),
   ]);
@@ -129,14 +130,29 @@ export async function analytics(pool: Pool, q: AnalyticsQuery) {
     bucket: q.bucket,
     series: seriesByBucket(series.rows, seriesFrom.getTime(), points, BUCKET_MS[q.bucket]),
     backlog,
-    cron: hb
-      ? {
-          lastHeartbeat: hb.heartbeat_at.toISOString(),
-          ageSeconds: Math.round(hb.age * 10) / 10,
-          status: hb.status,
-          version: hb.version,
-        }
-      : null,
+    cron: hb ? cronStatus(hb) : null,
+  };
+}
+
+interface CronStatusRow {
+  heartbeat_at: Date | null;
+  status: string;
+  version: string;
+  age: number | null;
+  error: string | null;
+  failed_at: Date | null;
+}
+
+/** Seed 003's cron_status fields, plus why and when its last tick failed (null while healthy). */
+function cronStatus(r: CronStatusRow) {
+  return {
+    // null only when the cron has failed on every tick so far.
+    lastHeartbeat: r.heartbeat_at?.toISOString() ?? null,
+    ageSeconds: r.age === null ? null : Math.round(r.age * 10) / 10,
+    status: r.status,
+    version: r.version,
+    error: r.error,
+    failedAt: r.failed_at?.toISOString() ?? null,
   };
 }
 
