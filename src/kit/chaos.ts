@@ -31,6 +31,21 @@ export class InjectedDbError extends Error {
   }
 }
 
+type OverrideRow = { module: string } & Partial<Modes>;
+
+/** Stored override rows as module → the modes it sets (a null column sets nothing). */
+function byModule(rows: OverrideRow[]): Map<string, Partial<Modes>> {
+  const out = new Map<string, Partial<Modes>>();
+  for (const r of rows) {
+    const modes: Partial<Modes> = {};
+    if (r.api) modes.api = r.api;
+    if (r.worker) modes.worker = r.worker;
+    if (r.cron) modes.cron = r.cron;
+    out.set(r.module, modes);
+  }
+  return out;
+}
+
 export class Chaos {
   private overrides = new Map<string, Partial<Modes>>();
   private timer?: NodeJS.Timeout;
@@ -76,24 +91,18 @@ export class Chaos {
     await this.refresh(pool);
   }
 
-  async clear(pool: Pool): Promise<void> {
-    await pool.query('DELETE FROM tessera_chaos');
+  /** Removes every override; returns the ones removed, as stored (another process may have set one this one has not seen yet). */
+  async clear(pool: Pool): Promise<Record<string, Partial<Modes>>> {
+    const { rows } = await pool.query<OverrideRow>(
+      'DELETE FROM tessera_chaos RETURNING module, api, worker, cron',
+    );
     await this.refresh(pool);
+    return Object.fromEntries(byModule(rows));
   }
 
   async refresh(pool: Pool): Promise<void> {
-    const { rows } = await pool.query<{ module: string } & Partial<Modes>>(
-      'SELECT module, api, worker, cron FROM tessera_chaos',
-    );
-    const next = new Map<string, Partial<Modes>>();
-    for (const r of rows) {
-      const modes: Partial<Modes> = {};
-      if (r.api) modes.api = r.api;
-      if (r.worker) modes.worker = r.worker;
-      if (r.cron) modes.cron = r.cron;
-      next.set(r.module, modes);
-    }
-    this.overrides = next;
+    const { rows } = await pool.query<OverrideRow>('SELECT module, api, worker, cron FROM tessera_chaos');
+    this.overrides = byModule(rows);
   }
 
   /** Poll rather than LISTEN: one tiny query a second survives database restarts with no reconnect logic. */
