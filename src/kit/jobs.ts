@@ -37,8 +37,11 @@ export interface JobContext {
   /** Set when the job was started with `startTracked`: what GET /api/jobs/:jobId reports. */
   trackedId?: string;
   progress(done: number, total?: number): Promise<void>;
-  /** WORKER_FAILURE_MODE=bad_schema: true for ~50% of calls; the module treats that item as unparseable. */
-  injectBadSchema(): boolean;
+  /**
+   * WORKER_FAILURE_MODE=bad_schema: for ~50% of calls, where the mode was set (Chaos#origin), to
+   * put in the item's error; the module treats that item as unparseable. Otherwise false.
+   */
+  injectBadSchema(): string | false;
   signal: AbortSignal;
 }
 
@@ -320,7 +323,7 @@ export class Jobs {
         if (this.chaos.mode(module, 'worker') !== 'bad_schema' || Math.random() >= BAD_SCHEMA_RATE)
           return false;
         this.chaos.record(module, 'worker', 'bad_schema', { job: def.name, jobId: helpers.job.id });
-        return true;
+        return this.chaos.origin(module, 'worker');
       },
     };
     try {
@@ -376,7 +379,7 @@ export class Jobs {
       }
       if (mode === 'db_fail') {
         this.chaos.record(module, 'cron', mode, { cron: def.name });
-        throw new InjectedDbError('CRON_FAILURE_MODE=db_fail');
+        throw new InjectedDbError(this.chaos.origin(module, 'cron'));
       }
       await def.run({ log });
       this.metrics.jobsTotal.inc({ task: def.name, outcome: 'success' });

@@ -86,7 +86,7 @@ describe('jobs and failure injection', async () => {
     assert.equal(set.statusCode, 200);
     const down = await p.app.inject({ url: '/api/fixture/echo?text=x', headers: p.auth });
     assert.equal(down.statusCode, 503);
-    assert.match(down.json().message, /failure injected: API_FAILURE_MODE=db/);
+    assert.match(down.json().message, /failure injected: api=db set at run time for module "fixture"/);
     assert.equal(down.headers['retry-after'], '5', 'as a real outage answers');
     assert.equal((await p.app.inject('/health')).statusCode, 200, 'ops endpoints are never injected');
 
