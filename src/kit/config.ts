@@ -258,7 +258,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     try {
       out[key] = s.parse(raw);
     } catch (err) {
-      problems.push(`${s.env}=${JSON.stringify(raw)}: ${(err as Error).message}`);
+      // Named where it came from: a value in the file, quoted as the environment's, sent people
+      // looking for a variable that was never set.
+      const where = inEnv ? '' : `${file}: `;
+      problems.push(`${where}${s.env}=${JSON.stringify(inEnv ? raw : fromFile)}: ${(err as Error).message}`);
     }
   }
   const config = out as Config;
