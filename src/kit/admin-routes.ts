@@ -1,5 +1,6 @@
 // Sign-in, API keys, job progress and failure modes. Admin routes need the admin scope.
 import { Type } from '@sinclair/typebox';
+import type { FastifyRequest } from 'fastify';
 import { checkLogin, createApiKey, listApiKeys, revokeApiKey, SCOPES, SESSION_COOKIE } from './auth.ts';
 import { ALL_MODULES, MODE_VALUES } from './chaos.ts';
 import { badRequest, notFound, unauthorized } from './errors.ts';
@@ -53,6 +54,14 @@ export function registerAuthRoutes(app: App, kit: Kit): void {
       accountId: principal.accountId,
     };
   });
+}
+
+/**
+ * Who changed the failure modes, for FAILURE_MODE_CHANGED: the runbook finds who left chaos on by
+ * it, and a key's name alone need not be unique, so its id and kind are logged too.
+ */
+function changedBy(req: FastifyRequest) {
+  return { by: req.principal?.name, byId: req.principal?.id, byKind: req.principal?.kind };
 }
 
 /** `modules`: the module names failure modes can target (besides `kit`, whose cron jobs obey them too, and `*`). */
@@ -109,15 +118,22 @@ export async function registerAdminRoutes(app: App, kit: Kit, modules: string[])
           throw badRequest(`module "${module}" is not one of ${targets.join(', ')} (* is every module)`);
         await kit.chaos.set(kit.pool, module, modes);
         moduleLogger(kit.log, 'chaos').warn(
-          { target: module, ...modes, by: req.principal?.name },
+          { target: module, ...modes, ...changedBy(req) },
           'FAILURE_MODE_CHANGED',
         );
         return kit.chaos.snapshot();
       },
     );
 
-    admin.delete('/api/admin/chaos', { schema: { tags: ['admin'] } }, async () => {
-      await kit.chaos.clear(kit.pool);
+    admin.delete('/api/admin/chaos', { schema: { tags: ['admin'] } }, async (req) => {
+      const cleared = await kit.chaos.clear(kit.pool);
+      const { defaults } = kit.chaos.snapshot();
+      // As POST logs: turning chaos off is a change the runbook traces too. `defaults` are the modes
+      // in force now (from the environment or config file), which a clear does not switch off.
+      moduleLogger(kit.log, 'chaos').warn(
+        { target: ALL_MODULES, cleared, defaults, ...changedBy(req) },
+        'FAILURE_MODE_CHANGED',
+      );
       return kit.chaos.snapshot();
     });
 

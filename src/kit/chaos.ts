@@ -26,9 +26,32 @@ export const CRON_TIMEOUT_MS = 30000;
 
 export class InjectedDbError extends Error {
   readonly code = 'ECONNREFUSED';
-  constructor(mode: string) {
-    super(`database unavailable (failure injected: ${mode})`);
+  /** `origin`: Chaos#origin, where the mode was set, so the message says where to turn it off. */
+  constructor(origin: string) {
+    super(`database unavailable (failure injected: ${origin})`);
   }
+}
+
+/** The setting each kind of mode starts from. */
+export const MODE_SETTINGS: Record<ModeKind, string> = {
+  api: 'API_FAILURE_MODE',
+  worker: 'WORKER_FAILURE_MODE',
+  cron: 'CRON_FAILURE_MODE',
+};
+
+type OverrideRow = { module: string } & Partial<Modes>;
+
+/** Stored override rows as module → the modes it sets (a null column sets nothing). */
+function byModule(rows: OverrideRow[]): Map<string, Partial<Modes>> {
+  const out = new Map<string, Partial<Modes>>();
+  for (const r of rows) {
+    const modes: Partial<Modes> = {};
+    if (r.api) modes.api = r.api;
+    if (r.worker) modes.worker = r.worker;
+    if (r.cron) modes.cron = r.cron;
+    out.set(r.module, modes);
+  }
+  return out;
 }
 
 export class Chaos {
@@ -36,8 +59,13 @@ export class Chaos {
   private timer?: NodeJS.Timeout;
   readonly defaults: Modes;
 
+  /** Where the defaults came from, for Chaos#origin: the config file's path, or the environment. */
+  private readonly defaultsFile?: string;
+  private readonly defaultsFromFile: Set<string>;
+
   constructor(
-    config: Pick<Config, 'apiFailureMode' | 'workerFailureMode' | 'cronFailureMode'>,
+    config: Pick<Config, 'apiFailureMode' | 'workerFailureMode' | 'cronFailureMode'> &
+      Partial<Pick<Config, 'configFile' | 'fromFile'>>,
     /** The root logger: an injected failure is logged as a line of the module it hits. */
     private readonly log: Logger,
     private readonly metrics: KitMetrics,
@@ -47,6 +75,28 @@ export class Chaos {
       worker: config.workerFailureMode,
       cron: config.cronFailureMode,
     };
+    this.defaultsFile = config.configFile;
+    this.defaultsFromFile = new Set(config.fromFile ?? []);
+  }
+
+  /**
+   * Where the mode in force for `module` and `kind` was set, for messages and logs of an injected
+   * failure: an operator has to know whether to clear a run-time override or change the
+   * environment or config file (which DELETE /api/admin/chaos does not touch).
+   */
+  origin(module: string, kind: ModeKind): string {
+    const mode = this.mode(module, kind);
+    const target = this.overrides.get(module)?.[kind]
+      ? `module "${module}"`
+      : this.overrides.get(ALL_MODULES)?.[kind]
+        ? 'every module (*)'
+        : undefined;
+    if (target)
+      return `${kind}=${mode} set at run time for ${target} by POST /api/admin/chaos; DELETE /api/admin/chaos clears it`;
+    const setting = `${MODE_SETTINGS[kind]}=${mode}`;
+    return this.defaultsFromFile.has(MODE_SETTINGS[kind]) && this.defaultsFile
+      ? `${setting} in the config file ${this.defaultsFile}`
+      : `${setting} in the environment`;
   }
 
   mode<K extends ModeKind>(module: string, kind: K): Modes[K] {
@@ -59,7 +109,7 @@ export class Chaos {
   record(module: string, kind: ModeKind, mode: string, extra: Record<string, unknown> = {}): void {
     this.metrics.failuresInjected.inc({ module, kind, mode });
     const event = kind === 'api' ? 'API_FAILURE_INJECTED' : 'FAILURE_INJECTION';
-    moduleLogger(this.log, module).warn({ kind, mode, ...extra }, event);
+    moduleLogger(this.log, module).warn({ kind, mode, origin: this.origin(module, kind), ...extra }, event);
   }
 
   snapshot() {
@@ -76,24 +126,18 @@ export class Chaos {
     await this.refresh(pool);
   }
 
-  async clear(pool: Pool): Promise<void> {
-    await pool.query('DELETE FROM tessera_chaos');
+  /** Removes every override; returns the ones removed, as stored (another process may have set one this one has not seen yet). */
+  async clear(pool: Pool): Promise<Record<string, Partial<Modes>>> {
+    const { rows } = await pool.query<OverrideRow>(
+      'DELETE FROM tessera_chaos RETURNING module, api, worker, cron',
+    );
     await this.refresh(pool);
+    return Object.fromEntries(byModule(rows));
   }
 
   async refresh(pool: Pool): Promise<void> {
-    const { rows } = await pool.query<{ module: string } & Partial<Modes>>(
-      'SELECT module, api, worker, cron FROM tessera_chaos',
-    );
-    const next = new Map<string, Partial<Modes>>();
-    for (const r of rows) {
-      const modes: Partial<Modes> = {};
-      if (r.api) modes.api = r.api;
-      if (r.worker) modes.worker = r.worker;
-      if (r.cron) modes.cron = r.cron;
-      next.set(r.module, modes);
-    }
-    this.overrides = next;
+    const { rows } = await pool.query<OverrideRow>('SELECT module, api, worker, cron FROM tessera_chaos');
+    this.overrides = byModule(rows);
   }
 
   /** Poll rather than LISTEN: one tiny query a second survives database restarts with no reconnect logic. */

@@ -211,7 +211,11 @@ const settings = {
 type Settings = typeof settings;
 export type Config = {
   [K in keyof Settings]: Settings[K] extends Setting<infer T> ? T : never;
-} & { configFile?: string };
+} & {
+  configFile?: string;
+  /** Names (e.g. API_FAILURE_MODE) of the settings whose value came from configFile, not the environment. */
+  fromFile?: string[];
+};
 
 /** Reads `tessera.config.json` (or TESSERA_CONFIG); keys are the env names, as in seed 003's config.json. */
 function readConfigFile(env: NodeJS.ProcessEnv): { values: Record<string, unknown>; file?: string } {
@@ -239,24 +243,25 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   for (const key of Object.keys(fileValues)) {
     if (!known.has(key)) problems.push(`${file}: unknown setting ${key}`);
   }
-  const out: Record<string, unknown> = { configFile: file };
+  const fromFileNames: string[] = [];
+  const out: Record<string, unknown> = { configFile: file, fromFile: fromFileNames };
   for (const [key, s] of Object.entries(settings) as [string, Setting<unknown>][]) {
     const fromEnv = env[s.env];
     const fromFile = fileValues[s.env];
-    const raw =
-      fromEnv !== undefined && fromEnv !== ''
-        ? fromEnv
-        : fromFile !== undefined
-          ? String(fromFile)
-          : undefined;
+    const inEnv = fromEnv !== undefined && fromEnv !== '';
+    const raw = inEnv ? fromEnv : fromFile !== undefined ? String(fromFile) : undefined;
     if (raw === undefined) {
       out[key] = s.default;
       continue;
     }
+    if (!inEnv) fromFileNames.push(s.env);
     try {
       out[key] = s.parse(raw);
     } catch (err) {
-      problems.push(`${s.env}=${JSON.stringify(raw)}: ${(err as Error).message}`);
+      // Named where it came from: a value in the file, quoted as the environment's, sent people
+      // looking for a variable that was never set.
+      const where = inEnv ? '' : `${file}: `;
+      problems.push(`${where}${s.env}=${JSON.stringify(inEnv ? raw : fromFile)}: ${(err as Error).message}`);
     }
   }
   const config = out as Config;

@@ -23,3 +23,24 @@ export function hasRealCalendarFields(text: string): boolean {
   const [y, mo, d, h, mi, s] = m.slice(1).map((x) => (x === undefined ? 0 : Number(x)));
   return realCalendarFields(y!, mo!, d!, h, mi, s);
 }
+
+/** A date followed by a time of day: `2025-01-15T10:00` or `2025-01-15 10:00`. */
+const TIME_OF_DAY = /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}/;
+/** What names the zone after the time: Z, a numeric offset (+01:00, -0500, +01), or GMT/UTC. */
+const ZONE = /z|[+-]\d|gmt|utc/i;
+
+/**
+ * True when `text` gives a time of day without saying which zone it is in ("2025-01-15T10:00:00",
+ * "2025-01-15 10:00"). JavaScript's Date reads such a time in the process's local time zone, so
+ * replicas in different zones would store different instants for the same text. A date alone is
+ * not local: Date reads it as UTC midnight wherever it runs.
+ */
+export function isLocalTime(text: string): boolean {
+  const m = TIME_OF_DAY.exec(text);
+  return m !== null && !ZONE.test(text.slice(m[0].length));
+}
+
+/** The error text for a local time, naming what to add. */
+export function localTimeMessage(name: string, text: string): string {
+  return `${name} ${JSON.stringify(text.slice(0, 40))} has no UTC offset, so its instant would depend on the server's time zone: add Z for UTC (2025-01-15T10:00:00Z) or the offset it was taken in (2025-01-15T10:00:00+01:00)`;
+}

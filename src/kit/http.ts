@@ -352,12 +352,14 @@ export function injectApiFailures(app: App, kit: Kit, module: string): void {
       kit.chaos.record(module, 'api', mode, { url: req.url });
       // As a real outage answers, so clients tested against the drill meet what an outage sends.
       reply.header('retry-after', '5');
-      return done(new HttpError(503, 'database unavailable (failure injected: API_FAILURE_MODE=db)'));
+      return done(
+        new HttpError(503, `database unavailable (failure injected: ${kit.chaos.origin(module, 'api')})`),
+      );
     }
     if (mode === 'random_500' && Math.random() < RANDOM_500_RATE) {
       kit.chaos.record(module, 'api', mode, { url: req.url });
       return done(
-        new HttpError(500, 'Internal Server Error (failure injected: API_FAILURE_MODE=random_500)'),
+        new HttpError(500, `Internal Server Error (failure injected: ${kit.chaos.origin(module, 'api')})`),
       );
     }
     done();

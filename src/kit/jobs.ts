@@ -37,8 +37,11 @@ export interface JobContext {
   /** Set when the job was started with `startTracked`: what GET /api/jobs/:jobId reports. */
   trackedId?: string;
   progress(done: number, total?: number): Promise<void>;
-  /** WORKER_FAILURE_MODE=bad_schema: true for ~50% of calls; the module treats that item as unparseable. */
-  injectBadSchema(): boolean;
+  /**
+   * WORKER_FAILURE_MODE=bad_schema: for ~50% of calls, where the mode was set (Chaos#origin), to
+   * put in the item's error; the module treats that item as unparseable. Otherwise false.
+   */
+  injectBadSchema(): string | false;
   signal: AbortSignal;
 }
 
@@ -55,6 +58,11 @@ export interface CronDefinition {
   /** crontab pattern, minute resolution */
   schedule: string;
   run(ctx: { log: Logger }): Promise<void>;
+  /**
+   * Called when a tick fails, injected failures (CRON_FAILURE_MODE) included, so the module can
+   * record it where its status is read. Its own error is logged, never thrown: the tick's is.
+   */
+  onFailure?(err: Error, ctx: { log: Logger }): Promise<void>;
 }
 
 export interface EnqueueOptions {
@@ -394,7 +402,7 @@ export class Jobs {
         if (this.chaos.mode(module, 'worker') !== 'bad_schema' || Math.random() >= BAD_SCHEMA_RATE)
           return false;
         this.chaos.record(module, 'worker', 'bad_schema', { job: def.name, jobId: helpers.job.id });
-        return true;
+        return this.chaos.origin(module, 'worker');
       },
     };
     try {
@@ -450,13 +458,16 @@ export class Jobs {
       }
       if (mode === 'db_fail') {
         this.chaos.record(module, 'cron', mode, { cron: def.name });
-        throw new InjectedDbError('CRON_FAILURE_MODE=db_fail');
+        throw new InjectedDbError(this.chaos.origin(module, 'cron'));
       }
       await def.run({ log });
       this.metrics.jobsTotal.inc({ task: def.name, outcome: 'success' });
     } catch (err) {
       this.metrics.jobsTotal.inc({ task: def.name, outcome: 'failure' });
       log.error({ err, task: def.name }, isConnectionError(err) ? 'CRON_DB_ERROR' : 'CRON_FAILED');
+      await def
+        .onFailure?.(err as Error, { log })
+        .catch((recordErr) => log.warn({ err: recordErr, task: def.name }, 'CRON_FAILURE_NOT_RECORDED'));
       throw err;
     }
   }

@@ -40,6 +40,31 @@ describe('configuration', () => {
     assert.throws(() => loadConfig({ TESSERA_CONFIG: file }), /unknown setting NOT_A_SETTING/);
   });
 
+  it('when tessera.config.json holds a wrong value, then the error names the file and the value as written there', (t) => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'cfg-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const file = path.join(dir, 'tessera.config.json');
+    writeFileSync(file, JSON.stringify({ API_FAILURE_MODE: 5, LOG_FORMAT: 'xml' }));
+    assert.throws(
+      () => loadConfig({ TESSERA_CONFIG: file }),
+      (err: ConfigError) => {
+        assert.deepEqual(err.problems, [
+          `${file}: LOG_FORMAT="xml": must be one of json | logstash | pretty`,
+          `${file}: API_FAILURE_MODE=5: must be one of none | db | random_500`,
+        ]);
+        return true;
+      },
+    );
+    // A wrong value in the environment, which wins over the file, is the environment's.
+    assert.throws(
+      () => loadConfig({ TESSERA_CONFIG: file, LOG_FORMAT: 'json', API_FAILURE_MODE: '7' }),
+      (err: ConfigError) => {
+        assert.deepEqual(err.problems, ['API_FAILURE_MODE="7": must be one of none | db | random_500']);
+        return true;
+      },
+    );
+  });
+
   it('when production lacks secrets, then the start is refused with what to set', () => {
     assert.throws(
       () => loadConfig({ TESSERA_CONFIG: 'none', NODE_ENV: 'production' }),

@@ -1,8 +1,9 @@
 // hasRealCalendarFields refuses the dates JavaScript's Date rolls over (2026-02-30 → 03-02). The
 // reference for which dates exist is PostgreSQL's own date input, where the events end up.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { after, describe, it } from 'node:test';
-import { hasRealCalendarFields } from '../../src/kit/dates.ts';
+import { hasRealCalendarFields, isLocalTime } from '../../src/kit/dates.ts';
 import { freshDatabase, testPool } from '../helpers.ts';
 
 const pad = (n: number, width: number) => String(n).padStart(width, '0');
@@ -47,5 +48,45 @@ describe('hasRealCalendarFields', () => {
       '26-01-01',
     ])
       assert.equal(hasRealCalendarFields(bad), false, bad);
+  });
+});
+
+/** Date.parse of each text in a Node process running in time zone `tz`. */
+function parsedIn(tz: string, texts: string[]): (number | null)[] {
+  const out = execFileSync(
+    process.execPath,
+    [
+      '-e',
+      'console.log(JSON.stringify(JSON.parse(process.argv[1]).map((t) => Date.parse(t))))',
+      JSON.stringify(texts),
+    ],
+    { env: { ...process.env, TZ: tz }, encoding: 'utf8' },
+  );
+  return JSON.parse(out);
+}
+
+describe('isLocalTime', () => {
+  it('when Date reads a text differently in New York and in UTC, then isLocalTime says so, and only then', () => {
+    const texts = [
+      // local: Date takes the process's zone
+      '2025-01-15T10:00:00',
+      '2025-01-15T10:00',
+      '2025-01-15 10:00',
+      '2025-01-15T10:00:00.250',
+      // an instant wherever it is read
+      '2025-01-15',
+      '2025-01-15T10:00:00Z',
+      '2025-01-15T10:00:00.250z',
+      '2025-01-15T10:00:00+01:00',
+      '2025-01-15T10:00:00-0500',
+      '2025-01-15 10:00 GMT',
+    ];
+    const ny = parsedIn('America/New_York', texts);
+    const utc = parsedIn('UTC', texts);
+    for (const [i, text] of texts.entries()) {
+      assert.notEqual(ny[i], null, `${text} parses`);
+      assert.equal(isLocalTime(text), ny[i] !== utc[i], text);
+    }
+    assert.equal(texts.filter(isLocalTime).length, 4);
   });
 });

@@ -86,7 +86,7 @@ describe('jobs and failure injection', async () => {
     assert.equal(set.statusCode, 200);
     const down = await p.app.inject({ url: '/api/fixture/echo?text=x', headers: p.auth });
     assert.equal(down.statusCode, 503);
-    assert.match(down.json().message, /failure injected: API_FAILURE_MODE=db/);
+    assert.match(down.json().message, /failure injected: api=db set at run time for module "fixture"/);
     assert.equal(down.headers['retry-after'], '5', 'as a real outage answers');
     assert.equal((await p.app.inject('/health')).statusCode, 200, 'ops endpoints are never injected');
 
@@ -111,6 +111,26 @@ describe('jobs and failure injection', async () => {
     const reset = await p.app.inject({ method: 'DELETE', url: '/api/admin/chaos', headers: p.auth });
     assert.equal(reset.statusCode, 200);
     assert.equal((await p.app.inject({ url: '/api/fixture/echo?text=x', headers: p.auth })).statusCode, 200);
+  });
+
+  it('when an admin clears the failure modes, then FAILURE_MODE_CHANGED names who and what was cleared, as when they are set', async () => {
+    await post('/api/admin/chaos', { module: 'fixture', api: 'db', worker: 'slow' });
+    await post('/api/admin/chaos', { module: '*', cron: 'db_fail' });
+    const set = p.logs.events('FAILURE_MODE_CHANGED').at(-1)!;
+    assert.equal(set.target, '*');
+    assert.equal(set.cron, 'db_fail');
+    const before = p.logs.events('FAILURE_MODE_CHANGED').length;
+    const reset = await p.app.inject({ method: 'DELETE', url: '/api/admin/chaos', headers: p.auth });
+    assert.equal(reset.statusCode, 200);
+    const lines = p.logs.events('FAILURE_MODE_CHANGED').slice(before);
+    assert.equal(lines.length, 1);
+    const cleared = lines[0]!;
+    assert.deepEqual(cleared.cleared, { fixture: { api: 'db', worker: 'slow' }, '*': { cron: 'db_fail' } });
+    assert.deepEqual(cleared.defaults, { api: 'none', worker: 'none', cron: 'none' });
+    for (const line of [set, cleared]) {
+      assert.equal(line.by, set.by);
+      assert.ok(line.by && line.byId && line.byKind === 'api_key', JSON.stringify(line));
+    }
   });
 
   it('when a failure mode is not one of the seed modes, or the caller is not admin, then 400 and 403', async () => {

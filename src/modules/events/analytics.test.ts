@@ -72,6 +72,12 @@ describe('GET /api/analytics', async () => {
     ['to is not a date', '?to=2025-13-45T99:00:00Z', /to must be a real ISO 8601/],
     ['from is February 30th', '?from=2026-02-30', /from must be a real ISO 8601.*"2026-02-30"/],
     ['to is hour 24', '?to=2026-01-01T24:00:00Z', /to must be a real ISO 8601/],
+    [
+      'from has no UTC offset',
+      '?from=2025-01-15T10:00:00',
+      /^from "2025-01-15T10:00:00" has no UTC offset.*add Z/,
+    ],
+    ['to has no UTC offset', '?to=2025-01-15%2010:00', /^to "2025-01-15 10:00" has no UTC offset/],
     ['from is after to', '?from=2025-01-02&to=2025-01-01', /from must be earlier than to/],
     ['bucket is week', '?bucket=week', /^querystring\/bucket must be one of "minute", "hour", "day"$/],
     ['top is 0', '?top=0', /top/],
@@ -84,6 +90,36 @@ describe('GET /api/analytics', async () => {
       assert.match(res.json().message, message);
     });
   }
+
+  it('when only `to` is given, then the series is the last 60 minutes, 24 hours or 30 days before it, every one counted', async () => {
+    const to = Date.parse('2025-01-15T00:00:00Z'); // the start of a minute, an hour and a day
+    const steps = { minute: [60, 60_000], hour: [24, 3_600_000], day: [30, 86_400_000] } as const;
+    try {
+      for (const [bucket, [points, step]] of Object.entries(steps)) {
+        // One event in each of the `points + 1` buckets before `to`: the oldest is outside the range.
+        await p.kit.pool.query(
+          `INSERT INTO events_counts (grain, bucket, action, n)
+           SELECT $1, to_timestamp(($2::float8 - k * $3::float8) / 1000), 'x', 1 FROM generate_series(1, $4) AS k`,
+          [bucket[0], to, step, points + 1],
+        );
+        const only = async (end: number) =>
+          (await get(`?bucket=${bucket}&to=${new Date(end).toISOString()}`)).json();
+        // `to` on a bucket's start: the `points` whole buckets before it.
+        const aligned = await only(to);
+        assert.equal(aligned.series.length, points, bucket);
+        assert.equal(aligned.series[0].t, new Date(to - points * step).toISOString(), bucket);
+        assert.equal(aligned.range.from, aligned.series[0].t, bucket);
+        assert.equal(aligned.totalEvents, points, bucket);
+        // `to` inside a bucket: that bucket is the last of `points`, as without any parameter.
+        const inside = await only(to + step / 2);
+        assert.equal(inside.series.length, points, bucket);
+        assert.equal(inside.series.at(-1).t, new Date(to).toISOString(), bucket);
+        assert.equal(inside.totalEvents, points - 1, bucket);
+      }
+    } finally {
+      await p.kit.pool.query('TRUNCATE events_counts');
+    }
+  });
 
   it('when called without a key or with a books-only key, then 401 and 403', async () => {
     assert.equal((await get('', {})).statusCode, 401);

@@ -2,7 +2,7 @@
 // a bounded number of pre-aggregated rows (buckets × actions, users), never the raw events.
 // Sums go through float8 (exact below 2^53): sum(bigint) accumulates in numeric, which made the
 // ranged top-users aggregation over 80,000 user-day rows take 46 ms instead of 32.
-import { hasRealCalendarFields } from '../../kit/dates.ts';
+import { hasRealCalendarFields, isLocalTime, localTimeMessage } from '../../kit/dates.ts';
 import type { Pool } from '../../kit/db.ts';
 import { badRequest } from '../../kit/errors.ts';
 import { countBacklog } from './metrics.ts';
@@ -30,11 +30,23 @@ function parseDate(name: string, v: string | undefined): Date | undefined {
     throw badRequest(
       `${name} must be a real ISO 8601 date or date-time, e.g. 2025-01-15T10:00:00Z; got "${v}"`,
     );
+  // The same rule as event timestamps: a range must not move with the server's time zone.
+  if (isLocalTime(v)) throw badRequest(localTimeMessage(name, v));
   return d;
 }
 
 const truncate = (d: Date, bucket: Bucket) =>
   new Date(Math.floor(d.getTime() / BUCKET_MS[bucket]) * BUCKET_MS[bucket]);
+
+/**
+ * Without `from`: the start of the DEFAULT_POINTS buckets that end with the one holding the last
+ * instant before `to` (exclusive). Counting back from `to` itself left a bucket out whenever `to`
+ * fell on a bucket's start (`to=…T10:00:00Z` gave 23 hours, not 24).
+ */
+export function defaultFrom(to: Date, bucket: Bucket): Date {
+  const last = truncate(new Date(to.getTime() - 1), bucket);
+  return new Date(last.getTime() - (DEFAULT_POINTS[bucket] - 1) * BUCKET_MS[bucket]);
+}
 
 export type Analytics = Awaited<ReturnType<typeof analytics>>;
 
@@ -67,10 +79,7 @@ export async function analytics(pool: Pool, q: AnalyticsQuery) {
   if (from && to && from >= to) throw badRequest('from must be earlier than to');
   const ranged = Boolean(from || to);
   const seriesTo = to ?? new Date();
-  const seriesFrom = truncate(
-    from ?? new Date(seriesTo.getTime() - (DEFAULT_POINTS[q.bucket] - 1) * BUCKET_MS[q.bucket]),
-    q.bucket,
-  );
+  const seriesFrom = from ? truncate(from, q.bucket) : defaultFrom(seriesTo, q.bucket);
   const points = Math.ceil((seriesTo.getTime() - seriesFrom.getTime()) / BUCKET_MS[q.bucket]);
   if (points > MAX_POINTS)
     throw badRequest(
@@ -95,8 +104,9 @@ export async function analytics(pool: Pool, q: AnalyticsQuery) {
         ),
     ranged ? usersInRange(pool, seriesFrom, seriesTo, q.top) : usersAllTime(pool, q.top),
     countBacklog(pool),
-    pool.query<{ heartbeat_at: Date; status: string; version: string; age: number }>(
-      `SELECT heartbeat_at, status, version, extract(epoch FROM now() - heartbeat_at)::float8 AS age
+    pool.query<CronStatusRow>(
+      `SELECT heartbeat_at, status, version, extract(epoch FROM now() - heartbeat_at)::float8 AS age,
+         error, failed_at
        FROM events_cron_status WHERE service = 'cron'`,
     ),
   ]);
@@ -120,14 +130,29 @@ export async function analytics(pool: Pool, q: AnalyticsQuery) {
     bucket: q.bucket,
     series: seriesByBucket(series.rows, seriesFrom.getTime(), points, BUCKET_MS[q.bucket]),
     backlog,
-    cron: hb
-      ? {
-          lastHeartbeat: hb.heartbeat_at.toISOString(),
-          ageSeconds: Math.round(hb.age * 10) / 10,
-          status: hb.status,
-          version: hb.version,
-        }
-      : null,
+    cron: hb ? cronStatus(hb) : null,
+  };
+}
+
+interface CronStatusRow {
+  heartbeat_at: Date | null;
+  status: string;
+  version: string;
+  age: number | null;
+  error: string | null;
+  failed_at: Date | null;
+}
+
+/** Seed 003's cron_status fields, plus why and when its last tick failed (null while healthy). */
+function cronStatus(r: CronStatusRow) {
+  return {
+    // null only when the cron has failed on every tick so far.
+    lastHeartbeat: r.heartbeat_at?.toISOString() ?? null,
+    ageSeconds: r.age === null ? null : Math.round(r.age * 10) / 10,
+    status: r.status,
+    version: r.version,
+    error: r.error,
+    failedAt: r.failed_at?.toISOString() ?? null,
   };
 }
 

@@ -23,7 +23,10 @@ describe('events worker failure modes', () => {
     assert.ok(p.logs.events('FAILURE_INJECTION').some((l) => l.mode === 'bad_schema'));
     const listed = await p.app.inject({ url: '/api/events/dead-letters?limit=5', headers: p.auth });
     assert.equal(listed.json().total, dead);
-    assert.match(listed.json().deadLetters[0].error, /bad_schema/);
+    assert.match(
+      listed.json().deadLetters[0].error,
+      /^schema parse error \(failure injected: WORKER_FAILURE_MODE=bad_schema in the environment\)$/,
+    );
     const totals = (await p.app.inject({ url: '/api/analytics', headers: p.auth })).json();
     assert.equal(totals.totalEvents, processed);
   });

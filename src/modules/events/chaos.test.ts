@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
 import { startPlatform } from '../../../test/helpers.ts';
 import { createApiKey } from '../../kit/auth.ts';
 import { eventsModule } from './index.ts';
@@ -39,8 +42,15 @@ describe('events API failure modes', async () => {
     assert.equal(set.json().overrides.events.api, 'db');
     const res = await post(1);
     assert.equal(res.statusCode, 503);
-    assert.match(res.json().message, /API_FAILURE_MODE=db/);
+    // Set at run time: the message says so and how to clear it, not the environment variable.
+    const runTime =
+      'api=db set at run time for module "events" by POST /api/admin/chaos; DELETE /api/admin/chaos clears it';
+    assert.equal(res.json().message, `database unavailable (failure injected: ${runTime})`);
     assert.equal(p.logs.events('API_FAILURE_INJECTED').at(-1)!.mode, 'db');
+    assert.equal(p.logs.events('API_FAILURE_INJECTED').at(-1)!.origin, runTime);
+    assert.equal((await chaos({ module: '*', api: 'db' })).statusCode, 200);
+    assert.equal((await chaos({ module: 'events', api: 'none' })).statusCode, 200);
+    assert.equal((await chaos({ module: '*', api: 'none' })).statusCode, 200);
     assert.equal((await chaos({ module: 'events', api: 'none' })).statusCode, 200);
     assert.equal((await post(2)).statusCode, 201);
   });
@@ -66,6 +76,32 @@ describe('events API failure modes', async () => {
       payload: { userId: 'u', action: 'a' },
     });
     assert.equal(res.statusCode, 503);
+    assert.equal(
+      res.json().message,
+      'database unavailable (failure injected: API_FAILURE_MODE=db in the environment)',
+    );
     assert.equal(env.logs.events('API_FAILURE_INJECTED').length, 1);
+    assert.equal(
+      env.logs.events('API_FAILURE_INJECTED')[0]!.origin,
+      'API_FAILURE_MODE=db in the environment',
+    );
+  });
+
+  it('when API_FAILURE_MODE=db comes from the config file, then the 503 names that file', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'tessera-chaos-'));
+    after(() => rmSync(dir, { recursive: true, force: true }));
+    const file = path.join(dir, 'tessera.config.json');
+    writeFileSync(file, JSON.stringify({ API_FAILURE_MODE: 'db' }));
+    const fromFile = await startPlatform({
+      modules: [eventsModule],
+      role: 'api',
+      env: { TESSERA_CONFIG: file },
+    });
+    const res = await fromFile.app.inject({ url: '/api/analytics', headers: fromFile.auth });
+    assert.equal(res.statusCode, 503);
+    assert.equal(
+      res.json().message,
+      `database unavailable (failure injected: API_FAILURE_MODE=db in the config file ${file})`,
+    );
   });
 });

@@ -42,7 +42,7 @@ describe('events cron', async () => {
     await waitFor(async () => (await analytics()).eventsByUser.late === 2, { what: 'backlog processed' });
   });
 
-  it('when CRON_FAILURE_MODE is switched to db_fail at run time, then CRON_DB_ERROR is logged and no heartbeat written', async () => {
+  it('when CRON_FAILURE_MODE is switched to db_fail at run time, then CRON_DB_ERROR is logged, no heartbeat written, and analytics says the cron is failing', async () => {
     const set = await p.app.inject({
       method: 'POST',
       url: '/api/admin/chaos',
@@ -61,6 +61,36 @@ describe('events cron', async () => {
     const after = (await p.kit.pool.query(`SELECT heartbeat_at FROM events_cron_status`)).rows[0]
       .heartbeat_at;
     assert.equal(after.getTime(), before.getTime(), 'heartbeat untouched');
+    // The analytics answer says the cron fails, why and when, not "healthy".
+    const { cron } = await analytics();
+    assert.equal(cron.status, 'failing');
+    assert.match(cron.error, /failure injected: cron=db_fail set at run time for module "events" by POST/);
+    assert.ok(Date.now() - Date.parse(cron.failedAt) < 60_000, cron.failedAt);
+    assert.equal(cron.lastHeartbeat, before.toISOString());
+    // The next good tick is healthy again and forgets the failure.
     await p.app.inject({ method: 'DELETE', url: '/api/admin/chaos', headers: p.auth });
+    await tick();
+    await waitFor(async () => (await analytics()).cron.status === 'healthy', { what: 'healthy again' });
+    const healthy = (await analytics()).cron;
+    assert.equal(healthy.error, null);
+    assert.equal(healthy.failedAt, null);
+    assert.ok(Date.parse(healthy.lastHeartbeat) > before.getTime());
+  });
+
+  it('when the cleanup itself fails (a real SQL error) on the first tick ever, then the status is failing with that error and no heartbeat', async () => {
+    await p.kit.pool.query('DELETE FROM events_cron_status');
+    await p.kit.pool.query('ALTER TABLE events_processed RENAME TO events_processed_gone');
+    try {
+      const failed = p.logs.events('CRON_FAILED').length;
+      await tick();
+      await waitFor(async () => (await analytics()).cron?.status === 'failing', { what: 'failing' });
+      assert.ok(p.logs.events('CRON_FAILED').length > failed);
+      const { cron } = await analytics();
+      assert.match(cron.error, /events_processed/);
+      assert.equal(cron.lastHeartbeat, null);
+      assert.equal(cron.ageSeconds, null);
+    } finally {
+      await p.kit.pool.query('ALTER TABLE events_processed_gone RENAME TO events_processed');
+    }
   });
 });

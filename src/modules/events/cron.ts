@@ -35,11 +35,26 @@ export async function writeHeartbeat(pool: Pool, version: string, deleted: numbe
     `INSERT INTO events_cron_status (service, heartbeat_at, status, version, deleted)
      VALUES ('cron', now(), 'healthy', $1, $2)
      ON CONFLICT (service) DO UPDATE SET heartbeat_at = now(), status = 'healthy', version = $1,
-       deleted = events_cron_status.deleted + $2
+       deleted = events_cron_status.deleted + $2, error = NULL, failed_at = NULL
      RETURNING heartbeat_at`,
     [version, deleted],
   );
   return rows[0]!.heartbeat_at;
+}
+
+/**
+ * Records a failed tick: status 'failing' with the error and its time, until a tick succeeds. The
+ * heartbeat is left as it was, so its age still says how long since the last good run. When
+ * PostgreSQL itself is what failed, this write fails too (and GET /api/analytics cannot answer):
+ * then the heartbeat's age and CRON_DB_ERROR in the log are what tell.
+ */
+export async function recordCronFailure(pool: Pool, version: string, err: Error): Promise<void> {
+  await pool.query(
+    `INSERT INTO events_cron_status (service, heartbeat_at, status, version, error, failed_at)
+     VALUES ('cron', NULL, 'failing', $1, $2, now())
+     ON CONFLICT (service) DO UPDATE SET status = 'failing', version = $1, error = $2, failed_at = now()`,
+    [version, err.message.slice(0, 1000)],
+  );
 }
 
 export async function runCleanupCron(deps: {

@@ -8,7 +8,7 @@ import { countBacklog } from './metrics.ts';
 async function deadLetter(p: TestPlatform, id: number, payload: object): Promise<void> {
   await p.kit.pool.query(
     `INSERT INTO events_dead_letter (id, payload, error, received_at) VALUES ($1, $2, 'test', now())`,
-    [id, payload],
+    [id, JSON.stringify(payload)], // stringified: pg would send an array as a PostgreSQL array
   );
 }
 
@@ -73,6 +73,9 @@ describe('events dead letters: retry and delete', () => {
     await deadLetter(p, 2, { batch: '[{"userId":"u\\u0000"}]', source: 'api' });
     await deadLetter(p, 3, { event: null, source: 'segment' });
     await deadLetter(p, 4, { userId: 'ok', action: 'fine', source: 'segment' });
+    // Written around the worker (which wraps a non-object as {event}): the payload is the array itself.
+    await deadLetter(p, 5, [{ userId: 'u', action: 'a' }]);
+    await deadLetter(p, 6, { event: [1, 2], source: 'api' });
     const retry = (id: number | string) =>
       p.app.inject({ method: 'POST', url: `/api/events/dead-letters/${id}/retry`, headers: p.auth });
 
@@ -84,6 +87,15 @@ describe('events dead letters: retry and delete', () => {
     );
     assert.match((await retry(2)).json().message, /whole stored batch .*runbook \(EventsDeadLettered\)/);
     assert.match((await retry(3)).json().message, /it holds null, not an event object/);
+    for (const array of [5, 6]) {
+      const res = await retry(array);
+      assert.equal(res.statusCode, 422);
+      assert.match(
+        res.json().message,
+        /it holds an array \[.*\], not an event object \{userId, action[^}]*\}\. Delete it/,
+      );
+      assert.doesNotMatch(res.json().message, /not a known field/);
+    }
     assert.equal((await retry(99)).statusCode, 404);
     assert.match((await retry(99)).json().message, /dead letter 99 not found: list them/);
     assert.equal((await retry('abc')).statusCode, 400);
@@ -96,7 +108,7 @@ describe('events dead letters: retry and delete', () => {
     assert.equal(bulk.json().retried, 1);
     assert.deepEqual(
       bulk.json().invalidSamples.map((s: { id: number }) => s.id),
-      [1, 2, 3],
+      [1, 2, 3, 5, 6],
     );
     assert.equal(bulk.json().next, null);
     await waitFor(async () => (await countRows(p, 'events_processed')) === 1, {
@@ -104,7 +116,7 @@ describe('events dead letters: retry and delete', () => {
     });
     const { rows } = await p.kit.pool.query('SELECT user_id, source FROM events_processed');
     assert.deepEqual(rows, [{ user_id: 'ok', source: 'segment' }], 'its source kept');
-    assert.equal(await countRows(p, 'events_dead_letter'), 3, 'the invalid ones stay');
+    assert.equal(await countRows(p, 'events_dead_letter'), 5, 'the invalid ones stay');
 
     const del = await p.app.inject({ method: 'DELETE', url: '/api/events/dead-letters/1', headers: p.auth });
     assert.deepEqual(del.json(), { deleted: 1 });
@@ -114,7 +126,7 @@ describe('events dead letters: retry and delete', () => {
       headers: p.auth,
     });
     assert.equal(again.statusCode, 404);
-    assert.equal(await countRows(p, 'events_dead_letter'), 2);
+    assert.equal(await countRows(p, 'events_dead_letter'), 4);
   });
 
   it('when the list is read a page at a time, then every dead letter shows once, newest first, ties by id', async () => {

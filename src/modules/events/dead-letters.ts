@@ -18,22 +18,35 @@ const INVALID_SHOWN = 10;
 
 interface DeadLetter {
   id: number;
-  payload: Record<string, unknown>;
+  /** As stored: an object unless written around the worker (an older release, by hand). */
+  payload: unknown;
 }
 
 type Checked = { id: number; row: EventRow; source: Source } | { id: number; reason: string };
 
+/** The start of a JSON value, for a message: a dead letter's payload can be up to a whole batch. */
+const preview = (v: unknown) => {
+  const json = JSON.stringify(v) ?? String(v);
+  return json.length > 60 ? `${json.slice(0, 60)}…` : json;
+};
+
+const notAnEvent = (held: unknown) =>
+  `it holds ${Array.isArray(held) ? 'an array ' : ''}${preview(held)}, not an event object {userId, action, timestamp?, properties?, messageId?}`;
+
 /** The event a dead letter holds, validated as POST /api/events would, or why it cannot be retried. */
 function check({ id, payload }: DeadLetter, now: number): Checked {
-  const { source, ...event } = payload;
+  // An array (or any non-object) payload spread into an object made its indexes the fields, and
+  // the retry said "0 is not a known field".
+  if (typeof payload !== 'object' || payload === null || Array.isArray(payload))
+    return { id, reason: notAnEvent(payload) };
+  const { source, ...event } = payload as Record<string, unknown>;
   if ('batch' in event)
     return {
       id,
       reason:
         'it holds a whole stored batch PostgreSQL could not parse, not one event: re-send its valid events as the runbook (EventsDeadLettered) says',
     };
-  if ('event' in event && !('userId' in event))
-    return { id, reason: `it holds ${JSON.stringify(event.event)}, not an event object` };
+  if ('event' in event && !('userId' in event)) return { id, reason: notAnEvent(event.event) };
   try {
     return { id, row: validateEvent(event, null, now), source: source === 'segment' ? 'segment' : 'api' };
   } catch (err) {

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { JobContext } from '../../kit/jobs.ts';
 import { defineModule, type ModuleContext } from '../../kit/module.ts';
-import { runCleanupCron } from './cron.ts';
+import { recordCronFailure, runCleanupCron } from './cron.ts';
 import { registerDeadLetterRoutes } from './dead-letters.ts';
 import { Ingestor } from './ingest.ts';
 import { createEventsMetrics, type EventsMetrics } from './metrics.ts';
@@ -116,6 +116,7 @@ export const eventsModule = defineModule({
             await waker.enqueue();
           },
         }),
+      onFailure: (err) => recordCronFailure(ctx.pool, ctx.version, err),
     });
   },
   routes(app, ctx) {

@@ -127,6 +127,14 @@ describe('events ingestion', async () => {
       { userId: 'u', action: 'a', timestamp },
       /names a date or time that does not exist/,
     ]),
+    // Date reads a time without an offset in the server's zone: replicas would store different instants.
+    ...['2025-01-15T10:00:00', '2025-01-15 10:00', '2025-01-15T10:00:00.250'].map(
+      (timestamp): [string, unknown, RegExp] => [
+        `timestamp ${timestamp} has no UTC offset`,
+        { userId: 'u', action: 'a', timestamp },
+        /^timestamp ".*" has no UTC offset.*add Z for UTC/,
+      ],
+    ),
     // No year-0 field to refuse, yet before year 1: the worker dead-lettered them after a 201.
     ...[-62_167_219_200_000, -8_640_000_000_000_000, '0001-01-01T00:30:00+01:00'].map(
       (timestamp): [string, unknown, RegExp] => [

@@ -40,7 +40,13 @@ describe('events: raw events stored as batches (migration 007)', async () => {
   const p = await startPlatform({ modules: [eventsModule], role: 'api' });
   const db = p.kit.pool;
   const metrics = createEventsMetrics(new (await import('prom-client')).Registry(), db);
-  const deps = { pool: db, log: p.kit.log, metrics, batchSize: 100, injectBadSchema: () => false };
+  const deps = {
+    pool: db,
+    log: p.kit.log,
+    metrics,
+    batchSize: 100,
+    injectBadSchema: (): string | false => false,
+  };
   const reset = () =>
     db.query(
       'TRUNCATE events_raw, events_raw_batches, events_message_ids, events_processed, events_counts, events_user_counts, events_user_days, events_dead_letter',

@@ -81,8 +81,12 @@ export function registerEventRoutes(app: App, ctx: ModuleContext, ingestor: Inge
         tags: ['events'],
         summary: 'Totals, by action, by user, a time series, backlog and the cron heartbeat (from rollups)',
         querystring: Type.Object({
-          from: Type.Optional(Type.String({ description: 'ISO 8601; with to, limits every figure' })),
-          to: Type.Optional(Type.String({ description: 'ISO 8601, exclusive' })),
+          from: Type.Optional(
+            Type.String({
+              description: 'ISO 8601, a date or a time with Z or an offset; with to, limits every figure',
+            }),
+          ),
+          to: Type.Optional(Type.String({ description: 'ISO 8601 as from, exclusive' })),
           bucket: Type.Union(
             BUCKETS.map((b) => Type.Literal(b)),
             { default: 'hour' },

@@ -23,10 +23,38 @@ export function seedEvent(i: number) {
   };
 }
 
-function eventsUrl(url: string): string {
-  const u = new URL(url);
-  if (u.pathname === '/' || u.pathname === '') u.pathname = '/api/events';
+const EVENTS_PATH = '/api/events';
+
+/**
+ * The POST /api/events URL from --url: the server's base URL (`http://host:3000`) or seed 003's
+ * form, the events URL itself. Anything else is refused before sending: `localhost:3251` parses as a
+ * URL of scheme "localhost:" (and then "cannot reach" blamed the server), and a base URL with a
+ * path (`…/api`) sent every event to a 404.
+ */
+export function eventsUrl(url: string): string {
+  let u: URL | undefined;
+  try {
+    u = new URL(url);
+  } catch {}
+  if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:'))
+    throw new Error(
+      `--url ${url} is not an http(s) URL: include the scheme, e.g. --url http://${url.replace(/^\/+/, '')}`,
+    );
+  const path = u.pathname.replace(/\/+$/, '');
+  if (path !== '' && path !== EVENTS_PATH)
+    throw new Error(
+      `--url ${url} has the path ${u.pathname}: give the server's base URL (--url ${u.origin}) or its events URL (--url ${u.origin}${EVENTS_PATH})`,
+    );
+  u.pathname = EVENTS_PATH;
   return u.toString();
+}
+
+/** The closing line: how many of `count` the server accepted (201), and how the rest were answered. */
+export function seedSummary(count: number, url: string, statuses: Map<number | string, number>): string {
+  const accepted = statuses.get(201) ?? 0;
+  const failed = [...statuses].filter(([s]) => s !== 201).map(([s, n]) => `${n}× ${s}`);
+  if (failed.length === 0) return `sent ${count} events to ${url}: all ${accepted} accepted (201)`;
+  return `${accepted} of ${count} events accepted by ${url}, ${count - accepted} failed (${failed.join(', ')})`;
 }
 
 function progress(out: NodeJS.WriteStream, done: number, total: number, failed: number): void {
@@ -41,7 +69,7 @@ export async function seedEvents(opts: {
   count: number;
   url: string;
   key: string;
-}): Promise<{ sent: number; failed: number }> {
+}): Promise<{ accepted: number; failed: number }> {
   const url = eventsUrl(opts.url);
   const statuses = new Map<number | string, number>();
   let failed = 0;
@@ -62,16 +90,18 @@ export async function seedEvents(opts: {
     } catch (err) {
       if ((err as Error).message.includes('--key')) throw err;
       status = (err as { cause?: { code?: string } }).cause?.code ?? 'network error';
-      if (i === 1) throw new Error(`cannot reach ${url} (${status}); is Tessera running? pass --url`);
+      if (i === 1)
+        throw new Error(
+          `cannot reach ${url} (${status}); is Tessera running there? pass --url http://host:port`,
+        );
     }
     if (status !== 201) failed++;
     statuses.set(status, (statuses.get(status) ?? 0) + 1);
     progress(process.stderr, i, opts.count, failed);
   }
   if (process.stderr.isTTY) process.stderr.write('\n');
-  const summary = [...statuses].map(([s, n]) => `${n}× ${s}`).join(', ');
-  process.stdout.write(`sent ${opts.count} events to ${url}: ${summary}\n`);
-  return { sent: opts.count - failed, failed };
+  process.stdout.write(`${seedSummary(opts.count, url, statuses)}\n`);
+  return { accepted: opts.count - failed, failed };
 }
 
 export function registerSeedEvents(program: Command, positiveInt: (v: string) => number): void {
@@ -82,7 +112,7 @@ export function registerSeedEvents(program: Command, positiveInt: (v: string) =>
     .command('events')
     .description('send sample events to a running Tessera (seed 003)')
     .option('--count <n>', 'how many events', positiveInt, 20)
-    .option('--url <url>', 'POST /api/events URL (or the server base URL)', DEFAULT_URL)
+    .option('--url <url>', 'the server base URL (http://host:port) or its POST /api/events URL', DEFAULT_URL)
     .option('--key <key>', 'API key with the events scope', DEFAULT_KEY)
     .action(async (opts: { count: number; url: string; key: string }) => {
       const { failed } = await seedEvents(opts);

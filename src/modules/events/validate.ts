@@ -2,7 +2,7 @@
 // (by index in a batch) and the field, and says what to send instead; the same rules serve
 // POST /api/events, the Segment routes and the worker's re-check of stored rows.
 import { Type } from '@sinclair/typebox';
-import { hasRealCalendarFields } from '../../kit/dates.ts';
+import { hasRealCalendarFields, isLocalTime, localTimeMessage } from '../../kit/dates.ts';
 import { longerThan } from '../../kit/text.ts';
 
 export const MAX_BATCH = 1000;
@@ -30,7 +30,8 @@ export const EventSchema = Type.Object(
     action: Type.String({ minLength: 1, maxLength: MAX_ACTION, examples: ['page_view'] }),
     timestamp: Type.Optional(
       Type.Union([Type.String({ format: 'date-time' }), Type.Integer({ description: 'epoch ms' })], {
-        description: 'when it happened (default: now); at most 24 h in the future',
+        description:
+          'when it happened (default: now): a time with Z or an offset; at most 24 h in the future',
       }),
     ),
     properties: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
@@ -107,6 +108,10 @@ export function parseTimestamp(where: string, v: unknown, now = Date.now()): Dat
       'timestamp',
       `${where}timestamp must be an ISO 8601 date-time (2025-01-15T10:23:45Z) or epoch milliseconds, got ${describe(v)}`,
     );
+  // Read as UTC instead, a sender's local time would be stored hours off without a word; Segment
+  // libraries and seed 003's script send toISOString() (Z), so refusing breaks no such client.
+  if (typeof v === 'string' && isLocalTime(v))
+    throw new EventValidationError('timestamp', localTimeMessage(`${where}timestamp`, v));
   // Epoch milliseconds and offsets reach year 0 and before without a year-0 field to refuse: stored,
   // such an event was dead-lettered by the worker after its 201 (PostgreSQL has no year 0).
   if (d.getTime() < FIRST_INSTANT)

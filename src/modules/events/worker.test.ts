@@ -170,7 +170,13 @@ describe('events worker batches (called directly)', async () => {
         (SELECT count(*)::int FROM events_processed) AS processed,
         (SELECT coalesce(sum(n), 0)::int FROM events_raw_batches) AS raw`)
     ).rows[0];
-  const deps = { pool: p.kit.pool, log: p.kit.log, metrics, batchSize: 100, injectBadSchema: () => false };
+  const deps = {
+    pool: p.kit.pool,
+    log: p.kit.log,
+    metrics,
+    batchSize: 100,
+    injectBadSchema: (): string | false => false,
+  };
   const reset = () =>
     p.kit.pool.query(
       'TRUNCATE events_raw, events_raw_batches, events_processed, events_counts, events_user_counts, events_user_days, events_dead_letter',

@@ -136,8 +136,8 @@ export interface BatchDeps {
   log: Logger;
   metrics: EventsMetrics;
   batchSize: number;
-  /** WORKER_FAILURE_MODE=bad_schema: true when this event must be treated as unparseable. */
-  injectBadSchema(): boolean;
+  /** WORKER_FAILURE_MODE=bad_schema: where the mode was set when this event must be treated as unparseable. */
+  injectBadSchema(): string | false;
   /** Test seam: runs inside the transaction after the move, before COMMIT. */
   beforeCommit?(client: PoolClient): Promise<void>;
 }
@@ -160,9 +160,8 @@ export async function processBatch(deps: BatchDeps): Promise<BatchResult> {
     const badIds: number[] = [];
     const errors: string[] = [];
     for (const e of rows) {
-      const problem = deps.injectBadSchema()
-        ? 'schema parse error (failure injected: WORKER_FAILURE_MODE=bad_schema)'
-        : parseProblem(e);
+      const injected = deps.injectBadSchema();
+      const problem = injected ? `schema parse error (failure injected: ${injected})` : parseProblem(e);
       if (problem) {
         badIds.push(e.id);
         errors.push(problem);

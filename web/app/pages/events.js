@@ -41,8 +41,13 @@ export function EventsPage({ isAdmin }) {
         <div><dt>Unique users</dt><dd>${fmt(d.uniqueUsers)}</dd></div>
         <div><dt>Backlog (unprocessed)</dt><dd data-testid="backlog">${fmt(d.backlog)}</dd></div>
         <div><dt>Cron heartbeat</dt><dd data-testid="heartbeat">
-          ${d.cron ? html`<span class=${hbAge > 180 ? 'bad-text' : ''}>${ago(d.cron.lastHeartbeat)}</span>` : 'never'}
-        </dd>${d.cron && html`<small class="muted">${d.cron.status}</small>`}</div>
+          ${d.cron?.lastHeartbeat ? html`<span class=${hbAge > 180 ? 'bad-text' : ''}>${ago(d.cron.lastHeartbeat)}</span>` : 'never'}
+        </dd>${
+          d.cron &&
+          (d.cron.status === 'failing'
+            ? html`<small class="bad-text" title=${d.cron.error}>failing: last tick ${ago(d.cron.failedAt)}</small>`
+            : html`<small class="muted">${d.cron.status}</small>`)
+        }</div>
       </dl>
       <div class="row-inline">
         <${Field} label="Time range">
