@@ -91,7 +91,7 @@ describe('tessera codes CLI', async () => {
     assert.equal(bad.code, 1);
     assert.match(
       bad.stderr,
-      /^tessera: the CSV could not be read: .*line.*Imported before the error: 1 inserted/m,
+      /^tessera: the CSV could not be read: .*line.*Imported before the error \(every row above it\): 1 inserted/m,
     );
     const noFlag = await runTessera(['codes', 'import', '--campaign', 'cli-b'], { DATABASE_URL: db });
     assert.equal(noFlag.code, 1);

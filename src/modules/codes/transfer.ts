@@ -2,7 +2,8 @@
 // row and writes batches of 5,000 (each batch its own transaction, counters included), an export
 // is a COPY … TO STDOUT piped to the response. Memory stays flat for any file size.
 import type { Readable } from 'node:stream';
-import { CsvError, parse } from 'csv-parse';
+import { finished } from 'node:stream';
+import { CsvError, type Options, Parser } from 'csv-parse';
 import { to as copyTo } from 'pg-copy-streams';
 import type { Pool } from '../../kit/db.ts';
 import { withTransaction } from '../../kit/db.ts';
@@ -13,12 +14,61 @@ import type { CodesMetrics } from './metrics.ts';
 
 const BATCH = 5_000;
 
+const CSV_OPTIONS: Options = {
+  relax_column_count: true,
+  skip_empty_lines: true,
+  trim: true,
+  bom: true,
+  relax_quotes: true,
+};
+
+/**
+ * csv-parse keeping the first field of each record in `fields` instead of pushing it into the
+ * stream. A parse error destroys a stream, and a destroyed stream drops the records it still
+ * buffers: whether the lines before an error were imported depended on where the upload's chunks
+ * happened to break (7,000 good lines then a bad quote in one chunk: none). Taken from here, every
+ * record read before the error is imported, whatever the chunking.
+ */
+class FirstColumns extends Parser {
+  fields: string[] = [];
+
+  override push(record: unknown, encoding?: BufferEncoding): boolean {
+    if (record === null) return super.push(null, encoding);
+    this.fields.push(String((record as string[])[0] ?? ''));
+    return true;
+  }
+
+  /** The fields read so far, emptied. */
+  takeFields(): string[] {
+    const fields = this.fields;
+    this.fields = [];
+    return fields;
+  }
+}
+
+/** Writes a chunk into the parser (or ends it, without one); resolves with the parse error, if any. */
+function feed(parser: Parser, chunk?: Buffer | string): Promise<Error | undefined> {
+  return new Promise((resolve) => {
+    if (chunk !== undefined) {
+      parser.write(chunk, (err) => resolve(err ?? undefined));
+    } else {
+      finished(parser, { readable: false }, (err) => resolve(err ?? undefined));
+      parser.end();
+    }
+  });
+}
+
 export interface ImportResult {
   inserted: number;
   duplicate: number;
   invalid: number;
   /** Up to 10 rejected lines, to show what was wrong. */
   invalidSamples: string[];
+}
+
+/** A CsvError is the file's fault: a 400 saying what is wrong. Anything else is ours. */
+function csvError(err: Error): Error {
+  return err instanceof CsvError ? badRequest(`the CSV could not be read: ${err.message}`) : err;
 }
 
 export class Transfer {
@@ -77,13 +127,14 @@ export class Transfer {
       }
       await flush();
     } catch (err) {
-      // An upload that stops making sense part-way (malformed CSV): batches read before the error
-      // are committed, so the 400 says what they held. Sending the fixed file again is safe: the
-      // codes already held count as duplicates.
+      // An upload that stops making sense part-way (malformed CSV): every row read before the error
+      // is committed (csvFirstColumn yields them all before it throws), so the outcome does not
+      // depend on how the upload was chunked, and the 400 says what they held. Sending the fixed
+      // file again is safe: the codes already held count as duplicates.
       if (!(err instanceof HttpError && err.statusCode === 400)) throw err;
       await flush();
       throw badRequest(
-        `${err.message}. Imported before the error: ${result.inserted} inserted, ${result.duplicate} duplicate, ${result.invalid} invalid. Fix the file and send it again: codes already held count as duplicates`,
+        `${err.message}. Imported before the error (every row above it): ${result.inserted} inserted, ${result.duplicate} duplicate, ${result.invalid} invalid. Fix the file and send it again: codes already held count as duplicates`,
       );
     } finally {
       if (result.inserted) this.metrics.generated.inc({ campaign: campaign.id }, result.inserted);
@@ -93,25 +144,32 @@ export class Transfer {
 
   /**
    * The first column of each CSV row. A first row whose first field is `code` is the header (an
-   * export's): skipped even where CODE would be a valid code, or every re-import would add it.
+   * export's): skipped even where CODE would be a valid code, or every re-import would add it. Rows
+   * whose first field is blank hold no code and are skipped. A parse error is thrown after every
+   * row read before it has been yielded.
    */
   static async *csvFirstColumn(body: Readable): AsyncIterable<string> {
-    const parser = body.pipe(
-      parse({ relax_column_count: true, skip_empty_lines: true, trim: true, bom: true, relax_quotes: true }),
-    );
-    body.on('error', (err) => parser.destroy(err));
-    try {
-      let first = true;
-      for await (const record of parser as AsyncIterable<string[]>) {
-        const field = String(record[0] ?? '');
+    const parser = new FirstColumns(CSV_OPTIONS);
+    // Errors are taken from feed(); this listener only keeps the 'error' event from being uncaught.
+    parser.on('error', () => {});
+    let first = true;
+    const rows = function* (fields: string[]) {
+      for (const field of fields) {
         const header = first && field.toLowerCase() === 'code';
         first = false;
-        if (!header) yield field;
+        if (!header && field !== '') yield field;
       }
-    } catch (err) {
-      if (err instanceof CsvError) throw badRequest(`the CSV could not be read: ${err.message}`);
-      throw err;
+    };
+    // Not destroyed on an early return: destroying an HTTP request before its end destroys its
+    // socket too, and the 400 saying what was wrong would never reach the client.
+    for await (const chunk of body.iterator({ destroyOnReturn: false })) {
+      const err = await feed(parser, chunk);
+      yield* rows(parser.takeFields());
+      if (err) throw csvError(err);
     }
+    const err = await feed(parser);
+    yield* rows(parser.takeFields());
+    if (err) throw csvError(err);
   }
 
   static async *list(items: unknown[]): AsyncIterable<unknown> {
