@@ -14,12 +14,21 @@ import type { CodesMetrics } from './metrics.ts';
 
 const BATCH = 5_000;
 
+/**
+ * The longest CSV row read, in characters. A code is at most 64 (32 and a prefix of up to 32), so
+ * this leaves room for other columns (an export's row is about 200), while a file with no line
+ * breaks is refused after 8 KB instead of being buffered whole: a line of hundreds of MB once grew
+ * the server's memory with it and then killed it (ERR_STRING_TOO_LONG inside csv-parse).
+ */
+export const MAX_ROW = 8_192;
+
 const CSV_OPTIONS: Options = {
   relax_column_count: true,
   skip_empty_lines: true,
   trim: true,
   bom: true,
   relax_quotes: true,
+  max_record_size: MAX_ROW,
 };
 
 /**
@@ -67,8 +76,13 @@ export interface ImportResult {
 }
 
 /** A CsvError is the file's fault: a 400 saying what is wrong. Anything else is ours. */
-function csvError(err: Error): Error {
-  return err instanceof CsvError ? badRequest(`the CSV could not be read: ${err.message}`) : err;
+function csvError(err: Error, parser: Parser): Error {
+  if (!(err instanceof CsvError)) return err;
+  if (err.code === 'CSV_MAX_RECORD_SIZE')
+    return badRequest(
+      `the CSV could not be read: line ${parser.info.lines} is longer than ${MAX_ROW.toLocaleString('en-US')} characters: the file must hold one code per line (the first column; a row may have other columns after it, up to that length)`,
+    );
+  return badRequest(`the CSV could not be read: ${err.message}`);
 }
 
 export class Transfer {
@@ -165,11 +179,11 @@ export class Transfer {
     for await (const chunk of body.iterator({ destroyOnReturn: false })) {
       const err = await feed(parser, chunk);
       yield* rows(parser.takeFields());
-      if (err) throw csvError(err);
+      if (err) throw csvError(err, parser);
     }
     const err = await feed(parser);
     yield* rows(parser.takeFields());
-    if (err) throw csvError(err);
+    if (err) throw csvError(err, parser);
   }
 
   static async *list(items: unknown[]): AsyncIterable<unknown> {
