@@ -203,7 +203,7 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     assert.equal(res.statusCode, 400, res.body);
     assert.match(
       res.json().message,
-      /^the CSV could not be read: Quote Not Closed.* line 4\. Imported before the error \(every row above it\): 2 inserted, 0 duplicate, 1 invalid\. Fix the file/,
+      /^the CSV could not be read: the row starting on line 4 opens a quote that is never closed: close the quote or remove it\. Imported before the error \(every row above it\): 2 inserted, 0 duplicate, 1 invalid\. Fix the file/,
     );
     // What the reply says was imported is held, and the fixed file counts it as duplicates.
     assert.equal((await call('GET', '/api/campaigns/broken')).json().inventory.total, 2);
@@ -211,6 +211,28 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     const fixed = await call('POST', '/api/campaigns/broken/codes/import', lines.join('\n'), csv);
     assert.equal(fixed.statusCode, 200, fixed.body);
     assert.deepEqual(fixed.json(), { inserted: 1, duplicate: 2, invalid: 1, invalidSamples: ['xx'] });
+  });
+
+  it('when a quote is never closed, then the 400 names the line it opened on, not the last line of the file', async () => {
+    await create('quote', { length: 6, alphabet: 'numeric' });
+    const csv = { 'content-type': 'text/csv' };
+    const codes = (from: number, n: number) => Array.from({ length: n }, (_, i) => String(from + i));
+    // 12,004 lines, two of them empty, with the quote on line 12,001: csv-parse says "line 12004".
+    const lines = [...codes(100000, 6000), '', ...codes(200000, 5998), '', '"300000', ...codes(400000, 3)];
+    const res = await call('POST', '/api/campaigns/quote/codes/import', lines.join('\n'), csv);
+    assert.equal(res.statusCode, 400, res.body);
+    assert.match(
+      res.json().message,
+      /^the CSV could not be read: the row starting on line 12001 opens a quote that is never closed: close the quote or remove it\. Imported before the error \(every row above it\): 11998 inserted/,
+    );
+    // A quote left open before many more lines runs into the row limit, and still names its line.
+    const long = ['500000', '"500001', ...codes(600000, 2000)].join('\n');
+    const open = await call('POST', '/api/campaigns/quote/codes/import', long, csv);
+    assert.equal(open.statusCode, 400, open.body);
+    assert.match(
+      open.json().message,
+      /^the CSV could not be read: the row starting on line 2 opens a quote that is not closed within 8,192 characters \(it is still open on line \d+\): close the quote or remove it\. Imported before the error \(every row above it\): 1 inserted/,
+    );
   });
 
   it('when a CSV breaks off after thousands of good rows, then every row above the error is imported however the upload is chunked', async () => {

@@ -40,11 +40,25 @@ const CSV_OPTIONS: Options = {
  */
 class FirstColumns extends Parser {
   fields: string[] = [];
+  /**
+   * info.lines and info.empty_lines when the last row was read. csv-parse names the line where it
+   * stopped, which for an unclosed quote is the end of the file (12,004 for a quote opened on line
+   * 12,001); these two numbers say where the row it was reading began.
+   */
+  private lastRowLine = 0;
+  private emptyLinesThen = 0;
 
   override push(record: unknown, encoding?: BufferEncoding): boolean {
     if (record === null) return super.push(null, encoding);
     this.fields.push(String((record as string[])[0] ?? ''));
+    this.lastRowLine = this.info.lines;
+    this.emptyLinesThen = this.info.empty_lines;
     return true;
+  }
+
+  /** The line the row being read starts on: after the last row read and the empty lines since. */
+  rowStartLine(): number {
+    return this.lastRowLine + (this.info.empty_lines - this.emptyLinesThen) + 1;
   }
 
   /** The fields read so far, emptied. */
@@ -76,11 +90,22 @@ export interface ImportResult {
 }
 
 /** A CsvError is the file's fault: a 400 saying what is wrong. Anything else is ours. */
-function csvError(err: Error, parser: Parser): Error {
+function csvError(err: Error, parser: FirstColumns): Error {
   if (!(err instanceof CsvError)) return err;
+  const line = parser.rowStartLine();
+  const max = MAX_ROW.toLocaleString('en-US');
+  if (err.code === 'CSV_QUOTE_NOT_CLOSED')
+    return badRequest(
+      `the CSV could not be read: the row starting on line ${line} opens a quote that is never closed: close the quote or remove it`,
+    );
+  // Only an open quote carries a row past a line break.
+  if (err.code === 'CSV_MAX_RECORD_SIZE' && parser.info.lines > line)
+    return badRequest(
+      `the CSV could not be read: the row starting on line ${line} opens a quote that is not closed within ${max} characters (it is still open on line ${parser.info.lines}): close the quote or remove it`,
+    );
   if (err.code === 'CSV_MAX_RECORD_SIZE')
     return badRequest(
-      `the CSV could not be read: line ${parser.info.lines} is longer than ${MAX_ROW.toLocaleString('en-US')} characters: the file must hold one code per line (the first column; a row may have other columns after it, up to that length)`,
+      `the CSV could not be read: line ${line} is longer than ${max} characters: the file must hold one code per line (the first column; a row may have other columns after it, up to that length)`,
     );
   return badRequest(`the CSV could not be read: ${err.message}`);
 }
