@@ -181,6 +181,24 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     assert.equal((await call('GET', '/api/campaigns/imp')).json().inventory.total, 2004);
   });
 
+  it('when a campaign is exported, then its dates are ISO 8601 UTC with milliseconds, as GET of a code shows them', async () => {
+    await create('dates', { length: 6, alphabet: 'numeric' });
+    await call('POST', '/api/campaigns/dates/codes/import', ['123456', '234567']);
+    const reserved = await call('POST', '/api/campaigns/dates/reservations', { count: 1, reserveId: 'r1' });
+    assert.equal(reserved.statusCode, 201, reserved.body);
+    const [code] = reserved.json().codes;
+    const assigned = await call('POST', '/api/campaigns/dates/reservations/r1/assign', { userId: 'u1' });
+    assert.equal(assigned.statusCode, 200, assigned.body);
+    const shown = (await call('GET', `/api/campaigns/dates/codes/${code}`)).json();
+    const [header, ...rows] = (await call('GET', '/api/campaigns/dates/codes.csv')).body.trim().split('\n');
+    const fields = header!.split(',');
+    const row = rows.map((r) => r.split(',')).find((r) => r[0] === code)!;
+    for (const name of ['createdAt', 'reservedAt', 'expiresAt', 'assignedAt']) {
+      assert.match(shown[name], /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/, name);
+      assert.equal(row[fields.indexOf(name)], shown[name], name);
+    }
+  });
+
   it('when the campaign could hold the code CODE, then an export still re-imports without its header, and JSON non-strings are invalid', async () => {
     await create('four', { length: 4, alphabet: 'alphanumeric' });
     const csv = { 'content-type': 'text/csv' };

@@ -71,6 +71,25 @@ describe('tessera codes CLI', async () => {
     );
   });
 
+  it('when the database session is not in UTC, then the export still writes ISO 8601 UTC dates', async () => {
+    await campaign('cli-tz');
+    await runTessera(
+      ['codes', 'import', '--campaign', 'cli-tz', '--file', '-'],
+      { DATABASE_URL: db },
+      'TZTZ0001\n',
+    );
+    const { rows } = await pool.query<{ at: Date }>(
+      `SELECT created_at AS at FROM codes WHERE code = 'TZTZ0001'`,
+    );
+    // +05:45, and a session setting, as a database's or a role's default time zone would be.
+    const exp = await runTessera(['codes', 'export', '--campaign', 'cli-tz'], {
+      DATABASE_URL: db,
+      PGOPTIONS: '-c timezone=Asia/Kathmandu',
+    });
+    assert.equal(exp.code, 0, exp.out);
+    assert.equal(exp.stdout.split('\n')[1]!.split(',')[4], rows[0]!.at.toISOString());
+  });
+
   it('when the file, the campaign or the CSV is wrong, then the command exits 1 saying what to fix', async () => {
     const missing = await runTessera(
       ['codes', 'import', '--campaign', 'cli-b', '--file', path.join(dir, 'nope.csv')],

@@ -110,6 +110,9 @@ function csvError(err: Error, parser: FirstColumns): Error {
   return badRequest(`the CSV could not be read: ${err.message}`);
 }
 
+/** SQL for a timestamptz column as `2026-12-03T13:25:00.702Z` whatever the session's time zone (MS truncates, as utcIso does). */
+const iso = (column: string) => `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+
 export class Transfer {
   constructor(
     private readonly pool: Pool,
@@ -215,7 +218,11 @@ export class Transfer {
     yield* items;
   }
 
-  /** A readable CSV of the campaign's codes; the pool client is released when the stream ends. */
+  /**
+   * A readable CSV of the campaign's codes; the pool client is released when the stream ends. Dates
+   * are ISO 8601 UTC with milliseconds, as GET of a code shows them (utcIso also cuts microseconds
+   * off): COPY would write PostgreSQL's text form in the session's time zone.
+   */
   async exportCsv(campaign: Campaign): Promise<Readable> {
     const client = await this.pool.connect();
     // campaign.no is our own integer, so it can sit in the COPY text (COPY takes no parameters).
@@ -225,10 +232,10 @@ export class Transfer {
           CASE WHEN state IN (0, 3) OR (state = 1 AND expires_at <= now()) THEN 'available'
                WHEN state = 1 THEN 'reserved' ELSE 'assigned' END AS state,
           CASE WHEN state = 1 AND expires_at <= now() THEN NULL ELSE reserve_id END AS "reserveId",
-          user_id AS "userId", created_at AS "createdAt",
-          CASE WHEN state = 1 AND expires_at <= now() THEN NULL ELSE reserved_at END AS "reservedAt",
-          CASE WHEN state = 1 AND expires_at <= now() THEN NULL ELSE expires_at END AS "expiresAt",
-          assigned_at AS "assignedAt"
+          user_id AS "userId", ${iso('created_at')} AS "createdAt",
+          CASE WHEN state = 1 AND expires_at <= now() THEN NULL ELSE ${iso('reserved_at')} END AS "reservedAt",
+          CASE WHEN state = 1 AND expires_at <= now() THEN NULL ELSE ${iso('expires_at')} END AS "expiresAt",
+          ${iso('assigned_at')} AS "assignedAt"
         FROM codes WHERE campaign_no = ${Number(campaign.no)} ORDER BY code
       ) TO STDOUT WITH (FORMAT csv, HEADER)`),
     );
