@@ -146,6 +146,15 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     );
   });
 
+  it('when the alphabet is digits only, then the prefix folds too: win-1234 is WIN-1234', async () => {
+    await create('digits', { length: 4, alphabet: 'numeric', prefix: 'WIN-' });
+    const imported = await call('POST', '/api/campaigns/digits/codes/import', ['win-1234', 'WIN-1234']);
+    assert.deepEqual(imported.json(), { inserted: 1, duplicate: 1, invalid: 0, invalidSamples: [] });
+    const res = await call('GET', '/api/campaigns/digits/codes/win-1234');
+    assert.equal(res.statusCode, 200, res.body);
+    assert.equal(res.json().code, 'WIN-1234');
+  });
+
   it('when CSV and JSON lists are imported, then inserted, duplicate and invalid are counted and export streams them', async () => {
     await create('imp', { length: 6, alphabet: 'numeric' });
     const csv = ['code', '123456,first', '123456,again', '654321', 'xx', '', '"111111",quoted'].join('\n');
