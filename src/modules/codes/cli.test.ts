@@ -1,11 +1,12 @@
 // `tessera codes generate | export | import` as users run them: real processes against PostgreSQL,
 // with no server running.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { freshDatabase, runTessera, testPool } from '../../../test/helpers.ts';
+import { freshDatabase, ROOT, runTessera, testPool } from '../../../test/helpers.ts';
 import { Campaigns } from './campaigns.ts';
 
 describe('tessera codes CLI', async () => {
@@ -88,6 +89,44 @@ describe('tessera codes CLI', async () => {
     });
     assert.equal(exp.code, 0, exp.out);
     assert.equal(exp.stdout.split('\n')[1]!.split(',')[4], rows[0]!.at.toISOString());
+  });
+
+  it('when the reader closes standard output early, as head does, then the export ends quietly with exit 0', async () => {
+    // cli-a holds 12,000 codes (first test): far more than a pipe buffers, so writes go on after the close.
+    const proc = spawn(
+      process.execPath,
+      [path.join(ROOT, 'bin/tessera.js'), 'codes', 'export', '--campaign', 'cli-a'],
+      {
+        env: { ...process.env, TESSERA_CONFIG: 'none', DATABASE_URL: db },
+      },
+    );
+    let stderr = '';
+    proc.stderr.on('data', (d) => {
+      stderr += d;
+    });
+    proc.stdout.once('data', () => proc.stdout.destroy());
+    const code = await new Promise((resolve) => proc.on('close', resolve));
+    assert.equal(stderr, '');
+    assert.equal(code, 0);
+  });
+
+  it('when --out is - or empty, then - writes standard output and empty is refused', async () => {
+    const dash = await runTessera(['codes', 'export', '--campaign', 'cli-b', '--out', '-'], {
+      DATABASE_URL: db,
+    });
+    assert.equal(dash.code, 0, dash.out);
+    assert.match(
+      dash.stdout,
+      /^code,state,reserveId,userId,createdAt,reservedAt,expiresAt,assignedAt\n[A-Z0-9]{8},available,/,
+    );
+    const dashFile = path.join(ROOT, '-'); // where a file named - would land (the command's cwd)
+    after(() => rmSync(dashFile, { force: true }));
+    assert.ok(!existsSync(dashFile), 'no file named -');
+    const empty = await runTessera(['codes', 'export', '--campaign', 'cli-b', '--out', ''], {
+      DATABASE_URL: db,
+    });
+    assert.equal(empty.code, 1);
+    assert.match(empty.stderr, /--out .*give a file path, or - for standard output/);
   });
 
   it('when the file, the campaign or the CSV is wrong, then the command exits 1 saying what to fix', async () => {

@@ -115,15 +115,27 @@ export function registerCodesCommands(program: Command, helpers: Helpers): void 
     .command('export')
     .description('export a campaign as CSV (code, state, reserveId, userId and dates), streamed')
     .requiredOption('--campaign <id>', 'campaign id')
-    .option('--out <path>', 'the file to write; standard output when not given')
+    .option('--out <path>', 'the file to write; - or none writes standard output', (v) => {
+      if (v === '') throw new InvalidArgumentError('give a file path, or - for standard output');
+      return v;
+    })
     .action(async (opts: { campaign: string; out?: string }) => {
+      const file = opts.out === '-' ? undefined : opts.out;
       await helpers.withKit(async (kit) => {
         const { campaigns, transfer } = await codesState(kit);
         const csv = await transfer.exportCsv(await campaigns.get(opts.campaign));
-        await pipeline(csv, opts.out ? createWriteStream(opts.out) : process.stdout);
+        await pipeline(csv, file ? createWriteStream(file) : process.stdout).catch(ignoreClosedStdout);
       });
-      if (opts.out) process.stderr.write(`${opts.campaign} exported to ${opts.out}\n`);
+      if (file) process.stderr.write(`${opts.campaign} exported to ${file}\n`);
     });
+}
+
+/**
+ * A reader that closed standard output (`… | head -2`) wanted no more: the export ends there,
+ * quietly and with exit 0, as other Unix tools do. Any other error is still an error.
+ */
+function ignoreClosedStdout(err: NodeJS.ErrnoException): void {
+  if (err.code !== 'EPIPE') throw err;
 }
 
 async function codesState(kit: Kit) {
