@@ -160,5 +160,22 @@ describe('tessera codes CLI', async () => {
     });
     assert.equal(tooMany.code, 1);
     assert.match(tooMany.stderr, /--count .* must be at most 50,000,000 per run/);
+    // Only plain decimal counts: Number() read these as 1000, 16 and 15.
+    for (const count of ['1e3', '0x10', '1.5e1', '1,00', '']) {
+      const odd = await runTessera(['codes', 'generate', '--campaign', 'cli-b', '--count', count], {
+        DATABASE_URL: db,
+      });
+      assert.equal(odd.code, 1, count);
+      assert.match(
+        odd.stderr,
+        /--count .* must be a whole number of 1 or more in plain digits, such as 10000/,
+        count,
+      );
+    }
+    // 50,000,001 written as people do still meets the limit, not the parser.
+    const grouped = await runTessera(['codes', 'generate', '--campaign', 'cli-b', '--count', '50_000_001'], {
+      DATABASE_URL: db,
+    });
+    assert.match(grouped.stderr, /must be at most 50,000,000 per run/);
   });
 });
