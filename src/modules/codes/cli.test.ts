@@ -5,9 +5,11 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { Writable } from 'node:stream';
 import { after, describe, it } from 'node:test';
 import { freshDatabase, ROOT, runTessera, testPool } from '../../../test/helpers.ts';
 import { Campaigns } from './campaigns.ts';
+import { progressBar } from './cli.ts';
 
 describe('tessera codes CLI', async () => {
   const db = await freshDatabase();
@@ -177,5 +179,35 @@ describe('tessera codes CLI', async () => {
       DATABASE_URL: db,
     });
     assert.match(grouped.stderr, /must be at most 50,000,000 per run/);
+  });
+});
+
+describe('tessera codes progress bar', () => {
+  it('when nothing has moved yet, then the bar says it is estimating, not NFs left, and shows a time once it is known', async () => {
+    let out = '';
+    const stream = new Writable({
+      write(chunk, _encoding, done) {
+        out += chunk;
+        done();
+      },
+    });
+    // noTTYOutput: draw to a stream that is not a terminal, every 10 ms.
+    const bar = progressBar('import {bar} {percentage}% | {time_left}', {
+      stream: stream as unknown as NodeJS.WritableStream,
+      noTTYOutput: true,
+      notTTYSchedule: 10,
+    });
+    const tick = () => new Promise((r) => setTimeout(r, 60));
+    bar.start(1000, 0);
+    await tick();
+    bar.update(0);
+    await tick();
+    const before = out;
+    bar.update(500);
+    await tick();
+    bar.stop();
+    assert.match(before, /0% \| estimating time left\n/);
+    assert.doesNotMatch(out, /NF|INF|NULL/);
+    assert.match(out.slice(before.length), /50% \| +\d+s left\n/);
   });
 });

@@ -5,7 +5,7 @@
 // `tessera codes import` and `codes export` stream a CSV file in and out, as the HTTP routes do.
 import { createReadStream, createWriteStream, statSync } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
-import { SingleBar } from 'cli-progress';
+import cliProgress, { type Options as BarOptions, type Params, SingleBar } from 'cli-progress';
 import { type Command, InvalidArgumentError } from 'commander';
 import type { Kit } from '../../kit/kit.ts';
 import { moduleLogger } from '../../kit/log.ts';
@@ -52,10 +52,7 @@ export function registerCodesCommands(program: Command, helpers: Helpers): void 
           role: 'cli',
           heartbeatTimeoutMs: kit.config.workerHeartbeatTimeoutMs,
         });
-        const bar = new SingleBar({
-          format: 'codes {bar} {percentage}% | {value}/{total} | {eta_formatted} left',
-          stream: process.stderr,
-        });
+        const bar = progressBar('codes {bar} {percentage}% | {value}/{total} | {time_left}');
         bar.start(opts.count, 0);
         try {
           for (;;) {
@@ -87,10 +84,7 @@ export function registerCodesCommands(program: Command, helpers: Helpers): void 
         const input = opts.file === '-' ? process.stdin : createReadStream(opts.file);
         // A bar by bytes read, for a file (standard input has no size to measure against).
         const size = opts.file === '-' ? 0 : statSync(opts.file).size;
-        const bar = new SingleBar({
-          format: 'import {bar} {percentage}% | {eta_formatted} left',
-          stream: process.stderr,
-        });
+        const bar = progressBar('import {bar} {percentage}% | {time_left}');
         // Polled rather than a 'data' listener, which would change how the stream flows.
         const tick = size
           ? setInterval(() => bar.update((input as { bytesRead?: number }).bytesRead ?? 0), 200)
@@ -128,6 +122,26 @@ export function registerCodesCommands(program: Command, helpers: Helpers): void 
       });
       if (file) process.stderr.write(`${opts.campaign} exported to ${file}\n`);
     });
+}
+
+/**
+ * A bar on standard error whose `{time_left}` reads "estimating time left" until there is an ETA.
+ * cli-progress's own {eta_formatted} shows 0s before anything has moved and then its INF marker,
+ * padded to two characters: "NFs left".
+ */
+export function progressBar(format: string, options: BarOptions = {}): SingleBar {
+  // cli-progress is CommonJS: Node finds SingleBar as a named export, but not Format.
+  const { Format } = cliProgress;
+  const timeLeft = (o: BarOptions, p: Params) =>
+    typeof p.eta === 'number' && Number.isFinite(p.eta) && p.value > 0
+      ? `${Format.TimeFormat(p.eta, o, 5)} left`
+      : 'estimating time left';
+  return new SingleBar({
+    stream: process.stderr,
+    ...options,
+    format: (o, p, payload) =>
+      Format.Formatter({ ...o, format }, p, { ...payload, time_left: timeLeft(o, p) }),
+  });
 }
 
 /**
