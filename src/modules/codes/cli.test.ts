@@ -139,7 +139,17 @@ describe('tessera codes CLI', async () => {
       },
     );
     assert.equal(missing.code, 1);
-    assert.match(missing.stderr, /^tessera: ENOENT: no such file or directory/m);
+    assert.equal(missing.stderr, `tessera: no such file: ${path.join(dir, 'nope.csv')}\n`);
+    const folder = await runTessera(['codes', 'import', '--campaign', 'cli-b', '--file', dir], {
+      DATABASE_URL: db,
+    });
+    assert.equal(folder.code, 1);
+    assert.equal(folder.stderr, `tessera: ${dir} is a directory: give the CSV file in it\n`);
+    const blank = await runTessera(['codes', 'import', '--campaign', 'cli-b', '--file', ''], {
+      DATABASE_URL: db,
+    });
+    assert.equal(blank.code, 1);
+    assert.match(blank.stderr, /--file .*give a file path, or - for standard input/);
     const noCampaign = await runTessera(['codes', 'export', '--campaign', 'nope'], { DATABASE_URL: db });
     assert.equal(noCampaign.code, 1);
     assert.match(noCampaign.stderr, /campaign nope not found/);

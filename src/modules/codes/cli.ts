@@ -3,7 +3,7 @@
 // runs a job runner itself, so it works with no server running; when workers are running, whichever
 // process picks the job up first does it and the bar follows it all the same.
 // `tessera codes import` and `codes export` stream a CSV file in and out, as the HTTP routes do.
-import { createReadStream, createWriteStream, statSync } from 'node:fs';
+import { createReadStream, createWriteStream, type Stats, statSync } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import cliProgress, { type Options as BarOptions, type Params, SingleBar } from 'cli-progress';
 import { type Command, InvalidArgumentError } from 'commander';
@@ -76,14 +76,17 @@ export function registerCodesCommands(program: Command, helpers: Helpers): void 
       'import existing codes from a CSV file (first column; any size, streamed), with a progress bar',
     )
     .requiredOption('--campaign <id>', 'campaign id')
-    .requiredOption('--file <path>', 'the CSV file; - reads standard input')
+    .requiredOption('--file <path>', 'the CSV file; - reads standard input', (v) => {
+      if (v === '') throw new InvalidArgumentError('give a file path, or - for standard input');
+      return v;
+    })
     .action(async (opts: { campaign: string; file: string }) => {
       const result = await helpers.withKit(async (kit) => {
         const { campaigns, transfer } = await codesState(kit);
         const campaign = await campaigns.get(opts.campaign);
-        const input = opts.file === '-' ? process.stdin : createReadStream(opts.file);
         // A bar by bytes read, for a file (standard input has no size to measure against).
-        const size = opts.file === '-' ? 0 : statSync(opts.file).size;
+        const size = opts.file === '-' ? 0 : csvFileSize(opts.file);
+        const input = opts.file === '-' ? process.stdin : createReadStream(opts.file);
         const bar = progressBar('import {bar} {percentage}% | {time_left}');
         // Polled rather than a 'data' listener, which would change how the stream flows.
         const tick = size
@@ -142,6 +145,22 @@ export function progressBar(format: string, options: BarOptions = {}): SingleBar
     format: (o, p, payload) =>
       Format.Formatter({ ...o, format }, p, { ...payload, time_left: timeLeft(o, p) }),
   });
+}
+
+/** The size of the CSV file to import; an error that names the file when it is not one to read. */
+function csvFileSize(file: string): number {
+  let stat: Stats;
+  try {
+    stat = statSync(file);
+  } catch (err) {
+    // Raw, these read "ENOENT: no such file or directory, stat 'F'".
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') throw new Error(`no such file: ${file}`);
+    if (code === 'EACCES') throw new Error(`${file} cannot be read: permission denied`);
+    throw err;
+  }
+  if (stat.isDirectory()) throw new Error(`${file} is a directory: give the CSV file in it`);
+  return stat.size;
 }
 
 /**
