@@ -222,6 +222,21 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     assert.deepEqual(copy.json(), { inserted: 4, duplicate: 0, invalid: 0, invalidSamples: [] });
   });
 
+  it('when JSON items are blank, out of range or hold a NUL, then each counts as invalid with a sample that shows it', async () => {
+    await create('odd', { length: 4, alphabet: 'numeric' });
+    const body = '["", "  ", "\\t", 1e400, "12\\u000034", "1234"]';
+    const res = await call('POST', '/api/campaigns/odd/codes/import', body, {
+      'content-type': 'application/json',
+    });
+    assert.equal(res.statusCode, 200, res.body);
+    assert.deepEqual(res.json(), {
+      inserted: 1,
+      duplicate: 0,
+      invalid: 5,
+      invalidSamples: ['""', '"  "', '"\\t"', 'a number out of range (not a string)', '12\u000034'],
+    });
+  });
+
   it('when a CSV breaks off part-way, then 400 names the line and what was imported before it, and the fixed file then imports', async () => {
     await create('broken', { length: 6, alphabet: 'numeric' });
     const csv = { 'content-type': 'text/csv' };

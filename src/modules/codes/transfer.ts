@@ -110,6 +110,17 @@ function csvError(err: Error, parser: FirstColumns): Error {
   return badRequest(`the CSV could not be read: ${err.message}`);
 }
 
+/**
+ * How a rejected item shows in invalidSamples: a string as sent, except a blank one, quoted so it
+ * can be seen (an empty sample read as nothing rejected); anything else as JSON. A number too big
+ * for a double was parsed as Infinity, which JSON writes as "null": say what it was instead.
+ */
+function sampleOf(raw: unknown): string {
+  if (typeof raw === 'string') return (raw.trim() === '' ? JSON.stringify(raw) : raw).slice(0, 100);
+  if (typeof raw === 'number' && !Number.isFinite(raw)) return 'a number out of range (not a string)';
+  return JSON.stringify(raw).slice(0, 100);
+}
+
 /** SQL for a timestamptz column as `2026-12-03T13:25:00.702Z` whatever the session's time zone (MS truncates, as utcIso does). */
 const iso = (column: string) => `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
 
@@ -142,7 +153,8 @@ export class Transfer {
 
   /**
    * Codes from any source; duplicates (in the file or already held) are counted, not errors, and so
-   * is anything that is not a string (a JSON null or number is not a code, though NULL could be).
+   * is anything that is not a code: a JSON null or number (though NULL could be a code), a blank
+   * item, a string holding a NUL. CSV rows with a blank first column never get here (no code).
    */
   async importCodes(campaign: Campaign, source: AsyncIterable<unknown>): Promise<ImportResult> {
     const result: ImportResult = { inserted: 0, duplicate: 0, invalid: 0, invalidSamples: [] };
@@ -156,12 +168,10 @@ export class Transfer {
     };
     try {
       for await (const raw of source) {
-        if (typeof raw === 'string' && raw.trim() === '') continue;
         const code = typeof raw === 'string' ? normalizeCode(campaign.format, raw) : null;
         if (!code) {
           result.invalid++;
-          if (result.invalidSamples.length < 10)
-            result.invalidSamples.push((typeof raw === 'string' ? raw : JSON.stringify(raw)).slice(0, 100));
+          if (result.invalidSamples.length < 10) result.invalidSamples.push(sampleOf(raw));
           continue;
         }
         batch.push(code);
