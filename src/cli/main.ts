@@ -164,9 +164,19 @@ program
 
 registerModuleCommands(program, { withKit, positiveInt });
 
+/** Digits, optionally grouped in threes by _ or , (10_000, 10,000): what the docs and people write. */
+const DECIMAL = /^\d+$|^\d{1,3}(?:_\d{3})+$|^\d{1,3}(?:,\d{3})+$/;
+
+/**
+ * A count typed on the command line: plain decimal only. Number() alone took 1e3, 0x10 and 0b11,
+ * and turned 1.5e1 into 15: nobody types a count that way on purpose.
+ */
 export function positiveInt(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('must be a whole number of 1 or more');
+  const n = DECIMAL.test(value) ? Number(value.replace(/[_,]/g, '')) : Number.NaN;
+  if (!Number.isSafeInteger(n) || n < 1)
+    throw new InvalidArgumentError(
+      `must be a whole number of 1 or more in plain digits, such as 10000, 10_000 or 10,000 (got "${value}")`,
+    );
   return n;
 }
 

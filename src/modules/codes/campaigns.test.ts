@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { startPlatform, waitFor } from '../../../test/helpers.ts';
 import { codesModule } from './index.ts';
@@ -145,6 +146,15 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     );
   });
 
+  it('when the alphabet is digits only, then the prefix folds too: win-1234 is WIN-1234', async () => {
+    await create('digits', { length: 4, alphabet: 'numeric', prefix: 'WIN-' });
+    const imported = await call('POST', '/api/campaigns/digits/codes/import', ['win-1234', 'WIN-1234']);
+    assert.deepEqual(imported.json(), { inserted: 1, duplicate: 1, invalid: 0, invalidSamples: [] });
+    const res = await call('GET', '/api/campaigns/digits/codes/win-1234');
+    assert.equal(res.statusCode, 200, res.body);
+    assert.equal(res.json().code, 'WIN-1234');
+  });
+
   it('when CSV and JSON lists are imported, then inserted, duplicate and invalid are counted and export streams them', async () => {
     await create('imp', { length: 6, alphabet: 'numeric' });
     const csv = ['code', '123456,first', '123456,again', '654321', 'xx', '', '"111111",quoted'].join('\n');
@@ -180,6 +190,24 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     assert.equal((await call('GET', '/api/campaigns/imp')).json().inventory.total, 2004);
   });
 
+  it('when a campaign is exported, then its dates are ISO 8601 UTC with milliseconds, as GET of a code shows them', async () => {
+    await create('dates', { length: 6, alphabet: 'numeric' });
+    await call('POST', '/api/campaigns/dates/codes/import', ['123456', '234567']);
+    const reserved = await call('POST', '/api/campaigns/dates/reservations', { count: 1, reserveId: 'r1' });
+    assert.equal(reserved.statusCode, 201, reserved.body);
+    const [code] = reserved.json().codes;
+    const assigned = await call('POST', '/api/campaigns/dates/reservations/r1/assign', { userId: 'u1' });
+    assert.equal(assigned.statusCode, 200, assigned.body);
+    const shown = (await call('GET', `/api/campaigns/dates/codes/${code}`)).json();
+    const [header, ...rows] = (await call('GET', '/api/campaigns/dates/codes.csv')).body.trim().split('\n');
+    const fields = header!.split(',');
+    const row = rows.map((r) => r.split(',')).find((r) => r[0] === code)!;
+    for (const name of ['createdAt', 'reservedAt', 'expiresAt', 'assignedAt']) {
+      assert.match(shown[name], /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/, name);
+      assert.equal(row[fields.indexOf(name)], shown[name], name);
+    }
+  });
+
   it('when the campaign could hold the code CODE, then an export still re-imports without its header, and JSON non-strings are invalid', async () => {
     await create('four', { length: 4, alphabet: 'alphanumeric' });
     const csv = { 'content-type': 'text/csv' };
@@ -194,6 +222,21 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     assert.deepEqual(copy.json(), { inserted: 4, duplicate: 0, invalid: 0, invalidSamples: [] });
   });
 
+  it('when JSON items are blank, out of range or hold a NUL, then each counts as invalid with a sample that shows it', async () => {
+    await create('odd', { length: 4, alphabet: 'numeric' });
+    const body = '["", "  ", "\\t", 1e400, "12\\u000034", "1234"]';
+    const res = await call('POST', '/api/campaigns/odd/codes/import', body, {
+      'content-type': 'application/json',
+    });
+    assert.equal(res.statusCode, 200, res.body);
+    assert.deepEqual(res.json(), {
+      inserted: 1,
+      duplicate: 0,
+      invalid: 5,
+      invalidSamples: ['""', '"  "', '"\\t"', 'a number out of range (not a string)', '12\u000034'],
+    });
+  });
+
   it('when a CSV breaks off part-way, then 400 names the line and what was imported before it, and the fixed file then imports', async () => {
     await create('broken', { length: 6, alphabet: 'numeric' });
     const csv = { 'content-type': 'text/csv' };
@@ -202,20 +245,62 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     assert.equal(res.statusCode, 400, res.body);
     assert.match(
       res.json().message,
-      /^the CSV could not be read: Quote Not Closed.* line 4\. Imported before the error: (\d+) inserted, 0 duplicate, [01] invalid\. Fix the file/,
+      /^the CSV could not be read: the row starting on line 4 opens a quote that is never closed: close the quote or remove it\. Imported before the error \(every row above it\): 2 inserted, 0 duplicate, 1 invalid\. Fix the file/,
     );
-    // However many the reply says were imported are held, and the fixed file counts them as duplicates.
-    const held = Number(/(\d+) inserted/.exec(res.json().message)![1]);
-    assert.equal((await call('GET', '/api/campaigns/broken')).json().inventory.total, held);
+    // What the reply says was imported is held, and the fixed file counts it as duplicates.
+    assert.equal((await call('GET', '/api/campaigns/broken')).json().inventory.total, 2);
     lines[3] = '"555555"';
     const fixed = await call('POST', '/api/campaigns/broken/codes/import', lines.join('\n'), csv);
     assert.equal(fixed.statusCode, 200, fixed.body);
-    assert.deepEqual(fixed.json(), {
-      inserted: 3 - held,
-      duplicate: held,
-      invalid: 1,
-      invalidSamples: ['xx'],
-    });
+    assert.deepEqual(fixed.json(), { inserted: 1, duplicate: 2, invalid: 1, invalidSamples: ['xx'] });
+  });
+
+  it('when a quote is never closed, then the 400 names the line it opened on, not the last line of the file', async () => {
+    await create('quote', { length: 6, alphabet: 'numeric' });
+    const csv = { 'content-type': 'text/csv' };
+    const codes = (from: number, n: number) => Array.from({ length: n }, (_, i) => String(from + i));
+    // 12,004 lines, two of them empty, with the quote on line 12,001: csv-parse says "line 12004".
+    const lines = [...codes(100000, 6000), '', ...codes(200000, 5998), '', '"300000', ...codes(400000, 3)];
+    const res = await call('POST', '/api/campaigns/quote/codes/import', lines.join('\n'), csv);
+    assert.equal(res.statusCode, 400, res.body);
+    assert.match(
+      res.json().message,
+      /^the CSV could not be read: the row starting on line 12001 opens a quote that is never closed: close the quote or remove it\. Imported before the error \(every row above it\): 11998 inserted/,
+    );
+    // A quote left open before many more lines runs into the row limit, and still names its line.
+    const long = ['500000', '"500001', ...codes(600000, 2000)].join('\n');
+    const open = await call('POST', '/api/campaigns/quote/codes/import', long, csv);
+    assert.equal(open.statusCode, 400, open.body);
+    assert.match(
+      open.json().message,
+      /^the CSV could not be read: the row starting on line 2 opens a quote that is not closed within 8,192 characters \(it is still open on line \d+\): close the quote or remove it\. Imported before the error \(every row above it\): 1 inserted/,
+    );
+  });
+
+  it('when a CSV breaks off after thousands of good rows, then every row above the error is imported however the upload is chunked', async () => {
+    // 7,000 good rows then a bad quote mid-file: in one chunk, the rows parsed with the error were
+    // once dropped with it (0 inserted), while split into small chunks most of them were kept.
+    const rows = Array.from({ length: 7000 }, (_, i) => String(100000 + i));
+    const text = `${rows.join('\n')}\n"999999"x\n200000\n200001\n`;
+    const chunked = (size: number) =>
+      Readable.from(
+        Array.from({ length: Math.ceil(text.length / size) }, (_, i) => text.slice(i * size, (i + 1) * size)),
+      );
+    for (const [id, payload] of [
+      ['whole', text],
+      ['chunks', chunked(1000)],
+    ] as const) {
+      await create(id, { length: 6, alphabet: 'numeric' });
+      const res = await call('POST', `/api/campaigns/${id}/codes/import`, payload, {
+        'content-type': 'text/csv',
+      });
+      assert.equal(res.statusCode, 400, res.body);
+      assert.match(
+        res.json().message,
+        /Imported before the error \(every row above it\): 7000 inserted, 0 duplicate, 0 invalid\./,
+      );
+      assert.equal((await call('GET', `/api/campaigns/${id}`)).json().inventory.total, 7000, id);
+    }
   });
 
   it('when a large count is asked, then 202 gives a job whose progress reaches completed with every code stored', async () => {

@@ -1,12 +1,15 @@
 // `tessera codes generate | export | import` as users run them: real processes against PostgreSQL,
 // with no server running.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { Writable } from 'node:stream';
 import { after, describe, it } from 'node:test';
-import { freshDatabase, runTessera, testPool } from '../../../test/helpers.ts';
+import { freshDatabase, ROOT, runTessera, testPool } from '../../../test/helpers.ts';
 import { Campaigns } from './campaigns.ts';
+import { progressBar } from './cli.ts';
 
 describe('tessera codes CLI', async () => {
   const db = await freshDatabase();
@@ -71,6 +74,63 @@ describe('tessera codes CLI', async () => {
     );
   });
 
+  it('when the database session is not in UTC, then the export still writes ISO 8601 UTC dates', async () => {
+    await campaign('cli-tz');
+    await runTessera(
+      ['codes', 'import', '--campaign', 'cli-tz', '--file', '-'],
+      { DATABASE_URL: db },
+      'TZTZ0001\n',
+    );
+    const { rows } = await pool.query<{ at: Date }>(
+      `SELECT created_at AS at FROM codes WHERE code = 'TZTZ0001'`,
+    );
+    // +05:45, and a session setting, as a database's or a role's default time zone would be.
+    const exp = await runTessera(['codes', 'export', '--campaign', 'cli-tz'], {
+      DATABASE_URL: db,
+      PGOPTIONS: '-c timezone=Asia/Kathmandu',
+    });
+    assert.equal(exp.code, 0, exp.out);
+    assert.equal(exp.stdout.split('\n')[1]!.split(',')[4], rows[0]!.at.toISOString());
+  });
+
+  it('when the reader closes standard output early, as head does, then the export ends quietly with exit 0', async () => {
+    // cli-a holds 12,000 codes (first test): far more than a pipe buffers, so writes go on after the close.
+    const proc = spawn(
+      process.execPath,
+      [path.join(ROOT, 'bin/tessera.js'), 'codes', 'export', '--campaign', 'cli-a'],
+      {
+        env: { ...process.env, TESSERA_CONFIG: 'none', DATABASE_URL: db },
+      },
+    );
+    let stderr = '';
+    proc.stderr.on('data', (d) => {
+      stderr += d;
+    });
+    proc.stdout.once('data', () => proc.stdout.destroy());
+    const code = await new Promise((resolve) => proc.on('close', resolve));
+    assert.equal(stderr, '');
+    assert.equal(code, 0);
+  });
+
+  it('when --out is - or empty, then - writes standard output and empty is refused', async () => {
+    const dash = await runTessera(['codes', 'export', '--campaign', 'cli-b', '--out', '-'], {
+      DATABASE_URL: db,
+    });
+    assert.equal(dash.code, 0, dash.out);
+    assert.match(
+      dash.stdout,
+      /^code,state,reserveId,userId,createdAt,reservedAt,expiresAt,assignedAt\n[A-Z0-9]{8},available,/,
+    );
+    const dashFile = path.join(ROOT, '-'); // where a file named - would land (the command's cwd)
+    after(() => rmSync(dashFile, { force: true }));
+    assert.ok(!existsSync(dashFile), 'no file named -');
+    const empty = await runTessera(['codes', 'export', '--campaign', 'cli-b', '--out', ''], {
+      DATABASE_URL: db,
+    });
+    assert.equal(empty.code, 1);
+    assert.match(empty.stderr, /--out .*give a file path, or - for standard output/);
+  });
+
   it('when the file, the campaign or the CSV is wrong, then the command exits 1 saying what to fix', async () => {
     const missing = await runTessera(
       ['codes', 'import', '--campaign', 'cli-b', '--file', path.join(dir, 'nope.csv')],
@@ -79,7 +139,17 @@ describe('tessera codes CLI', async () => {
       },
     );
     assert.equal(missing.code, 1);
-    assert.match(missing.stderr, /^tessera: ENOENT: no such file or directory/m);
+    assert.equal(missing.stderr, `tessera: no such file: ${path.join(dir, 'nope.csv')}\n`);
+    const folder = await runTessera(['codes', 'import', '--campaign', 'cli-b', '--file', dir], {
+      DATABASE_URL: db,
+    });
+    assert.equal(folder.code, 1);
+    assert.equal(folder.stderr, `tessera: ${dir} is a directory: give the CSV file in it\n`);
+    const blank = await runTessera(['codes', 'import', '--campaign', 'cli-b', '--file', ''], {
+      DATABASE_URL: db,
+    });
+    assert.equal(blank.code, 1);
+    assert.match(blank.stderr, /--file .*give a file path, or - for standard input/);
     const noCampaign = await runTessera(['codes', 'export', '--campaign', 'nope'], { DATABASE_URL: db });
     assert.equal(noCampaign.code, 1);
     assert.match(noCampaign.stderr, /campaign nope not found/);
@@ -91,7 +161,7 @@ describe('tessera codes CLI', async () => {
     assert.equal(bad.code, 1);
     assert.match(
       bad.stderr,
-      /^tessera: the CSV could not be read: .*line.*Imported before the error: 1 inserted/m,
+      /^tessera: the CSV could not be read: .*line.*Imported before the error \(every row above it\): 1 inserted/m,
     );
     const noFlag = await runTessera(['codes', 'import', '--campaign', 'cli-b'], { DATABASE_URL: db });
     assert.equal(noFlag.code, 1);
@@ -102,5 +172,52 @@ describe('tessera codes CLI', async () => {
     });
     assert.equal(tooMany.code, 1);
     assert.match(tooMany.stderr, /--count .* must be at most 50,000,000 per run/);
+    // Only plain decimal counts: Number() read these as 1000, 16 and 15.
+    for (const count of ['1e3', '0x10', '1.5e1', '1,00', '']) {
+      const odd = await runTessera(['codes', 'generate', '--campaign', 'cli-b', '--count', count], {
+        DATABASE_URL: db,
+      });
+      assert.equal(odd.code, 1, count);
+      assert.match(
+        odd.stderr,
+        /--count .* must be a whole number of 1 or more in plain digits, such as 10000/,
+        count,
+      );
+    }
+    // 50,000,001 written as people do still meets the limit, not the parser.
+    const grouped = await runTessera(['codes', 'generate', '--campaign', 'cli-b', '--count', '50_000_001'], {
+      DATABASE_URL: db,
+    });
+    assert.match(grouped.stderr, /must be at most 50,000,000 per run/);
+  });
+});
+
+describe('tessera codes progress bar', () => {
+  it('when nothing has moved yet, then the bar says it is estimating, not NFs left, and shows a time once it is known', async () => {
+    let out = '';
+    const stream = new Writable({
+      write(chunk, _encoding, done) {
+        out += chunk;
+        done();
+      },
+    });
+    // noTTYOutput: draw to a stream that is not a terminal, every 10 ms.
+    const bar = progressBar('import {bar} {percentage}% | {time_left}', {
+      stream: stream as unknown as NodeJS.WritableStream,
+      noTTYOutput: true,
+      notTTYSchedule: 10,
+    });
+    const tick = () => new Promise((r) => setTimeout(r, 60));
+    bar.start(1000, 0);
+    await tick();
+    bar.update(0);
+    await tick();
+    const before = out;
+    bar.update(500);
+    await tick();
+    bar.stop();
+    assert.match(before, /0% \| estimating time left\n/);
+    assert.doesNotMatch(out, /NF|INF|NULL/);
+    assert.match(out.slice(before.length), /50% \| +\d+s left\n/);
   });
 });

@@ -3,9 +3,9 @@
 // runs a job runner itself, so it works with no server running; when workers are running, whichever
 // process picks the job up first does it and the bar follows it all the same.
 // `tessera codes import` and `codes export` stream a CSV file in and out, as the HTTP routes do.
-import { createReadStream, createWriteStream, statSync } from 'node:fs';
+import { createReadStream, createWriteStream, type Stats, statSync } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
-import { SingleBar } from 'cli-progress';
+import cliProgress, { type Options as BarOptions, type Params, SingleBar } from 'cli-progress';
 import { type Command, InvalidArgumentError } from 'commander';
 import type { Kit } from '../../kit/kit.ts';
 import { moduleLogger } from '../../kit/log.ts';
@@ -52,10 +52,7 @@ export function registerCodesCommands(program: Command, helpers: Helpers): void 
           role: 'cli',
           heartbeatTimeoutMs: kit.config.workerHeartbeatTimeoutMs,
         });
-        const bar = new SingleBar({
-          format: 'codes {bar} {percentage}% | {value}/{total} | {eta_formatted} left',
-          stream: process.stderr,
-        });
+        const bar = progressBar('codes {bar} {percentage}% | {value}/{total} | {time_left}');
         bar.start(opts.count, 0);
         try {
           for (;;) {
@@ -79,18 +76,18 @@ export function registerCodesCommands(program: Command, helpers: Helpers): void 
       'import existing codes from a CSV file (first column; any size, streamed), with a progress bar',
     )
     .requiredOption('--campaign <id>', 'campaign id')
-    .requiredOption('--file <path>', 'the CSV file; - reads standard input')
+    .requiredOption('--file <path>', 'the CSV file; - reads standard input', (v) => {
+      if (v === '') throw new InvalidArgumentError('give a file path, or - for standard input');
+      return v;
+    })
     .action(async (opts: { campaign: string; file: string }) => {
       const result = await helpers.withKit(async (kit) => {
         const { campaigns, transfer } = await codesState(kit);
         const campaign = await campaigns.get(opts.campaign);
-        const input = opts.file === '-' ? process.stdin : createReadStream(opts.file);
         // A bar by bytes read, for a file (standard input has no size to measure against).
-        const size = opts.file === '-' ? 0 : statSync(opts.file).size;
-        const bar = new SingleBar({
-          format: 'import {bar} {percentage}% | {eta_formatted} left',
-          stream: process.stderr,
-        });
+        const size = opts.file === '-' ? 0 : csvFileSize(opts.file);
+        const input = opts.file === '-' ? process.stdin : createReadStream(opts.file);
+        const bar = progressBar('import {bar} {percentage}% | {time_left}');
         // Polled rather than a 'data' listener, which would change how the stream flows.
         const tick = size
           ? setInterval(() => bar.update((input as { bytesRead?: number }).bytesRead ?? 0), 200)
@@ -115,15 +112,63 @@ export function registerCodesCommands(program: Command, helpers: Helpers): void 
     .command('export')
     .description('export a campaign as CSV (code, state, reserveId, userId and dates), streamed')
     .requiredOption('--campaign <id>', 'campaign id')
-    .option('--out <path>', 'the file to write; standard output when not given')
+    .option('--out <path>', 'the file to write; - or none writes standard output', (v) => {
+      if (v === '') throw new InvalidArgumentError('give a file path, or - for standard output');
+      return v;
+    })
     .action(async (opts: { campaign: string; out?: string }) => {
+      const file = opts.out === '-' ? undefined : opts.out;
       await helpers.withKit(async (kit) => {
         const { campaigns, transfer } = await codesState(kit);
         const csv = await transfer.exportCsv(await campaigns.get(opts.campaign));
-        await pipeline(csv, opts.out ? createWriteStream(opts.out) : process.stdout);
+        await pipeline(csv, file ? createWriteStream(file) : process.stdout).catch(ignoreClosedStdout);
       });
-      if (opts.out) process.stderr.write(`${opts.campaign} exported to ${opts.out}\n`);
+      if (file) process.stderr.write(`${opts.campaign} exported to ${file}\n`);
     });
+}
+
+/**
+ * A bar on standard error whose `{time_left}` reads "estimating time left" until there is an ETA.
+ * cli-progress's own {eta_formatted} shows 0s before anything has moved and then its INF marker,
+ * padded to two characters: "NFs left".
+ */
+export function progressBar(format: string, options: BarOptions = {}): SingleBar {
+  // cli-progress is CommonJS: Node finds SingleBar as a named export, but not Format.
+  const { Format } = cliProgress;
+  const timeLeft = (o: BarOptions, p: Params) =>
+    typeof p.eta === 'number' && Number.isFinite(p.eta) && p.value > 0
+      ? `${Format.TimeFormat(p.eta, o, 5)} left`
+      : 'estimating time left';
+  return new SingleBar({
+    stream: process.stderr,
+    ...options,
+    format: (o, p, payload) =>
+      Format.Formatter({ ...o, format }, p, { ...payload, time_left: timeLeft(o, p) }),
+  });
+}
+
+/** The size of the CSV file to import; an error that names the file when it is not one to read. */
+function csvFileSize(file: string): number {
+  let stat: Stats;
+  try {
+    stat = statSync(file);
+  } catch (err) {
+    // Raw, these read "ENOENT: no such file or directory, stat 'F'".
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') throw new Error(`no such file: ${file}`);
+    if (code === 'EACCES') throw new Error(`${file} cannot be read: permission denied`);
+    throw err;
+  }
+  if (stat.isDirectory()) throw new Error(`${file} is a directory: give the CSV file in it`);
+  return stat.size;
+}
+
+/**
+ * A reader that closed standard output (`… | head -2`) wanted no more: the export ends there,
+ * quietly and with exit 0, as other Unix tools do. Any other error is still an error.
+ */
+function ignoreClosedStdout(err: NodeJS.ErrnoException): void {
+  if (err.code !== 'EPIPE') throw err;
 }
 
 async function codesState(kit: Kit) {

@@ -67,19 +67,57 @@ export function densityLimit(f: Pick<CodeFormat, 'alphabet' | 'length'>): bigint
   return limit > cap ? cap : limit;
 }
 
-/** Case-folds when the alphabet has one case only, then checks prefix, length and characters. */
+const foldsByFormat = new WeakMap<CodeFormat, boolean>();
+
+/**
+ * Whether codes of this format fold case: when no letter of the alphabet is there in both cases,
+ * case tells no two codes apart, so a code typed in the other case (prefix included) is the same
+ * code. That covers one-case alphabets and digit-only ones, which have no case at all (WIN-1234
+ * typed win-1234); an alphabet holding both a and A makes case part of the code, prefix included.
+ */
+export function foldsCase(f: CodeFormat): boolean {
+  let fold = foldsByFormat.get(f);
+  if (fold === undefined) {
+    // The alphabet's characters are distinct: two that lower-case alike are one letter in both cases.
+    fold = new Set(f.alphabet.toLowerCase()).size === f.alphabet.length;
+    foldsByFormat.set(f, fold);
+  }
+  return fold;
+}
+
+/**
+ * The other case of an ASCII letter, else the character itself. ASCII only: String case mapping
+ * would turn dotless ı into I or the Kelvin sign into k, and let them pass for letters of a code.
+ */
+function otherCase(ch: string): string {
+  const c = ch.charCodeAt(0);
+  if (c >= 65 && c <= 90) return String.fromCharCode(c + 32);
+  if (c >= 97 && c <= 122) return String.fromCharCode(c - 32);
+  return ch;
+}
+
+/** `typed` is `prefix`, or (when folding) `prefix` with some ASCII letters in the other case. */
+function matchesPrefix(typed: string, prefix: string, fold: boolean): boolean {
+  if (typed === prefix) return true;
+  if (!fold) return false;
+  for (let i = 0; i < prefix.length; i++)
+    if (typed[i] !== prefix[i] && otherCase(typed[i]!) !== prefix[i]) return false;
+  return true;
+}
+
+/** The code as stored (prefix and letters in the format's case), or null when it is not one of the format's. */
 export function normalizeCode(f: CodeFormat, raw: string): string | null {
   const code = raw.trim();
   if (code.length !== f.prefix.length + f.length) return null;
-  // One-case alphabets fold the whole code, the prefix too (a prefix of the other case, as WIN- on
-  // a lower-case alphabet, must not stop a hand-typed win-… or WIN-ABC from matching).
-  const hasUpper = /[A-Z]/.test(f.alphabet);
-  const hasLower = /[a-z]/.test(f.alphabet);
-  const fold = hasUpper !== hasLower;
-  const head = code.slice(0, f.prefix.length);
-  if (head !== f.prefix && !(fold && head.toLowerCase() === f.prefix.toLowerCase())) return null;
-  let body = code.slice(f.prefix.length);
-  if (fold) body = hasUpper ? body.toUpperCase() : body.toLowerCase();
-  for (let i = 0; i < body.length; i++) if (!f.alphabet.includes(body[i]!)) return null;
+  const fold = foldsCase(f);
+  if (!matchesPrefix(code.slice(0, f.prefix.length), f.prefix, fold)) return null;
+  let body = '';
+  for (let i = f.prefix.length; i < code.length; i++) {
+    const ch = code[i]!;
+    if (f.alphabet.includes(ch)) body += ch;
+    // Not in the alphabet as typed: when folding, it may be in the other case (never both, see foldsCase).
+    else if (fold && f.alphabet.includes(otherCase(ch)) && otherCase(ch) !== ch) body += otherCase(ch);
+    else return null;
+  }
   return f.prefix + body;
 }

@@ -141,3 +141,74 @@ describe('codes: streamed CSV import at size', { skip: linux }, () => {
     );
   });
 });
+
+/** POSTs `body` as a chunked text/csv import; answers once the response has ended, then stops sending. */
+function postCsv(
+  url: string,
+  key: string,
+  body: AsyncIterable<Buffer | string>,
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      url,
+      { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'text/csv' } },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d) => {
+          text += d;
+        });
+        res.on('end', () => {
+          resolve({ status: res.statusCode ?? 0, body: text });
+          req.destroy();
+        });
+      },
+    );
+    req.on('error', reject);
+    Readable.from(body).pipe(req);
+  });
+}
+
+describe('codes: CSV import of a line with no end', { skip: linux }, () => {
+  it('when a CSV has a line of 128 MB, then 400 names the line before much of it is read, server memory stays flat and the next request is answered', async () => {
+    const db = await freshDatabase();
+    const server = await spawnTessera('api', { DATABASE_URL: db, LOG_LEVEL: 'warn' });
+    await server.waitHealthy();
+    const pool = testPool(db);
+    after(() => pool.end());
+    const { key } = await createApiKey(pool, 'long line test', ['codes']);
+    const created = await fetch(`${server.url}/api/campaigns`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ id: 'long', name: 'long', format: { length: 8, alphabet: 'numeric' } }),
+    });
+    assert.equal(created.status, 201, await created.text());
+
+    // Generated as it is sent: one 1 MB buffer again and again, never a file.
+    const MB = Buffer.alloc(1024 * 1024, '1');
+    let sentMb = 0;
+    async function* longLine() {
+      yield 'code\n12345678\n';
+      for (; sentMb < 128; sentMb++) yield MB;
+    }
+    const pid = server.proc.pid!;
+    const before = procStatus(pid, 'VmRSS');
+    writeFileSync(`/proc/${pid}/clear_refs`, '5');
+    const res = await postCsv(`${server.url}/api/campaigns/long/codes/import`, key, longLine());
+    const growthMb = (procStatus(pid, 'VmHWM') - before) / 1024;
+
+    assert.equal(res.status, 400, res.body);
+    assert.match(
+      JSON.parse(res.body).message,
+      /^the CSV could not be read: line 3 is longer than 8,192 characters: the file must hold one code per line .*Imported before the error \(every row above it\): 1 inserted, 0 duplicate, 0 invalid/,
+    );
+    assert.ok(sentMb < 128, 'answered before the whole line was sent');
+    assert.ok(growthMb < 60, `server peak RSS grew ${growthMb.toFixed(0)} MB (limit 60 MB)`);
+    // Still up: the next request is answered.
+    const next = await fetch(`${server.url}/api/campaigns/long`, {
+      headers: { authorization: `Bearer ${key}` },
+    });
+    assert.equal(next.status, 200);
+    assert.equal(((await next.json()) as { inventory: { total: number } }).inventory.total, 1);
+  });
+});

@@ -2,7 +2,8 @@
 // row and writes batches of 5,000 (each batch its own transaction, counters included), an export
 // is a COPY … TO STDOUT piped to the response. Memory stays flat for any file size.
 import type { Readable } from 'node:stream';
-import { CsvError, parse } from 'csv-parse';
+import { finished } from 'node:stream';
+import { CsvError, type Options, Parser } from 'csv-parse';
 import { to as copyTo } from 'pg-copy-streams';
 import type { Pool } from '../../kit/db.ts';
 import { withTransaction } from '../../kit/db.ts';
@@ -13,6 +14,73 @@ import type { CodesMetrics } from './metrics.ts';
 
 const BATCH = 5_000;
 
+/**
+ * The longest CSV row read, in characters. A code is at most 64 (32 and a prefix of up to 32), so
+ * this leaves room for other columns (an export's row is about 200), while a file with no line
+ * breaks is refused after 8 KB instead of being buffered whole: a line of hundreds of MB once grew
+ * the server's memory with it and then killed it (ERR_STRING_TOO_LONG inside csv-parse).
+ */
+export const MAX_ROW = 8_192;
+
+const CSV_OPTIONS: Options = {
+  relax_column_count: true,
+  skip_empty_lines: true,
+  trim: true,
+  bom: true,
+  relax_quotes: true,
+  max_record_size: MAX_ROW,
+};
+
+/**
+ * csv-parse keeping the first field of each record in `fields` instead of pushing it into the
+ * stream. A parse error destroys a stream, and a destroyed stream drops the records it still
+ * buffers: whether the lines before an error were imported depended on where the upload's chunks
+ * happened to break (7,000 good lines then a bad quote in one chunk: none). Taken from here, every
+ * record read before the error is imported, whatever the chunking.
+ */
+class FirstColumns extends Parser {
+  fields: string[] = [];
+  /**
+   * info.lines and info.empty_lines when the last row was read. csv-parse names the line where it
+   * stopped, which for an unclosed quote is the end of the file (12,004 for a quote opened on line
+   * 12,001); these two numbers say where the row it was reading began.
+   */
+  private lastRowLine = 0;
+  private emptyLinesThen = 0;
+
+  override push(record: unknown, encoding?: BufferEncoding): boolean {
+    if (record === null) return super.push(null, encoding);
+    this.fields.push(String((record as string[])[0] ?? ''));
+    this.lastRowLine = this.info.lines;
+    this.emptyLinesThen = this.info.empty_lines;
+    return true;
+  }
+
+  /** The line the row being read starts on: after the last row read and the empty lines since. */
+  rowStartLine(): number {
+    return this.lastRowLine + (this.info.empty_lines - this.emptyLinesThen) + 1;
+  }
+
+  /** The fields read so far, emptied. */
+  takeFields(): string[] {
+    const fields = this.fields;
+    this.fields = [];
+    return fields;
+  }
+}
+
+/** Writes a chunk into the parser (or ends it, without one); resolves with the parse error, if any. */
+function feed(parser: Parser, chunk?: Buffer | string): Promise<Error | undefined> {
+  return new Promise((resolve) => {
+    if (chunk !== undefined) {
+      parser.write(chunk, (err) => resolve(err ?? undefined));
+    } else {
+      finished(parser, { readable: false }, (err) => resolve(err ?? undefined));
+      parser.end();
+    }
+  });
+}
+
 export interface ImportResult {
   inserted: number;
   duplicate: number;
@@ -20,6 +88,41 @@ export interface ImportResult {
   /** Up to 10 rejected lines, to show what was wrong. */
   invalidSamples: string[];
 }
+
+/** A CsvError is the file's fault: a 400 saying what is wrong. Anything else is ours. */
+function csvError(err: Error, parser: FirstColumns): Error {
+  if (!(err instanceof CsvError)) return err;
+  const line = parser.rowStartLine();
+  const max = MAX_ROW.toLocaleString('en-US');
+  if (err.code === 'CSV_QUOTE_NOT_CLOSED')
+    return badRequest(
+      `the CSV could not be read: the row starting on line ${line} opens a quote that is never closed: close the quote or remove it`,
+    );
+  // Only an open quote carries a row past a line break.
+  if (err.code === 'CSV_MAX_RECORD_SIZE' && parser.info.lines > line)
+    return badRequest(
+      `the CSV could not be read: the row starting on line ${line} opens a quote that is not closed within ${max} characters (it is still open on line ${parser.info.lines}): close the quote or remove it`,
+    );
+  if (err.code === 'CSV_MAX_RECORD_SIZE')
+    return badRequest(
+      `the CSV could not be read: line ${line} is longer than ${max} characters: the file must hold one code per line (the first column; a row may have other columns after it, up to that length)`,
+    );
+  return badRequest(`the CSV could not be read: ${err.message}`);
+}
+
+/**
+ * How a rejected item shows in invalidSamples: a string as sent, except a blank one, quoted so it
+ * can be seen (an empty sample read as nothing rejected); anything else as JSON. A number too big
+ * for a double was parsed as Infinity, which JSON writes as "null": say what it was instead.
+ */
+function sampleOf(raw: unknown): string {
+  if (typeof raw === 'string') return (raw.trim() === '' ? JSON.stringify(raw) : raw).slice(0, 100);
+  if (typeof raw === 'number' && !Number.isFinite(raw)) return 'a number out of range (not a string)';
+  return JSON.stringify(raw).slice(0, 100);
+}
+
+/** SQL for a timestamptz column as `2026-12-03T13:25:00.702Z` whatever the session's time zone (MS truncates, as utcIso does). */
+const iso = (column: string) => `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
 
 export class Transfer {
   constructor(
@@ -50,7 +153,8 @@ export class Transfer {
 
   /**
    * Codes from any source; duplicates (in the file or already held) are counted, not errors, and so
-   * is anything that is not a string (a JSON null or number is not a code, though NULL could be).
+   * is anything that is not a code: a JSON null or number (though NULL could be a code), a blank
+   * item, a string holding a NUL. CSV rows with a blank first column never get here (no code).
    */
   async importCodes(campaign: Campaign, source: AsyncIterable<unknown>): Promise<ImportResult> {
     const result: ImportResult = { inserted: 0, duplicate: 0, invalid: 0, invalidSamples: [] };
@@ -64,12 +168,10 @@ export class Transfer {
     };
     try {
       for await (const raw of source) {
-        if (typeof raw === 'string' && raw.trim() === '') continue;
         const code = typeof raw === 'string' ? normalizeCode(campaign.format, raw) : null;
         if (!code) {
           result.invalid++;
-          if (result.invalidSamples.length < 10)
-            result.invalidSamples.push((typeof raw === 'string' ? raw : JSON.stringify(raw)).slice(0, 100));
+          if (result.invalidSamples.length < 10) result.invalidSamples.push(sampleOf(raw));
           continue;
         }
         batch.push(code);
@@ -77,13 +179,14 @@ export class Transfer {
       }
       await flush();
     } catch (err) {
-      // An upload that stops making sense part-way (malformed CSV): batches read before the error
-      // are committed, so the 400 says what they held. Sending the fixed file again is safe: the
-      // codes already held count as duplicates.
+      // An upload that stops making sense part-way (malformed CSV): every row read before the error
+      // is committed (csvFirstColumn yields them all before it throws), so the outcome does not
+      // depend on how the upload was chunked, and the 400 says what they held. Sending the fixed
+      // file again is safe: the codes already held count as duplicates.
       if (!(err instanceof HttpError && err.statusCode === 400)) throw err;
       await flush();
       throw badRequest(
-        `${err.message}. Imported before the error: ${result.inserted} inserted, ${result.duplicate} duplicate, ${result.invalid} invalid. Fix the file and send it again: codes already held count as duplicates`,
+        `${err.message}. Imported before the error (every row above it): ${result.inserted} inserted, ${result.duplicate} duplicate, ${result.invalid} invalid. Fix the file and send it again: codes already held count as duplicates`,
       );
     } finally {
       if (result.inserted) this.metrics.generated.inc({ campaign: campaign.id }, result.inserted);
@@ -93,32 +196,43 @@ export class Transfer {
 
   /**
    * The first column of each CSV row. A first row whose first field is `code` is the header (an
-   * export's): skipped even where CODE would be a valid code, or every re-import would add it.
+   * export's): skipped even where CODE would be a valid code, or every re-import would add it. Rows
+   * whose first field is blank hold no code and are skipped. A parse error is thrown after every
+   * row read before it has been yielded.
    */
   static async *csvFirstColumn(body: Readable): AsyncIterable<string> {
-    const parser = body.pipe(
-      parse({ relax_column_count: true, skip_empty_lines: true, trim: true, bom: true, relax_quotes: true }),
-    );
-    body.on('error', (err) => parser.destroy(err));
-    try {
-      let first = true;
-      for await (const record of parser as AsyncIterable<string[]>) {
-        const field = String(record[0] ?? '');
+    const parser = new FirstColumns(CSV_OPTIONS);
+    // Errors are taken from feed(); this listener only keeps the 'error' event from being uncaught.
+    parser.on('error', () => {});
+    let first = true;
+    const rows = function* (fields: string[]) {
+      for (const field of fields) {
         const header = first && field.toLowerCase() === 'code';
         first = false;
-        if (!header) yield field;
+        if (!header && field !== '') yield field;
       }
-    } catch (err) {
-      if (err instanceof CsvError) throw badRequest(`the CSV could not be read: ${err.message}`);
-      throw err;
+    };
+    // Not destroyed on an early return: destroying an HTTP request before its end destroys its
+    // socket too, and the 400 saying what was wrong would never reach the client.
+    for await (const chunk of body.iterator({ destroyOnReturn: false })) {
+      const err = await feed(parser, chunk);
+      yield* rows(parser.takeFields());
+      if (err) throw csvError(err, parser);
     }
+    const err = await feed(parser);
+    yield* rows(parser.takeFields());
+    if (err) throw csvError(err, parser);
   }
 
   static async *list(items: unknown[]): AsyncIterable<unknown> {
     yield* items;
   }
 
-  /** A readable CSV of the campaign's codes; the pool client is released when the stream ends. */
+  /**
+   * A readable CSV of the campaign's codes; the pool client is released when the stream ends. Dates
+   * are ISO 8601 UTC with milliseconds, as GET of a code shows them (utcIso also cuts microseconds
+   * off): COPY would write PostgreSQL's text form in the session's time zone.
+   */
   async exportCsv(campaign: Campaign): Promise<Readable> {
     const client = await this.pool.connect();
     // campaign.no is our own integer, so it can sit in the COPY text (COPY takes no parameters).
@@ -128,10 +242,10 @@ export class Transfer {
           CASE WHEN state IN (0, 3) OR (state = 1 AND expires_at <= now()) THEN 'available'
                WHEN state = 1 THEN 'reserved' ELSE 'assigned' END AS state,
           CASE WHEN state = 1 AND expires_at <= now() THEN NULL ELSE reserve_id END AS "reserveId",
-          user_id AS "userId", created_at AS "createdAt",
-          CASE WHEN state = 1 AND expires_at <= now() THEN NULL ELSE reserved_at END AS "reservedAt",
-          CASE WHEN state = 1 AND expires_at <= now() THEN NULL ELSE expires_at END AS "expiresAt",
-          assigned_at AS "assignedAt"
+          user_id AS "userId", ${iso('created_at')} AS "createdAt",
+          CASE WHEN state = 1 AND expires_at <= now() THEN NULL ELSE ${iso('reserved_at')} END AS "reservedAt",
+          CASE WHEN state = 1 AND expires_at <= now() THEN NULL ELSE ${iso('expires_at')} END AS "expiresAt",
+          ${iso('assigned_at')} AS "assignedAt"
         FROM codes WHERE campaign_no = ${Number(campaign.no)} ORDER BY code
       ) TO STDOUT WITH (FORMAT csv, HEADER)`),
     );
