@@ -3,6 +3,7 @@
 import { createHash, createHmac, randomBytes, scrypt as scryptCb, timingSafeEqual } from 'node:crypto';
 import { promisify } from 'node:util';
 import { jwtVerify, SignJWT } from 'jose';
+import type { FastifyRequest } from 'fastify';
 import { Webhook, WebhookVerificationError } from 'standardwebhooks';
 import { Coalescer } from './coalescer.ts';
 import type { Pool } from './db.ts';
@@ -265,10 +266,16 @@ export class NativeHmacWebhook extends Webhook {
 }
 
 /** Verifies signature and timestamp (the package enforces the 5-minute window), then rejects replays. */
+/** Failed deliveries whose ids wait for PostgreSQL to be forgotten; past this, they stay recorded. */
+const MAX_PENDING_FORGETS = 10_000;
+
 export class WebhookVerifier {
   private readonly webhook: NativeHmacWebhook;
   /** Concurrent deliveries record their ids in one INSERT (one commit), not one each. */
   private readonly firstSeen: Coalescer<string, boolean>;
+  private readonly toForget = new Set<string>();
+  private forgetting = false;
+  private forgetRetry?: NodeJS.Timeout;
   constructor(
     secret: string,
     private readonly pool: Pool,
@@ -305,6 +312,48 @@ export class WebhookVerifier {
     }
     if (!(await this.firstSeen.submit('webhook_seen', h['webhook-id'])))
       throw unauthorized(`webhook-id ${h['webhook-id']} was already used: replays are rejected`);
+  }
+
+  /**
+   * verify() for a route's request: the id is kept on the request, so that a delivery answered
+   * with an error forgets it again (the kit's onResponse hook calls forgetFailed).
+   */
+  async verifyRequest(req: FastifyRequest): Promise<void> {
+    await this.verify(req.rawBody ?? '', req.headers);
+    req.webhookId = String(req.headers['webhook-id']);
+  }
+
+  /**
+   * A delivery that was verified and then failed (a 503 while PostgreSQL was away, a 422) did
+   * nothing, but its id stayed recorded, so the sender's retry, which carries the same id, was
+   * refused as a replay and the delivery was lost. Its id is deleted, and if PostgreSQL is down
+   * the deletion is tried again until it answers. Only the delivery that recorded the id forgets
+   * it; a replay's 401 never does.
+   */
+  forgetFailed(id: string): void {
+    if (this.toForget.size >= MAX_PENDING_FORGETS) return;
+    this.toForget.add(id);
+    if (!this.forgetRetry) void this.flushForgotten(1000); // else the pending retry takes it along
+  }
+
+  private async flushForgotten(retryMs: number): Promise<void> {
+    if (this.forgetting || this.toForget.size === 0) return;
+    this.forgetting = true;
+    const ids = [...this.toForget];
+    let done = false;
+    try {
+      await this.pool.query('DELETE FROM webhook_seen WHERE id = ANY($1::text[])', [ids]);
+      for (const id of ids) this.toForget.delete(id);
+      done = true;
+    } catch {
+      this.forgetRetry = setTimeout(() => {
+        this.forgetRetry = undefined;
+        void this.flushForgotten(Math.min(retryMs * 2, 30_000));
+      }, retryMs).unref();
+    } finally {
+      this.forgetting = false;
+    }
+    if (done && this.toForget.size > 0) void this.flushForgotten(1000); // added while deleting
   }
 
   /** Ids older than the tolerance can no longer verify, so they need not be remembered. */

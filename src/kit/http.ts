@@ -39,6 +39,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     principal?: Principal;
     rawBody?: string;
+    /** The webhook-id this request recorded (WebhookVerifier#verifyRequest). */
+    webhookId?: string;
   }
   interface FastifyContextConfig {
     /** Keep the raw body for signature verification (Standard Webhooks). */
@@ -178,6 +180,8 @@ export async function createHttpApp(kit: Kit): Promise<App> {
       if (status >= 500) span.setStatus({ code: 2 });
       span.end();
     }
+    // A verified delivery that failed did nothing: its sender's retry must not meet a replay 401.
+    if (req.webhookId && status >= 400) kit.webhooks.forgetFailed(req.webhookId);
     if (closing) app.server.closeIdleConnections();
     done();
   });

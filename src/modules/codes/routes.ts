@@ -236,10 +236,11 @@ export function registerCodesRoutes(app: App, ctx: ModuleContext, s: CodesState)
         body: S.WebhookGenerateBody,
         response: { 201: S.WebhookGenerateResult, ...errors },
       },
-      // The signature is checked before the body is validated: an unsigned caller learns nothing.
+      // The signature is checked before the body's schema: an unsigned caller learns nothing of it.
+      // (A body that is not JSON at all is refused first, by the parser: that tells nothing either.)
       preValidation: async (req) => {
         try {
-          await ctx.webhooks.verify(req.rawBody ?? '', req.headers);
+          await ctx.webhooks.verifyRequest(req);
         } catch (err) {
           ctx.metrics.authFailures.inc({ kind: 'webhook' });
           throw err;

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Webhook } from 'standardwebhooks';
-import { startPlatform } from '../../../test/helpers.ts';
+import { startPlatform, waitFor } from '../../../test/helpers.ts';
 import { codesModule } from './index.ts';
 
 describe('codes: POST /api/generate (seed 000, Standard Webhooks)', async () => {
@@ -71,6 +71,38 @@ describe('codes: POST /api/generate (seed 000, Standard Webhooks)', async () => 
       rest.map((r) => r.statusCode),
       rest.map(() => 201),
     );
+  });
+
+  it('when a verified delivery fails, then the sender\'s retry with the same id is served, not refused as a replay', async () => {
+    assert.equal((await send('{}')).statusCode, 201); // the campaign exists
+    await p.kit.pool.query('ALTER TABLE codes RENAME TO codes_away');
+    const failed = await send('{}', { id: 'msg_retry_me' });
+    await p.kit.pool.query('ALTER TABLE codes_away RENAME TO codes');
+    assert.equal(failed.statusCode, 500, failed.body);
+    // The id is forgotten once the failed answer is sent: the retry is a first delivery.
+    const retried = await waitFor(
+      async () => {
+        const res = await send('{}', { id: 'msg_retry_me' });
+        return res.statusCode === 201 && res;
+      },
+      { what: 'the retry to be served' },
+    );
+    assert.match(retried.json().code, /^[A-Z0-9]{6}$/);
+    // Refused deliveries forget their id too, so a retry meets the same 400, not a 401.
+    for (let i = 0; i < 2; i++) {
+      const tooMany = await send(JSON.stringify({ count: 1001 }), { id: 'msg_too_many' });
+      assert.equal(tooMany.statusCode, 400, tooMany.body);
+      await waitFor(
+        async () =>
+          (await p.kit.pool.query(`SELECT 1 FROM webhook_seen WHERE id = 'msg_too_many'`)).rowCount === 0,
+        { what: 'the refused delivery to be forgotten' },
+      );
+    }
+    // A replay's 401 never forgets the id of the delivery it copies.
+    for (let i = 0; i < 2; i++) {
+      const replay = await send('{}', { id: 'msg_retry_me' });
+      assert.equal(replay.statusCode, 401, replay.body);
+    }
   });
 
   it('when a signed delivery has no body at all, then it answers one code, as {} does', async () => {

@@ -269,8 +269,9 @@ export function senderRoutes(app: App, ctx: ModuleContext, batches: Batches) {
         params: Type.Object({ provider: Type.String({ pattern: '^[a-z0-9_-]{1,40}$' }) }),
         body: DeliveryEventsBody,
       },
-      // The signature is checked before the body is validated: strangers learn nothing.
-      preValidation: async (req) => ctx.webhooks.verify(req.rawBody ?? '', req.headers),
+      // The signature is checked before the body's schema (a body that is not JSON at all is refused
+      // first, by the parser): strangers learn nothing of it.
+      preValidation: async (req) => ctx.webhooks.verifyRequest(req),
     },
     async (req) => {
       const body = req.body;
