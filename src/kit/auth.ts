@@ -2,8 +2,8 @@
 // a jose-signed JWT cookie), and Standard Webhooks signatures for incoming webhooks.
 import { createHash, createHmac, randomBytes, scrypt as scryptCb, timingSafeEqual } from 'node:crypto';
 import { promisify } from 'node:util';
-import { jwtVerify, SignJWT } from 'jose';
 import type { FastifyRequest } from 'fastify';
+import { jwtVerify, SignJWT } from 'jose';
 import { Webhook, WebhookVerificationError } from 'standardwebhooks';
 import { Coalescer } from './coalescer.ts';
 import type { Pool } from './db.ts';

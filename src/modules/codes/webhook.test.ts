@@ -73,7 +73,7 @@ describe('codes: POST /api/generate (seed 000, Standard Webhooks)', async () => 
     );
   });
 
-  it('when a verified delivery fails, then the sender\'s retry with the same id is served, not refused as a replay', async () => {
+  it("when a verified delivery fails, then the sender's retry with the same id is served, not refused as a replay", async () => {
     assert.equal((await send('{}')).statusCode, 201); // the campaign exists
     await p.kit.pool.query('ALTER TABLE codes RENAME TO codes_away');
     const failed = await send('{}', { id: 'msg_retry_me' });
