@@ -252,6 +252,16 @@ function sendError(kit: Kit, err: FastifyError, req: FastifyRequest, reply: Fast
       .code(status)
       .send({ statusCode: status, error: httpErrorName(status), message: err.message });
   }
+  if (clientHungUp(req, err)) {
+    // The caller's own socket closed mid-body (an upload cancelled): its ECONNRESET is not
+    // PostgreSQL's, and read as one it marked the database down and answered others 503.
+    log.info({ reqId: req.id, err: { message: err.message } }, 'CLIENT_ABORTED');
+    return reply.code(400).send({
+      statusCode: 400,
+      error: 'Bad Request',
+      message: 'the connection closed before the request body was complete: send it again',
+    });
+  }
   if (isConnectionError(err)) {
     kit.dbStatus.reportFailure(err);
     recordConnectionFailure(log, kit.metrics, err, { reqId: req.id });
@@ -266,6 +276,11 @@ function sendError(kit: Kit, err: FastifyError, req: FastifyRequest, reply: Fast
   return reply
     .code(500)
     .send({ statusCode: 500, error: 'Internal Server Error', message: 'Internal Server Error' });
+}
+
+/** The request's own stream failed because the client closed its connection before the body's end. */
+function clientHungUp(req: FastifyRequest, err: FastifyError): boolean {
+  return err.code === 'ECONNRESET' && (req.raw.readableAborted || req.raw.destroyed) && !req.raw.complete;
 }
 
 const hasNul = (s: string) => s.includes('\u0000');

@@ -212,3 +212,41 @@ describe('codes: CSV import of a line with no end', { skip: linux }, () => {
     assert.equal(((await next.json()) as { inventory: { total: number } }).inventory.total, 1);
   });
 });
+
+describe('codes: an import the client abandons', () => {
+  it('when the client closes its connection mid-upload, then that is a client abort, not a PostgreSQL outage', async () => {
+    const db = await freshDatabase();
+    const server = await spawnTessera('api', { DATABASE_URL: db, LOG_LEVEL: 'info' });
+    await server.waitHealthy();
+    const pool = testPool(db);
+    after(() => pool.end());
+    const { key } = await createApiKey(pool, 'abort test', ['codes']);
+    const created = await fetch(`${server.url}/api/campaigns`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ id: 'gone', name: 'gone', format: { length: 8, alphabet: 'numeric' } }),
+    });
+    assert.equal(created.status, 201, await created.text());
+    const req = request(`${server.url}/api/campaigns/gone/codes/import`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'text/csv' },
+    });
+    req.on('error', () => undefined); // ours to cut
+    for (let i = 0; i < 20_000; i++) req.write(`${codeOf(i)}\n`);
+    await waitFor(
+      async () => (await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM codes')).rows[0]!.n > 0,
+      { what: 'the import to be under way' },
+    );
+    req.destroy(); // the upload cancelled, its body never ended
+    await waitFor(() => server.logLines().some((l) => l.msg === 'CLIENT_ABORTED'), {
+      what: 'CLIENT_ABORTED',
+    });
+    assert.deepEqual(
+      server.logLines().filter((l) => /^DB_/.test(String(l.msg))),
+      [],
+      'no DB_MARKED_DOWN or DB_CONNECTION_FAILED for a client that hung up',
+    );
+    const health = await fetch(`${server.url}/health`);
+    assert.equal(((await health.json()) as { database: string }).database, 'connected');
+  });
+});
