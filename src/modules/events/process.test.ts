@@ -31,7 +31,7 @@ describe('events across real processes', () => {
     const seeded = await runTessera(['seed', 'events', '--count', '20', '--url', api.url, '--key', key]);
     assert.equal(seeded.code, 0, seeded.out);
     assert.match(seeded.out, /20\/20/);
-    assert.match(seeded.out, /20× 201/);
+    assert.match(seeded.out, /all 20 accepted \(201\)/);
 
     const waiting = await json(await fetch(`${api.url}/api/analytics`, { headers }));
     assert.equal(waiting.backlog, 20, 'events wait in events_raw_batches');
