@@ -33,6 +33,37 @@ describe('codes: reserve, assign, release and expiry', async () => {
     return rows[0];
   };
 
+  it('when a reserveId is repeated, then codes_reserved_total counts its codes once, and a repeat with another count is 409', async () => {
+    await campaign('repeat', 10);
+    const reservedTotal = async () => {
+      const text = (await p.app.inject('/metrics')).body;
+      const line = text
+        .split('\n')
+        .find((l) => l.startsWith('codes_reserved_total{') && l.includes('campaign="repeat"'));
+      return Number(line?.split(' ').at(-1));
+    };
+    for (let i = 0; i < 3; i++) {
+      const r = await call('POST', '/api/campaigns/repeat/reservations', { count: 2, reserveId: 'a' });
+      assert.equal(r.statusCode, 201, r.body);
+    }
+    assert.equal(await reservedTotal(), 2, 'two codes reserved, however often the request was retried');
+    assert.equal(
+      (await call('POST', '/api/campaigns/repeat/reservations/a/assign', { userId: 'u' })).statusCode,
+      200,
+    );
+    assert.equal(
+      (await call('POST', '/api/campaigns/repeat/reservations', { count: 2, reserveId: 'a' })).statusCode,
+      201,
+    );
+    assert.equal(await reservedTotal(), 2, 'nor after it was assigned');
+    const other = await call('POST', '/api/campaigns/repeat/reservations', { count: 5, reserveId: 'a' });
+    assert.equal(other.statusCode, 409, other.body);
+    assert.equal(
+      other.json().message,
+      'reservation a already holds 2 code(s), not 5: repeat a reserve with the count it asked for, or use a new reserveId',
+    );
+  });
+
   it('when codes are reserved, assigned and released, then each step answers per the contract', async () => {
     await campaign('flow', 10);
     const r = await call('POST', '/api/campaigns/flow/reservations', { count: 3, reserveId: 'order-1' });
@@ -324,7 +355,12 @@ describe('codes: reserve, assign, release and expiry', async () => {
                 count: o.count,
                 reserveId: rid,
               });
-              if (existing) assert.equal(res.statusCode, 201, 'same reserveId answers again');
+              if (existing)
+                assert.equal(
+                  res.statusCode,
+                  existing.n === o.count ? 201 : 409,
+                  'same reserveId answers again, if it asks for the same count',
+                );
               else if (total - held >= o.count) {
                 assert.equal(res.statusCode, 201, res.body);
                 assert.equal(res.json().codes.length, o.count);

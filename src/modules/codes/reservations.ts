@@ -208,19 +208,19 @@ export class Reservations {
     });
     const batch = unique.map((i) => ({ ...jobs[i]!, reserveId: ids[i]! }));
     // Fresh ids only (no reserveId given): one statement, one round trip, when the pool has enough.
-    const swept = { codes: 0 };
+    const tally = { expired: 0, reserved: 0 };
+    const fresh = jobs.every((j) => j.reserveId === undefined) && (await this.reserveFresh(campaign, batch));
+    if (fresh) for (const r of fresh) tally.reserved += r.codes.length;
     const results =
-      (jobs.every((j) => j.reserveId === undefined) && (await this.reserveFresh(campaign, batch))) ||
-      (await withTransaction(this.pool, (client) => this.reserveInTx(client, campaign, batch, swept)));
+      fresh ||
+      (await withTransaction(this.pool, (client) => this.reserveInTx(client, campaign, batch, tally)));
     // Codes of expired reservations this batch's sweep returned count as expired, as the cron's do.
-    if (swept.codes) this.metrics.expired.inc({ campaign: campaign.id }, swept.codes);
+    if (tally.expired) this.metrics.expired.inc({ campaign: campaign.id }, tally.expired);
+    // Only codes reserved now: a repeat of a reserveId answers codes already counted.
+    if (tally.reserved) this.metrics.reserved.inc({ campaign: campaign.id }, tally.reserved);
     const byId = new Map<string, ReserveResult | Error>();
     for (const [k, i] of unique.entries()) byId.set(ids[i]!, results[k]!);
-    const out = ids.map((id) => byId.get(id)!);
-    let reserved = 0;
-    for (const r of results) if (!(r instanceof Error)) reserved += r.codes.length;
-    if (reserved) this.metrics.reserved.inc({ campaign: campaign.id }, reserved);
-    return out;
+    return ids.map((id) => byId.get(id)!);
   }
 
   /**
@@ -403,8 +403,8 @@ export class Reservations {
     client: PoolClient,
     campaign: Campaign,
     jobs: (Job & { reserveId: string })[],
-    /** Set to the codes the sweeps returned, read by the caller once the transaction commits. */
-    swept: { codes: number },
+    /** Set to the codes the sweeps returned and the codes reserved, read once the transaction commits. */
+    tally: { expired: number; reserved: number },
   ): Promise<(ReserveResult | Error)[]> {
     const no = campaign.no;
     let expired = 0;
@@ -447,9 +447,14 @@ export class Reservations {
       jobs.forEach((j, i) => {
         if (fresh.has(j.reserveId)) return;
         const h = held.get(j.reserveId);
-        results[i] = h
-          ? { reserveId: j.reserveId, codes: h.codes, expiresAt: h.expires_at.toISOString() }
-          : conflict(`reservation ${j.reserveId} is being changed by another request; retry`);
+        results[i] = !h
+          ? conflict(`reservation ${j.reserveId} is being changed by another request; retry`)
+          : h.codes.length !== j.count
+            ? // Not a retry of the same request: answering its codes would look like success.
+              conflict(
+                `reservation ${j.reserveId} already holds ${h.codes.length} code(s), not ${j.count}: repeat a reserve with the count it asked for, or use a new reserveId`,
+              )
+            : { reserveId: j.reserveId, codes: h.codes, expiresAt: h.expires_at.toISOString() };
       });
     }
 
@@ -502,7 +507,8 @@ export class Reservations {
       );
     const delta = codes.length - expired;
     if (delta !== 0) await addCounters(client, no, { available: -delta, reserved: delta });
-    swept.codes = expired;
+    tally.expired = expired;
+    tally.reserved = codes.length;
     return results as (ReserveResult | Error)[];
   }
 
