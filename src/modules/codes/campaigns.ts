@@ -137,6 +137,13 @@ const inventoryOf = ({
   total: available + reserved + assigned,
 });
 
+/** Seed 000's default campaign behind POST /api/generate, made on first use. */
+export const BATCH_CAMPAIGN = {
+  id: 'batch-codes',
+  name: 'Batch codes (POST /api/generate)',
+  format: { length: 6, alphabet: 'alphanumeric' },
+};
+
 export class Campaigns {
   private readonly cache = new Map<string, Campaign>();
 

@@ -1,9 +1,15 @@
 // The codes service: what the module's routes use, and what other modules call over RPC
 // (`ctx.rpc.client<CodesService>('codes')`). Inputs are checked here too, because RPC callers
 // bypass the HTTP schemas; every bad input is a 4xx that says what to fix.
-import { badRequest, unprocessable } from '../../kit/errors.ts';
+import { badRequest, conflict, unprocessable } from '../../kit/errors.ts';
 import { longerThan } from '../../kit/text.ts';
-import { type Campaigns, type CampaignView, type CreateCampaignInput, view } from './campaigns.ts';
+import {
+  BATCH_CAMPAIGN,
+  type Campaigns,
+  type CampaignView,
+  type CreateCampaignInput,
+  view,
+} from './campaigns.ts';
 import type { CodesMetrics } from './metrics.ts';
 import { timed } from './metrics.ts';
 import type { AssignResult, Reservations, ReservationView, ReserveResult } from './reservations.ts';
@@ -107,6 +113,15 @@ export function createCodesService(deps: {
         await reservations.expireCampaign(campaign);
         return view(campaign, await campaigns.inventory(campaign));
       }),
-    createCampaign: (input) => timed(metrics, 'create_campaign', () => campaigns.create(input)),
+    createCampaign: (input) =>
+      timed(metrics, 'create_campaign', () => {
+        // Made by the first signed POST /api/generate with seed 000's format; created by hand first
+        // with another format, the webhook handed out codes that broke its 6-character A–Z0–9 promise.
+        if (input.id === BATCH_CAMPAIGN.id)
+          throw conflict(
+            `${BATCH_CAMPAIGN.id} is the campaign of POST /api/generate, made on its first call with 6-character A-Z0-9 codes; choose another id`,
+          );
+        return campaigns.create(input);
+      }),
   };
 }

@@ -3,19 +3,12 @@
 import { Coalescer } from '../../kit/coalescer.ts';
 import { type Queryable, UTC_TEXT_TYPES, utcIso } from '../../kit/db.ts';
 import type { ModuleContext } from '../../kit/module.ts';
-import { Campaigns } from './campaigns.ts';
+import { BATCH_CAMPAIGN, Campaigns } from './campaigns.ts';
 import { Generator, STATE_ASSIGNED } from './generate.ts';
 import { type CodesMetrics, createCodesMetrics } from './metrics.ts';
 import { Reservations } from './reservations.ts';
 import { type CodesService, createCodesService } from './service.ts';
 import { Transfer } from './transfer.ts';
-
-/** Seed 000's default campaign behind POST /api/generate, made on first use. */
-export const BATCH_CAMPAIGN = {
-  id: 'batch-codes',
-  name: 'Batch codes (POST /api/generate)',
-  format: { length: 6, alphabet: 'alphanumeric' },
-};
 
 export interface CodeRecord {
   campaignId: string;
@@ -55,6 +48,8 @@ export function createCodesState(ctx: ModuleContext): CodesState {
       const campaign = await campaigns.ensure(BATCH_CAMPAIGN);
       const total = counts.reduce((a, n) => a + n, 0);
       const codes = await generator.generateSmall(campaign, total, STATE_ASSIGNED);
+      // Handed out as they are made: assigned, as the campaign's inventory counts them.
+      metrics.assigned.inc({ campaign: campaign.id }, codes.length);
       let off = 0;
       return counts.map((n) => {
         const mine = codes.slice(off, off + n);

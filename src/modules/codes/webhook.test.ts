@@ -48,6 +48,24 @@ describe('codes: POST /api/generate (seed 000, Standard Webhooks)', async () => 
     assert.equal(new Set(codes).size, 10_000);
     const c = (await p.app.inject({ url: '/api/campaigns/batch-codes', headers: p.auth })).json();
     assert.equal(c.inventory.assigned, 10_000, 'handed-out codes can never be reserved by anyone else');
+    const metrics = (await p.app.inject('/metrics')).body;
+    assert.match(
+      metrics,
+      /^codes_assigned_total\{campaign="batch-codes"[^}]*\} 10000$/m,
+      `as the inventory counts them: ${metrics
+        .split('\n')
+        .filter((l) => l.includes('assigned_total'))
+        .join('; ')}`,
+    );
+    // Its id is taken: a campaign of that name made by hand would change what the webhook hands out.
+    const mine = await p.app.inject({
+      method: 'POST',
+      url: '/api/campaigns',
+      headers: p.auth,
+      payload: { id: 'batch-codes', name: 'mine', format: { length: 4, alphabet: 'numeric' } },
+    });
+    assert.equal(mine.statusCode, 409, mine.body);
+    assert.match(mine.json().message, /^batch-codes is the campaign of POST \/api\/generate/);
   });
 
   it('when {count} is sent, then {codes} holds that many new codes; a count over 1,000 is 400', async () => {
