@@ -153,3 +153,48 @@ describe('codes: large generation in parts', async () => {
     });
   });
 });
+
+describe('codes: generation that meets imported codes near the density limit', async () => {
+  const p = await startPlatform({ modules: [codesModule] });
+  const call = (method: 'GET' | 'POST', url: string, payload?: unknown) =>
+    p.app.inject({
+      method,
+      url,
+      headers: p.auth,
+      ...(payload === undefined ? {} : { payload: payload as object }),
+    });
+  const campaign = async (id: string, length: number, imported: number) => {
+    assert.equal(
+      (await call('POST', '/api/campaigns', { id, name: id, format: { length, alphabet: 'numeric' } }))
+        .statusCode,
+      201,
+    );
+    const codes = Array.from({ length: imported }, (_, i) => String(i).padStart(length, '0'));
+    const res = await call('POST', `/api/campaigns/${id}/codes/import`, codes);
+    assert.equal(res.json().inserted, imported, res.body);
+  };
+  const total = async (id: string) => (await call('GET', `/api/campaigns/${id}`)).json().inventory.total;
+
+  it('when a small generation would run out of room topping up, then 422 and no code was written, and what it says fits does', async () => {
+    // 1,000,000 possible codes, 10,000 allowed; 5,000 imported, so 5,000 counters are left, and some
+    // of the codes they give are imported ones.
+    await campaign('tight', 6, 5000);
+    const refused = await call('POST', '/api/campaigns/tight/codes', { count: 5000 });
+    assert.equal(refused.statusCode, 422, refused.body);
+    assert.equal(await total('tight'), 5000, 'all or nothing: no code of the refused request stays');
+    const fits = Number(/about (\d+) more fit/.exec(refused.json().message)?.[1]);
+    assert.ok(fits > 4900 && fits < 5000, refused.json().message);
+    const ok = await call('POST', '/api/campaigns/tight/codes', { count: fits });
+    assert.equal(ok.statusCode, 201, ok.body);
+    assert.equal(await total('tight'), 5000 + fits);
+  });
+
+  it('when a job would need more room than is left once imported codes are allowed for, then it is refused before it starts', async () => {
+    // 10,000,000 possible, 100,000 allowed, 50,000 imported: 50,000 more would lose ~250 to them.
+    await campaign('tightjob', 7, 50_000);
+    const refused = await call('POST', '/api/campaigns/tightjob/codes', { count: 50_000 });
+    assert.equal(refused.statusCode, 422, refused.body);
+    assert.match(refused.json().message, /imported earlier take part of that room, and about \d+ more fit/);
+    assert.equal(await total('tightjob'), 50_000, 'no job started');
+  });
+});

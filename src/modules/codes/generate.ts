@@ -59,6 +59,30 @@ interface Range {
   startSeq: number;
 }
 
+/**
+ * Counters a generation of `count` may lose to imported codes, generously: each counter lands on one
+ * of them with probability imported / capacity, so the expected loss plus five standard deviations.
+ */
+function collisionAllowance(campaign: Campaign, count: number, imported: number): number {
+  if (imported === 0) return 0;
+  const expected = (count * imported) / Number(capacityOf(campaign.format));
+  return Math.ceil(expected + 5 * Math.sqrt(expected) + 1);
+}
+
+/**
+ * The density refusal met while topping up codes lost to collisions with imported codes: the
+ * limit counts counters, and some landed on imported codes, so fewer codes fit than the room in
+ * counters said. `made`: the codes this request had made when it ran out, about what fits.
+ */
+function roomTakenByImports(campaign: Campaign, count: number, made: number, err: unknown): unknown {
+  if (err !== null && (!(err instanceof HttpError) || err.statusCode !== 422)) return err;
+  return unprocessable(
+    `generating ${count} more codes would put campaign ${campaign.id} past ${MAX_DENSITY * 100}% of its ` +
+      `${capacityOf(campaign.format)} possible codes, which makes codes guessable: codes imported earlier ` +
+      `take part of that room, and about ${made} more fit; use a longer code or a larger alphabet for more`,
+  );
+}
+
 export class Generator {
   /** Per campaign: the unused rest of the last block claimed ahead (next index and seq, and end). */
   private readonly blocks = new Map<number, { index: number; seq: number; end: number }>();
@@ -124,11 +148,17 @@ export class Generator {
   /** The density check alone, so a large request is refused with 422 before a job is queued. */
   async checkRoom(campaign: Campaign, count: number): Promise<void> {
     const limit = densityLimit(campaign.format);
-    const { rows } = await this.pool.query<{ n: number }>(
-      'SELECT next_index + imported AS n FROM codes_campaigns WHERE no = $1',
+    const { rows } = await this.pool.query<{ n: number; imported: number }>(
+      'SELECT next_index + imported AS n, imported FROM codes_campaigns WHERE no = $1',
       [campaign.no],
     );
-    if (BigInt(rows[0]?.n ?? 0) + BigInt(count) > limit) await this.claim(this.pool, campaign, count);
+    const held = rows[0]?.n ?? 0;
+    if (BigInt(held) + BigInt(count) > limit) await this.claim(this.pool, campaign, count);
+    // Counters that land on imported codes make no code, and the top-up that replaces them needs
+    // room too: a job refused only at its end has written most of its codes by then.
+    const needed = count + collisionAllowance(campaign, count, rows[0]?.imported ?? 0);
+    const room = Number(limit) - held;
+    if (needed > room) throw roomTakenByImports(campaign, count, Math.max(0, count - (needed - room)), null);
   }
 
   private withPrefix(campaign: Campaign, codes: string[]): string[] {
@@ -137,17 +167,43 @@ export class Generator {
   }
 
   /**
-   * Generates `count` codes in one transaction and returns them. `state` 2 hands them out at once
-   * (the POST /api/generate webhook), so they can never also be reserved.
+   * Generates `count` codes and returns them. `state` 2 hands them out at once (the POST /api/generate
+   * webhook), so they can never also be reserved. `atomic`: all of them or none, in one transaction
+   * (POST …/codes answers with the codes, so a 422 must mean none were made); without it each
+   * round commits on its own and small counts take their counters from a block claimed ahead.
    */
-  async generateSmall(campaign: Campaign, count: number, state = STATE_UNUSED): Promise<string[]> {
+  async generateSmall(
+    campaign: Campaign,
+    count: number,
+    state = STATE_UNUSED,
+    opts: { atomic?: boolean } = {},
+  ): Promise<string[]> {
+    const out = opts.atomic
+      ? await withTransaction(this.pool, (client) =>
+          this.writeSmall(client, campaign, count, state, (n) => this.claim(client, campaign, n)),
+        )
+      : await this.writeSmall(this.pool, campaign, count, state, (n) => this.claimSmall(campaign, n));
+    this.metrics.generated.inc({ campaign: campaign.id }, count);
+    return out;
+  }
+
+  /** Claims counters and writes their codes until `count` are new (imported codes take some). */
+  private async writeSmall(
+    db: Queryable,
+    campaign: Campaign,
+    count: number,
+    state: number,
+    claim: (n: number) => Promise<Range>,
+  ): Promise<string[]> {
     const out: string[] = [];
     let missing = count;
     while (missing > 0) {
-      const range = await this.claimSmall(campaign, missing);
+      const range = await claim(missing).catch((err) => {
+        throw out.length > 0 ? roomTakenByImports(campaign, count, out.length, err) : err;
+      });
       const codes = this.withPrefix(campaign, campaign.permutation.codes(range.startIndex, missing));
       // One statement (atomic without BEGIN/COMMIT round trips): the rows and the counters.
-      const { rows } = await this.pool.query<{ code: string }>({
+      const { rows } = await db.query<{ code: string }>({
         // Named: parsed and planned once per connection (the signed webhook runs it per request batch).
         name: 'codes_generate_small',
         text: `WITH ins AS (
@@ -174,7 +230,6 @@ export class Generator {
       }
       missing = count - out.length;
     }
-    this.metrics.generated.inc({ campaign: campaign.id }, count);
     return out;
   }
 
@@ -270,9 +325,14 @@ export class Generator {
       inserted += written.reduce((x, y) => x + y, 0);
     }
     await reporting;
+    // Collisions with imported codes: top up so the caller gets exactly `count` new codes. checkRoom
+    // left room for them, so a refusal here is rare; it then says how many codes were written.
+    if (inserted < count)
+      await this.generateSmall(campaign, count - inserted, STATE_UNUSED, { atomic: true }).catch((err) => {
+        if (!(err instanceof HttpError)) throw err;
+        throw new HttpError(err.statusCode, `${inserted} of the ${count} codes were written: ${err.message}`);
+      });
     await progress(count);
-    // Collisions with imported codes: top up so the caller gets exactly `count` new codes.
-    if (inserted < count) await this.generateSmall(campaign, count - inserted);
     await this.pool.query(
       'INSERT INTO codes_generations (id, campaign_no, count) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING',
       [runId, campaign.no, count],

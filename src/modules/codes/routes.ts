@@ -5,7 +5,7 @@ import { HttpError, notFound } from '../../kit/errors.ts';
 import type { App } from '../../kit/http.ts';
 import type { ModuleContext } from '../../kit/module.ts';
 import { normalizeCode } from './format.ts';
-import { SYNC_MAX } from './generate.ts';
+import { STATE_UNUSED, SYNC_MAX } from './generate.ts';
 import { timed } from './metrics.ts';
 import * as S from './schemas.ts';
 import type { CodesState } from './state.ts';
@@ -79,7 +79,10 @@ export function registerCodesRoutes(app: App, ctx: ModuleContext, s: CodesState)
       const campaign = await s.campaigns.get(req.params.id);
       const { count } = req.body;
       if (count <= SYNC_MAX) {
-        const codes = await timed(s.metrics, 'generate', () => s.generator.generateSmall(campaign, count));
+        // All or none: a 422 after some rounds had committed left codes the caller never received.
+        const codes = await timed(s.metrics, 'generate', () =>
+          s.generator.generateSmall(campaign, count, STATE_UNUSED, { atomic: true }),
+        );
         reply.code(201);
         return { generated: codes.length, codes };
       }
