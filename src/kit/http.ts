@@ -2,6 +2,7 @@
 // the {statusCode, error, message} envelope, request ids, a 1 MB body limit, an access log that
 // leaves out probe and scrape paths, and the request histogram.
 import { randomUUID } from 'node:crypto';
+import AjvCompiler from '@fastify/ajv-compiler';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -27,6 +28,8 @@ import type { Kit } from './kit.ts';
 import { moduleLogger } from './log.ts';
 import { formatSchemaErrors } from './schema-errors.ts';
 
+/** Fastify's Ajv options but for coercion, and additional properties refused rather than dropped. */
+const AJV_OPTIONS = { removeAdditional: false, useDefaults: true, allErrors: false } as const;
 export type App = FastifyInstance<
   import('node:http').Server,
   import('node:http').IncomingMessage,
@@ -93,9 +96,6 @@ export async function createHttpApp(kit: Kit): Promise<App> {
     trustProxy: true,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
-    ajv: {
-      customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false },
-    },
     schemaErrorFormatter: formatSchemaErrors,
     // The router's own 400s (a path with a bad %-escape) in the envelope every other error uses.
     frameworkErrors: (err, _req, reply) => {
@@ -106,6 +106,12 @@ export async function createHttpApp(kit: Kit): Promise<App> {
       (reply as FastifyReply).code(400).send(badRequest(`${err.message}${hint}`).toJSON());
     },
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
+  // Query strings, path parameters and headers are text, so their numbers and booleans are read
+  // from it (Fastify's default coercion). A JSON body carries its own types: coerced, {"count": true}
+  // generated one code, {"count": "5"} five and {"count": null} was told "must be >= 1".
+  const coercing = AjvCompiler()({}, { customOptions: { ...AJV_OPTIONS, coerceTypes: 'array' } });
+  const exact = AjvCompiler()({}, { customOptions: { ...AJV_OPTIONS, coerceTypes: false } });
+  app.setValidatorCompiler((route) => (route.httpPart === 'body' ? exact : coercing)(route));
 
   const routes: RouteInfo[] = [];
   routeTables.set(app, routes);

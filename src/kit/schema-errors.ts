@@ -21,5 +21,13 @@ export function formatSchemaErrors(errors: SchemaError[], dataVar: string): Erro
       return new Error(`${dataVar}${path} must be one of ${values.join(', ')}`);
     }
   }
-  return new Error(errors.map((e) => `${dataVar}${e.instancePath ?? ''} ${e.message}`).join(', '));
+  return new Error(errors.map((e) => `${dataVar}${e.instancePath ?? ''} ${describe(e)}`).join(', '));
+}
+
+/** Ajv's line, naming the property it refused where Ajv leaves it out. */
+function describe(e: SchemaError): string {
+  const extra = e.params?.additionalProperty;
+  if (e.keyword === 'additionalProperties' && typeof extra === 'string')
+    return `must NOT have the property ${JSON.stringify(extra)}: it is not one of this request's fields`;
+  return e.message ?? '';
 }

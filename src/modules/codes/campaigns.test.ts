@@ -78,14 +78,28 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
   });
 
   it('when counts are negative, zero, huge or not whole, then 400 names the field', async () => {
-    for (const count of [-1, 0, 50_000_001, 1.5, 'many']) {
+    // A JSON body's types are its own: true, "5", [2] and null are not counts (coerced, they were 1, 5
+    // and 2 codes, and null read as 0, "must be >= 1").
+    for (const count of [-1, 0, 50_000_001, 1.5, 'many', true, '5', [2], null]) {
       const res = await call('POST', '/api/campaigns/gen/codes', { count });
       assert.equal(res.statusCode, 400, `count ${count}: ${res.body}`);
       assert.match(res.json().message, /count/);
       const r2 = await call('POST', '/api/campaigns/gen/reservations', { count });
       assert.equal(r2.statusCode, 400, `reserve count ${count}: ${r2.body}`);
       assert.match(r2.json().message, /count/);
+      if (typeof count !== 'number' && count !== 'many')
+        assert.equal(
+          r2.json().message,
+          'body/count must be integer',
+          `reserve count ${JSON.stringify(count)}`,
+        );
     }
+    const typo = await call('POST', '/api/campaigns/gen/reservations', { count: 1, reserveID: 'x' });
+    assert.equal(typo.statusCode, 400);
+    assert.equal(
+      typo.json().message,
+      'body must NOT have the property "reserveID": it is not one of this request\'s fields',
+    );
   });
 
   it('when the campaign is unknown, then 404 says how to create it', async () => {
