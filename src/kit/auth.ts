@@ -319,7 +319,13 @@ export class WebhookVerifier {
    * with an error forgets it again (the kit's onResponse hook calls forgetFailed).
    */
   async verifyRequest(req: FastifyRequest): Promise<void> {
-    await this.verify(req.rawBody ?? '', req.headers);
+    try {
+      await this.verify(req.rawBody ?? '', req.headers);
+    } catch (err) {
+      // The access log shows only a 401; the sender's operator needs the reason (never the secret).
+      req.log.info({ reqId: req.id, reason: (err as Error).message }, 'WEBHOOK_REJECTED');
+      throw err;
+    }
     req.webhookId = String(req.headers['webhook-id']);
   }
 

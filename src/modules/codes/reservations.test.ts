@@ -429,3 +429,28 @@ describe('codes: reserve, assign, release and expiry', async () => {
     );
   });
 });
+
+describe('codes: the operations at debug (seed 004 DEBUG=titan:codes*)', async () => {
+  const p = await startPlatform({ modules: [codesModule], env: { DEBUG: 'tessera:codes*' } });
+  const call = (method: 'POST' | 'DELETE', url: string, payload?: object) =>
+    p.app.inject({ method, url, headers: p.auth, ...(payload ? { payload } : {}) });
+
+  it('when DEBUG=tessera:codes*, then reserve, assign and release each log a line naming the reservation', async () => {
+    const made = await call('POST', '/api/campaigns', {
+      id: 'traced',
+      name: 'traced',
+      format: { length: 8, alphabet: 'numeric' },
+    });
+    assert.equal(made.statusCode, 201, made.body);
+    await call('POST', '/api/campaigns/traced/codes', { count: 5 });
+    await call('POST', '/api/campaigns/traced/reservations', { count: 2, reserveId: 'a' });
+    await call('POST', '/api/campaigns/traced/reservations/a/assign', { userId: 'u1' });
+    await call('POST', '/api/campaigns/traced/reservations', { count: 1, reserveId: 'b' });
+    await call('DELETE', '/api/campaigns/traced/reservations/b');
+    const line = (msg: string) => p.logs.events(msg).find((l) => l.campaign === 'traced');
+    const reserved = line('CODES_RESERVED');
+    assert.deepEqual([reserved?.module, reserved?.reserveId, reserved?.count], ['codes', 'a', 2]);
+    assert.equal(line('CODES_ASSIGNED')?.userId, 'u1');
+    assert.equal(line('CODES_RELEASED')?.released, 1);
+  });
+});

@@ -2,6 +2,7 @@
 // (`ctx.rpc.client<CodesService>('codes')`). Inputs are checked here too, because RPC callers
 // bypass the HTTP schemas; every bad input is a 4xx that says what to fix.
 import { badRequest, conflict, unprocessable } from '../../kit/errors.ts';
+import type { Logger } from '../../kit/log.ts';
 import { longerThan } from '../../kit/text.ts';
 import {
   BATCH_CAMPAIGN,
@@ -74,8 +75,13 @@ export function createCodesService(deps: {
   campaigns: Campaigns;
   reservations: Reservations;
   metrics: CodesMetrics;
+  log: Logger;
 }): CodesService {
-  const { campaigns, reservations, metrics } = deps;
+  const { campaigns, reservations, metrics, log } = deps;
+  // Seed 004's DEBUG='titan:codes*' traced each operation; DEBUG=tessera:codes* shows these lines.
+  const trace = (event: string, fields: Record<string, unknown>) => {
+    if (log.isLevelEnabled('debug')) log.debug(fields, event);
+  };
   return {
     reserve: (input) =>
       timed(metrics, 'reserve', async () => {
@@ -90,17 +96,38 @@ export function createCodesService(deps: {
           throw unprocessable(
             `campaign ${campaign.id} gives a user at most ${campaign.maxPerUser} code(s) (maxPerUser), so a reservation of ${count} could never be assigned: reserve at most ${campaign.maxPerUser}`,
           );
-        return reservations.reserve(campaign, { count, reserveId, ttlSeconds });
+        const r = await reservations.reserve(campaign, { count, reserveId, ttlSeconds });
+        trace('CODES_RESERVED', {
+          campaign: campaign.id,
+          reserveId: r.reserveId,
+          count,
+          expiresAt: r.expiresAt,
+        });
+        return r;
       }),
     assign: (input) =>
       timed(metrics, 'assign', async () => {
         const campaign = await campaigns.get(checkId('campaignId', input?.campaignId));
-        return reservations.assign(campaign, checkId('reserveId', input.reserveId), checkUser(input.userId));
+        const r = await reservations.assign(
+          campaign,
+          checkId('reserveId', input.reserveId),
+          checkUser(input.userId),
+        );
+        trace('CODES_ASSIGNED', {
+          campaign: campaign.id,
+          reserveId: r.reserveId,
+          userId: r.userId,
+          count: r.codes.length,
+        });
+        return r;
       }),
     release: (input) =>
       timed(metrics, 'release', async () => {
         const campaign = await campaigns.get(checkId('campaignId', input?.campaignId));
-        return reservations.release(campaign, checkId('reserveId', input.reserveId));
+        const reserveId = checkId('reserveId', input.reserveId);
+        const r = await reservations.release(campaign, reserveId);
+        trace('CODES_RELEASED', { campaign: campaign.id, reserveId, released: r.released });
+        return r;
       }),
     getReservation: (input) =>
       timed(metrics, 'get_reservation', async () => {

@@ -42,7 +42,7 @@ export function createCodesState(ctx: ModuleContext): CodesState {
   const reservations = new Reservations(ctx.pool, metrics, ctx.log);
   const generator = new Generator(ctx.pool, metrics);
   const transfer = new Transfer(ctx.pool, metrics);
-  const service = createCodesService({ campaigns, reservations, metrics });
+  const service = createCodesService({ campaigns, reservations, metrics, log: ctx.log });
   const webhookBatches = new Coalescer<number, string[]>(
     async (_key, counts) => {
       const campaign = await campaigns.ensure(BATCH_CAMPAIGN);

@@ -120,6 +120,9 @@ describe('codes: POST /api/generate (seed 000, Standard Webhooks)', async () => 
     for (let i = 0; i < 2; i++) {
       const replay = await send('{}', { id: 'msg_retry_me' });
       assert.equal(replay.statusCode, 401, replay.body);
+      // The access log holds only the 401; this line holds why.
+      const why = p.logs.events('WEBHOOK_REJECTED').find((l) => l.reqId === replay.headers['x-request-id']);
+      assert.match(String(why?.reason), /^webhook-id msg_retry_me was already used/);
     }
   });
 
