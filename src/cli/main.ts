@@ -75,7 +75,11 @@ keys
   .description('create an API key; it is printed once and stored only as a hash')
   .requiredOption('--name <name>', 'who or what uses the key')
   .option('--scopes <scopes>', 'comma-separated: admin, codes, events, books, sender', 'admin')
-  .option('--account <account>', 'the account whose data the key reaches', DEFAULT_ACCOUNT)
+  .option(
+    '--account <account>',
+    'the account whose sender data the key reaches (codes, events and books are shared)',
+    DEFAULT_ACCOUNT,
+  )
   .action(async (opts: { name: string; scopes: string; account: string }) => {
     const created = await withKit((kit) =>
       createApiKey(
@@ -132,7 +136,11 @@ users
   .requiredOption('--email <email>', 'sign-in e-mail')
   .requiredOption('--password <password>', 'at least 6 characters')
   .addOption(new Option('--role <role>', 'admin sees admin pages').choices(['admin', 'user']).default('user'))
-  .option('--account <account>', 'the account whose data the user sees', DEFAULT_ACCOUNT)
+  .option(
+    '--account <account>',
+    'the account whose sender data the user sees (codes, events and books are shared)',
+    DEFAULT_ACCOUNT,
+  )
   .action(async (opts: { email: string; password: string; role: 'admin' | 'user'; account: string }) => {
     const user = await withKit((kit) =>
       createUser(kit.pool, opts.email, opts.password, opts.role, opts.account),

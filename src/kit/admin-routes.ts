@@ -153,7 +153,8 @@ export async function registerAdminRoutes(app: App, kit: Kit, modules: string[])
               Type.String({
                 minLength: 1,
                 maxLength: 100,
-                description: "the account whose data the key reaches; default: the caller's account",
+                description:
+                  "the account whose sender data the key reaches (codes, events and books are shared); default: the caller's account",
               }),
             ),
           }),
