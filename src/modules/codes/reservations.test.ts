@@ -231,6 +231,9 @@ describe('codes: reserve, assign, release and expiry', async () => {
       assigned: 0,
       total: 4,
     });
+    // That GET swept it: it ended when it expired, as it read before, not at the sweep.
+    const swept = (await call('GET', '/api/campaigns/ttl/reservations/short')).json();
+    assert.equal(swept.endedAt, r.expiresAt);
     const again = await rpc.reserve({ campaignId: 'ttl', count: 4, reserveId: 'short' });
     assert.equal(again.codes.length, 4);
     const text = (await p.app.inject('/metrics')).body;

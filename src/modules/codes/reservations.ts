@@ -79,7 +79,7 @@ interface Swept {
  */
 async function sweepExpired(db: Queryable, campaignNo?: number): Promise<Swept[]> {
   const { rows: expired } = await db.query<{ campaign_no: number; reserve_id: string }>(
-    `UPDATE codes_reservations SET state = 'expired', ended_at = now()
+    `UPDATE codes_reservations SET state = 'expired', ended_at = expires_at
      WHERE (campaign_no, reserve_id) IN (
        SELECT campaign_no, reserve_id FROM codes_reservations
        WHERE state = 'reserved' AND expires_at <= now() AND ($1::int IS NULL OR campaign_no = $1)
