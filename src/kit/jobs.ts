@@ -326,11 +326,14 @@ export class Jobs {
     log.error({ err, poolId: failed.poolId }, 'JOBS_RUNNER_FAILED');
     failed.runner.stop().catch(() => undefined); // may never settle; nothing waits on it
     await failed.liveness.stop(); // no more beats; its row goes below if PostgreSQL is down now
-    while (failed.running.jobs > 0) await sleep(100);
+    // A job still in its code is waited for, up to the heartbeat timeout: the window after which any
+    // silent pool's jobs are handed back anyway (job-workers.ts).
+    const waitUntil = Date.now() + (this.launchArgs?.opts.heartbeatTimeoutMs ?? 0);
+    while (failed.running.jobs > 0 && Date.now() < waitUntil) await sleep(100);
     for (let delayMs = 250; this.launchArgs; delayMs = Math.min(delayMs * 2, 5000)) {
       try {
-        // Its jobs stay locked by it: hand them back now rather than after the heartbeat timeout,
-        // since this process knows that pool is gone and none of its jobs is running.
+        // Its jobs stay locked by it: hand them back now, since this process knows that pool is gone
+        // and none of its jobs is running (or, past the timeout, would be presumed dead anyway).
         await this.pool.query(
           `WITH gone AS (DELETE FROM tessera_job_workers WHERE worker_id = $1)
            SELECT graphile_worker.force_unlock_workers(ARRAY[$1])`,
