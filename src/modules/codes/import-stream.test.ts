@@ -142,6 +142,23 @@ describe('codes: streamed CSV import at size', { skip: linux }, () => {
   });
 });
 
+/** A fresh `--role api` process, a codes key and an empty 8-digit campaign `id` to import into. */
+async function apiWithCampaign(id: string, logLevel: string) {
+  const db = await freshDatabase();
+  const server = await spawnTessera('api', { DATABASE_URL: db, LOG_LEVEL: logLevel });
+  await server.waitHealthy();
+  const pool = testPool(db);
+  after(() => pool.end());
+  const { key } = await createApiKey(pool, `${id} test`, ['codes']);
+  const created = await fetch(`${server.url}/api/campaigns`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ id, name: id, format: { length: 8, alphabet: 'numeric' } }),
+  });
+  assert.equal(created.status, 201, await created.text());
+  return { server, pool, key };
+}
+
 /** POSTs `body` as a chunked text/csv import; answers once the response has ended, then stops sending. */
 function postCsv(
   url: string,
@@ -171,18 +188,7 @@ function postCsv(
 
 describe('codes: CSV import of a line with no end', { skip: linux }, () => {
   it('when a CSV has a line of 128 MB, then 400 names the line before much of it is read, server memory stays flat and the next request is answered', async () => {
-    const db = await freshDatabase();
-    const server = await spawnTessera('api', { DATABASE_URL: db, LOG_LEVEL: 'warn' });
-    await server.waitHealthy();
-    const pool = testPool(db);
-    after(() => pool.end());
-    const { key } = await createApiKey(pool, 'long line test', ['codes']);
-    const created = await fetch(`${server.url}/api/campaigns`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ id: 'long', name: 'long', format: { length: 8, alphabet: 'numeric' } }),
-    });
-    assert.equal(created.status, 201, await created.text());
+    const { server, key } = await apiWithCampaign('long', 'warn');
 
     // Generated as it is sent: one 1 MB buffer again and again, never a file.
     const MB = Buffer.alloc(1024 * 1024, '1');
@@ -215,18 +221,7 @@ describe('codes: CSV import of a line with no end', { skip: linux }, () => {
 
 describe('codes: an import the client abandons', () => {
   it('when the client closes its connection mid-upload, then that is a client abort, not a PostgreSQL outage', async () => {
-    const db = await freshDatabase();
-    const server = await spawnTessera('api', { DATABASE_URL: db, LOG_LEVEL: 'info' });
-    await server.waitHealthy();
-    const pool = testPool(db);
-    after(() => pool.end());
-    const { key } = await createApiKey(pool, 'abort test', ['codes']);
-    const created = await fetch(`${server.url}/api/campaigns`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ id: 'gone', name: 'gone', format: { length: 8, alphabet: 'numeric' } }),
-    });
-    assert.equal(created.status, 201, await created.text());
+    const { server, pool, key } = await apiWithCampaign('gone', 'info');
     const req = request(`${server.url}/api/campaigns/gone/codes/import`, {
       method: 'POST',
       headers: { authorization: `Bearer ${key}`, 'content-type': 'text/csv' },
