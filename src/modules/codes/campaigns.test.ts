@@ -102,6 +102,13 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     );
   });
 
+  it('when the API is read at /openapi.json, then a route lists every error it can answer', async () => {
+    const spec = (await p.app.inject({ url: '/openapi.json' })).json();
+    const reserve = spec.paths['/api/campaigns/{id}/reservations'].post.responses;
+    for (const status of ['400', '401', '403', '404', '409', '413', '415', '422', '503'])
+      assert.ok(reserve[status], `reserve documents ${status}`);
+  });
+
   it('when the campaign is unknown, then 404 says how to create it', async () => {
     for (const [m, url, body] of [
       ['GET', '/api/campaigns/nope', undefined],

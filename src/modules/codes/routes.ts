@@ -11,7 +11,10 @@ import * as S from './schemas.ts';
 import type { CodesState } from './state.ts';
 import { Transfer } from './transfer.ts';
 
-const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody, 422: S.ErrorBody };
+// Every error a codes route can answer, in the same envelope (listed so /docs shows them all).
+const errors = Object.fromEntries(
+  [400, 401, 403, 404, 409, 413, 415, 422, 503].map((status) => [status, S.ErrorBody]),
+);
 const tags = ['codes'];
 const IMPORT_URL = '/api/campaigns/:id/codes/import';
 const IMPORT_BODY_LIMIT = 64 * 1024 * 1024;
