@@ -69,19 +69,32 @@ function collisionAllowance(campaign: Campaign, count: number, imported: number)
   return Math.ceil(expected + 5 * Math.sqrt(expected) + 1);
 }
 
-/**
- * The density refusal met while topping up codes lost to collisions with imported codes: the
- * limit counts counters, and some landed on imported codes, so fewer codes fit than the room in
- * counters said. `made`: the codes this request had made when it ran out, about what fits.
- */
-function roomTakenByImports(campaign: Campaign, count: number, made: number, err: unknown): unknown {
-  if (err !== null && (!(err instanceof HttpError) || err.statusCode !== 422)) return err;
+/** The 422 for a generation past the 1% density limit; `fits` says how many more codes would fit. */
+function densityRefusal(campaign: Campaign, count: number, fits: string): HttpError {
   return unprocessable(
     `generating ${count} more codes would put campaign ${campaign.id} past ${MAX_DENSITY * 100}% of its ` +
-      `${capacityOf(campaign.format)} possible codes, which makes codes guessable: codes imported earlier ` +
-      `take part of that room, and about ${made} more fit; use a longer code or a larger alphabet for more`,
+      `${capacityOf(campaign.format)} possible codes, which makes codes guessable: ${fits}; ` +
+      'use a longer code or a larger alphabet for more',
   );
 }
+
+/**
+ * The density refusal when imported codes took part of the room: the limit counts counters, and
+ * some land on imported codes, so fewer codes fit than the room in counters says. `made`: what this
+ * request could make before it ran out, about what fits.
+ */
+function roomTakenByImports(campaign: Campaign, count: number, made: number): HttpError {
+  return densityRefusal(
+    campaign,
+    count,
+    `codes imported earlier take part of that room, and about ${made} more fit`,
+  );
+}
+
+const isDensityRefusal = (err: unknown) => err instanceof HttpError && err.statusCode === 422;
+
+/** Counters left under the density limit when `held` are spent or imported. */
+const roomLeft = (limit: bigint, held: number) => Math.max(0, Number(limit) - held);
 
 export class Generator {
   /** Per campaign: the unused rest of the last block claimed ahead (next index and seq, and end). */
@@ -108,13 +121,7 @@ export class Generator {
         'SELECT next_index + imported AS n FROM codes_campaigns WHERE no = $1',
         [campaign.no],
       );
-      const n = held[0]?.n ?? 0;
-      const room = Math.max(0, Number(limit) - n);
-      throw unprocessable(
-        `generating ${count} more codes would put campaign ${campaign.id} past ${MAX_DENSITY * 100}% of its ` +
-          `${capacityOf(campaign.format)} possible codes, which makes codes guessable: at most ${room} more fit; ` +
-          'use a longer code or a larger alphabet for more',
-      );
+      throw densityRefusal(campaign, count, `at most ${roomLeft(limit, held[0]?.n ?? 0)} more fit`);
     }
     return { startIndex: r.start_index, startSeq: r.start_seq };
   }
@@ -130,7 +137,7 @@ export class Generator {
         r = await this.claim(this.pool, campaign, BLOCK);
       } catch (err) {
         // Near the density limit a block no longer fits: claim exactly what is asked.
-        if (err instanceof HttpError && err.statusCode === 422) return this.claim(this.pool, campaign, count);
+        if (isDensityRefusal(err)) return this.claim(this.pool, campaign, count);
         throw err;
       }
       // Concurrent calls may each have claimed a block: keep the one with more left.
@@ -152,13 +159,12 @@ export class Generator {
       'SELECT next_index + imported AS n, imported FROM codes_campaigns WHERE no = $1',
       [campaign.no],
     );
-    const held = rows[0]?.n ?? 0;
-    if (BigInt(held) + BigInt(count) > limit) await this.claim(this.pool, campaign, count);
+    const room = roomLeft(limit, rows[0]?.n ?? 0);
+    if (count > room) throw densityRefusal(campaign, count, `at most ${room} more fit`);
     // Counters that land on imported codes make no code, and the top-up that replaces them needs
     // room too: a job refused only at its end has written most of its codes by then.
     const needed = count + collisionAllowance(campaign, count, rows[0]?.imported ?? 0);
-    const room = Number(limit) - held;
-    if (needed > room) throw roomTakenByImports(campaign, count, Math.max(0, count - (needed - room)), null);
+    if (needed > room) throw roomTakenByImports(campaign, count, Math.max(0, count - (needed - room)));
   }
 
   private withPrefix(campaign: Campaign, codes: string[]): string[] {
@@ -199,7 +205,7 @@ export class Generator {
     let missing = count;
     while (missing > 0) {
       const range = await claim(missing).catch((err) => {
-        throw out.length > 0 ? roomTakenByImports(campaign, count, out.length, err) : err;
+        throw out.length > 0 && isDensityRefusal(err) ? roomTakenByImports(campaign, count, out.length) : err;
       });
       const codes = this.withPrefix(campaign, campaign.permutation.codes(range.startIndex, missing));
       // One statement (atomic without BEGIN/COMMIT round trips): the rows and the counters.
