@@ -265,10 +265,10 @@ export class NativeHmacWebhook extends Webhook {
   }
 }
 
-/** Verifies signature and timestamp (the package enforces the 5-minute window), then rejects replays. */
 /** Failed deliveries whose ids wait for PostgreSQL to be forgotten; past this, they stay recorded. */
 const MAX_PENDING_FORGETS = 10_000;
 
+/** Verifies signature and timestamp (the package enforces the 5-minute window), then rejects replays. */
 export class WebhookVerifier {
   private readonly webhook: NativeHmacWebhook;
   /** Concurrent deliveries record their ids in one INSERT (one commit), not one each. */
