@@ -61,22 +61,10 @@ const linux = existsSync('/proc/self/clear_refs')
 
 describe('codes: streamed CSV import at size', { skip: linux }, () => {
   it(`when a ${LINES.toLocaleString('en')}-line CSV is streamed to the import, then every line is counted and server memory stays flat`, async () => {
-    const db = await freshDatabase();
-    const server = await spawnTessera('api', { DATABASE_URL: db, LOG_LEVEL: 'warn' });
-    await server.waitHealthy();
-    const pool = testPool(db);
-    after(() => pool.end());
-    const { key } = await createApiKey(pool, 'import test', ['codes']);
-    const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json' };
-    const created = await fetch(`${server.url}/api/campaigns`, {
-      method: 'POST',
-      headers,
-      body: JSON.stringify({ id: 'bulk', name: 'bulk', format: { length: 8, alphabet: 'numeric' } }),
-    });
-    assert.equal(created.status, 201, await created.text());
+    const { server, pool, key } = await apiWithCampaign('bulk', 'warn');
     const pre = await fetch(`${server.url}/api/campaigns/bulk/codes/import`, {
       method: 'POST',
-      headers,
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
       body: JSON.stringify(Array.from({ length: PRE_IMPORTED }, (_, i) => codeOf(i))),
     });
     assert.equal(((await pre.json()) as { inserted: number }).inserted, PRE_IMPORTED);
@@ -89,31 +77,14 @@ describe('codes: streamed CSV import at size', { skip: linux }, () => {
     const before = procStatus(pid, 'VmRSS');
     writeFileSync(`/proc/${pid}/clear_refs`, '5');
     const started = Date.now();
-    const result = await new Promise<{ status: number; body: string }>((resolve, reject) => {
-      // No content-length: the body goes out chunked, produced as the server reads it.
-      const req = request(
-        `${server.url}/api/campaigns/bulk/codes/import`,
-        { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'text/csv' } },
-        (res) => {
-          let body = '';
-          res.setEncoding('utf8');
-          res.on('data', (d) => {
-            body += d;
-          });
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-        },
+    // Streamed, not buffered: with half the body still unsent, codes must already be stored.
+    const midway = () =>
+      waitFor(
+        async () =>
+          (await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM codes')).rows[0]!.n > PRE_IMPORTED,
+        { timeoutMs: 30_000, intervalMs: 100, what: 'codes stored before the body has ended' },
       );
-      req.on('error', reject);
-      // Streamed, not buffered: with half the body still unsent, codes must already be stored.
-      const midway = () =>
-        waitFor(
-          async () =>
-            (await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM codes')).rows[0]!.n >
-            PRE_IMPORTED,
-          { timeoutMs: 30_000, intervalMs: 100, what: 'codes stored before the body has ended' },
-        );
-      Readable.from(csv(midway)).pipe(req);
-    });
+    const result = await postCsv(`${server.url}/api/campaigns/bulk/codes/import`, key, csv(midway));
     const seconds = (Date.now() - started) / 1000;
     const growthMb = (procStatus(pid, 'VmHWM') - before) / 1024;
 
