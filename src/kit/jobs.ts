@@ -235,6 +235,7 @@ export class Jobs {
    * registers it for heartbeats so its jobs are released soon if it dies (job-workers.ts).
    */
   async start(opts: StartOptions): Promise<void> {
+    if (opts.jobs) this.crashIfAsked();
     const taskList: TaskList = {};
     if (opts.jobs)
       for (const def of this.defs.values()) taskList[def.name] = (p, h) => this.runJob(def, p, h);
@@ -253,6 +254,19 @@ export class Jobs {
     if (Object.keys(taskList).length === 0) return;
     this.launchArgs = { opts, taskList, cronItems };
     await this.launch();
+  }
+
+  /**
+   * WORKER_FAILURE_MODE=crash (or a stored override) when a worker starts: seed 003's test plan
+   * starts the worker in this mode and expects it to exit at once with FAILURE_INJECTION, not to
+   * wait for work. Set at run time, the mode hits when a job is picked up instead (runJob).
+   */
+  private crashIfAsked(): void {
+    const modules = new Set([...this.defs.keys()].map(moduleOf));
+    const crashing = [...modules].find((m) => this.chaos.mode(m, 'worker') === 'crash');
+    if (crashing === undefined) return;
+    this.chaos.record(crashing, 'worker', 'crash', { at: 'start' });
+    process.exit(1);
   }
 
   /** Runs a graphile-worker pool for start()'s task list, watched so that its failure replaces it. */
@@ -377,8 +391,8 @@ export class Jobs {
     });
     const mode = this.chaos.mode(module, 'worker');
     if (mode === 'crash') {
-      this.chaos.record(module, 'worker', mode, { job: def.name, jobId: helpers.job.id });
-      // Seed 003: "Worker exits immediately with FAILURE_INJECTION log". The job stays locked until
+      this.chaos.record(module, 'worker', mode, { at: 'job', job: def.name, jobId: helpers.job.id });
+      // Switched on at run time (crashIfAsked covers a start in this mode). The job stays locked until
       // another runner sees this one's heartbeat go stale (WORKER_HEARTBEAT_TIMEOUT_MS) and releases it.
       process.exit(1);
     }

@@ -56,19 +56,60 @@ describe('events across real processes', () => {
     });
   });
 
-  it('when WORKER_FAILURE_MODE=crash and work is waiting, then the worker exits with FAILURE_INJECTION logged and nothing is lost', async () => {
+  it('when a worker starts with WORKER_FAILURE_MODE=crash, then it exits at once with FAILURE_INJECTION, work waiting or not (seed 003)', async () => {
     const db = await processDatabase();
     const pool = testPool(db);
     after(() => pool.end());
+    // Within 20 s (a start takes ~2): a worker still running then did not crash.
+    const exitOf = (t: Awaited<ReturnType<typeof spawnTessera>>) =>
+      Promise.race([
+        new Promise<number | null>((resolve) => t.proc.on('exit', (c) => resolve(c))),
+        sleep(20_000).then(() => assert.fail(`the worker did not exit: ${t.output().slice(-1000)}`)),
+      ]);
+    // Nothing waiting: the seed's `npm run dev:worker` in this mode exits without waiting for work.
+    const idle = await spawnTessera('worker', { DATABASE_URL: db, WORKER_FAILURE_MODE: 'crash' });
+    assert.notEqual(await exitOf(idle), 0);
+    const line = idle.logLines().find((l) => l.msg === 'FAILURE_INJECTION');
+    assert.equal(line?.mode, 'crash', idle.output().slice(-2000));
+    assert.equal(line?.at, 'start');
+    assert.match(String(line?.origin), /WORKER_FAILURE_MODE=crash in the environment/);
+
     await storeRaw(pool, `SELECT 'u' AS user_id, 'crash-test' AS action, now() AS ts`);
     await pool.query(`SELECT graphile_worker.add_job('events:drain', '{}', job_key => 'events:drain')`);
-    const worker = await spawnTessera('worker', { DATABASE_URL: db, WORKER_FAILURE_MODE: 'crash' });
-    const code = await new Promise<number | null>((resolve) => worker.proc.on('exit', (c) => resolve(c)));
-    assert.notEqual(code, 0);
-    assert.ok(
-      worker.logLines().some((l) => l.msg === 'FAILURE_INJECTION' && l.mode === 'crash'),
-      worker.output().slice(-2000),
-    );
+    const busy = await spawnTessera('worker', { DATABASE_URL: db, WORKER_FAILURE_MODE: 'crash' });
+    assert.notEqual(await exitOf(busy), 0);
+    assert.ok(busy.logLines().some((l) => l.msg === 'FAILURE_INJECTION' && l.at === 'start'));
+    assert.equal(await countBacklog(pool), 1, 'the event still waits for a healthy worker');
+  });
+
+  it('when crash is switched on at run time, then the running worker exits as it picks up work, and the event waits', async () => {
+    const db = await processDatabase();
+    const pool = testPool(db);
+    after(() => pool.end());
+    const api = await spawnTessera('api', { DATABASE_URL: db });
+    const worker = await spawnTessera('worker', { DATABASE_URL: db });
+    await Promise.all([api.waitHealthy(), worker.waitHealthy()]);
+    const exited = new Promise<number | null>((resolve) => worker.proc.on('exit', (c) => resolve(c)));
+    const headers = { authorization: `Bearer ${await adminKey(db)}`, 'content-type': 'application/json' };
+    const set = await fetch(`${api.url}/api/admin/chaos`, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({ module: 'events', worker: 'crash' }),
+    });
+    assert.equal(set.status, 200, await set.text());
+    // The worker reads overrides about once a second; wait until it has, then give it work.
+    await sleep(2500);
+    assert.equal(worker.proc.exitCode, null, 'a running worker does not exit before it has work');
+    const sent = await fetch(`${api.url}/api/events`, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({ userId: 'u', action: 'crash-test' }),
+    });
+    assert.equal(sent.status, 201);
+    assert.notEqual(await exited, 0);
+    const line = worker.logLines().find((l) => l.msg === 'FAILURE_INJECTION');
+    assert.equal(line?.at, 'job', worker.output().slice(-2000));
+    assert.match(String(line?.origin), /set at run time for module "events"/);
     assert.equal(await countBacklog(pool), 1, 'the event still waits for a healthy worker');
   });
 
