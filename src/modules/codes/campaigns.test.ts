@@ -347,6 +347,43 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     assert.deepEqual(rows[0], { n: 60_000, d: 60_000 });
   });
 
+  it('when a file is imported while a release changes one of its codes, then the import waits for it and neither fails (no deadlock)', async () => {
+    await create('race', { length: 6, alphabet: 'numeric' });
+    await call('POST', '/api/campaigns/race/codes/import', ['100001', '100002']);
+    const no = (await p.kit.pool.query(`SELECT no FROM codes_campaigns WHERE id = 'race'`)).rows[0].no;
+    // A transaction shaped like release: a code row first, the campaign's counters last.
+    const release = await p.kit.pool.connect();
+    try {
+      await release.query('BEGIN');
+      await release.query(`UPDATE codes SET state = 0 WHERE campaign_no = $1 AND code = '100001'`, [no]);
+      // The same file again, as the docs say to after a 400: its INSERT waits on that row.
+      const resent = call('POST', '/api/campaigns/race/codes/import', '100001\n100002\n100003', {
+        'content-type': 'text/csv',
+      });
+      await waitFor(
+        async () =>
+          (
+            await p.kit.pool.query(
+              `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO codes%'`,
+            )
+          ).rowCount,
+        { what: 'the import to wait on the row' },
+      );
+      // Before: the import held the campaign row here, and this update deadlocked with it.
+      await release.query('UPDATE codes_campaigns SET available = available WHERE no = $1', [no]);
+      await release.query('COMMIT');
+      const res = await resent;
+      assert.equal(res.statusCode, 200, res.body);
+      assert.deepEqual(
+        { inserted: res.json().inserted, duplicate: res.json().duplicate },
+        { inserted: 1, duplicate: 2 },
+      );
+    } finally {
+      release.release();
+    }
+    assert.equal((await call('GET', '/api/campaigns/race')).json().inventory.available, 3);
+  });
+
   it('when metrics are scraped, then the codes business metrics are there by campaign', async () => {
     const text = (await p.app.inject('/metrics')).body;
     assert.match(text, /codes_generated_total\{campaign="gen"[^}]*\} 8000/);
