@@ -190,6 +190,81 @@ describe('codes: reserve, assign, release and expiry', async () => {
     await assert.rejects(rpc.reserve({ campaignId: 'missing', count: 1 }), { statusCode: 404 });
   });
 
+  it('when one reserveId comes twice in a batch with two counts, then each request is judged on its own count', async () => {
+    await campaign('twice', 100);
+    const ask = (reserveId: string, count: number) =>
+      rpc.reserve({ campaignId: 'twice', reserveId, count }).then(
+        (r) => ({ count, status: 201, codes: r.codes.length, message: '' }),
+        (e) => ({ count, status: e.statusCode as number, codes: 0, message: String(e.message) }),
+      );
+    // Before: the second shared the first one's answer, a 201 with 2 codes to a request for 5.
+    for (let round = 0; round < 5; round++) {
+      const id = `twice-${round}`;
+      // The first request runs alone; the two after it queue behind it and go in one batch.
+      const [, a, b] = await Promise.all([ask(`lane-${round}`, 1), ask(id, 2), ask(id, 5)]);
+      const won = [a, b].filter((x) => x.status === 201);
+      assert.equal(won.length, 1, JSON.stringify([a, b]));
+      assert.equal(won[0]!.codes, won[0]!.count, JSON.stringify([a, b]));
+      const lost = a.status === 201 ? b : a;
+      assert.equal(lost.status, 409);
+      assert.match(lost.message, new RegExp(`already holds ${won[0]!.count} code\\(s\\), not ${lost.count}`));
+    }
+    // A retry with the held count, batched behind a request with another count, still gets its codes.
+    assert.equal((await ask('held', 2)).status, 201);
+    const [, other, retry] = await Promise.all([ask('lane-x', 1), ask('held', 5), ask('held', 2)]);
+    assert.equal(other.status, 409);
+    assert.deepEqual([retry.status, retry.codes], [201, 2], retry.message);
+  });
+
+  it('when other transactions hold the codes a reserve needs, then it runs again, and 409 only if they keep them', async () => {
+    await campaign('held', 10);
+    const no = (await p.kit.pool.query(`SELECT no FROM codes_campaigns WHERE id = 'held'`)).rows[0].no;
+    // Another reserve (asking for more than there is) has locked every code and will give them back.
+    const other = await p.kit.pool.connect();
+    const lockAll = async () => {
+      await other.query('BEGIN');
+      await other.query('SELECT code FROM codes WHERE campaign_no = $1 FOR UPDATE', [no]);
+    };
+    try {
+      await lockAll();
+      const asked = rpc.reserve({ campaignId: 'held', count: 2 });
+      await new Promise((r) => setTimeout(r, 30));
+      await other.query('ROLLBACK');
+      // Before: 409 "has 0 code(s) available" with all ten free.
+      assert.equal((await asked).codes.length, 2);
+
+      await lockAll();
+      const kept = await call('POST', '/api/campaigns/held/reservations', { count: 2 });
+      await other.query('ROLLBACK');
+      assert.equal(kept.statusCode, 409, kept.body);
+      assert.match(kept.json().message, /has 8 code\(s\) available, but other requests held them .*: retry/);
+    } finally {
+      other.release();
+    }
+    assert.deepEqual(await countsInDb('held'), { available: 8, reserved: 2, assigned: 0, a: 8, r: 2, s: 0 });
+  });
+
+  it('when a released reserveId is reserved again and comes up short, then it stays released', async () => {
+    await campaign('history', 3);
+    assert.equal(
+      (await call('POST', '/api/campaigns/history/reservations', { count: 1, reserveId: 'h1' })).statusCode,
+      201,
+    );
+    assert.equal((await call('DELETE', '/api/campaigns/history/reservations/h1')).statusCode, 200);
+    const before = (await call('GET', '/api/campaigns/history/reservations/h1')).json();
+    assert.equal(before.state, 'released');
+    const short = await call('POST', '/api/campaigns/history/reservations', { count: 10, reserveId: 'h1' });
+    assert.equal(short.statusCode, 409, short.body);
+    // Before: 404, its history gone.
+    const after = await call('GET', '/api/campaigns/history/reservations/h1');
+    assert.equal(after.statusCode, 200, after.body);
+    assert.deepEqual(after.json(), before);
+    assert.equal(
+      (await call('POST', '/api/campaigns/history/reservations', { count: 2, reserveId: 'h1' })).statusCode,
+      201,
+    );
+  });
+
   it('when a reserveId and a userId are 200 characters (the most allowed), then every path route takes them', async () => {
     await campaign('long-ids', 2);
     const rid = `r${'x'.repeat(199)}`;

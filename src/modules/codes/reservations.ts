@@ -18,10 +18,11 @@
 // cursor. The cursors are only hints: a short scan falls back to scanning from unused_from and
 // from the start of the pool, so a 409 always means the campaign really is short.
 import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Coalescer } from '../../kit/coalescer.ts';
 import type { Pool, PoolClient, Queryable } from '../../kit/db.ts';
 import { UTC_TEXT_TYPES, utcIso, withTransaction } from '../../kit/db.ts';
-import { conflict, notFound } from '../../kit/errors.ts';
+import { conflict, type HttpError, notFound } from '../../kit/errors.ts';
 import type { Logger } from '../../kit/log.ts';
 import type { Campaign } from './campaigns.ts';
 import type { CodesMetrics } from './metrics.ts';
@@ -127,6 +128,52 @@ async function addCounters(
   );
 }
 
+/**
+ * A request this batch could not judge fairly, sent back to reserve() to go in a later batch: a
+ * second request for the same reserveId with another count (a batch answers one request per id),
+ * or a shortfall of codes that other transactions had locked and may yet give back. `final` is
+ * its answer when it has been sent back RUN_AGAIN_MAX times.
+ */
+class RunAgain extends Error {
+  constructor(
+    readonly final: HttpError,
+    /** Wait before the first resend (doubled on each later one): 0 for the next batch. */
+    readonly backoffMs = 0,
+  ) {
+    super(final.message);
+  }
+}
+/** Tries in all; a shortfall waits 10, 20, 40, 80 and 160 ms between them (0.31 s: a 10,000-code reserve takes ~0.3 s). */
+const RUN_AGAIN_MAX = 6;
+const SHORTFALL_BACKOFF_MS = 10;
+
+/** The campaign's available counter as committed (with this transaction's own changes). */
+async function committedAvailable(db: Queryable, campaignNo: number): Promise<number> {
+  const { rows } = await db.query<{ available: number }>(
+    'SELECT available FROM codes_campaigns WHERE no = $1',
+    [campaignNo],
+  );
+  return rows[0]?.available ?? 0;
+}
+
+/**
+ * The answer to a request that could not be given `count` codes. When the committed inventory has
+ * enough, other transactions hold the rest for the moment (a reserve that may fail and give them
+ * back): the request runs again a little later, so a 409 means the campaign really is short.
+ */
+function shortfall(campaign: Campaign, count: number, available: number): Error {
+  if (available >= count)
+    return new RunAgain(
+      conflict(
+        `campaign ${campaign.id} has ${available} code(s) available, but other requests held them while this one ran, so fewer than the ${count} asked for could be reserved: retry`,
+      ),
+      SHORTFALL_BACKOFF_MS,
+    );
+  return conflict(
+    `campaign ${campaign.id} has ${Math.max(0, available)} code(s) available, fewer than the ${count} asked for: generate or import more codes, or ask for fewer`,
+  );
+}
+
 interface Job extends ReserveRequest {
   campaign: Campaign;
 }
@@ -166,8 +213,16 @@ export class Reservations {
     });
   }
 
-  reserve(campaign: Campaign, req: ReserveRequest): Promise<ReserveResult> {
-    return this.coalescer.submit(String(campaign.no), { ...req, campaign });
+  async reserve(campaign: Campaign, req: ReserveRequest): Promise<ReserveResult> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.coalescer.submit(String(campaign.no), { ...req, campaign });
+      } catch (err) {
+        if (!(err instanceof RunAgain)) throw err;
+        if (attempt + 1 >= RUN_AGAIN_MAX) throw err.final;
+        if (err.backoffMs) await sleep(err.backoffMs * 2 ** attempt);
+      }
+    }
   }
 
   /** Expiry across all campaigns (the cron job); returns codes returned to the pool. */
@@ -196,15 +251,18 @@ export class Reservations {
 
   private async reserveBatch(jobs: Job[]): Promise<(ReserveResult | Error)[]> {
     const campaign = jobs[0]!.campaign;
-    // One request per reserveId: duplicates in the same batch share the first one's answer.
+    // One request per reserveId: a duplicate with the same count (a retry) shares the first one's
+    // answer; one with another count goes in a later batch, where it meets the first one's outcome.
     const ids = jobs.map((j) => j.reserveId ?? randomUUID());
     const firstOf = new Map<string, number>();
     const unique: number[] = [];
+    const later = new Set<number>();
     ids.forEach((id, i) => {
-      if (!firstOf.has(id)) {
+      const first = firstOf.get(id);
+      if (first === undefined) {
         firstOf.set(id, i);
         unique.push(i);
-      }
+      } else if (jobs[first]!.count !== jobs[i]!.count) later.add(i);
     });
     const batch = unique.map((i) => ({ ...jobs[i]!, reserveId: ids[i]! }));
     // Fresh ids only (no reserveId given): one statement, one round trip, when the pool has enough.
@@ -220,7 +278,13 @@ export class Reservations {
     if (tally.reserved) this.metrics.reserved.inc({ campaign: campaign.id }, tally.reserved);
     const byId = new Map<string, ReserveResult | Error>();
     for (const [k, i] of unique.entries()) byId.set(ids[i]!, results[k]!);
-    return ids.map((id) => byId.get(id)!);
+    return ids.map((id, i) =>
+      later.has(i)
+        ? new RunAgain(
+            conflict(`reservation ${id} is being reserved by other requests with other counts; retry`),
+          )
+        : byId.get(id)!,
+    );
   }
 
   /**
@@ -399,6 +463,33 @@ export class Reservations {
     return [...unused, ...back];
   }
 
+  /**
+   * Undoes the claims of requests that came up short: a row this batch inserted goes; a released or
+   * expired reservation it took over gets back what it was.
+   */
+  private async undoClaims(
+    client: PoolClient,
+    no: number,
+    ids: string[],
+    claims: Map<string, { prior: unknown }>,
+  ): Promise<void> {
+    const added = ids.filter((id) => claims.get(id)?.prior == null);
+    const priors = ids.map((id) => claims.get(id)?.prior).filter((p) => p != null);
+    if (added.length)
+      await client.query(
+        'DELETE FROM codes_reservations WHERE campaign_no = $1 AND reserve_id = ANY($2::text[])',
+        [no, added],
+      );
+    if (priors.length)
+      await client.query(
+        `UPDATE codes_reservations r SET state = p.state, count = p.count, user_id = p.user_id,
+           created_at = p.created_at, expires_at = p.expires_at, assigned_at = p.assigned_at, ended_at = p.ended_at
+         FROM jsonb_populate_recordset(NULL::codes_reservations, $2::jsonb) p
+         WHERE r.campaign_no = $1 AND r.reserve_id = p.reserve_id`,
+        [no, JSON.stringify(priors)],
+      );
+  }
+
   private async reserveInTx(
     client: PoolClient,
     campaign: Campaign,
@@ -416,15 +507,24 @@ export class Reservations {
     // An explicit reserveId may name an expired reservation whose codes still carry it.
     if (jobs.some((j) => j.reserveId !== undefined)) await sweep();
 
-    const claimed = await client.query<{ reserve_id: string; expires_at: Date; inserted: boolean }>(
-      `INSERT INTO codes_reservations AS r (campaign_no, reserve_id, state, count, expires_at)
-       SELECT $1, x.id, 'reserved', x.n, now() + make_interval(secs => x.ttl)
-       FROM unnest($2::text[], $3::int[], $4::int[]) AS x(id, n, ttl)
-       ON CONFLICT (campaign_no, reserve_id) DO UPDATE
-         SET state = 'reserved', count = EXCLUDED.count, expires_at = EXCLUDED.expires_at, created_at = now(),
-             user_id = NULL, assigned_at = NULL, ended_at = NULL
-         WHERE r.state IN ('released', 'expired')
-       RETURNING reserve_id, expires_at, (xmax = 0) AS inserted`,
+    // A released or expired reservation is taken over in place; `prior` keeps what it was, to put
+    // back if this request comes up short (a failed reserve must not erase its history).
+    const claimed = await client.query<{ reserve_id: string; expires_at: Date; prior: unknown }>(
+      `WITH prior AS (
+         SELECT reserve_id, to_jsonb(p) AS row FROM codes_reservations p
+         WHERE campaign_no = $1 AND reserve_id = ANY($2::text[]) AND state IN ('released', 'expired')
+       ), claimed AS (
+         INSERT INTO codes_reservations AS r (campaign_no, reserve_id, state, count, expires_at)
+         SELECT $1, x.id, 'reserved', x.n, now() + make_interval(secs => x.ttl)
+         FROM unnest($2::text[], $3::int[], $4::int[]) AS x(id, n, ttl)
+         ON CONFLICT (campaign_no, reserve_id) DO UPDATE
+           SET state = 'reserved', count = EXCLUDED.count, expires_at = EXCLUDED.expires_at, created_at = now(),
+               user_id = NULL, assigned_at = NULL, ended_at = NULL
+           WHERE r.state IN ('released', 'expired')
+         RETURNING reserve_id, expires_at, (xmax = 0) AS inserted
+       )
+       SELECT c.reserve_id, c.expires_at, CASE WHEN NOT c.inserted THEN p.row END AS prior
+       FROM claimed c LEFT JOIN prior p USING (reserve_id)`,
       [
         no,
         jobs.map((j) => j.reserveId),
@@ -461,6 +561,9 @@ export class Reservations {
     const wanted = jobs.filter((j) => fresh.has(j.reserveId));
     const total = wanted.reduce((a, j) => a + j.count, 0);
     const picked = total > 0 ? await this.pick(client, no, total, sweep) : [];
+    // Short: what the campaign holds available as committed (its counter, plus what this batch's
+    // sweep returned). More than was picked means other transactions hold rows they may give back.
+    const available = picked.length < total ? (await committedAvailable(client, no)) + expired : 0;
     // All-or-nothing per request, first come first served.
     const codes: string[] = [];
     const owners: string[] = [];
@@ -470,12 +573,9 @@ export class Reservations {
     jobs.forEach((j, i) => {
       const claim = fresh.get(j.reserveId);
       if (!claim) return;
-      const left = picked.length - next;
-      if (j.count > left) {
+      if (j.count > picked.length - next) {
         dropped.push(j.reserveId);
-        results[i] = conflict(
-          `campaign ${campaign.id} has ${left} code(s) available, fewer than the ${j.count} asked for: generate or import more codes, or ask for fewer`,
-        );
+        results[i] = shortfall(campaign, j.count, available - next);
         return;
       }
       const mine = picked.slice(next, next + j.count).map((p) => p.code);
@@ -487,11 +587,7 @@ export class Reservations {
       }
       results[i] = { reserveId: j.reserveId, codes: mine, expiresAt: claim.expires_at.toISOString() };
     });
-    if (dropped.length)
-      await client.query(
-        'DELETE FROM codes_reservations WHERE campaign_no = $1 AND reserve_id = ANY($2::text[])',
-        [no, dropped],
-      );
+    if (dropped.length) await this.undoClaims(client, no, dropped, fresh);
     if (codes.length)
       await client.query(
         `WITH x AS (
