@@ -183,6 +183,9 @@ describe('codes: reserve, assign, release and expiry', async () => {
     const noUser = await call('POST', '/api/campaigns/flow/reservations/x/assign', {});
     assert.equal(noUser.statusCode, 400);
     assert.match(noUser.json().message, /userId/);
+    const blankUser = await call('POST', '/api/campaigns/flow/reservations/x/assign', { userId: ' \t ' });
+    assert.equal(blankUser.statusCode, 400);
+    assert.match(blankUser.json().message, /userId must hold a character other than spaces/);
     await assert.rejects(
       rpc.reserve({ campaignId: 'flow', count: 0 }),
       /count must be a whole number from 1/,

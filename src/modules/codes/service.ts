@@ -68,6 +68,8 @@ export function checkId(name: string, v: unknown): string {
 function checkUser(v: unknown): string {
   if (typeof v !== 'string' || v.length < 1 || longerThan(v, 200))
     throw badRequest('userId must be a string of 1 to 200 characters');
+  // Blank ids name no one, and would all be one "user" for maxPerUser.
+  if (v.trim() === '') throw badRequest('userId must hold a character other than spaces');
   return v;
 }
 
