@@ -16,7 +16,8 @@
 // never below the campaign's unused_from; codes back in the pool (released, expired, imported)
 // come after them, in seq order through the codes_available index, from this process's seq
 // cursor. The cursors are only hints: a short scan falls back to scanning from unused_from and
-// from the start of the pool, so a 409 always means the campaign really is short.
+// from the start of the pool, and a shortfall while the committed inventory has enough (codes
+// other transactions hold) runs again (shortfall()), so a 409 means the campaign really is short.
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Coalescer } from '../../kit/coalescer.ts';
