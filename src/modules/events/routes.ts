@@ -5,7 +5,13 @@ import type { App } from '../../kit/http.ts';
 import type { ModuleContext } from '../../kit/module.ts';
 import { BUCKETS, sharedAnalytics } from './analytics.ts';
 import type { Ingestor, Source } from './ingest.ts';
-import { SEGMENT_TYPES, segmentBatch, segmentPrincipal, segmentToEvent } from './segment.ts';
+import {
+  SEGMENT_TYPES,
+  type SegmentBatch,
+  segmentBatch,
+  segmentPrincipal,
+  segmentToEvent,
+} from './segment.ts';
 import { type EventRow, EventSchema, EventValidationError, MAX_BATCH, validateBody } from './validate.ts';
 
 /** Validation is ours (validate.ts) for field-level messages; the schema documents the body. */
@@ -109,8 +115,19 @@ export function registerEventRoutes(app: App, ctx: ModuleContext, ingestor: Inge
     },
     async (req) => {
       await segmentPrincipal(ctx, req);
-      await ingest(() => segmentBatch(req.body), 'segment');
-      return { success: true };
+      let rejected: SegmentBatch['rejected'] = [];
+      await ingest(() => {
+        const batch = segmentBatch(req.body);
+        rejected = batch.rejected;
+        return batch.rows;
+      }, 'segment');
+      // Segment's clients never show an answer's body: the log is where a refused call is seen.
+      for (const r of rejected)
+        ctx.log.info(
+          { reqId: req.id, field: r.field, reason: r.message, source: 'segment' },
+          'VALIDATION_ERROR',
+        );
+      return rejected.length ? { success: true, rejected } : { success: true };
     },
   );
   for (const type of SEGMENT_TYPES) {

@@ -40,10 +40,68 @@ describe('Segment-compatible ingestion', async () => {
       ],
     );
     assert.deepEqual(rows[0].properties, { total: 42 });
+    assert.deepEqual(rows[2].properties, { name: 'Home', path: '/' }, "a page's name is kept");
     assert.deepEqual(rows[3].properties, { plan: 'pro' });
     assert.ok(
       rows.every((r) => r.message_id),
       'the client messageId is kept for dedupe',
+    );
+  });
+
+  it('when the official client flushes good calls with a bad one, then the good ones are stored and the bad one is logged', async () => {
+    await p.kit.pool.query('TRUNCATE events_raw, events_raw_batches');
+    const analytics = new Analytics({ writeKey, host: p.address(), flushAt: 6, maxRetries: 0 });
+    const errors: unknown[] = [];
+    analytics.on('error', (err) => errors.push(err));
+    for (let i = 0; i < 5; i++) analytics.track({ userId: `good-${i}`, event: 'Viewed' });
+    analytics.track({ userId: 'skewed', event: 'Viewed', timestamp: new Date(Date.now() + 25 * 3_600_000) });
+    await analytics.closeAndFlush({ timeout: 10_000 });
+    // Before: the batch's 400 made the client drop all six.
+    assert.deepEqual(errors, []);
+    assert.deepEqual(
+      (await raw()).map((r) => r.user_id),
+      ['good-0', 'good-1', 'good-2', 'good-3', 'good-4'],
+    );
+    const refused = p.logs.events('VALIDATION_ERROR').filter((l) => l.source === 'segment');
+    assert.ok(
+      refused.some((l) => /batch\[5\]\.timestamp .* more than 24 h in the future/.test(String(l.reason))),
+    );
+  });
+
+  it('when a batch holds invalid calls, then the rest are stored and the answer lists the refused ones; with none valid, 400', async () => {
+    await p.kit.pool.query('TRUNCATE events_raw, events_raw_batches');
+    const res = await send('/v1/batch', {
+      batch: [
+        { type: 'track', userId: 'a', event: 'ok' },
+        { type: 'track', userId: 'b', event: 'x'.repeat(129) },
+        null,
+        { type: 'group', userId: 'c', groupId: 'g-1', traits: { size: 3 } },
+        { type: 'alias', userId: 'd', previousId: 'anon-4' },
+      ],
+    });
+    assert.equal(res.status, 200);
+    const body = (await res.json()) as { success: boolean; rejected: { index: number; message: string }[] };
+    assert.equal(body.success, true);
+    assert.deepEqual(
+      body.rejected.map((r) => r.index),
+      [1, 2],
+    );
+    assert.match(body.rejected[0]!.message, /batch\[1\]\.event must be at most 128 characters/);
+    assert.match(body.rejected[1]!.message, /^batch\[2\] must be a JSON object/);
+    const rows = await raw();
+    assert.deepEqual(
+      rows.map((r) => [r.user_id, r.properties]),
+      [
+        ['a', null],
+        ['c', { groupId: 'g-1', size: 3 }],
+        ['d', { previousId: 'anon-4' }],
+      ],
+    );
+    const none = await send('/v1/batch', { batch: [{ type: 'track', userId: 'a' }, 7] });
+    assert.equal(none.status, 400);
+    assert.match(
+      ((await none.json()) as { message: string }).message,
+      /no call in the batch is valid: batch\[0\]\.event is required for track calls.*; batch\[1\] must be a JSON object/,
     );
   });
 
@@ -86,10 +144,22 @@ describe('Segment-compatible ingestion', async () => {
       { anonymousId: 'a\u0000', event: 'e' },
       /anonymousId must not contain a NUL/,
     ],
+    [
+      'the event is longer than 128 characters',
+      '/v1/track',
+      { userId: 'u', event: 'e'.repeat(129) },
+      /^event must be at most 128 characters/,
+    ],
+    [
+      'the messageId is longer than 256 characters',
+      '/v1/track',
+      { userId: 'u', event: 'e', messageId: 'm'.repeat(300) },
+      /^messageId must be at most 256 characters/,
+    ],
     ['batch is missing', '/v1/batch', { calls: [] }, /\{"batch"/],
     ['batch is empty', '/v1/batch', { batch: [] }, /batch is empty/],
     [
-      'a batch item has an unknown type',
+      'the only batch item has an unknown type',
       '/v1/batch',
       { batch: [{ type: 'boom', userId: 'u' }] },
       /batch\[0\]\.type/,

@@ -11,10 +11,12 @@ import {
   describe,
   type EventRow,
   EventValidationError,
+  MAX_ACTION,
   MAX_ID,
   parseProperties,
   parseTimestamp,
   refuseNul,
+  text,
 } from './validate.ts';
 
 export const SEGMENT_TYPES = ['track', 'identify', 'page', 'screen', 'group', 'alias'] as const;
@@ -37,13 +39,39 @@ function nonEmpty(v: unknown): v is string {
   return typeof v === 'string' && v.trim() !== '' && !longerThan(v, MAX_ID);
 }
 
+/**
+ * The properties a call is stored with: its properties (traits for identify and group), plus the
+ * field that names what the call is about, which Tessera's event has no column for: a page's or
+ * screen's `name`, a group's `groupId`, an alias's `previousId` (unless a property of that name
+ * was sent too).
+ */
+function propertiesOf(type: SegmentType, msg: Record<string, unknown>): unknown {
+  const props = type === 'identify' || type === 'group' ? msg.traits : msg.properties;
+  const key =
+    type === 'page' || type === 'screen'
+      ? 'name'
+      : type === 'group'
+        ? 'groupId'
+        : type === 'alias'
+          ? 'previousId'
+          : undefined;
+  const value = key === undefined ? undefined : msg[key];
+  if (value === undefined || value === null) return props;
+  if (props !== undefined && props !== null && !isObject(props)) return props; // refused as it is
+  return { [key!]: value, ...(props ?? {}) };
+}
+
 export function segmentToEvent(
   msg: unknown,
   where: string,
   typeHint?: SegmentType,
   now = Date.now(),
 ): EventRow {
-  if (!isObject(msg)) throw new EventValidationError('body', `${where || 'the body'} must be a JSON object`);
+  if (!isObject(msg))
+    throw new EventValidationError(
+      'body',
+      `${where ? where.slice(0, -1) : 'the body'} must be a JSON object`,
+    );
   const type = (msg.type ?? typeHint) as SegmentType | undefined;
   if (!type || !(SEGMENT_TYPES as readonly string[]).includes(type))
     throw new EventValidationError('type', `${where}type must be one of ${SEGMENT_TYPES.join(', ')}`);
@@ -59,27 +87,34 @@ export function segmentToEvent(
   }
   let action: string;
   if (type === 'track') {
-    if (!nonEmpty(msg.event) || msg.event.length > 128)
+    if (msg.event === undefined || msg.event === null)
       throw new EventValidationError(
         'event',
-        `${where}event is required for track calls: a non-empty string of at most 128 characters`,
+        `${where}event is required for track calls: a non-empty string of at most ${MAX_ACTION} characters`,
       );
-    action = msg.event;
+    action = text(where, 'event', msg.event, MAX_ACTION, true)!;
   } else action = ACTION_OF[type];
-  const props = type === 'identify' || type === 'group' ? msg.traits : msg.properties;
-  const messageId = msg.messageId;
-  if (messageId !== undefined && !nonEmpty(messageId))
-    throw new EventValidationError('messageId', `${where}messageId must be a non-empty string`);
   return {
     userId: refuseNul(where, msg.userId === userId ? 'userId' : 'anonymousId', userId),
-    action: refuseNul(where, 'event', action),
+    action,
     ts: parseTimestamp(where, msg.timestamp ?? msg.originalTimestamp, now),
-    properties: parseProperties(where, props ?? undefined),
-    messageId: messageId === undefined ? null : refuseNul(where, 'messageId', messageId as string),
+    properties: parseProperties(where, propertiesOf(type, msg) ?? undefined),
+    messageId: text(where, 'messageId', msg.messageId, MAX_ID, false),
   };
 }
 
-export function segmentBatch(body: unknown): EventRow[] {
+export interface SegmentBatch {
+  rows: EventRow[];
+  /** Calls refused, each with its index in the batch and why. */
+  rejected: { index: number; field: string; message: string }[];
+}
+
+/**
+ * The calls of a /v1/batch. As Segment's API does, a batch is refused whole only when it is not a
+ * batch; a call that is invalid is refused alone, and the valid calls around it are kept (Segment's
+ * clients drop a whole batch on a 400, so one bad call would lose every good one with it).
+ */
+export function segmentBatch(body: unknown): SegmentBatch {
   if (!isObject(body) || !Array.isArray(body.batch))
     throw new EventValidationError('batch', 'the body must be {"batch": [ …Segment calls… ]}');
   if (body.batch.length === 0)
@@ -90,7 +125,21 @@ export function segmentBatch(body: unknown): EventRow[] {
       `batch has ${body.batch.length} calls; send at most ${MAX_SEGMENT_BATCH}`,
     );
   const now = Date.now();
-  return body.batch.map((m, i) => segmentToEvent(m, `batch[${i}].`, undefined, now));
+  const out: SegmentBatch = { rows: [], rejected: [] };
+  body.batch.forEach((m, index) => {
+    try {
+      out.rows.push(segmentToEvent(m, `batch[${index}].`, undefined, now));
+    } catch (err) {
+      if (!(err instanceof EventValidationError)) throw err;
+      out.rejected.push({ index, field: err.field, message: err.message });
+    }
+  });
+  if (out.rows.length === 0) {
+    const shown = out.rejected.slice(0, 5).map((r) => r.message);
+    const more = out.rejected.length > 5 ? `; and ${out.rejected.length - 5} more` : '';
+    throw new EventValidationError('batch', `no call in the batch is valid: ${shown.join('; ')}${more}`);
+  }
+  return out;
 }
 
 /** Write key as the Basic user (Segment's way), in the body, or a normal Tessera credential. */

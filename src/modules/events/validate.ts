@@ -70,7 +70,14 @@ export function refuseNul(where: string, field: string, v: string): string {
 /** `\u0000` in JSON text, and not the escaped backslash of `\\u0000` (an odd run of backslashes). */
 const NUL_IN_JSON = /(?<!\\)(?:\\\\)*\\u0000/;
 
-function text(where: string, field: string, v: unknown, max: number, required: boolean): string | null {
+/** A text field: required or not, non-blank, at most `max` characters, no NUL. */
+export function text(
+  where: string,
+  field: string,
+  v: unknown,
+  max: number,
+  required: boolean,
+): string | null {
   if (v === undefined || v === null) {
     if (!required) return null;
     throw new EventValidationError(field, `${where}${field} is required: a non-empty string`);
