@@ -6,7 +6,7 @@ import type { FastifyRequest } from 'fastify';
 import { jwtVerify, SignJWT } from 'jose';
 import { Webhook, WebhookVerificationError } from 'standardwebhooks';
 import { Coalescer } from './coalescer.ts';
-import type { Pool } from './db.ts';
+import type { DatabaseStatus, Pool } from './db.ts';
 import { badRequest, conflict, unauthorized } from './errors.ts';
 
 const scrypt = promisify(scryptCb) as (
@@ -109,12 +109,25 @@ export class ApiKeyVerifier {
    * requests carrying that key share one query instead of all updating the same row at once.
    */
   private readonly cache = new Map<string, { principal: Promise<Principal | null>; until: number }>();
-  constructor(private readonly pool: Pool) {}
+  constructor(
+    private readonly pool: Pool,
+    /**
+     * While PostgreSQL is known down, a key not in the cache is a 503 at once: an unreachable
+     * host (no refusal, no answer) otherwise held every request for the pool's connect timeout.
+     */
+    private readonly dbStatus?: Pick<DatabaseStatus, 'check'>,
+  ) {}
 
+  /** Not async: a cache hit (nearly every request) answers the cached promise with no extra hop. */
   verify(key: string): Promise<Principal | null> {
     const now = Date.now();
     const hit = this.cache.get(key);
     if (hit && hit.until > now) return hit.principal;
+    try {
+      this.dbStatus?.check();
+    } catch (err) {
+      return Promise.reject(err);
+    }
     if (this.cache.size > 10_000) this.cache.clear();
     const principal = this.lookup(key);
     this.cache.set(key, { principal, until: now + ApiKeyVerifier.CACHE_MS });

@@ -121,6 +121,7 @@ export async function createKit({ config, role, logDestination }: KitOptions): P
   );
   const secrets = config.jwtSecret && config.webhookSecret ? undefined : await devSecrets(config.dataDir);
   const webhookSecret = config.webhookSecret ?? secrets!.webhookSecret;
+  const dbStatus = new DatabaseStatus(databaseUrl, kitLog);
   return {
     config,
     role,
@@ -128,14 +129,14 @@ export async function createKit({ config, role, logDestination }: KitOptions): P
     startedAt: Date.now(),
     log,
     pool,
-    dbStatus: new DatabaseStatus(databaseUrl, kitLog),
+    dbStatus,
     embedded,
     metrics,
     chaos,
     jobs,
     rpc,
     nats,
-    apiKeys: new ApiKeyVerifier(pool),
+    apiKeys: new ApiKeyVerifier(pool, dbStatus),
     sessions: new Sessions(config.jwtSecret ?? secrets!.jwtSecret, config.sessionTtlHours),
     webhooks: new WebhookVerifier(webhookSecret, pool),
     webhookSecret,

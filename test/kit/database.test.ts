@@ -2,9 +2,13 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
+import pg from 'pg';
+import { ApiKeyVerifier } from '../../src/kit/auth.ts';
+import { DatabaseDownError, DatabaseStatus } from '../../src/kit/db.ts';
 import { createRootLogger } from '../../src/kit/log.ts';
 import { migrate } from '../../src/kit/migrate.ts';
 import { allModules } from '../../src/modules/index.ts';
@@ -87,5 +91,27 @@ describe('database', () => {
       timeoutMs: 10000,
       what: 'health to recover',
     });
+  });
+  it('when PostgreSQL is known down and its host does not answer, then an API key not yet cached is refused at once as down', async () => {
+    // A host that takes connections and never answers (a dropped route, a frozen VM): no refusal
+    // comes back, so each lookup used to wait for the pool's connect timeout (5 s in Tessera).
+    const sockets = new Set<Socket>();
+    const hole = createServer((s) => sockets.add(s));
+    await new Promise<void>((resolve) => hole.listen(0, '127.0.0.1', resolve));
+    const url = `postgres://x@127.0.0.1:${(hole.address() as { port: number }).port}/x`;
+    const pool = new pg.Pool({ connectionString: url, connectionTimeoutMillis: 600_000 });
+    const status = new DatabaseStatus(url, quiet);
+    after(async () => {
+      status.close();
+      for (const s of sockets) s.destroy();
+      hole.close();
+      await pool.end();
+    });
+    status.reportFailure(new Error('timeout exceeded when trying to connect'));
+    const keys = new ApiKeyVerifier(pool, status);
+    const verified = keys.verify('tsk_not_cached');
+    // Checked before waiting: before, a connection attempt had started here and never ended.
+    assert.equal(pool.totalCount, 0, 'no connection is attempted');
+    await assert.rejects(verified, DatabaseDownError);
   });
 });
