@@ -175,6 +175,12 @@ describe('events ingestion', async () => {
       ],
       /events\[1\]\.properties must not contain a NUL/,
     ],
+    // 32,000 UTF-16 units, under the limit when units were counted, but 64 KB as stored.
+    [
+      'properties are 16,000 emoji',
+      { userId: 'u', action: 'a', properties: { p: '😀'.repeat(16_000) } },
+      /^properties are 64,008 bytes as UTF-8 JSON; send at most 32,768 bytes \(32 KB\)$/,
+    ],
     [
       'a property holds half an emoji (a string cut between its two UTF-16 units)',
       { userId: 'u', action: 'a', properties: { title: 'launch 🚀'.slice(0, -1) } },
@@ -196,6 +202,12 @@ describe('events ingestion', async () => {
 
   it('when a userId is 256 emoji (512 UTF-16 units), then it is accepted: limits count characters', async () => {
     assert.equal((await post({ userId: '😀'.repeat(256), action: 'a' })).statusCode, 201);
+  });
+
+  it('when properties are exactly 32,768 bytes of JSON, then they are accepted', async () => {
+    const properties = { p: 'x'.repeat(32_768 - '{"p":""}'.length) };
+    assert.equal(Buffer.byteLength(JSON.stringify(properties)), 32_768);
+    assert.equal((await post({ userId: 'u', action: 'a', properties })).statusCode, 201);
   });
 
   it('when a timestamp is 23 h ahead, then it is accepted', async () => {

@@ -145,8 +145,14 @@ export function parseProperties(where: string, v: unknown): string | null {
       `${where}properties are nested too deeply to process (thousands of levels): flatten them`,
     );
   }
-  if (json.length > MAX_PROPERTIES_BYTES)
-    throw new EventValidationError('properties', `${where}properties must be at most 32 KB of JSON`);
+  // The limit is on what is stored, so bytes: json.length counts UTF-16 units, and let 16,000
+  // emoji (64 KB) through as 32,000.
+  const bytes = Buffer.byteLength(json, 'utf8');
+  if (bytes > MAX_PROPERTIES_BYTES)
+    throw new EventValidationError(
+      'properties',
+      `${where}properties are ${bytes.toLocaleString('en-US')} bytes as UTF-8 JSON; send at most ${MAX_PROPERTIES_BYTES.toLocaleString('en-US')} bytes (32 KB)`,
+    );
   if (json.includes('u0000') && NUL_IN_JSON.test(json))
     throw new EventValidationError(
       'properties',
