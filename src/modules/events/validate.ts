@@ -92,6 +92,12 @@ export function describe(v: unknown): string {
 /** Parses an ISO 8601 string or epoch milliseconds; undefined means now. */
 export function parseTimestamp(where: string, v: unknown, now = Date.now()): Date {
   if (v === undefined || v === null) return new Date(now);
+  // Date would drop the fraction: 1.5 was stored as 00:00:00.001, another instant than the one sent.
+  if (typeof v === 'number' && Number.isFinite(v) && !Number.isInteger(v))
+    throw new EventValidationError(
+      'timestamp',
+      `${where}timestamp ${v} has a fraction: a timestamp given as a number is whole milliseconds since the epoch (1736936625000); round it, or send an ISO 8601 date-time (2025-01-15T10:23:45Z)`,
+    );
   const d =
     typeof v === 'number' && Number.isFinite(v)
       ? new Date(v)
