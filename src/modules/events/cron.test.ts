@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { startPlatform, waitFor } from '../../../test/helpers.ts';
+import { countRows, startPlatform, waitFor } from '../../../test/helpers.ts';
 import { eventsModule } from './index.ts';
 import { storeRaw } from './raw-fixture.ts';
 
@@ -16,14 +16,26 @@ describe('events cron', async () => {
        SELECT i, 'u', 'a', now(), 'api', now(), CASE WHEN i <= 30 THEN now() - interval '25 hours' ELSE now() END
        FROM generate_series(1, 50) AS i`,
     );
+    await p.kit.pool.query(
+      `INSERT INTO events_message_ids (message_id, seen_at)
+       SELECT 'm' || i, CASE WHEN i <= 4 THEN now() - interval '25 hours' ELSE now() END
+       FROM generate_series(1, 6) AS i`,
+    );
+    await p.kit.pool.query(
+      `INSERT INTO events_dead_letter (id, payload, error, received_at, failed_at)
+       SELECT i, '{}', 'test', now(), CASE WHEN i <= 2 THEN now() - interval '25 hours' ELSE now() END
+       FROM generate_series(1, 3) AS i`,
+    );
     const done = p.logs.events('CRON_CLEANUP_DONE').length;
     await tick();
     await waitFor(() => p.logs.events('CRON_HEARTBEAT').length > 0, { what: 'CRON_HEARTBEAT' });
     const cleanup = p.logs.events('CRON_CLEANUP_DONE').slice(done);
-    assert.equal(
-      cleanup.reduce((n, l) => n + (l.deleted as number), 0),
-      30,
-    );
+    const sum = (k: string) => cleanup.reduce((n, l) => n + (l[k] as number), 0);
+    assert.equal(sum('deleted'), 30, 'deleted: processed events alone, as before');
+    assert.equal(sum('messageIdsDeleted'), 4);
+    assert.equal(sum('deadLettersDeleted'), 2);
+    assert.equal(await countRows(p, 'events_message_ids'), 2);
+    assert.equal(await countRows(p, 'events_dead_letter'), 1);
     assert.ok(p.logs.events('CRON_JOB_START').some((l) => l.task === 'events:cleanup'));
     const left = await p.kit.pool.query('SELECT count(*)::int AS n FROM events_processed');
     assert.equal(left.rows[0].n, 20);

@@ -1,6 +1,7 @@
-// The events cron (every minute, one run per tick however many schedulers): delete processed events
-// and remembered messageIds older than the retention, write the heartbeat, and wake the worker if
-// a backlog waits (the safety net for a wake-up lost to a crash between COMMIT and enqueue).
+// The events cron (every minute, one run per tick however many schedulers): delete processed events,
+// remembered messageIds and dead letters older than the retention, write the heartbeat, and wake
+// the worker if a backlog waits (the safety net for a wake-up lost to a crash between COMMIT and
+// enqueue).
 import type { Pool } from '../../kit/db.ts';
 import type { Logger } from '../../kit/log.ts';
 import { countBacklog } from './metrics.ts';
@@ -10,7 +11,14 @@ const DELETE_SLICE = 50_000;
 /** A tick stops after this many; the next tick continues. */
 const MAX_DELETE_PER_TICK = 2_000_000;
 
-export async function deleteOldEvents(pool: Pool, retentionHours: number): Promise<number> {
+/** What one tick deleted, each table counted apart: `deleted` is processed events alone. */
+export interface CleanupCounts {
+  deleted: number;
+  messageIdsDeleted: number;
+  deadLettersDeleted: number;
+}
+
+async function deleteOldProcessed(pool: Pool, retentionHours: number): Promise<number> {
   let deleted = 0;
   for (;;) {
     const { rowCount } = await pool.query(
@@ -21,13 +29,29 @@ export async function deleteOldEvents(pool: Pool, retentionHours: number): Promi
     deleted += rowCount ?? 0;
     if ((rowCount ?? 0) < DELETE_SLICE || deleted >= MAX_DELETE_PER_TICK) break;
   }
-  await pool.query(`DELETE FROM events_message_ids WHERE seen_at < now() - make_interval(hours => $1)`, [
-    retentionHours,
-  ]);
-  await pool.query(`DELETE FROM events_dead_letter WHERE failed_at < now() - make_interval(hours => $1)`, [
-    retentionHours,
-  ]);
   return deleted;
+}
+
+/** Runs a DELETE taking the retention as $1; returns how many rows it removed. */
+async function rowsDeleted(pool: Pool, sql: string, retentionHours: number): Promise<number> {
+  const { rowCount } = await pool.query(sql, [retentionHours]);
+  return rowCount ?? 0;
+}
+
+export async function deleteOldEvents(pool: Pool, retentionHours: number): Promise<CleanupCounts> {
+  return {
+    deleted: await deleteOldProcessed(pool, retentionHours),
+    messageIdsDeleted: await rowsDeleted(
+      pool,
+      `DELETE FROM events_message_ids WHERE seen_at < now() - make_interval(hours => $1)`,
+      retentionHours,
+    ),
+    deadLettersDeleted: await rowsDeleted(
+      pool,
+      `DELETE FROM events_dead_letter WHERE failed_at < now() - make_interval(hours => $1)`,
+      retentionHours,
+    ),
+  };
 }
 
 export async function writeHeartbeat(pool: Pool, version: string, deleted: number): Promise<Date> {
@@ -65,9 +89,10 @@ export async function runCleanupCron(deps: {
   wakeWorker(): Promise<void>;
 }): Promise<void> {
   const { pool, log } = deps;
-  const deleted = await deleteOldEvents(pool, deps.retentionHours);
-  log.info({ deleted, retentionHours: deps.retentionHours }, 'CRON_CLEANUP_DONE');
-  const at = await writeHeartbeat(pool, deps.version, deleted);
+  const counts = await deleteOldEvents(pool, deps.retentionHours);
+  log.info({ ...counts, retentionHours: deps.retentionHours }, 'CRON_CLEANUP_DONE');
+  // The status row's `deleted` has always counted processed events alone.
+  const at = await writeHeartbeat(pool, deps.version, counts.deleted);
   log.info({ service: 'cron', status: 'healthy', timestamp: at.toISOString() }, 'CRON_HEARTBEAT');
   const backlog = await countBacklog(pool);
   if (backlog > 0) await deps.wakeWorker();

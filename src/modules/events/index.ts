@@ -5,7 +5,8 @@
 // with a fixed jobKey (so at most one drain waits; graphile-worker's NOTIFY starts it at once),
 // at most every WAKE_MS per process. The drain job loops over batches until the backlog is
 // empty. The cron re-enqueues it every minute while a backlog exists, so a wake-up lost to a
-// crash only delays processing, never loses it.
+// crash only delays processing, never loses it. A process that runs jobs enqueues it as it starts
+// when a backlog waits, so a worker started after one died does not wait for that minute.
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { JobContext } from '../../kit/jobs.ts';
@@ -13,7 +14,7 @@ import { defineModule, type ModuleContext } from '../../kit/module.ts';
 import { recordCronFailure, runCleanupCron } from './cron.ts';
 import { registerDeadLetterRoutes } from './dead-letters.ts';
 import { Ingestor } from './ingest.ts';
-import { createEventsMetrics, type EventsMetrics } from './metrics.ts';
+import { countBacklog, createEventsMetrics, type EventsMetrics } from './metrics.ts';
 import { registerEventRoutes } from './routes.ts';
 import { processBatch } from './worker.ts';
 
@@ -84,6 +85,23 @@ async function drain(ctx: ModuleContext, metrics: EventsMetrics, waker: Waker, j
   return { processed, failed };
 }
 
+/**
+ * Queues a drain when events wait as a job-running process starts: a worker killed mid-drain left
+ * no job to run (or one locked by the dead process; add_job with the key queues a new one then),
+ * and the backlog sat until the next ingest or cron tick. A failure only delays: the cron is the
+ * safety net, so it is logged, not thrown.
+ */
+async function wakeIfBacklog(ctx: ModuleContext, waker: Waker): Promise<void> {
+  try {
+    const backlog = await countBacklog(ctx.pool);
+    if (backlog === 0) return;
+    await waker.enqueue();
+    ctx.log.info({ backlog }, 'EVENTS_BACKLOG_AT_START');
+  } catch (err) {
+    ctx.log.warn({ err }, 'EVENTS_WAKE_FAILED');
+  }
+}
+
 // setup(), routes() and stop() receive the same context object per platform; tests build several.
 const ingestors = new WeakMap<ModuleContext, Ingestor>();
 const wakers = new WeakMap<ModuleContext, Waker>();
@@ -92,7 +110,7 @@ export const eventsModule = defineModule({
   name: 'events',
   scope: 'events',
   migrationsDir: path.join(import.meta.dirname, 'migrations'),
-  setup(ctx) {
+  async setup(ctx) {
     const metrics = createEventsMetrics(ctx.metrics.registry, ctx.pool);
     const waker = new Waker(ctx);
     const ingestor = new Ingestor(ctx.pool, ctx.log, metrics, () => waker.wake());
@@ -118,6 +136,8 @@ export const eventsModule = defineModule({
         }),
       onFailure: (err) => recordCronFailure(ctx.pool, ctx.version, err),
     });
+    // Only where drain jobs run: an api process's wake-ups come from its own ingests.
+    if (ctx.role === 'all' || ctx.role === 'worker') await wakeIfBacklog(ctx, waker);
   },
   routes(app, ctx) {
     registerEventRoutes(app, ctx, ingestors.get(ctx)!);

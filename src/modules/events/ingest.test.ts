@@ -143,6 +143,12 @@ describe('events ingestion', async () => {
         /timestamp is before 0001-01-01T00:00:00Z/,
       ],
     ),
+    // Date drops the fraction: 1.5 was stored as 00:00:00.001.
+    [
+      'timestamp is a fractional number',
+      { userId: 'u', action: 'a', timestamp: 1.5 },
+      /^timestamp 1\.5 has a fraction: a timestamp given as a number is whole milliseconds since the epoch/,
+    ],
     [
       'userId is 257 emoji',
       { userId: '😀'.repeat(257), action: 'a' },
@@ -175,6 +181,12 @@ describe('events ingestion', async () => {
       ],
       /events\[1\]\.properties must not contain a NUL/,
     ],
+    // 32,000 UTF-16 units, under the limit when units were counted, but 64 KB as stored.
+    [
+      'properties are 16,000 emoji',
+      { userId: 'u', action: 'a', properties: { p: '😀'.repeat(16_000) } },
+      /^properties are 64,008 bytes as UTF-8 JSON; send at most 32,768 bytes \(32 KB\)$/,
+    ],
     [
       'a property holds half an emoji (a string cut between its two UTF-16 units)',
       { userId: 'u', action: 'a', properties: { title: 'launch 🚀'.slice(0, -1) } },
@@ -196,6 +208,25 @@ describe('events ingestion', async () => {
 
   it('when a userId is 256 emoji (512 UTF-16 units), then it is accepted: limits count characters', async () => {
     assert.equal((await post({ userId: '😀'.repeat(256), action: 'a' })).statusCode, 201);
+  });
+
+  it('when a Segment call sends a fractional epoch timestamp, then 400 too: it shares the rule', async () => {
+    await clear();
+    const res = await p.app.inject({
+      method: 'POST',
+      url: '/v1/track',
+      headers: { authorization: `Basic ${Buffer.from(`${p.key}:`).toString('base64')}` },
+      payload: { userId: 'u', event: 'e', timestamp: 1736936625000.5 },
+    });
+    assert.equal(res.statusCode, 400, res.body);
+    assert.match(res.json().message, /timestamp 1736936625000\.5 has a fraction: .* whole milliseconds/);
+    assert.equal((await raw()).length, 0);
+  });
+
+  it('when properties are exactly 32,768 bytes of JSON, then they are accepted', async () => {
+    const properties = { p: 'x'.repeat(32_768 - '{"p":""}'.length) };
+    assert.equal(Buffer.byteLength(JSON.stringify(properties)), 32_768);
+    assert.equal((await post({ userId: 'u', action: 'a', properties })).statusCode, 201);
   });
 
   it('when a timestamp is 23 h ahead, then it is accepted', async () => {

@@ -30,12 +30,7 @@ export function createEventsMetrics(registry: Registry, pool: Pool): EventsMetri
       help: 'Events the worker turned into processed rows and aggregates',
       registers: [registry],
     }),
-    failed: new prom.Counter({
-      name: 'events_failed_total',
-      help: 'Events the worker could not parse, moved to the dead-letter table, by reason',
-      labelNames: ['reason'],
-      registers: [registry],
-    }),
+    failed: failedCounter(registry),
     backlog: new prom.Gauge({
       name: 'events_backlog',
       help: 'Raw events waiting for the worker (read from PostgreSQL at scrape time)',
@@ -53,6 +48,23 @@ export function createEventsMetrics(registry: Registry, pool: Pool): EventsMetri
       registers: [registry],
     }),
   };
+}
+
+/** The reasons the worker dead-letters an event for: events_failed_total's `reason` label. */
+export const FAILED_REASONS = ['parse'] as const;
+export type FailedReason = (typeof FAILED_REASONS)[number];
+
+function failedCounter(registry: Registry): prom.Counter<'reason'> {
+  const failed = new prom.Counter({
+    name: 'events_failed_total',
+    help: 'Events the worker could not parse, moved to the dead-letter table, by reason',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  // A labelled counter has no series until its first inc(): rate() and increase() alerts had
+  // nothing to evaluate before the first failure. Each known reason starts at 0.
+  for (const reason of FAILED_REASONS) failed.inc({ reason }, 0);
+  return failed;
 }
 
 export async function countBacklog(pool: Queryable): Promise<number> {

@@ -56,6 +56,32 @@ describe('events across real processes', () => {
     });
   });
 
+  it('when a worker starts while events wait and no job is queued for them, then it processes them without an ingest or a cron tick', async () => {
+    const db = await processDatabase();
+    const pool = testPool(db);
+    after(() => pool.end());
+    const first = await spawnTessera('worker', { DATABASE_URL: db });
+    await first.waitHealthy();
+    await first.stop('SIGKILL');
+    // Stored directly, so no ingest queued a drain job; no api process sends any, and role worker
+    // runs no cron: only the new worker's start can wake it.
+    await storeRaw(
+      pool,
+      `SELECT 'u' || (i % 7) AS user_id, 'backlog' AS action, now() AS ts FROM generate_series(1, 100) AS i`,
+    );
+    const worker = await spawnTessera('worker', { DATABASE_URL: db });
+    await worker.waitHealthy();
+    await waitFor(async () => (await countBacklog(pool)) === 0, {
+      timeoutMs: 20_000,
+      what: 'the new worker to drain the backlog',
+    });
+    const { rows } = await pool.query(`SELECT count(*)::int AS n FROM events_processed`);
+    assert.equal(rows[0].n, 100);
+    const woke = worker.logLines().find((l) => l.msg === 'EVENTS_BACKLOG_AT_START');
+    assert.equal(woke?.backlog, 100);
+    assert.ok(!worker.logLines().some((l) => l.msg === 'CRON_JOB_START'), 'no cron tick did it');
+  });
+
   it('when a worker starts with WORKER_FAILURE_MODE=crash, then it exits at once with FAILURE_INJECTION, work waiting or not (seed 003)', async () => {
     const db = await processDatabase();
     const pool = testPool(db);

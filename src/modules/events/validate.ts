@@ -99,6 +99,12 @@ export function describe(v: unknown): string {
 /** Parses an ISO 8601 string or epoch milliseconds; undefined means now. */
 export function parseTimestamp(where: string, v: unknown, now = Date.now()): Date {
   if (v === undefined || v === null) return new Date(now);
+  // Date would drop the fraction: 1.5 was stored as 00:00:00.001, another instant than the one sent.
+  if (typeof v === 'number' && Number.isFinite(v) && !Number.isInteger(v))
+    throw new EventValidationError(
+      'timestamp',
+      `${where}timestamp ${v} has a fraction: a timestamp given as a number is whole milliseconds since the epoch (1736936625000); round it, or send an ISO 8601 date-time (2025-01-15T10:23:45Z)`,
+    );
   const d =
     typeof v === 'number' && Number.isFinite(v)
       ? new Date(v)
@@ -152,8 +158,14 @@ export function parseProperties(where: string, v: unknown): string | null {
       `${where}properties are nested too deeply to process (thousands of levels): flatten them`,
     );
   }
-  if (json.length > MAX_PROPERTIES_BYTES)
-    throw new EventValidationError('properties', `${where}properties must be at most 32 KB of JSON`);
+  // The limit is on what is stored, so bytes: json.length counts UTF-16 units, and let 16,000
+  // emoji (64 KB) through as 32,000.
+  const bytes = Buffer.byteLength(json, 'utf8');
+  if (bytes > MAX_PROPERTIES_BYTES)
+    throw new EventValidationError(
+      'properties',
+      `${where}properties are ${bytes.toLocaleString('en-US')} bytes as UTF-8 JSON; send at most ${MAX_PROPERTIES_BYTES.toLocaleString('en-US')} bytes (32 KB)`,
+    );
   if (json.includes('u0000') && NUL_IN_JSON.test(json))
     throw new EventValidationError(
       'properties',

@@ -332,3 +332,12 @@ describe('events worker batches (called directly)', async () => {
     }
   });
 });
+
+describe('events metrics of a worker process', async () => {
+  const p = await startPlatform({ modules: [eventsModule], role: 'worker' });
+
+  it('when nothing has failed yet, then /metrics already has events_failed_total{reason="parse"} 0 for rate() alerts', async () => {
+    const body = (await p.app.inject('/metrics')).body;
+    assert.match(body, /^events_failed_total\{[^}]*reason="parse"[^}]*\} 0$/m);
+  });
+});

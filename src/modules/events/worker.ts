@@ -7,7 +7,7 @@ import { realCalendarFields } from '../../kit/dates.ts';
 import { type Pool, type PoolClient, withTransaction } from '../../kit/db.ts';
 import type { Logger } from '../../kit/log.ts';
 import { longerThan } from '../../kit/text.ts';
-import type { EventsMetrics } from './metrics.ts';
+import type { EventsMetrics, FailedReason } from './metrics.ts';
 import { MAX_ACTION, MAX_ID } from './validate.ts';
 
 /** One claimed event: fields as stored, unchecked (null when the event lacks them). */
@@ -178,7 +178,7 @@ export async function processBatch(deps: BatchDeps): Promise<BatchResult> {
     const now = Date.now();
     const bad = new Set(badIds);
     metrics.processed.inc(processed);
-    if (failed) metrics.failed.inc({ reason: 'parse' }, failed);
+    if (failed) metrics.failed.inc({ reason: 'parse' satisfies FailedReason }, failed);
     for (const e of claimed) if (!bad.has(e.id)) metrics.lag.observe((now - e.received_at.getTime()) / 1000);
     log.info({ processed, failed, ms: Math.round(performance.now() - started) }, 'WORKER_JOB_DONE');
   }
