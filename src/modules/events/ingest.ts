@@ -10,7 +10,8 @@ import type { Logger } from '../../kit/log.ts';
 import type { EventsMetrics } from './metrics.ts';
 import type { EventRow } from './validate.ts';
 
-export type Source = 'api' | 'segment';
+export const SOURCES = ['api', 'segment'] as const;
+export type Source = (typeof SOURCES)[number];
 
 export interface IngestResult {
   accepted: number;

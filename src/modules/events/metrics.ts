@@ -1,6 +1,7 @@
 // The events module's business metrics, on the process registry served at /metrics.
 import type { Pool, Queryable } from '../../kit/db.ts';
 import { prom, type Registry } from '../../kit/metrics.ts';
+import { SOURCES } from './ingest.ts';
 
 export interface EventsMetrics {
   ingested: prom.Counter<'source'>;
@@ -13,17 +14,13 @@ export interface EventsMetrics {
 
 export function createEventsMetrics(registry: Registry, pool: Pool): EventsMetrics {
   return {
-    ingested: new prom.Counter({
+    ingested: bySource(registry, {
       name: 'events_ingested_total',
       help: 'Events accepted and stored (a 201 was or will be sent), by source (api, segment)',
-      labelNames: ['source'],
-      registers: [registry],
     }),
-    duplicates: new prom.Counter({
+    duplicates: bySource(registry, {
       name: 'events_duplicates_total',
       help: 'Events acknowledged but not stored again because their messageId was seen before',
-      labelNames: ['source'],
-      registers: [registry],
     }),
     processed: new prom.Counter({
       name: 'events_processed_total',
@@ -48,6 +45,13 @@ export function createEventsMetrics(registry: Registry, pool: Pool): EventsMetri
       registers: [registry],
     }),
   };
+}
+
+/** A counter by ingestion source, each source's series at 0 from the start (see failedCounter). */
+function bySource(registry: Registry, def: { name: string; help: string }): prom.Counter<'source'> {
+  const counter = new prom.Counter({ ...def, labelNames: ['source'], registers: [registry] });
+  for (const source of SOURCES) counter.inc({ source }, 0);
+  return counter;
 }
 
 /** The reasons the worker dead-letters an event for: events_failed_total's `reason` label. */

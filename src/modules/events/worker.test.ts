@@ -336,8 +336,11 @@ describe('events worker batches (called directly)', async () => {
 describe('events metrics of a worker process', async () => {
   const p = await startPlatform({ modules: [eventsModule], role: 'worker' });
 
-  it('when nothing has failed yet, then /metrics already has events_failed_total{reason="parse"} 0 for rate() alerts', async () => {
+  it('when nothing has happened yet, then /metrics already has events_failed_total, events_ingested_total and events_duplicates_total at 0 for rate() alerts', async () => {
     const body = (await p.app.inject('/metrics')).body;
     assert.match(body, /^events_failed_total\{[^}]*reason="parse"[^}]*\} 0$/m);
+    for (const name of ['events_ingested_total', 'events_duplicates_total'])
+      for (const source of ['api', 'segment'])
+        assert.match(body, new RegExp(`^${name}\\{[^}]*source="${source}"[^}]*\\} 0$`, 'm'));
   });
 });
