@@ -160,7 +160,8 @@ export function parseProperties(where: string, v: unknown): string | null {
   }
   // The limit is on what is stored, so bytes: json.length counts UTF-16 units, and let 16,000
   // emoji (64 KB) through as 32,000.
-  const bytes = Buffer.byteLength(json, 'utf8');
+  // A UTF-16 unit is at most 3 UTF-8 bytes: the usual small object skips the count.
+  const bytes = json.length * 3 <= MAX_PROPERTIES_BYTES ? 0 : Buffer.byteLength(json, 'utf8');
   if (bytes > MAX_PROPERTIES_BYTES)
     throw new EventValidationError(
       'properties',
