@@ -518,6 +518,8 @@ export class Reservations {
          INSERT INTO codes_reservations AS r (campaign_no, reserve_id, state, count, expires_at)
          SELECT $1, x.id, 'reserved', x.n, now() + make_interval(secs => x.ttl)
          FROM unnest($2::text[], $3::int[], $4::int[]) AS x(id, n, ttl)
+         -- In id order: two processes claiming the same ids in other orders would wait on each other.
+         ORDER BY x.id COLLATE "C"
          ON CONFLICT (campaign_no, reserve_id) DO UPDATE
            SET state = 'reserved', count = EXCLUDED.count, expires_at = EXCLUDED.expires_at, created_at = now(),
                user_id = NULL, assigned_at = NULL, ended_at = NULL
