@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { startPlatform } from '../../../test/helpers.ts';
+import { startPlatform, waitFor } from '../../../test/helpers.ts';
 import { prom } from '../../kit/metrics.ts';
 import { Campaigns } from './campaigns.ts';
 import { Generator } from './generate.ts';
 import { codesModule } from './index.ts';
 import { createCodesMetrics } from './metrics.ts';
+import { CodePermutation } from './permutation.ts';
 
 describe('codes: large generation in parts', async () => {
   const p = await startPlatform({ modules: [codesModule] });
@@ -187,6 +188,49 @@ describe('codes: generation that meets imported codes near the density limit', a
     const ok = await call('POST', '/api/campaigns/tight/codes', { count: fits });
     assert.equal(ok.statusCode, 201, ok.body);
     assert.equal(await total('tight'), 5000 + fits);
+  });
+
+  it('when a sync generation meets a code an import is writing, then the deadlock it meets is retried and it answers 201', async () => {
+    await campaign('crossed', 6, 10);
+    const { rows } = await p.kit.pool.query(
+      `SELECT no, fpe_key, alphabet, length, next_index FROM codes_campaigns WHERE id = 'crossed'`,
+    );
+    const c = rows[0];
+    // The code the next generation of one code will write.
+    const next = new CodePermutation(c.fpe_key, c.alphabet, c.length).codes(Number(c.next_index), 1)[0]!;
+    const importer = await p.kit.pool.connect();
+    try {
+      // An import in flight: its row written, its counters (the campaign row) still to come.
+      await importer.query('BEGIN');
+      await importer.query(`INSERT INTO codes (campaign_no, code, seq) VALUES ($1, $2, 999999)`, [
+        c.no,
+        next,
+      ]);
+      const generated = call('POST', '/api/campaigns/crossed/codes', { count: 1 });
+      await waitFor(
+        async () =>
+          (
+            await p.kit.pool.query(
+              `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO codes%'`,
+            )
+          ).rowCount,
+        { what: 'the generation to wait on the imported row' },
+      );
+      // The import takes the campaign row last; the generation holds it from its claim: a deadlock.
+      await importer.query(
+        `UPDATE codes_campaigns SET available = available + 1, imported = imported + 1 WHERE no = $1`,
+        [c.no],
+      );
+      await importer.query('COMMIT');
+      const res = await generated;
+      // Before: 500 (deadlock detected).
+      assert.equal(res.statusCode, 201, res.body);
+      assert.equal(res.json().codes.length, 1);
+      assert.notEqual(res.json().codes[0], next, 'the imported code is not handed out as generated');
+    } finally {
+      importer.release();
+    }
+    assert.equal(await total('crossed'), 12);
   });
 
   it('when a job would need more room than is left once imported codes are allowed for, then it is refused before it starts', async () => {

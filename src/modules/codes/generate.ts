@@ -91,6 +91,9 @@ function roomTakenByImports(campaign: Campaign, count: number, made: number): Ht
   );
 }
 
+const DEADLOCK_DETECTED = '40P01';
+const ATOMIC_ATTEMPTS = 3;
+
 const isDensityRefusal = (err: unknown) => err instanceof HttpError && err.statusCode === 422;
 
 /** Counters left under the density limit when `held` are spent or imported. */
@@ -185,12 +188,29 @@ export class Generator {
     opts: { atomic?: boolean } = {},
   ): Promise<string[]> {
     const out = opts.atomic
-      ? await withTransaction(this.pool, (client) =>
-          this.writeSmall(client, campaign, count, state, (n) => this.claim(client, campaign, n)),
-        )
+      ? await this.writeAtomically(campaign, count, state)
       : await this.writeSmall(this.pool, campaign, count, state, (n) => this.claimSmall(campaign, n));
     this.metrics.generated.inc({ campaign: campaign.id }, count);
     return out;
+  }
+
+  /**
+   * writeSmall in one transaction, which holds the campaign row from its claim on (so a 422 writes
+   * nothing). Its INSERT can then wait on a code row that an import or a release is writing, while
+   * that transaction waits for the campaign row, which it takes last: a deadlock, which PostgreSQL
+   * breaks by failing the transaction that waited first, this one. It is run again, as it wrote
+   * nothing; by then the other has committed.
+   */
+  private async writeAtomically(campaign: Campaign, count: number, state: number): Promise<string[]> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await withTransaction(this.pool, (client) =>
+          this.writeSmall(client, campaign, count, state, (n) => this.claim(client, campaign, n)),
+        );
+      } catch (err) {
+        if ((err as { code?: string }).code !== DEADLOCK_DETECTED || attempt >= ATOMIC_ATTEMPTS) throw err;
+      }
+    }
   }
 
   /** Claims counters and writes their codes until `count` are new (imported codes take some). */
