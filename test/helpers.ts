@@ -203,6 +203,20 @@ export async function waitFor<T>(
   );
 }
 
+/** Waits until a statement containing `sql` waits on a row or table lock (in any session). */
+export function waitForLockWait(pool: pg.Pool, sql: string, what: string): Promise<unknown> {
+  return waitFor(
+    async () =>
+      (
+        await pool.query(
+          `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND strpos(query, $1) > 0`,
+          [sql],
+        )
+      ).rowCount,
+    { what },
+  );
+}
+
 export interface TesseraProcess {
   proc: ChildProcess;
   port: number;

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
-import { startPlatform, waitFor } from '../../../test/helpers.ts';
+import { startPlatform, waitFor, waitForLockWait } from '../../../test/helpers.ts';
 import { codesModule } from './index.ts';
 
 describe('codes: campaigns, generation, lookup, import and export', async () => {
@@ -360,15 +360,7 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
       const resent = call('POST', '/api/campaigns/race/codes/import', '100001\n100002\n100003', {
         'content-type': 'text/csv',
       });
-      await waitFor(
-        async () =>
-          (
-            await p.kit.pool.query(
-              `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO codes%'`,
-            )
-          ).rowCount,
-        { what: 'the import to wait on the row' },
-      );
+      await waitForLockWait(p.kit.pool, 'INSERT INTO codes', 'the import to wait on the row');
       // Before: the import held the campaign row here, and this update deadlocked with it.
       await release.query('UPDATE codes_campaigns SET available = available WHERE no = $1', [no]);
       await release.query('COMMIT');

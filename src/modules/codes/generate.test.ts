@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { startPlatform, waitFor } from '../../../test/helpers.ts';
+import { startPlatform, waitForLockWait } from '../../../test/helpers.ts';
 import { prom } from '../../kit/metrics.ts';
 import { Campaigns } from './campaigns.ts';
 import { Generator } from './generate.ts';
@@ -207,15 +207,7 @@ describe('codes: generation that meets imported codes near the density limit', a
         next,
       ]);
       const generated = call('POST', '/api/campaigns/crossed/codes', { count: 1 });
-      await waitFor(
-        async () =>
-          (
-            await p.kit.pool.query(
-              `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO codes%'`,
-            )
-          ).rowCount,
-        { what: 'the generation to wait on the imported row' },
-      );
+      await waitForLockWait(p.kit.pool, 'INSERT INTO codes', 'the generation to wait on the imported row');
       // The import takes the campaign row last; the generation holds it from its claim: a deadlock.
       await importer.query(
         `UPDATE codes_campaigns SET available = available + 1, imported = imported + 1 WHERE no = $1`,
