@@ -24,11 +24,16 @@ export const BAD_SCHEMA_RATE = 0.5;
 export const SLOW_WORKER_MS = 5000;
 export const CRON_TIMEOUT_MS = 30000;
 
+/**
+ * What an injected database outage says, as a thrown connection error (cron) or an API's 503.
+ * `origin`: Chaos#origin, where the mode was set, so the message says where to turn it off.
+ */
+export const injectedDbMessage = (origin: string) => `database unavailable (failure injected: ${origin})`;
+
 export class InjectedDbError extends Error {
   readonly code = 'ECONNREFUSED';
-  /** `origin`: Chaos#origin, where the mode was set, so the message says where to turn it off. */
   constructor(origin: string) {
-    super(`database unavailable (failure injected: ${origin})`);
+    super(injectedDbMessage(origin));
   }
 }
 

@@ -14,7 +14,7 @@ import Fastify, {
   LogController,
 } from 'fastify';
 import { hasScope, type Principal } from './auth.ts';
-import { RANDOM_500_RATE } from './chaos.ts';
+import { injectedDbMessage, RANDOM_500_RATE } from './chaos.ts';
 import {
   DB_UNAVAILABLE_MESSAGE,
   isConnectionError,
@@ -377,9 +377,7 @@ export function injectApiFailures(app: App, kit: Kit, module: string): void {
       kit.chaos.record(module, 'api', mode, { url: req.url });
       // As a real outage answers, so clients tested against the drill meet what an outage sends.
       reply.header('retry-after', '5');
-      return done(
-        new HttpError(503, `database unavailable (failure injected: ${kit.chaos.origin(module, 'api')})`),
-      );
+      return done(new HttpError(503, injectedDbMessage(kit.chaos.origin(module, 'api'))));
     }
     if (mode === 'random_500' && Math.random() < RANDOM_500_RATE) {
       kit.chaos.record(module, 'api', mode, { url: req.url });

@@ -18,12 +18,15 @@ import { type EventRow, EventSchema, EventValidationError, MAX_BATCH, validateBo
 const documentOnly = () => () => true;
 
 export function registerEventRoutes(app: App, ctx: ModuleContext, ingestor: Ingestor): void {
-  // Every 400 of these routes is seed 003's VALIDATION_ERROR, whoever raised it: our field checks,
-  // the kit's JSON parser (a body that is not JSON) or a querystring schema.
+  /** Seed 003's VALIDATION_ERROR line, for a refused request or a refused call of a Segment batch. */
+  const logValidationError = (fields: { reqId: string; field?: string; reason: string; source?: Source }) =>
+    ctx.log.info(fields, 'VALIDATION_ERROR');
+  // Every 400 of these routes is a VALIDATION_ERROR, whoever raised it: our field checks, the kit's
+  // JSON parser (a body that is not JSON) or a querystring schema.
   app.addHook('onError', (req, _reply, err, done) => {
     if (err.statusCode === 400) {
       const field = err.cause instanceof EventValidationError ? err.cause.field : undefined;
-      ctx.log.info({ reqId: req.id, field, reason: err.message }, 'VALIDATION_ERROR');
+      logValidationError({ reqId: req.id, field, reason: err.message });
     }
     done();
   });
@@ -123,10 +126,7 @@ export function registerEventRoutes(app: App, ctx: ModuleContext, ingestor: Inge
       }, 'segment');
       // Segment's clients never show an answer's body: the log is where a refused call is seen.
       for (const r of rejected)
-        ctx.log.info(
-          { reqId: req.id, field: r.field, reason: r.message, source: 'segment' },
-          'VALIDATION_ERROR',
-        );
+        logValidationError({ reqId: req.id, field: r.field, reason: r.message, source: 'segment' });
       return rejected.length ? { success: true, rejected } : { success: true };
     },
   );
