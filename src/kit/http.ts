@@ -2,6 +2,8 @@
 // the {statusCode, error, message} envelope, request ids, a 1 MB body limit, an access log that
 // leaves out probe and scrape paths, and the request histogram.
 import { randomUUID } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { createGunzip, type Gunzip } from 'node:zlib';
 import AjvCompiler from '@fastify/ajv-compiler';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
@@ -54,10 +56,44 @@ declare module 'fastify' {
     module?: string;
     /** What a 413 tells the caller to do instead (default: send less in each request). */
     bodyTooLarge?: string;
+    /**
+     * Accept a gzip body (`Content-Encoding: gzip`), as clients of Segment's API may send one. The
+     * body limit applies to the decoded bytes, so a small bomb cannot grow past it.
+     */
+    gzipBody?: boolean;
   }
 }
 
 export const BODY_LIMIT = 1024 * 1024;
+
+/**
+ * preParsing for routes with `gzipBody`: the body as decoded. Fastify checks the route's limit
+ * against the decoded bytes and Content-Length against `receivedEncodedLength`; a body that is not
+ * gzip is a 400 that says so, not zlib's "incorrect header check".
+ */
+function gunzipBody(
+  req: FastifyRequest,
+  _reply: FastifyReply,
+  payload: Readable,
+  done: (err: Error | null, body?: Readable) => void,
+): void {
+  if (req.headers['content-encoding']?.trim().toLowerCase() !== 'gzip') {
+    done(null, payload);
+    return;
+  }
+  const gunzip = createGunzip() as Gunzip & { receivedEncodedLength: number };
+  gunzip.receivedEncodedLength = 0;
+  payload.on('data', (chunk: Buffer) => {
+    gunzip.receivedEncodedLength += chunk.length;
+  });
+  payload.on('error', (err) => gunzip.destroy(err));
+  gunzip.on('error', (err: Error & { statusCode?: number }) => {
+    if (err.statusCode !== undefined) return;
+    err.statusCode = 400;
+    err.message = `the body is sent as Content-Encoding gzip but is not valid gzip (${err.message}): compress it whole with gzip, or send it uncompressed without that header`;
+  });
+  done(null, payload.pipe(gunzip));
+}
 
 export interface RouteInfo {
   method: string;
@@ -116,6 +152,7 @@ export async function createHttpApp(kit: Kit): Promise<App> {
   const routes: RouteInfo[] = [];
   routeTables.set(app, routes);
   app.addHook('onRoute', (r) => {
+    if (r.config?.gzipBody) r.preParsing = [...[r.preParsing ?? []].flat(), gunzipBody];
     for (const method of [r.method].flat())
       routes.push({ method: String(method), url: r.url, public: Boolean(r.config?.public) });
   });
@@ -147,12 +184,17 @@ export async function createHttpApp(kit: Kit): Promise<App> {
       };
       spans.set(req, tracer.startSpan(name, { attributes }));
     }
-    // No route decodes a compressed body: parsed as it came, gzip read as "not valid JSON: Unexpected
-    // token \u001f", which pointed at the JSON rather than at the encoding.
+    // A compressed body on a route that does not decode one was parsed as it came: gzip read as
+    // "not valid JSON: Unexpected token \u001f", which pointed at the JSON rather than the encoding.
     const encoding = req.headers['content-encoding']?.trim().toLowerCase();
-    if (encoding && encoding !== 'identity')
+    if (encoding && encoding !== 'identity' && !(encoding === 'gzip' && req.routeOptions.config?.gzipBody))
       return done(
-        new HttpError(415, `Content-Encoding ${encoding} is not supported: send the body uncompressed`),
+        new HttpError(
+          415,
+          req.routeOptions.config?.gzipBody
+            ? `Content-Encoding ${encoding} is not supported: send the body uncompressed or gzip-compressed`
+            : `Content-Encoding ${encoding} is not supported: send the body uncompressed`,
+        ),
       );
     done();
   });

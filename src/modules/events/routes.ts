@@ -107,13 +107,14 @@ export function registerEventRoutes(app: App, ctx: ModuleContext, ingestor: Inge
     async (req) => sharedAnalytics(ctx.pool, req.query),
   );
 
-  // Segment Tracking API: the routes authenticate the write key themselves (public to the guard).
+  // Segment Tracking API: the routes authenticate the write key themselves (public to the guard), and
+  // take gzip bodies, which some Segment libraries send (analytics-python with gzip=True).
   const segment = { tags: ['segment'], body: Type.Object({}, { additionalProperties: true }) };
   app.post(
     '/v1/batch',
     {
       schema: { ...segment, summary: 'Segment batch' },
-      config: { public: true },
+      config: { public: true, gzipBody: true },
       validatorCompiler: documentOnly,
     },
     async (req) => {
@@ -135,7 +136,7 @@ export function registerEventRoutes(app: App, ctx: ModuleContext, ingestor: Inge
       `/v1/${type}`,
       {
         schema: { ...segment, summary: `Segment ${type}` },
-        config: { public: true },
+        config: { public: true, gzipBody: true },
         validatorCompiler: documentOnly,
       },
       async (req) => {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { gzipSync } from 'node:zlib';
 import { Analytics } from '@segment/analytics-node';
 import { startPlatform } from '../../../test/helpers.ts';
 import { createApiKey } from '../../kit/auth.ts';
@@ -103,6 +104,50 @@ describe('Segment-compatible ingestion', async () => {
       ((await none.json()) as { message: string }).message,
       /no call in the batch is valid: batch\[0\]\.event is required for track calls.*; batch\[1\] must be a JSON object/,
     );
+  });
+
+  it('when a batch comes gzip-compressed, then it is decoded and stored; bad gzip is a 400, a bomb a 413, deflate a 415', async () => {
+    await p.kit.pool.query('TRUNCATE events_raw, events_raw_batches');
+    const post = (body: Buffer, encoding: string) =>
+      fetch(`${p.address()}/v1/batch`, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          'content-encoding': encoding,
+          authorization: basic(writeKey),
+        },
+        body,
+      });
+    const batch = { batch: [1, 2, 3].map((i) => ({ type: 'track', userId: `gz-${i}`, event: 'Zipped' })) };
+    const ok = await post(gzipSync(JSON.stringify(batch)), 'gzip');
+    assert.equal(ok.status, 200, await ok.clone().text());
+    assert.deepEqual(await ok.json(), { success: true });
+    assert.deepEqual(
+      (await raw()).map((r) => r.user_id),
+      ['gz-1', 'gz-2', 'gz-3'],
+    );
+
+    const bad = await post(Buffer.from(JSON.stringify(batch)), 'gzip');
+    assert.equal(bad.status, 400);
+    assert.match(
+      ((await bad.json()) as { message: string }).message,
+      /^the body is sent as Content-Encoding gzip but is not valid gzip \(/,
+    );
+
+    // 2 MB of spaces compress to ~2 KB: the limit is on what they decode to.
+    const bomb = gzipSync(`{"batch":[${' '.repeat(2 * 1024 * 1024)}]}`);
+    assert.ok(bomb.length < 10_000);
+    const big = await post(bomb, 'gzip');
+    assert.equal(big.status, 413);
+    assert.match(((await big.json()) as { message: string }).message, /over this route's limit of 1 MB/);
+
+    const deflate = await post(gzipSync('{}'), 'deflate');
+    assert.equal(deflate.status, 415);
+    assert.equal(
+      ((await deflate.json()) as { message: string }).message,
+      'Content-Encoding deflate is not supported: send the body uncompressed or gzip-compressed',
+    );
+    assert.equal((await raw()).length, 3, 'nothing else stored');
   });
 
   it('when POST /v1/track is called directly and then resent, then 200 {success:true} and it is stored once', async () => {
