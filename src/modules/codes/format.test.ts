@@ -40,3 +40,25 @@ describe('codes: normalizeCode folds case unless the alphabet has a letter in bo
     assert.equal(normalizeCode(f, '\u212a-INFO'), null);
   });
 });
+
+describe('codes: parseFormat', () => {
+  it('when an alphabet is a preset name in another case, then 422 names the preset instead of making a custom alphabet of its letters', () => {
+    for (const [typed, meant] of [
+      ['Alphanumeric', 'alphanumeric'],
+      ['SAFE', 'safe'],
+      ['Numeric', 'numeric'],
+    ] as const)
+      assert.throws(
+        () => parseFormat({ length: 6, alphabet: typed }),
+        (err: Error & { statusCode?: number }) =>
+          err.statusCode === 422 && err.message.includes(`did you mean "${meant}"?`),
+        typed,
+      );
+    assert.equal(parseFormat({ length: 6, alphabet: 'safe' }).preset, 'safe');
+    assert.equal(
+      parseFormat({ length: 6, alphabet: 'EFAS' }).preset,
+      'custom',
+      'the same letters in another order',
+    );
+  });
+});

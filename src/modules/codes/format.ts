@@ -36,6 +36,13 @@ export function parseFormat(input: { length: number; alphabet: string; prefix?: 
   const preset = (Object.keys(ALPHABET_PRESETS) as AlphabetPreset[]).find((p) => p === name);
   const alphabet = preset ? ALPHABET_PRESETS[preset] : name;
   if (!preset) {
+    // "Alphanumeric" or "SAFE" was a typo for a preset, yet it is also a valid set of distinct
+    // characters: taken as one, it made a campaign of codes such as "umlurp" from 12 letters.
+    const meant = (Object.keys(ALPHABET_PRESETS) as AlphabetPreset[]).find((p) => p === name.toLowerCase());
+    if (meant)
+      throw unprocessable(
+        `format.alphabet "${name}" is not a preset: preset names are lower case (did you mean "${meant}"?); to use these letters as a custom alphabet, list them in another order`,
+      );
     if (alphabet.length < 2)
       throw unprocessable(
         `format.alphabet must be a preset (${Object.keys(ALPHABET_PRESETS).join(', ')}) or at least 2 distinct characters`,
