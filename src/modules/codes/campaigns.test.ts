@@ -34,6 +34,18 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     );
   });
 
+  it('when campaigns are listed a page at a time, then next is the after of the next page, null on the last', async () => {
+    for (const id of ['page-a', 'page-b'])
+      assert.equal((await create(id, { length: 6, alphabet: 'numeric' })).statusCode, 201);
+    const first = (await call('GET', '/api/campaigns?limit=2')).json();
+    assert.deepEqual(
+      [first.campaigns.map((x: { id: string }) => x.id), first.next],
+      [['page-a', 'page-b'], 'page-b'],
+    );
+    const last = (await call('GET', `/api/campaigns?limit=2&after=${first.next}`)).json();
+    assert.deepEqual([last.campaigns.map((x: { id: string }) => x.id), last.next], [['spring'], null]);
+  });
+
   it('when the format is bad, then 422 or 400 says what to fix', async () => {
     const cases: [Record<string, unknown>, number, RegExp][] = [
       [{ length: 3, alphabet: 'numeric' }, 422, /length must be a whole number from 4 to 32/],

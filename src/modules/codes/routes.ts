@@ -54,12 +54,14 @@ export function registerCodesRoutes(app: App, ctx: ModuleContext, s: CodesState)
       schema: {
         tags,
         querystring: S.ListQuery,
-        response: {
-          200: { type: 'object', properties: { campaigns: { type: 'array', items: S.CampaignView } } },
-        },
+        response: { 200: S.CampaignList },
       },
     },
-    async (req) => ({ campaigns: await s.campaigns.list(req.query.limit, req.query.after) }),
+    async (req) => {
+      const campaigns = await s.campaigns.list(req.query.limit, req.query.after);
+      // As the users' codes list: a full page may have more after it.
+      return { campaigns, next: campaigns.length === req.query.limit ? campaigns.at(-1)!.id : null };
+    },
   );
 
   app.get(

@@ -158,6 +158,13 @@ export const ErrorBody = Type.Object({
   message: Type.String(),
 });
 
+export const CampaignList = Type.Object({
+  campaigns: Type.Array(CampaignView),
+  next: Type.Union([Type.String(), Type.Null()], {
+    description: 'pass as `after` for the next page; null when this page is not full',
+  }),
+});
+
 export const UserCodes = Type.Object({
   userId: Type.String(),
   codes: Type.Array(CodeView),
