@@ -89,6 +89,18 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     assert.equal((await call('GET', '/api/campaigns/gen')).json().inventory.total, 8000);
   });
 
+  it('when imports have already put a campaign past 1%, then the 422 says so rather than blaming the request', async () => {
+    assert.equal((await create('tiny', { length: 4, alphabet: 'numeric' })).statusCode, 201);
+    const codes = Array.from({ length: 200 }, (_, i) => String(i).padStart(4, '0'));
+    assert.equal((await call('POST', '/api/campaigns/tiny/codes/import', codes)).json().inserted, 200);
+    const res = await call('POST', '/api/campaigns/tiny/codes', { count: 1 });
+    assert.equal(res.statusCode, 422);
+    assert.match(
+      res.json().message,
+      /it already holds 200 generated or imported codes, at or past that limit of 100 \(imports are not held to it\)/,
+    );
+  });
+
   it('when counts are negative, zero, huge or not whole, then 400 names the field', async () => {
     // A JSON body's types are its own: true, "5", [2] and null are not counts (coerced, they were 1, 5
     // and 2 codes, and null read as 0, "must be >= 1").

@@ -99,6 +99,16 @@ const isDensityRefusal = (err: unknown) => err instanceof HttpError && err.statu
 /** Counters left under the density limit when `held` are spent or imported. */
 const roomLeft = (limit: bigint, held: number) => Math.max(0, Number(limit) - held);
 
+/**
+ * What a density refusal says fits. Imports are not held to the limit, so a campaign can be past it
+ * already: "at most 0 more fit" then read as if this request alone were too big.
+ */
+function whatFits(limit: bigint, held: number): string {
+  const room = roomLeft(limit, held);
+  if (room > 0) return `at most ${room} more fit`;
+  return `it already holds ${held} generated or imported codes, at or past that limit of ${limit} (imports are not held to it), so no more can be generated`;
+}
+
 export class Generator {
   /** Per campaign: the unused rest of the last block claimed ahead (next index and seq, and end). */
   private readonly blocks = new Map<number, { index: number; seq: number; end: number }>();
@@ -124,7 +134,7 @@ export class Generator {
         'SELECT next_index + imported AS n FROM codes_campaigns WHERE no = $1',
         [campaign.no],
       );
-      throw densityRefusal(campaign, count, `at most ${roomLeft(limit, held[0]?.n ?? 0)} more fit`);
+      throw densityRefusal(campaign, count, whatFits(limit, held[0]?.n ?? 0));
     }
     return { startIndex: r.start_index, startSeq: r.start_seq };
   }
@@ -163,7 +173,7 @@ export class Generator {
       [campaign.no],
     );
     const room = roomLeft(limit, rows[0]?.n ?? 0);
-    if (count > room) throw densityRefusal(campaign, count, `at most ${room} more fit`);
+    if (count > room) throw densityRefusal(campaign, count, whatFits(limit, rows[0]?.n ?? 0));
     // Counters that land on imported codes make no code, and the top-up that replaces them needs
     // room too: a job refused only at its end has written most of its codes by then.
     const needed = count + collisionAllowance(campaign, count, rows[0]?.imported ?? 0);
