@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { devSecrets } from '../../src/kit/dev-secrets.ts';
+import { startPlatform } from '../helpers.ts';
 
 describe('kit: dev secrets in DATA_DIR', () => {
   it('when 20 starters ask at once on a fresh directory, then all get the secrets on disk', async () => {
@@ -32,5 +33,23 @@ describe('kit: dev secrets in DATA_DIR', () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('kit: a start without configured secrets says so', async () => {
+  it('when WEBHOOK_SECRET and JWT_SECRET are unset, then DEV_SECRETS_IN_USE names them and the file; when set, nothing', async () => {
+    const bare = await startPlatform({ modules: [] });
+    const [line] = bare.logs.events('DEV_SECRETS_IN_USE');
+    assert.deepEqual(line?.unset, ['WEBHOOK_SECRET', 'JWT_SECRET']);
+    assert.equal(line?.file, path.resolve(bare.kit.config.dataDir, 'secrets.json'));
+    assert.equal(line?.level, 40, 'a warning');
+    const configured = await startPlatform({
+      modules: [],
+      env: {
+        WEBHOOK_SECRET: `whsec_${Buffer.from('a-webhook-secret-of-32-bytes-xyz').toString('base64')}`,
+        JWT_SECRET: 'a-jwt-secret-a-jwt-secret-a-jwt-secret-0123',
+      },
+    });
+    assert.deepEqual(configured.logs.events('DEV_SECRETS_IN_USE'), []);
   });
 });
