@@ -1,6 +1,7 @@
 // Builds Tessera for one role: the kit, the modules, the HTTP app, and what runs in the background.
 // The launcher (src/cli/start.ts) only picks the role, listens and handles signals.
 
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { registerAdminRoutes, registerAuthRoutes } from './kit/admin-routes.ts';
 import { createApiKey, createUser, WebhookVerifier } from './kit/auth.ts';
@@ -72,6 +73,24 @@ async function bootstrapDevCredentials(kit: Kit): Promise<void> {
   process.stderr.write(`\n${msg}\n\n`);
 }
 
+/**
+ * Said at every start of a serving process (not of one-shot commands, whose stdout may be an export):
+ * only the embedded default's first start prints the generated secrets, so a process on
+ * DATABASE_URL without WEBHOOK_SECRET answered every signed delivery 401, unexplained.
+ */
+function warnOfDevSecrets(kit: Kit): void {
+  const unset = [!kit.config.webhookSecret && 'WEBHOOK_SECRET', !kit.config.jwtSecret && 'JWT_SECRET'];
+  if (!unset.some(Boolean)) return;
+  moduleLogger(kit.log, 'kit').warn(
+    {
+      unset: unset.filter(Boolean),
+      file: path.resolve(kit.config.dataDir, 'secrets.json'),
+      hint: 'using generated development secrets from this file: signed webhooks must be signed with its webhookSecret, and every process must share it; set the variables to choose your own',
+    },
+    'DEV_SECRETS_IN_USE',
+  );
+}
+
 export interface PlatformOptions {
   config: Config;
   role: Role;
@@ -89,6 +108,7 @@ export async function createPlatform(opts: PlatformOptions): Promise<Platform> {
   try {
     if (opts.migrate !== false) await runMigrations(kit, modules);
     await bootstrapDevCredentials(kit);
+    warnOfDevSecrets(kit);
   } catch (err) {
     await closeKit(kit);
     throw err;

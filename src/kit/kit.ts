@@ -121,17 +121,6 @@ export async function createKit({ config, role, logDestination }: KitOptions): P
   );
   const secrets = config.jwtSecret && config.webhookSecret ? undefined : await devSecrets(config.dataDir);
   const webhookSecret = config.webhookSecret ?? secrets!.webhookSecret;
-  // Said at every start: only the embedded default's first start prints the generated secrets, so a
-  // process on DATABASE_URL without WEBHOOK_SECRET answered every signed delivery 401, unexplained.
-  if (secrets)
-    kitLog.warn(
-      {
-        unset: [!config.webhookSecret && 'WEBHOOK_SECRET', !config.jwtSecret && 'JWT_SECRET'].filter(Boolean),
-        file: path.resolve(config.dataDir, 'secrets.json'),
-        hint: 'using generated development secrets from this file: signed webhooks must be signed with its webhookSecret, and every process must share it; set the variables to choose your own',
-      },
-      'DEV_SECRETS_IN_USE',
-    );
   const dbStatus = new DatabaseStatus(databaseUrl, kitLog);
   return {
     config,
