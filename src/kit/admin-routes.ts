@@ -1,9 +1,17 @@
 // Sign-in, API keys, job progress and failure modes. Admin routes need the admin scope.
 import { Type } from '@sinclair/typebox';
 import type { FastifyRequest } from 'fastify';
-import { checkLogin, createApiKey, listApiKeys, revokeApiKey, SCOPES, SESSION_COOKIE } from './auth.ts';
+import {
+  checkLogin,
+  createApiKey,
+  hasScope,
+  listApiKeys,
+  revokeApiKey,
+  SCOPES,
+  SESSION_COOKIE,
+} from './auth.ts';
 import { ALL_MODULES, MODE_VALUES } from './chaos.ts';
-import { badRequest, notFound, unauthorized } from './errors.ts';
+import { badRequest, forbidden, notFound, unauthorized } from './errors.ts';
 import { type App, authenticate, requireScope } from './http.ts';
 import { JOB_STATES } from './jobs.ts';
 import type { Kit } from './kit.ts';
@@ -179,7 +187,8 @@ export async function registerAdminRoutes(app: App, kit: Kit, modules: string[])
     );
   });
 
-  // Job progress is readable by any authenticated caller: the module that started it returned the id.
+  // Job progress is read with the scope of the module whose route started it (an events-only key
+  // read codes jobs before).
   await app.register(async (jobs: App) => {
     jobs.addHook('onRequest', async (req) => {
       const principal = await authenticate(kit, req);
@@ -190,7 +199,12 @@ export async function registerAdminRoutes(app: App, kit: Kit, modules: string[])
     jobs.get(
       '/api/jobs/:jobId',
       { schema: { tags: ['jobs'], params: Type.Object({ jobId: Type.String() }) } },
-      async (req) => kit.jobs.getTracked(req.params.jobId),
+      async (req) => {
+        const job = await kit.jobs.getTracked(req.params.jobId);
+        if (!hasScope(req.principal!, job.module))
+          throw forbidden(`job ${job.id} is a ${job.module} job: this key lacks the "${job.module}" scope`);
+        return job;
+      },
     );
   });
 }

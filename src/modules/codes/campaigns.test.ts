@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { startPlatform, waitFor, waitForLockWait } from '../../../test/helpers.ts';
+import { createApiKey } from '../../kit/auth.ts';
 import { codesModule } from './index.ts';
 
 describe('codes: campaigns, generation, lookup, import and export', async () => {
@@ -352,8 +353,21 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     await create('big', { length: 8, alphabet: 'alphanumeric' });
     const res = await call('POST', '/api/campaigns/big/codes', { count: 60_000 });
     assert.equal(res.statusCode, 202, res.body);
-    const { jobId, statusUrl } = res.json();
-    assert.equal(statusUrl, `/api/jobs/${jobId}`);
+    const { jobId, statusUrl, state } = res.json();
+    assert.deepEqual(
+      [statusUrl, state],
+      [`/api/jobs/${jobId}`, 'queued'],
+      'named state, as the job resource names it',
+    );
+    // A job is read with its module's scope, as the route that started it was called.
+    const { key: eventsOnly } = await createApiKey(p.kit.pool, 'events only', ['events']);
+    const foreign = await p.app.inject({
+      method: 'GET',
+      url: statusUrl,
+      headers: { authorization: `Bearer ${eventsOnly}` },
+    });
+    assert.equal(foreign.statusCode, 403);
+    assert.match(foreign.json().message, /job .* is a codes job: this key lacks the "codes" scope/);
     const job = await waitFor(
       async () => {
         const j = (await call('GET', statusUrl)).json();

@@ -99,7 +99,7 @@ export function registerCodesRoutes(app: App, ctx: ModuleContext, s: CodesState)
         count,
       );
       reply.code(202);
-      return { jobId, status: 'queued' as const, total: count, statusUrl: `/api/jobs/${jobId}` };
+      return { jobId, state: 'queued' as const, total: count, statusUrl: `/api/jobs/${jobId}` };
     },
   );
 

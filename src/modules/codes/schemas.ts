@@ -79,7 +79,7 @@ export const GenerateBody = Type.Object(
 export const GenerateNow = Type.Object({ generated: Type.Integer(), codes: Type.Array(Type.String()) });
 export const GenerateLater = Type.Object({
   jobId: Type.String(),
-  status: Type.Literal('queued'),
+  state: Type.Literal('queued', { description: 'as GET /api/jobs/:jobId names it' }),
   total: Type.Integer(),
   statusUrl: Type.String(),
 });
