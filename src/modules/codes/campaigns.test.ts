@@ -415,7 +415,17 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
   });
 
   it('when metrics are scraped, then the codes business metrics are there by campaign', async () => {
+    // A userId PostgreSQL cannot store is answered 400 by the error handler, and counted as a 400.
+    const { reserveId } = (await call('POST', '/api/campaigns/gen/reservations', { count: 1 })).json();
+    const nul = await call('POST', `/api/campaigns/gen/reservations/${reserveId}/assign`, {
+      userId: 'x\u0000',
+    });
+    assert.equal(nul.statusCode, 400, nul.body);
     const text = (await p.app.inject('/metrics')).body;
+    assert.match(
+      text,
+      /codes_operation_duration_seconds_count\{[^}]*operation="assign",outcome="400"[^}]*\} 1/,
+    );
     assert.match(text, /codes_generated_total\{campaign="gen"[^}]*\} 8000/);
     assert.match(text, /codes_available\{campaign="big"[^}]*\} 60000/);
     assert.match(text, /codes_operation_duration_seconds_count\{[^}]*operation="generate"/);

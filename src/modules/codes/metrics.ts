@@ -1,5 +1,6 @@
 // Seed 004's business metrics: codes by campaign through their life, the available inventory, and
 // latency per operation. Registered on the process registry, served on /metrics.
+import { isConnectionError, unstorableInputError } from '../../kit/db.ts';
 import { prom, type Registry } from '../../kit/metrics.ts';
 
 export interface CodesMetrics {
@@ -43,6 +44,18 @@ export function createCodesMetrics(
   };
 }
 
+/**
+ * The HTTP status an error will be answered with, as the error handler decides it: PostgreSQL's
+ * refusal of text it cannot store (a NUL in a userId) is a 400 there, and was `error` here.
+ */
+function outcomeOf(err: unknown): string {
+  const status = (err as { statusCode?: number }).statusCode;
+  if (status !== undefined) return String(status);
+  if (unstorableInputError(err)) return '400';
+  if (isConnectionError(err)) return '503';
+  return 'error';
+}
+
 /** Times `fn` into the operation histogram; outcome is ok or the HTTP status of the error. */
 export async function timed<T>(m: CodesMetrics, operation: string, fn: () => Promise<T>): Promise<T> {
   const end = m.duration.startTimer({ operation });
@@ -51,7 +64,7 @@ export async function timed<T>(m: CodesMetrics, operation: string, fn: () => Pro
     end({ outcome: 'ok' });
     return r;
   } catch (err) {
-    end({ outcome: String((err as { statusCode?: number }).statusCode ?? 'error') });
+    end({ outcome: outcomeOf(err) });
     throw err;
   }
 }
