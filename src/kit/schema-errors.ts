@@ -26,6 +26,10 @@ export function formatSchemaErrors(errors: SchemaError[], dataVar: string): Erro
 
 /** Ajv's line, naming the property it refused where Ajv leaves it out. */
 function describe(e: SchemaError): string {
+  // No body, `null`, `[1]` or `5` where a route takes an object: "body must be object" said neither
+  // what JSON is nor where its fields are listed.
+  if (e.keyword === 'type' && !e.instancePath && e.params?.type === 'object')
+    return "must be a JSON object of this route's fields (sent with Content-Type: application/json; the fields are listed at /docs)";
   const extra = e.params?.additionalProperty;
   if (e.keyword === 'additionalProperties' && typeof extra === 'string')
     return `must NOT have the property ${JSON.stringify(extra)}: it is not one of this request's fields`;

@@ -161,6 +161,23 @@ describe('HTTP, auth and ops endpoints', async () => {
     assert.match(invalid.json().message, /data/);
   });
 
+  it('when a route that takes an object gets no body, null, an array or a number, then 400 says to send a JSON object', async () => {
+    for (const payload of [undefined, 'null', '[1]', '5']) {
+      const res = await p.app.inject({
+        method: 'POST',
+        url: '/api/fixture/body',
+        headers: { ...p.auth, 'content-type': 'application/json' },
+        ...(payload === undefined ? {} : { payload }),
+      });
+      assert.equal(res.statusCode, 400, `${payload}: ${res.body}`);
+      assert.equal(
+        res.json().message,
+        "body must be a JSON object of this route's fields (sent with Content-Type: application/json; the fields are listed at /docs)",
+        String(payload),
+      );
+    }
+  });
+
   it('when a JSON body spells half of a UTF-16 pair on its own, then 400 names where; a whole pair spelled as escapes passes', async () => {
     const send = (payload: string) =>
       p.app.inject({
