@@ -98,6 +98,12 @@ describe('codes: reserve, assign, release and expiry', async () => {
     assert.equal(a.statusCode, 200, a.body);
     assert.deepEqual(a.json().codes, [...res.codes].sort());
     assert.equal(a.json().userId, 'u1');
+    const owned = (await call('GET', `/api/campaigns/flow/codes/${res.codes[0]}`)).json();
+    assert.deepEqual(
+      [owned.state, owned.expiresAt, owned.reservedAt !== null],
+      ['assigned', null, true],
+      'an assigned code shows no expiry (its reservation keeps it, for the record)',
+    );
     assert.equal(
       (await call('POST', '/api/campaigns/flow/reservations/order-1/assign', { userId: 'u1' })).statusCode,
       200,

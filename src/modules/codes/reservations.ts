@@ -667,7 +667,8 @@ export class Reservations {
           );
       }
       const updated = await client.query<{ code: string }>(
-        `UPDATE codes SET state = 2, user_id = $3, assigned_at = $4
+        // An assigned code no longer expires: its reservation's expiry, kept, read as if it lapsed.
+        `UPDATE codes SET state = 2, user_id = $3, assigned_at = $4, expires_at = NULL
          WHERE campaign_no = $1 AND code = ANY($5::text[]) AND reserve_id = $2 AND state = 1 RETURNING code`,
         [no, reserveId, userId, rows[0].assigned_at, rows[0].codes],
       );
