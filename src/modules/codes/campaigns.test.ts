@@ -244,14 +244,24 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     const [code] = reserved.json().codes;
     const assigned = await call('POST', '/api/campaigns/dates/reservations/r1/assign', { userId: 'u1' });
     assert.equal(assigned.statusCode, 200, assigned.body);
-    const shown = (await call('GET', `/api/campaigns/dates/codes/${code}`)).json();
+    // The other code stays reserved, so it has an expiry (an assigned code has none).
+    const held = (await call('POST', '/api/campaigns/dates/reservations', { count: 1 })).json().codes[0];
     const [header, ...rows] = (await call('GET', '/api/campaigns/dates/codes.csv')).body.trim().split('\n');
     const fields = header!.split(',');
-    const row = rows.map((r) => r.split(',')).find((r) => r[0] === code)!;
-    for (const name of ['createdAt', 'reservedAt', 'expiresAt', 'assignedAt']) {
-      assert.match(shown[name], /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/, name);
-      assert.equal(row[fields.indexOf(name)], shown[name], name);
+    const checks: [string, string[]][] = [
+      [code, ['createdAt', 'reservedAt', 'assignedAt']],
+      [held, ['createdAt', 'reservedAt', 'expiresAt']],
+    ];
+    for (const [c, names] of checks) {
+      const shown = (await call('GET', `/api/campaigns/dates/codes/${c}`)).json();
+      const row = rows.map((r) => r.split(',')).find((r) => r[0] === c)!;
+      for (const name of names) {
+        assert.match(shown[name], /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/, name);
+        assert.equal(row[fields.indexOf(name)], shown[name], name);
+      }
     }
+    const assignedRow = rows.map((r) => r.split(',')).find((r) => r[0] === code)!;
+    assert.equal(assignedRow[fields.indexOf('expiresAt')], '', 'an assigned code exports no expiry');
   });
 
   it('when the campaign could hold the code CODE, then an export still re-imports without its header, and JSON non-strings are invalid', async () => {

@@ -208,7 +208,8 @@ describe('codes: an import the client abandons', () => {
       what: 'CLIENT_ABORTED',
     });
     assert.deepEqual(
-      server.logLines().filter((l) => /^DB_/.test(String(l.msg))),
+      // DB_SLOW_QUERY may come on a busy machine; only these two would mean an outage was declared.
+      server.logLines().filter((l) => /^DB_(MARKED_DOWN|CONNECTION_FAILED)$/.test(String(l.msg))),
       [],
       'no DB_MARKED_DOWN or DB_CONNECTION_FAILED for a client that hung up',
     );
