@@ -407,11 +407,14 @@ export function runTessera(
   env: Record<string, string | undefined> = {},
   /** Written to the command's standard input, which then closes. */
   input?: string,
+  /** Given the process once spawned (to signal it). */
+  spawned?: (proc: ChildProcess) => void,
 ): Promise<CliResult> {
   const proc = spawn(process.execPath, [path.join(ROOT, 'bin/tessera.js'), ...args], {
     cwd: ROOT,
     env: { ...process.env, TESSERA_CONFIG: 'none', ...env },
   });
+  spawned?.(proc);
   if (input !== undefined) proc.stdin.end(input);
   const r: CliResult = { code: null, stdout: '', stderr: '', out: '' };
   proc.stdout.on('data', (d) => {

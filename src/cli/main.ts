@@ -194,5 +194,5 @@ program.parseAsync(process.argv).catch((err) => {
     process.exit(2);
   }
   process.stderr.write(`tessera: ${(err as Error).message}\n`);
-  process.exit(1);
+  process.exit((err as { exitCode?: number }).exitCode ?? 1);
 });

@@ -6,6 +6,7 @@ import {
   createApiKey,
   hasScope,
   listApiKeys,
+  type Principal,
   revokeApiKey,
   SCOPES,
   SESSION_COOKIE,
@@ -187,8 +188,14 @@ export async function registerAdminRoutes(app: App, kit: Kit, modules: string[])
     );
   });
 
-  // Job progress is read with the scope of the module whose route started it (an events-only key
-  // read codes jobs before).
+  // A job is read and cancelled with the scope of the module whose route started it (an events-only
+  // key read codes jobs before).
+  const ownJob = async (principal: Principal, jobId: string) => {
+    const job = await kit.jobs.getTracked(jobId);
+    if (!hasScope(principal, job.module))
+      throw forbidden(`job ${job.id} is a ${job.module} job: this key lacks the "${job.module}" scope`);
+    return job;
+  };
   await app.register(async (jobs: App) => {
     jobs.addHook('onRequest', async (req) => {
       const principal = await authenticate(kit, req);
@@ -199,11 +206,20 @@ export async function registerAdminRoutes(app: App, kit: Kit, modules: string[])
     jobs.get(
       '/api/jobs/:jobId',
       { schema: { tags: ['jobs'], params: Type.Object({ jobId: Type.String() }) } },
+      async (req) => ownJob(req.principal!, req.params.jobId),
+    );
+    jobs.delete(
+      '/api/jobs/:jobId',
+      {
+        schema: {
+          tags: ['jobs'],
+          summary: 'Cancel a job: one queued never runs, one running stops at its next progress report',
+          params: Type.Object({ jobId: Type.String() }),
+        },
+      },
       async (req) => {
-        const job = await kit.jobs.getTracked(req.params.jobId);
-        if (!hasScope(req.principal!, job.module))
-          throw forbidden(`job ${job.id} is a ${job.module} job: this key lacks the "${job.module}" scope`);
-        return job;
+        await ownJob(req.principal!, req.params.jobId);
+        return kit.jobs.cancelTracked(req.params.jobId);
       },
     );
   });

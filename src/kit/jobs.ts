@@ -18,7 +18,7 @@ import {
 } from 'graphile-worker';
 import { BAD_SCHEMA_RATE, type Chaos, CRON_TIMEOUT_MS, InjectedDbError, SLOW_WORKER_MS } from './chaos.ts';
 import { isConnectionError, type Pool, type Queryable } from './db.ts';
-import { HttpError, notFound } from './errors.ts';
+import { conflict, HttpError, notFound } from './errors.ts';
 import { WorkerLiveness } from './job-workers.ts';
 import { type Logger, moduleLogger } from './log.ts';
 import { type KitMetrics, prom } from './metrics.ts';
@@ -28,6 +28,13 @@ import { traced } from './telemetry.ts';
 // biome-ignore lint/suspicious/noEmptyInterface: augmented by modules
 export interface JobPayloads {}
 export type JobName = keyof JobPayloads & string;
+
+/** The reason a cancelled watched job is aborted with (Jobs#cancelTracked). */
+export class JobCancelled extends Error {
+  constructor(id: string) {
+    super(`job ${id} was cancelled`);
+  }
+}
 
 export interface JobContext {
   log: Logger;
@@ -189,6 +196,38 @@ export class Jobs {
       ...row,
       percent: row.total > 0 ? Math.min(100, Math.round((row.done / row.total) * 1000) / 10) : null,
     };
+  }
+
+  /**
+   * Cancels a watched job: one waiting in the queue is failed for good now; one running stops at
+   * its next progress report (its runner aborts it, and the part it was writing rolls back).
+   * What it committed before stays. 409 for a job that already ended.
+   */
+  async cancelTracked(id: string) {
+    const job = await this.getTracked(id);
+    const { rowCount } = await this.pool.query(
+      `UPDATE tessera_job_runs SET state = 'cancelled', error = 'cancelled', updated_at = now()
+       WHERE id = $1 AND state NOT IN ('completed', 'failed', 'cancelled')`,
+      [id],
+    );
+    if (!rowCount) throw conflict(`job ${id} has already ended (${job.state}): there is nothing to cancel`);
+    // Out of the queue, as a cancelled running job leaves it (its runner returns). The public jobs
+    // view has no payload, where the watched id is.
+    await this.pool.query(
+      `SELECT graphile_worker.complete_jobs(array_agg(id))
+       FROM graphile_worker._private_jobs WHERE payload->>'__trackedId' = $1 AND locked_at IS NULL`,
+      [id],
+    );
+    return this.getTracked(id);
+  }
+
+  /** Whether a runner still holds the watched job (a cancelled one until its part has rolled back). */
+  async trackedIsRunning(id: string): Promise<boolean> {
+    const { rows } = await this.pool.query(
+      `SELECT 1 FROM graphile_worker._private_jobs WHERE payload->>'__trackedId' = $1 AND locked_at IS NOT NULL`,
+      [id],
+    );
+    return rows.length > 0;
   }
 
   /** Queue state by graphile-worker's own columns; `failed` = out of attempts, kept for inspection. */
@@ -405,15 +444,20 @@ export class Jobs {
       await sleep(SLOW_WORKER_MS);
     }
     const started = process.hrtime.bigint();
+    // Aborted on shutdown (graphile-worker's signal) or when the watched job is cancelled, which the
+    // job learns from its own progress reports, whichever process holds it.
+    const cancel = new AbortController();
+    const cancelled = () => cancel.abort(new JobCancelled(trackedId!));
     const ctx: JobContext = {
       log,
       jobId: helpers.job.id,
       attempt: helpers.job.attempts,
       maxAttempts: helpers.job.max_attempts,
       trackedId,
-      signal: helpers.abortSignal,
+      signal: AbortSignal.any([helpers.abortSignal, cancel.signal]),
       progress: async (done, total) => {
-        if (trackedId) await this.updateTracked(trackedId, { state: 'running', done, total });
+        if (trackedId && !(await this.updateTracked(trackedId, { state: 'running', done, total })))
+          cancelled();
       },
       injectBadSchema: () => {
         if (this.chaos.mode(module, 'worker') !== 'bad_schema' || Math.random() >= BAD_SCHEMA_RATE)
@@ -423,7 +467,10 @@ export class Jobs {
       },
     };
     try {
-      if (trackedId) await this.updateTracked(trackedId, { state: 'running' });
+      if (trackedId && !(await this.updateTracked(trackedId, { state: 'running' }))) {
+        cancelled();
+        throw cancel.signal.reason;
+      }
       const result = await traced(
         this.tracer,
         `job ${def.name}`,
@@ -433,6 +480,13 @@ export class Jobs {
       if (trackedId) await this.updateTracked(trackedId, { state: 'completed', result });
       this.metrics.jobsTotal.inc({ task: def.name, outcome: 'success' });
     } catch (err) {
+      if (cancel.signal.aborted) {
+        // Cancelled: returning takes it out of the queue (never retried), and the watched row keeps
+        // saying cancelled.
+        this.metrics.jobsTotal.inc({ task: def.name, outcome: 'cancelled' });
+        log.info({ attempt: helpers.job.attempts }, 'JOB_CANCELLED');
+        return;
+      }
       this.metrics.jobsTotal.inc({ task: def.name, outcome: 'failure' });
       // A client error (a 4xx: the campaign would pass 1% density, it was deleted) fails the same way
       // on every retry, so the job fails now: out of attempts, it is kept and listed as failed.
@@ -489,13 +543,15 @@ export class Jobs {
     }
   }
 
+  /** False when the job was cancelled: its row keeps saying so. */
   private async updateTracked(
     id: string,
     u: { state: string; done?: number; total?: number; result?: unknown; error?: string },
-  ) {
-    await this.pool.query(
+  ): Promise<boolean> {
+    const { rowCount } = await this.pool.query(
       `UPDATE tessera_job_runs SET state = $2, done = coalesce($3, CASE WHEN $2 = 'completed' THEN total ELSE done END),
-         total = coalesce($4, total), result = coalesce($5, result), error = $6, updated_at = now() WHERE id = $1`,
+         total = coalesce($4, total), result = coalesce($5, result), error = $6, updated_at = now()
+       WHERE id = $1 AND state <> 'cancelled'`,
       [
         id,
         u.state,
@@ -505,6 +561,7 @@ export class Jobs {
         u.error ?? null,
       ],
     );
+    return rowCount === 1;
   }
 
   private graphileLogger(): GraphileLogger {

@@ -359,6 +359,44 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     }
   });
 
+  it('when a job is cancelled, then a running one stops for good at its next report and a queued one never runs', async () => {
+    await create('halt', { length: 8, alphabet: 'alphanumeric' });
+    const started = (await call('POST', '/api/campaigns/halt/codes', { count: 2_000_000 })).json();
+    await waitFor(async () => (await call('GET', started.statusUrl)).json().done > 0, { what: 'progress' });
+    const cancelled = await call('DELETE', started.statusUrl);
+    assert.equal(cancelled.statusCode, 200, cancelled.body);
+    assert.equal(cancelled.json().state, 'cancelled');
+    await waitFor(async () => !(await p.kit.jobs.trackedIsRunning(started.jobId)), {
+      what: 'the job to stop',
+    });
+    const count = async () => (await call('GET', '/api/campaigns/halt')).json().inventory.total as number;
+    const made = await count();
+    assert.ok(made < 2_000_000, `${made}`);
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal(await count(), made, 'nothing more is written, and no retry runs');
+    assert.equal((await call('GET', started.statusUrl)).json().state, 'cancelled');
+    const again = await call('DELETE', started.statusUrl);
+    assert.equal(again.statusCode, 409);
+    assert.match(again.json().message, /has already ended \(cancelled\): there is nothing to cancel/);
+
+    // Queued for later: cancelled before any runner takes it, it leaves the queue.
+    const later = await p.kit.jobs.startTracked(
+      p.kit.pool,
+      'codes:generate',
+      { campaignId: 'halt', count: 20_000 },
+      20_000,
+      {
+        runAt: new Date(Date.now() + 60_000),
+      },
+    );
+    assert.equal((await call('DELETE', `/api/jobs/${later}`)).json().state, 'cancelled');
+    const queued = await p.kit.pool.query(
+      `SELECT 1 FROM graphile_worker._private_jobs WHERE payload->>'__trackedId' = $1`,
+      [later],
+    );
+    assert.equal(queued.rows.length, 0);
+  });
+
   it('when a large count is asked, then 202 gives a job whose progress reaches completed with every code stored', async () => {
     await create('big', { length: 8, alphabet: 'alphanumeric' });
     const res = await call('POST', '/api/campaigns/big/codes', { count: 60_000 });

@@ -27,6 +27,44 @@ describe('tessera codes CLI', async () => {
       )
     ).rows[0].n as number;
 
+  it('when Ctrl-C stops a generation, then its job is cancelled for good and the command says what it wrote', async () => {
+    await campaign('cli-stop');
+    let sent = false;
+    const run = await runTessera(
+      ['codes', 'generate', '--campaign', 'cli-stop', '--count', '3000000'],
+      { DATABASE_URL: db },
+      undefined,
+      (proc) => {
+        const poll = setInterval(async () => {
+          // Once the job reports progress, so the cancel meets it in the middle of its work.
+          const { rows } = await pool.query(
+            `SELECT done FROM tessera_job_runs WHERE payload->>'campaignId' = 'cli-stop' AND done > 0`,
+          );
+          if (sent || rows.length === 0) return;
+          sent = true;
+          clearInterval(poll);
+          proc.kill('SIGINT');
+        }, 100);
+        proc.on('exit', () => clearInterval(poll));
+      },
+    );
+    assert.ok(sent, run.out);
+    assert.equal(run.code, 130, run.out);
+    const made = Number(
+      /cancelled job [0-9a-f-]{36}: (\d+) of the 3000000 codes were written/.exec(run.stderr)?.[1],
+    );
+    assert.ok(made >= 0 && made < 3_000_000, run.stderr);
+    assert.equal(await stored('cli-stop'), made, 'the figure it gave is what is stored');
+    const { rows } = await pool.query(
+      `SELECT r.state, (SELECT count(*)::int FROM graphile_worker._private_jobs j
+         WHERE j.payload->>'__trackedId' = r.id::text) AS queued
+       FROM tessera_job_runs r WHERE r.payload->>'campaignId' = 'cli-stop'`,
+    );
+    // Before: the job stayed queued, a worker ran it later, and a re-run made the codes twice.
+    assert.deepEqual(rows, [{ state: 'cancelled', queued: 0 }]);
+    assert.doesNotMatch(run.out, /"level":50/, 'a cancel is not logged as an error');
+  });
+
   it('when codes are generated, exported and imported into another campaign, then every code arrives once', async () => {
     await campaign('cli-a');
     await campaign('cli-b');

@@ -13,6 +13,20 @@ import { GENERATE_MAX } from './generate.ts';
 import { codesModule, codesStateOf } from './index.ts';
 import { Transfer } from './transfer.ts';
 
+/** A command stopped by Ctrl-C: the shell's convention for SIGINT is exit code 130. */
+class Interrupted extends Error {
+  readonly exitCode = 130;
+}
+
+/** The campaign's codes as committed: the counters move with each committed part of a generation. */
+async function campaignTotal(kit: Kit, no: number): Promise<number> {
+  const { rows } = await kit.pool.query<{ n: number }>(
+    'SELECT (available + reserved + assigned)::int AS n FROM codes_campaigns WHERE no = $1',
+    [no],
+  );
+  return rows[0]?.n ?? 0;
+}
+
 interface Helpers {
   withKit<T>(fn: (kit: Kit) => Promise<T>): Promise<T>;
   positiveInt(value: string): number;
@@ -54,18 +68,33 @@ export function registerCodesCommands(program: Command, helpers: Helpers): void 
         });
         const bar = progressBar('codes {bar} {percentage}% | {value}/{total} | {time_left}');
         bar.start(opts.count, 0);
+        const before = await campaignTotal(kit, campaign.no);
+        // Ctrl-C cancels the job: left queued, a worker ran it later, and a re-run made the codes twice.
+        // A second Ctrl-C quits at once (Node's default, the listener being gone).
+        let cancelling: Promise<unknown> | undefined;
+        const onInterrupt = () => {
+          cancelling = kit.jobs.cancelTracked(jobId).catch(() => undefined);
+        };
+        process.once('SIGINT', onInterrupt);
         try {
           for (;;) {
             const job = await kit.jobs.getTracked(jobId);
             bar.update(Number(job.done));
             if (job.state === 'completed') return job;
             if (job.state === 'failed') throw new Error(`generation failed: ${job.error}`);
+            if (job.state === 'cancelled' && !(await kit.jobs.trackedIsRunning(jobId))) break;
             await new Promise((r) => setTimeout(r, 250));
           }
         } finally {
+          process.removeListener('SIGINT', onInterrupt);
           bar.stop();
+          await cancelling;
           await kit.jobs.stop();
         }
+        const made = (await campaignTotal(kit, campaign.no)) - before;
+        throw new Interrupted(
+          `cancelled job ${jobId}: ${made} of the ${opts.count} codes were written before it stopped, and stay in campaign ${campaign.id}`,
+        );
       });
       process.stdout.write(`${opts.count} codes generated into ${opts.campaign} (job ${result.id})\n`);
     });
