@@ -63,7 +63,9 @@ function Generate({ c, onChange }) {
         setResult(
           j.state === 'completed'
             ? `Generated ${fmt(j.total)} codes.`
-            : `Generation ${j.state}: ${j.error ?? ''}`,
+            : j.state === 'cancelled'
+              ? 'Generation cancelled: the parts it had committed stay in the campaign.'
+              : `Generation ${j.state}: ${j.error ?? ''}`,
         );
         onChange();
       }} />`
@@ -72,12 +74,12 @@ function Generate({ c, onChange }) {
     <${Alert} error=${gen.error} />`;
 }
 
-/** Polls a tracked job until it completes or fails. */
+/** Polls a tracked job until it completes, fails or is cancelled (DELETE /api/jobs/:jobId, the CLI's Ctrl-C). */
 export function JobProgress({ job, label, onDone }) {
   const st = usePoll(() => api(`/api/jobs/${job.jobId}`), 500, [job.jobId]);
   const d = st.data;
   useEffect(() => {
-    if (d && (d.state === 'completed' || d.state === 'failed')) onDone(d);
+    if (d && ['completed', 'failed', 'cancelled'].includes(d.state)) onDone(d);
   }, [d?.state]);
   return html`<div data-testid="job-progress">
     <${Progress} label=${label} done=${d?.done ?? 0} total=${d?.total ?? job.total} />
