@@ -265,6 +265,9 @@ export async function createHttpApp(kit: Kit): Promise<App> {
 }
 
 function sendError(kit: Kit, err: FastifyError, req: FastifyRequest, reply: FastifyReply) {
+  // The envelope is JSON whatever the route had set: a CSV export that lost PostgreSQL before its
+  // first byte kept text/csv, which cannot serialize an object, and its 503 became a 500.
+  reply.type('application/json; charset=utf-8').removeHeader('content-disposition');
   if (err instanceof HttpError) return reply.code(err.statusCode).send(withNulPath(err, req).toJSON());
   // A module route's failure is that module's line (and its DEBUG namespace); anything else is http's.
   const log = moduleLogger(kit.log, req.routeOptions.config?.module ?? 'http');

@@ -161,6 +161,14 @@ describe('HTTP, auth and ops endpoints', async () => {
     assert.match(invalid.json().message, /data/);
   });
 
+  it('when a download fails before its first byte, then its error is the JSON envelope with its status, not a 500', async () => {
+    const res = await p.app.inject({ method: 'GET', url: '/api/fixture/download-fails', headers: p.auth });
+    assert.equal(res.statusCode, 503, res.body);
+    assert.match(String(res.headers['content-type']), /^application\/json/);
+    assert.equal(res.headers['content-disposition'], undefined);
+    assert.equal(res.json().message, 'database unavailable; retry shortly');
+  });
+
   it('when a route that takes an object gets no body, null, an array or a number, then 400 says to send a JSON object', async () => {
     for (const payload of [undefined, 'null', '[1]', '5']) {
       const res = await p.app.inject({
