@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
+import { parse } from 'csv-parse/sync';
 import { startPlatform, waitFor, waitForLockWait } from '../../../test/helpers.ts';
 import { codesModule } from './index.ts';
 
@@ -227,6 +228,50 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
       assert.match(shown[name], /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/, name);
       assert.equal(row[fields.indexOf(name)], shown[name], name);
     }
+  });
+
+  it("when a userId or reserveId starts with = + - @, a tab or a carriage return, then the export writes it after a ' so a spreadsheet does not run it", async () => {
+    await create('formula', { length: 6, alphabet: 'numeric' });
+    const users = ['=HYPERLINK("http://x")', '+1+1', '-2+3', '@SUM(1)', '\tx', '\rx', 'a=b', "'quoted", 'u1'];
+    const codes = users.map((_, i) => String(100000 + i));
+    await call('POST', '/api/campaigns/formula/codes/import', [...codes, '200000']);
+    for (const [i, userId] of users.entries()) {
+      const reserved = await call('POST', '/api/campaigns/formula/reservations', {
+        count: 1,
+        reserveId: `f${i}`,
+      });
+      assert.equal(reserved.statusCode, 201, reserved.body);
+      const assigned = await call('POST', `/api/campaigns/formula/reservations/f${i}/assign`, { userId });
+      assert.equal(assigned.statusCode, 200, assigned.body);
+    }
+    // The API takes reserveIds that start with a letter or digit; one stored otherwise is written
+    // inert all the same (the rule is in the export, not only in what is accepted today).
+    await call('POST', '/api/campaigns/formula/reservations', { count: 1, reserveId: 'held' });
+    await p.kit.pool.query(`UPDATE codes SET reserve_id = '=1+1' WHERE reserve_id = 'held'`);
+    const exported = (await call('GET', '/api/campaigns/formula/codes.csv')).body;
+    const rows: Record<string, string>[] = parse(exported, { columns: true });
+    // Each as a spreadsheet should show it: those starting with a formula character after a '.
+    const written = [
+      `'=HYPERLINK("http://x")`,
+      "'+1+1",
+      "'-2+3",
+      "'@SUM(1)",
+      "'\tx",
+      "'\rx",
+      'a=b',
+      "'quoted",
+      'u1',
+    ];
+    assert.deepEqual(
+      rows.map((r) => [r.code, r.reserveId, r.userId]),
+      [...codes.map((code, i) => [code, `f${i}`, written[i]]), ['200000', "'=1+1", '']],
+    );
+    // Codes are written as they are, so the export still re-imports.
+    await create('formula-copy', { length: 6, alphabet: 'numeric' });
+    const copy = await call('POST', '/api/campaigns/formula-copy/codes/import', exported, {
+      'content-type': 'text/csv',
+    });
+    assert.deepEqual(copy.json(), { inserted: 10, duplicate: 0, invalid: 0, invalidSamples: [] });
   });
 
   it('when the campaign could hold the code CODE, then an export still re-imports without its header, and JSON non-strings are invalid', async () => {

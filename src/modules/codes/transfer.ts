@@ -123,6 +123,16 @@ function sampleOf(raw: unknown): string {
 /** SQL for a timestamptz column as `2026-12-03T13:25:00.702Z` whatever the session's time zone (MS truncates, as utcIso does). */
 const iso = (column: string) => `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
 
+/**
+ * SQL for a value an API caller chose (userId, reserveId) that a spreadsheet will not run: one
+ * starting with = + - @, a tab or a carriage return gets a leading ' (OWASP's advice on CSV
+ * injection). Operators open exports in spreadsheets, which ran a userId of =HYPERLINK(…) as a
+ * formula. chr(), not '\t' or a regex, so no session setting (standard_conforming_strings) can
+ * change what is matched.
+ */
+const inert = (value: string) =>
+  `CASE WHEN left(${value}, 1) IN ('=', '+', '-', '@', chr(9), chr(13)) THEN '''' || ${value} ELSE ${value} END`;
+
 export class Transfer {
   constructor(
     private readonly pool: Pool,
@@ -240,7 +250,9 @@ export class Transfer {
   /**
    * A readable CSV of the campaign's codes; the pool client is released when the stream ends. Dates
    * are ISO 8601 UTC with milliseconds, as GET of a code shows them (utcIso also cuts microseconds
-   * off): COPY would write PostgreSQL's text form in the session's time zone.
+   * off): COPY would write PostgreSQL's text form in the session's time zone. userId and reserveId
+   * are written inert (see inert); codes are not: their characters (A-Z a-z 0-9 - _ . ~) cannot
+   * call anything, and the export must re-import as it is.
    */
   async exportCsv(campaign: Campaign): Promise<Readable> {
     const client = await this.pool.connect();
@@ -250,8 +262,8 @@ export class Transfer {
         SELECT code,
           CASE WHEN state IN (0, 3) OR (state = 1 AND expires_at <= now()) THEN 'available'
                WHEN state = 1 THEN 'reserved' ELSE 'assigned' END AS state,
-          CASE WHEN state = 1 AND expires_at <= now() THEN NULL ELSE reserve_id END AS "reserveId",
-          user_id AS "userId", ${iso('created_at')} AS "createdAt",
+          CASE WHEN state = 1 AND expires_at <= now() THEN NULL ELSE ${inert('reserve_id')} END AS "reserveId",
+          ${inert('user_id')} AS "userId", ${iso('created_at')} AS "createdAt",
           CASE WHEN state = 1 AND expires_at <= now() THEN NULL ELSE ${iso('reserved_at')} END AS "reservedAt",
           CASE WHEN state = 1 AND expires_at <= now() THEN NULL ELSE ${iso('expires_at')} END AS "expiresAt",
           ${iso('assigned_at')} AS "assignedAt"
