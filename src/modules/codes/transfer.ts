@@ -21,6 +21,9 @@ const BATCH = 5_000;
  */
 export const MAX_ROW = 8_192;
 
+/** The largest JSON import, in bytes: JSON is parsed whole, while a CSV streams at any size. */
+export const JSON_IMPORT_LIMIT = 64 * 1024 * 1024;
+
 const CSV_OPTIONS: Options = {
   relax_column_count: true,
   skip_empty_lines: true,
@@ -245,6 +248,18 @@ export class Transfer {
 
   static async *list(items: unknown[]): AsyncIterable<unknown> {
     yield* items;
+  }
+
+  /**
+   * The codes of a parsed JSON import: a list, or `{"codes": [...]}`. Anything else, no body
+   * included, is a 400 naming the forms an import takes. The HTTP route and the CLI both read JSON
+   * through here, so they take the same shapes and say the same.
+   */
+  static jsonCodes(body: unknown): AsyncIterable<unknown> {
+    if (Array.isArray(body)) return Transfer.list(body);
+    if (body && typeof body === 'object' && Array.isArray((body as { codes?: unknown }).codes))
+      return Transfer.list((body as { codes: unknown[] }).codes);
+    throw badRequest('send the codes as text/csv (first column) or as a JSON list such as ["CODE1","CODE2"]');
   }
 
   /**
