@@ -7,6 +7,7 @@ import { CsvError, type Options, Parser } from 'csv-parse';
 import { to as copyTo } from 'pg-copy-streams';
 import type { Pool } from '../../kit/db.ts';
 import { badRequest, HttpError } from '../../kit/errors.ts';
+import { parseJsonBody } from '../../kit/json-body.ts';
 import type { Campaign } from './campaigns.ts';
 import { normalizeCode } from './format.ts';
 import type { CodesMetrics } from './metrics.ts';
@@ -260,6 +261,15 @@ export class Transfer {
     if (body && typeof body === 'object' && Array.isArray((body as { codes?: unknown }).codes))
       return Transfer.list((body as { codes: unknown[] }).codes);
     throw badRequest('send the codes as text/csv (first column) or as a JSON list such as ["CODE1","CODE2"]');
+  }
+
+  /**
+   * The codes of a JSON import's text, read as the HTTP route reads an application/json body: the
+   * platform's parser (its 400s for text that is not JSON or holds a lone surrogate), no text as no
+   * body, then jsonCodes.
+   */
+  static jsonText(text: string): AsyncIterable<unknown> {
+    return Transfer.jsonCodes(text === '' ? undefined : parseJsonBody(text));
   }
 
   /**
