@@ -321,6 +321,19 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     assert.deepEqual(fixed.json(), { inserted: 1, duplicate: 2, invalid: 1, invalidSamples: ['xx'] });
   });
 
+  it('when a quoted field goes on after its closing quote, then the 400 starts with the line to fix and how', async () => {
+    await create('after-quote', { length: 6, alphabet: 'numeric' });
+    const csv = { 'content-type': 'text/csv' };
+    // A JSON list sent as text/csv: csv-parse said "found non trimable byte after quote at line 2".
+    const body = '111111\n["222222","333333"]\n444444';
+    const res = await call('POST', '/api/campaigns/after-quote/codes/import', body, csv);
+    assert.equal(res.statusCode, 400, res.body);
+    assert.match(
+      res.json().message,
+      /^the CSV could not be read: fix line 2: a quoted field goes on after its closing quote \("AB"C\): quote the whole field and write each quote in it twice \("AB""C"\), or remove the quotes\. Imported before the error \(every row above it\): 1 inserted, 0 duplicate, 0 invalid/,
+    );
+  });
+
   it('when a quote is never closed, then the 400 names the line it opened on, not the last line of the file', async () => {
     await create('quote', { length: 6, alphabet: 'numeric' });
     const csv = { 'content-type': 'text/csv' };

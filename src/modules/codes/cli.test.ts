@@ -227,6 +227,17 @@ describe('tessera codes CLI', async () => {
       bad.stderr,
       /^tessera: the CSV could not be read: .*line.*Imported before the error \(every row above it\): 1 inserted/m,
     );
+    // The parser's own words said what it met ("non trimable byte after quote"), not what to fix.
+    const quoted = path.join(dir, 'quoted.csv');
+    writeFileSync(quoted, 'CCCC3333\n"DDDD4444"x\n');
+    const afterQuote = await runTessera(['codes', 'import', '--campaign', 'cli-b', '--file', quoted], {
+      DATABASE_URL: db,
+    });
+    assert.equal(afterQuote.code, 1);
+    assert.match(
+      afterQuote.stderr,
+      /^tessera: the CSV could not be read: fix line 2: a quoted field goes on after its closing quote .*Imported before the error \(every row above it\): 1 inserted/m,
+    );
     const noFlag = await runTessera(['codes', 'import', '--campaign', 'cli-b'], { DATABASE_URL: db });
     assert.equal(noFlag.code, 1);
     assert.match(noFlag.stderr, /required option '--file <path>' not specified/);

@@ -110,7 +110,13 @@ function csvError(err: Error, parser: FirstColumns): Error {
     return badRequest(
       `the CSV could not be read: line ${line} is longer than ${max} characters: the file must hold one code per line (the first column; a row may have other columns after it, up to that length)`,
     );
-  return badRequest(`the CSV could not be read: ${err.message}`);
+  // csv-parse's own words ("found non trimable byte after quote") said what it met, not what to fix.
+  if (err.code === 'CSV_NON_TRIMABLE_CHAR_AFTER_CLOSING_QUOTE')
+    return badRequest(
+      `the CSV could not be read: fix line ${parser.info.lines}: a quoted field goes on after its closing quote ("AB"C): quote the whole field and write each quote in it twice ("AB""C"), or remove the quotes`,
+    );
+  // No other parse error is known with these options; should one come, the line leads all the same.
+  return badRequest(`the CSV could not be read: fix line ${parser.info.lines}: ${err.message}`);
 }
 
 /**
