@@ -354,7 +354,7 @@ const formatBytes = (n: number) =>
 
 const TOO_DEEP_MESSAGE = 'the request body is nested too deeply to process (thousands of levels): flatten it';
 
-function isStackOverflow(err: unknown): boolean {
+export function isStackOverflow(err: unknown): boolean {
   return err instanceof RangeError && err.message.includes('Maximum call stack size exceeded');
 }
 

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
+import { parse } from 'csv-parse/sync';
 import { startPlatform, waitFor, waitForLockWait } from '../../../test/helpers.ts';
 import { createApiKey } from '../../kit/auth.ts';
 import { codesModule } from './index.ts';
@@ -264,6 +265,50 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     assert.equal(assignedRow[fields.indexOf('expiresAt')], '', 'an assigned code exports no expiry');
   });
 
+  it("when a userId or reserveId starts with = + - @, a tab or a carriage return, then the export writes it after a ' so a spreadsheet does not run it", async () => {
+    await create('formula', { length: 6, alphabet: 'numeric' });
+    const users = ['=HYPERLINK("http://x")', '+1+1', '-2+3', '@SUM(1)', '\tx', '\rx', 'a=b', "'quoted", 'u1'];
+    const codes = users.map((_, i) => String(100000 + i));
+    await call('POST', '/api/campaigns/formula/codes/import', [...codes, '200000']);
+    for (const [i, userId] of users.entries()) {
+      const reserved = await call('POST', '/api/campaigns/formula/reservations', {
+        count: 1,
+        reserveId: `f${i}`,
+      });
+      assert.equal(reserved.statusCode, 201, reserved.body);
+      const assigned = await call('POST', `/api/campaigns/formula/reservations/f${i}/assign`, { userId });
+      assert.equal(assigned.statusCode, 200, assigned.body);
+    }
+    // The API takes reserveIds that start with a letter or digit; one stored otherwise is written
+    // inert all the same (the rule is in the export, not only in what is accepted today).
+    await call('POST', '/api/campaigns/formula/reservations', { count: 1, reserveId: 'held' });
+    await p.kit.pool.query(`UPDATE codes SET reserve_id = '=1+1' WHERE reserve_id = 'held'`);
+    const exported = (await call('GET', '/api/campaigns/formula/codes.csv')).body;
+    const rows: Record<string, string>[] = parse(exported, { columns: true });
+    // Each as a spreadsheet should show it: those starting with a formula character after a '.
+    const written = [
+      `'=HYPERLINK("http://x")`,
+      "'+1+1",
+      "'-2+3",
+      "'@SUM(1)",
+      "'\tx",
+      "'\rx",
+      'a=b',
+      "'quoted",
+      'u1',
+    ];
+    assert.deepEqual(
+      rows.map((r) => [r.code, r.reserveId, r.userId]),
+      [...codes.map((code, i) => [code, `f${i}`, written[i]]), ['200000', "'=1+1", '']],
+    );
+    // Codes are written as they are, so the export still re-imports.
+    await create('formula-copy', { length: 6, alphabet: 'numeric' });
+    const copy = await call('POST', '/api/campaigns/formula-copy/codes/import', exported, {
+      'content-type': 'text/csv',
+    });
+    assert.deepEqual(copy.json(), { inserted: 10, duplicate: 0, invalid: 0, invalidSamples: [] });
+  });
+
   it('when the campaign could hold the code CODE, then an export still re-imports without its header, and JSON non-strings are invalid', async () => {
     await create('four', { length: 4, alphabet: 'alphanumeric' });
     const csv = { 'content-type': 'text/csv' };
@@ -309,6 +354,19 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     const fixed = await call('POST', '/api/campaigns/broken/codes/import', lines.join('\n'), csv);
     assert.equal(fixed.statusCode, 200, fixed.body);
     assert.deepEqual(fixed.json(), { inserted: 1, duplicate: 2, invalid: 1, invalidSamples: ['xx'] });
+  });
+
+  it('when a quoted field goes on after its closing quote, then the 400 starts with the line to fix and how', async () => {
+    await create('after-quote', { length: 6, alphabet: 'numeric' });
+    const csv = { 'content-type': 'text/csv' };
+    // A JSON list sent as text/csv: csv-parse said "found non trimable byte after quote at line 2".
+    const body = '111111\n["222222","333333"]\n444444';
+    const res = await call('POST', '/api/campaigns/after-quote/codes/import', body, csv);
+    assert.equal(res.statusCode, 400, res.body);
+    assert.match(
+      res.json().message,
+      /^the CSV could not be read: fix line 2: a quoted field goes on after its closing quote \("AB"C\): quote the whole field and write each quote in it twice \("AB""C"\), or remove the quotes\. Imported before the error \(every row above it\): 1 inserted, 0 duplicate, 0 invalid/,
+    );
   });
 
   it('when a quote is never closed, then the 400 names the line it opened on, not the last line of the file', async () => {

@@ -10,6 +10,7 @@ import { after, describe, it } from 'node:test';
 import { freshDatabase, ROOT, runTessera, testPool } from '../../../test/helpers.ts';
 import { Campaigns } from './campaigns.ts';
 import { progressBar } from './cli.ts';
+import { JSON_IMPORT_LIMIT } from './transfer.ts';
 
 describe('tessera codes CLI', async () => {
   const db = await freshDatabase();
@@ -169,6 +170,69 @@ describe('tessera codes CLI', async () => {
     assert.match(empty.stderr, /--out .*give a file path, or - for standard output/);
   });
 
+  it('when the file is JSON, by its name or its first byte, then it imports as the HTTP route takes it, with its errors', async () => {
+    await new Campaigns(pool).create({
+      id: 'cli-json',
+      name: 'cli-json',
+      format: { length: 6, alphabet: 'alphanumeric', prefix: 'IM-' },
+    });
+    const env = { DATABASE_URL: db };
+    const args = (file: string) => ['codes', 'import', '--campaign', 'cli-json', '--file', file];
+    const fromFile = (name: string, text: string | Buffer) => {
+      writeFileSync(path.join(dir, name), text);
+      return runTessera(args(path.join(dir, name)), env);
+    };
+    // Read as CSV, this one failed on its quotes.
+    const list = await fromFile('c.json', '["IM-PPPPPP","IM-QQQQQQ"]');
+    assert.equal(list.code, 0, list.out);
+    assert.equal(list.stdout, '2 inserted, 0 duplicate, 0 invalid into cli-json\n');
+    // Not named .json: its first byte after a BOM and whitespace says so. As CSV, its brackets
+    // were 2 invalid codes.
+    const pretty = await fromFile('codes.txt', '\ufeff\n  {"codes":[\n"IM-RRRRRR",\n"IM-SSSSSS"\n]}\n');
+    assert.equal(pretty.code, 0, pretty.out);
+    assert.equal(pretty.stdout, '2 inserted, 0 duplicate, 0 invalid into cli-json\n');
+    // Standard input is sniffed the same way; a CSV there is still a CSV.
+    const piped = await runTessera(args('-'), env, ' ["IM-TTTTTT", null, "im-ppppPP"]');
+    assert.equal(piped.code, 0, piped.out);
+    assert.equal(piped.stdout, '1 inserted, 1 duplicate, 1 invalid into cli-json\n');
+    assert.equal(piped.stderr, 'invalid: null\n');
+    const csv = await runTessera(args('-'), env, 'code\nIM-UUUUUU\n');
+    assert.equal(csv.stdout, '1 inserted, 0 duplicate, 0 invalid into cli-json\n');
+    assert.equal(await stored('cli-json'), 6);
+
+    // What the HTTP route refuses, with its words; exit 1 and nothing imported.
+    const refused: [string, string | Buffer, string | RegExp][] = [
+      [
+        'shape.json',
+        '{"nothing": true}',
+        'send the codes as text/csv (first column) or as a JSON list such as ["CODE1","CODE2"]',
+      ],
+      [
+        'empty.json',
+        '',
+        'send the codes as text/csv (first column) or as a JSON list such as ["CODE1","CODE2"]',
+      ],
+      ['cut.json', '["IM-VVVVVV",', /^tessera: request body is not valid JSON: /],
+      [
+        'deep.json',
+        `[${'['.repeat(100_000)}${']'.repeat(100_000)}]`,
+        /^tessera: \S+deep\.json is nested too deeply to process/,
+      ],
+      [
+        'big.json',
+        Buffer.alloc(JSON_IMPORT_LIMIT + 1, '[ '),
+        /^tessera: \S+big\.json is over the 64 MB a JSON import may hold: import a large file as CSV/,
+      ],
+    ];
+    for (const [name, text, message] of refused) {
+      const res = await fromFile(name, text);
+      assert.equal(res.code, 1, `${name}: ${res.out}`);
+      if (typeof message === 'string') assert.equal(res.stderr, `tessera: ${message}\n`, name);
+      else assert.match(res.stderr, message, name);
+    }
+    assert.equal(await stored('cli-json'), 6);
+  });
+
   it('when the file, the campaign or the CSV is wrong, then the command exits 1 saying what to fix', async () => {
     const missing = await runTessera(
       ['codes', 'import', '--campaign', 'cli-b', '--file', path.join(dir, 'nope.csv')],
@@ -200,6 +264,17 @@ describe('tessera codes CLI', async () => {
     assert.match(
       bad.stderr,
       /^tessera: the CSV could not be read: .*line.*Imported before the error \(every row above it\): 1 inserted/m,
+    );
+    // The parser's own words said what it met ("non trimable byte after quote"), not what to fix.
+    const quoted = path.join(dir, 'quoted.csv');
+    writeFileSync(quoted, 'CCCC3333\n"DDDD4444"x\n');
+    const afterQuote = await runTessera(['codes', 'import', '--campaign', 'cli-b', '--file', quoted], {
+      DATABASE_URL: db,
+    });
+    assert.equal(afterQuote.code, 1);
+    assert.match(
+      afterQuote.stderr,
+      /^tessera: the CSV could not be read: fix line 2: a quoted field goes on after its closing quote .*Imported before the error \(every row above it\): 1 inserted/m,
     );
     const noFlag = await runTessera(['codes', 'import', '--campaign', 'cli-b'], { DATABASE_URL: db });
     assert.equal(noFlag.code, 1);

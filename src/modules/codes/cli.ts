@@ -2,16 +2,19 @@
 // POST /api/campaigns/:id/codes and draws a progress bar from the job's progress row. The command
 // runs a job runner itself, so it works with no server running; when workers are running, whichever
 // process picks the job up first does it and the bar follows it all the same.
-// `tessera codes import` and `codes export` stream a CSV file in and out, as the HTTP routes do.
+// `tessera codes import` and `codes export` stream a CSV file in and out, as the HTTP routes do;
+// import also reads the JSON list the HTTP route takes.
 import { createReadStream, createWriteStream, type Stats, statSync } from 'node:fs';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import cliProgress, { type Options as BarOptions, type Params, SingleBar } from 'cli-progress';
 import { type Command, InvalidArgumentError } from 'commander';
+import { isStackOverflow } from '../../kit/http.ts';
 import type { Kit } from '../../kit/kit.ts';
 import { moduleLogger } from '../../kit/log.ts';
 import { GENERATE_MAX } from './generate.ts';
 import { codesModule, codesStateOf } from './index.ts';
-import { Transfer } from './transfer.ts';
+import { JSON_IMPORT_LIMIT, Transfer } from './transfer.ts';
 
 /** A command stopped by Ctrl-C: the shell's convention for SIGINT is exit code 130. */
 class Interrupted extends Error {
@@ -102,13 +105,17 @@ export function registerCodesCommands(program: Command, helpers: Helpers): void 
   codes
     .command('import')
     .description(
-      'import existing codes from a CSV file (first column; any size, streamed), with a progress bar',
+      `import existing codes from a CSV file (first column; any size, streamed) or a JSON list (["C1","C2"] or {"codes": [...]}, up to ${JSON_IMPORT_LIMIT / (1024 * 1024)} MB), with a progress bar`,
     )
     .requiredOption('--campaign <id>', 'campaign id')
-    .requiredOption('--file <path>', 'the CSV file; - reads standard input', (v) => {
-      if (v === '') throw new InvalidArgumentError('give a file path, or - for standard input');
-      return v;
-    })
+    .requiredOption(
+      '--file <path>',
+      'the CSV or JSON file, read as JSON when its name ends in .json or it starts with [ or {; - reads standard input (sniffed the same way)',
+      (v) => {
+        if (v === '') throw new InvalidArgumentError('give a file path, or - for standard input');
+        return v;
+      },
+    )
     .action(async (opts: { campaign: string; file: string }) => {
       const result = await helpers.withKit(async (kit) => {
         const { campaigns, transfer } = await codesState(kit);
@@ -123,7 +130,14 @@ export function registerCodesCommands(program: Command, helpers: Helpers): void 
           : undefined;
         if (size) bar.start(size, 0);
         try {
-          const result = await transfer.importCodes(campaign, Transfer.csvFirstColumn(input));
+          const name = opts.file === '-' ? 'standard input' : opts.file;
+          const source = await importSource(name, input, /\.json$/i.test(opts.file));
+          const result = await transfer.importCodes(campaign, source).catch((err: unknown) => {
+            // What the HTTP route answers for JSON nested too deep (only walking it overflows).
+            if (isStackOverflow(err))
+              throw new Error(`${name} is nested too deeply to process (thousands of levels): flatten it`);
+            throw err;
+          });
           if (size) bar.update(size);
           return result;
         } finally {
@@ -174,6 +188,73 @@ export function progressBar(format: string, options: BarOptions = {}): SingleBar
     format: (o, p, payload) =>
       Format.Formatter({ ...o, format }, p, { ...payload, time_left: timeLeft(o, p) }),
   });
+}
+
+const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
+const JSON_SPACE = new Set([0x20, 0x09, 0x0a, 0x0d]);
+
+/**
+ * Whether an import's first bytes are JSON: after an optional UTF-8 BOM and whitespace, [ or {
+ * (neither starts a code, nor a CSV of codes). Undefined while `head` holds nothing else yet.
+ */
+function startsJson(head: Buffer): boolean | undefined {
+  if (head.length < BOM.length && BOM.subarray(0, head.length).equals(head)) return undefined;
+  let i = head.subarray(0, BOM.length).equals(BOM) ? BOM.length : 0;
+  while (i < head.length && JSON_SPACE.has(head[i]!)) i++;
+  if (i === head.length) return undefined;
+  return head[i] === 0x5b || head[i] === 0x7b;
+}
+
+/** Reads `input` until startsJson can tell; returns that and every chunk, the ones read included. */
+async function sniff(input: Readable): Promise<{ json: boolean; chunks: AsyncIterable<Buffer> }> {
+  const it: AsyncIterator<Buffer> = input[Symbol.asyncIterator]();
+  const head: Buffer[] = [];
+  let json: boolean | undefined;
+  while (json === undefined) {
+    const next = await it.next();
+    if (next.done) break;
+    head.push(next.value);
+    json = startsJson(Buffer.concat(head));
+  }
+  async function* chunks() {
+    yield* head;
+    for (let next = await it.next(); !next.done; next = await it.next()) yield next.value;
+  }
+  return { json: json ?? false, chunks: chunks() };
+}
+
+/**
+ * A JSON import's whole text, refused past the HTTP route's limit (JSON is parsed whole). A BOM,
+ * which Windows editors write and startsJson looks past, is dropped: JSON.parse refuses it.
+ */
+async function readJson(chunks: AsyncIterable<Buffer>, name: string): Promise<string> {
+  const read: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of chunks) {
+    size += chunk.length;
+    if (size > JSON_IMPORT_LIMIT)
+      throw new Error(
+        `${name} is over the ${JSON_IMPORT_LIMIT / (1024 * 1024)} MB a JSON import may hold: import a large file as CSV (one code per line), which streams with no size limit`,
+      );
+    read.push(chunk);
+  }
+  const text = Buffer.concat(read).toString('utf8');
+  return text.startsWith('\ufeff') ? text.slice(1) : text;
+}
+
+/**
+ * The codes `codes import` reads: JSON, as the HTTP route takes it, from a file named *.json or
+ * input whose first byte is [ or { (a JSON file read as CSV failed on its quotes, or imported its
+ * brackets as invalid codes); any other input is CSV, as before.
+ */
+async function importSource(
+  name: string,
+  input: Readable,
+  jsonByName: boolean,
+): Promise<AsyncIterable<unknown>> {
+  const { json, chunks } = jsonByName ? { json: true, chunks: input } : await sniff(input);
+  if (json) return Transfer.jsonText(await readJson(chunks, name));
+  return Transfer.csvFirstColumn(Readable.from(chunks, { objectMode: false }));
 }
 
 /** The size of the CSV file to import; an error that names the file when it is not one to read. */

@@ -9,7 +9,7 @@ import { STATE_UNUSED, SYNC_MAX } from './generate.ts';
 import { timed } from './metrics.ts';
 import * as S from './schemas.ts';
 import type { CodesState } from './state.ts';
-import { Transfer } from './transfer.ts';
+import { JSON_IMPORT_LIMIT, Transfer } from './transfer.ts';
 
 // Every error a codes route can answer, in the same envelope (listed so /docs shows them all).
 const errors = Object.fromEntries(
@@ -17,7 +17,6 @@ const errors = Object.fromEntries(
 );
 const tags = ['codes'];
 const IMPORT_URL = '/api/campaigns/:id/codes/import';
-const IMPORT_BODY_LIMIT = 64 * 1024 * 1024;
 
 export function registerCodesRoutes(app: App, ctx: ModuleContext, s: CodesState): void {
   // Bodies other than JSON: CSV (and plain lines) stream into the import; anything else is a 415
@@ -106,7 +105,7 @@ export function registerCodesRoutes(app: App, ctx: ModuleContext, s: CodesState)
   app.post(
     IMPORT_URL,
     {
-      bodyLimit: IMPORT_BODY_LIMIT,
+      bodyLimit: JSON_IMPORT_LIMIT,
       // The JSON body is parsed whole; CSV is streamed row by row.
       config: { bodyTooLarge: 'send a large import as text/csv, which streams with no size limit' },
       schema: {
@@ -120,17 +119,11 @@ export function registerCodesRoutes(app: App, ctx: ModuleContext, s: CodesState)
     async (req) => {
       const campaign = await s.campaigns.get(req.params.id);
       const body = req.body as unknown;
-      let source: AsyncIterable<unknown>;
-      if (Array.isArray(body)) source = Transfer.list(body);
-      else if (body && typeof body === 'object' && Array.isArray((body as { codes?: unknown }).codes))
-        source = Transfer.list((body as { codes: unknown[] }).codes);
-      else if (body && typeof (body as Readable).pipe === 'function')
-        source = Transfer.csvFirstColumn(body as Readable);
-      else
-        throw new HttpError(
-          400,
-          'send the codes as text/csv (first column) or as a JSON list such as ["CODE1","CODE2"]',
-        );
+      // A CSV body is the request's stream (the parser above); anything else was parsed as JSON.
+      const source =
+        body && typeof (body as Readable).pipe === 'function'
+          ? Transfer.csvFirstColumn(body as Readable)
+          : Transfer.jsonCodes(body);
       return timed(s.metrics, 'import', () => s.transfer.importCodes(campaign, source));
     },
   );

@@ -7,6 +7,7 @@ import { CsvError, type Options, Parser } from 'csv-parse';
 import { to as copyTo } from 'pg-copy-streams';
 import type { Pool } from '../../kit/db.ts';
 import { badRequest, HttpError } from '../../kit/errors.ts';
+import { parseJsonBody } from '../../kit/json-body.ts';
 import type { Campaign } from './campaigns.ts';
 import { normalizeCode } from './format.ts';
 import type { CodesMetrics } from './metrics.ts';
@@ -20,6 +21,9 @@ const BATCH = 5_000;
  * the server's memory with it and then killed it (ERR_STRING_TOO_LONG inside csv-parse).
  */
 export const MAX_ROW = 8_192;
+
+/** The largest JSON import, in bytes: JSON is parsed whole, while a CSV streams at any size. */
+export const JSON_IMPORT_LIMIT = 64 * 1024 * 1024;
 
 const CSV_OPTIONS: Options = {
   relax_column_count: true,
@@ -106,7 +110,13 @@ function csvError(err: Error, parser: FirstColumns): Error {
     return badRequest(
       `the CSV could not be read: line ${line} is longer than ${max} characters: the file must hold one code per line (the first column; a row may have other columns after it, up to that length)`,
     );
-  return badRequest(`the CSV could not be read: ${err.message}`);
+  // csv-parse's own words ("found non trimable byte after quote") said what it met, not what to fix.
+  if (err.code === 'CSV_NON_TRIMABLE_CHAR_AFTER_CLOSING_QUOTE')
+    return badRequest(
+      `the CSV could not be read: fix line ${parser.info.lines}: a quoted field goes on after its closing quote ("AB"C): quote the whole field and write each quote in it twice ("AB""C"), or remove the quotes`,
+    );
+  // No other parse error is known with these options; should one come, the line leads all the same.
+  return badRequest(`the CSV could not be read: fix line ${parser.info.lines}: ${err.message}`);
 }
 
 /**
@@ -122,6 +132,16 @@ function sampleOf(raw: unknown): string {
 
 /** SQL for a timestamptz column as `2026-12-03T13:25:00.702Z` whatever the session's time zone (MS truncates, as utcIso does). */
 const iso = (column: string) => `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+
+/**
+ * SQL for a value an API caller chose (userId, reserveId) that a spreadsheet will not run: one
+ * starting with = + - @, a tab or a carriage return gets a leading ' (OWASP's advice on CSV
+ * injection). Operators open exports in spreadsheets, which ran a userId of =HYPERLINK(…) as a
+ * formula. chr(), not '\t' or a regex, so no session setting (standard_conforming_strings) can
+ * change what is matched.
+ */
+const inert = (value: string) =>
+  `CASE WHEN left(${value}, 1) IN ('=', '+', '-', '@', chr(9), chr(13)) THEN '''' || ${value} ELSE ${value} END`;
 
 export class Transfer {
   constructor(
@@ -238,9 +258,32 @@ export class Transfer {
   }
 
   /**
+   * The codes of a parsed JSON import: a list, or `{"codes": [...]}`. Anything else, no body
+   * included, is a 400 naming the forms an import takes. The HTTP route and the CLI both read JSON
+   * through here, so they take the same shapes and say the same.
+   */
+  static jsonCodes(body: unknown): AsyncIterable<unknown> {
+    if (Array.isArray(body)) return Transfer.list(body);
+    if (body && typeof body === 'object' && Array.isArray((body as { codes?: unknown }).codes))
+      return Transfer.list((body as { codes: unknown[] }).codes);
+    throw badRequest('send the codes as text/csv (first column) or as a JSON list such as ["CODE1","CODE2"]');
+  }
+
+  /**
+   * The codes of a JSON import's text, read as the HTTP route reads an application/json body: the
+   * platform's parser (its 400s for text that is not JSON or holds a lone surrogate), no text as no
+   * body, then jsonCodes.
+   */
+  static jsonText(text: string): AsyncIterable<unknown> {
+    return Transfer.jsonCodes(text === '' ? undefined : parseJsonBody(text));
+  }
+
+  /**
    * A readable CSV of the campaign's codes; the pool client is released when the stream ends. Dates
    * are ISO 8601 UTC with milliseconds, as GET of a code shows them (utcIso also cuts microseconds
-   * off): COPY would write PostgreSQL's text form in the session's time zone.
+   * off): COPY would write PostgreSQL's text form in the session's time zone. userId and reserveId
+   * are written inert (see inert); codes are not: their characters (A-Z a-z 0-9 - _ . ~) cannot
+   * call anything, and the export must re-import as it is.
    */
   async exportCsv(campaign: Campaign): Promise<Readable> {
     const client = await this.pool.connect();
@@ -250,8 +293,8 @@ export class Transfer {
         SELECT code,
           CASE WHEN state IN (0, 3) OR (state = 1 AND expires_at <= now()) THEN 'available'
                WHEN state = 1 THEN 'reserved' ELSE 'assigned' END AS state,
-          CASE WHEN state = 1 AND expires_at <= now() THEN NULL ELSE reserve_id END AS "reserveId",
-          user_id AS "userId", ${iso('created_at')} AS "createdAt",
+          CASE WHEN state = 1 AND expires_at <= now() THEN NULL ELSE ${inert('reserve_id')} END AS "reserveId",
+          ${inert('user_id')} AS "userId", ${iso('created_at')} AS "createdAt",
           CASE WHEN state = 1 AND expires_at <= now() THEN NULL ELSE ${iso('reserved_at')} END AS "reservedAt",
           CASE WHEN state = 1 AND expires_at <= now() THEN NULL ELSE ${iso('expires_at')} END AS "expiresAt",
           ${iso('assigned_at')} AS "assignedAt"
