@@ -66,9 +66,9 @@ export class WorkerLiveness {
 
   private async register(): Promise<void> {
     await this.opts.pool.query(
-      `INSERT INTO tessera_job_workers (worker_id, role, host, pid) VALUES ($1, $2, $3, $4)
+      `INSERT INTO tessera_job_workers (worker_id, role, host, pid, timeout_ms) VALUES ($1, $2, $3, $4, $5)
        ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now()`,
-      [this.workerId, this.opts.role, hostname(), process.pid],
+      [this.workerId, this.opts.role, hostname(), process.pid, this.opts.timeoutMs],
     );
   }
 
@@ -91,14 +91,18 @@ export class WorkerLiveness {
     }
   }
 
-  /** Deletes the stale pools and unlocks their jobs, in one transaction; each pool is judged once. */
+  /**
+   * Deletes the stale pools and unlocks their jobs, in one transaction; each pool is judged once, by
+   * the timeout it beats by (processes may be started with different ones), or by ours for a row
+   * from before pools recorded theirs.
+   */
   async releaseDead(): Promise<{ workers: string[]; jobs: number }> {
     const client = await this.opts.pool.connect();
     try {
       await client.query('BEGIN');
       const dead = await client.query<{ worker_id: string; pid: number; host: string }>(
         `DELETE FROM tessera_job_workers
-         WHERE heartbeat_at < now() - make_interval(secs => $1::double precision / 1000)
+         WHERE heartbeat_at < now() - make_interval(secs => coalesce(timeout_ms, $1)::double precision / 1000)
          RETURNING worker_id, pid, host`,
         [this.opts.timeoutMs],
       );

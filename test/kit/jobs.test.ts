@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { WorkerLiveness } from '../../src/kit/job-workers.ts';
 import { fixtureModule } from '../fixtures/fixture-module.ts';
 import { startPlatform, waitFor } from '../helpers.ts';
 
@@ -168,6 +169,31 @@ describe('jobs and failure injection', async () => {
       assert.ok(bad > 5 && bad < 35, `about half of 40 were bad: ${bad}`);
     } finally {
       await p.app.inject({ method: 'DELETE', url: '/api/admin/chaos', headers: p.auth });
+    }
+  });
+});
+
+describe('jobs: dead workers judged by their own heartbeat timeout', async () => {
+  const p = await startPlatform({ modules: [] });
+  const kitLike = { pool: p.kit.pool, log: p.kit.log, metrics: p.kit.metrics, role: 'worker' };
+
+  it('when a pool beats by a longer timeout than the judge, then it is not presumed dead between its beats', async () => {
+    const slow = new WorkerLiveness({ ...kitLike, timeoutMs: 240_000 });
+    const fast = new WorkerLiveness({ ...kitLike, timeoutMs: 60_000 });
+    await slow.start('pool-slow-beater');
+    await fast.start('pool-fast-beater');
+    try {
+      // Both silent for 90 s: past the judge's 60 s, inside the slow pool's 240 s.
+      await p.kit.pool.query(
+        `UPDATE tessera_job_workers SET heartbeat_at = now() - interval '90 seconds'
+         WHERE worker_id IN ('pool-slow-beater', 'pool-fast-beater')`,
+      );
+      const judged = await new WorkerLiveness({ ...kitLike, timeoutMs: 60_000 }).releaseDead();
+      // Before: the 60 s judge deleted both, and the slow pool's running job ran again elsewhere.
+      assert.deepEqual(judged.workers, ['pool-fast-beater']);
+    } finally {
+      await slow.stop();
+      await fast.stop();
     }
   });
 });
