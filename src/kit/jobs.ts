@@ -199,18 +199,21 @@ export class Jobs {
   }
 
   /**
-   * Cancels a watched job: one waiting in the queue is failed for good now; one running stops at
-   * its next progress report (its runner aborts it, and the part it was writing rolls back).
-   * What it committed before stays. 409 for a job that already ended.
+   * Cancels a watched job: one waiting in the queue leaves it now; one running stops at its next
+   * progress report (its runner aborts it, and the part it was writing rolls back). What it
+   * committed before stays. 409 for a job that already ended.
    */
   async cancelTracked(id: string) {
-    const job = await this.getTracked(id);
+    await this.getTracked(id); // 404 for an id never started
     const { rowCount } = await this.pool.query(
       `UPDATE tessera_job_runs SET state = 'cancelled', error = 'cancelled', updated_at = now()
        WHERE id = $1 AND state NOT IN ('completed', 'failed', 'cancelled')`,
       [id],
     );
-    if (!rowCount) throw conflict(`job ${id} has already ended (${job.state}): there is nothing to cancel`);
+    if (!rowCount) {
+      const { state } = await this.getTracked(id); // as it ended, not as it was read above
+      throw conflict(`job ${id} has already ended (${state}): there is nothing to cancel`);
+    }
     // Out of the queue, as a cancelled running job leaves it (its runner returns). The public jobs
     // view has no payload, where the watched id is.
     await this.pool.query(
