@@ -21,11 +21,16 @@ class Interrupted extends Error {
   readonly exitCode = 130;
 }
 
-/** The campaign's codes as committed: the counters move with each committed part of a generation. */
-async function campaignTotal(kit: Kit, no: number): Promise<number> {
+/**
+ * The codes a generation job committed: each part records its count under `<jobId>:<run>.<half>`
+ * as it commits (generate.ts), beside its `<jobId>:plan` row. Read there rather than from the
+ * campaign's total, which an import running meanwhile would move too.
+ */
+async function committedBy(kit: Kit, jobId: string): Promise<number> {
   const { rows } = await kit.pool.query<{ n: number }>(
-    'SELECT (available + reserved + assigned)::int AS n FROM codes_campaigns WHERE no = $1',
-    [no],
+    `SELECT coalesce(sum(count), 0)::int AS n FROM codes_generations
+     WHERE left(id, length($1) + 1) = $1 || ':' AND id <> $1 || ':plan'`,
+    [jobId],
   );
   return rows[0]?.n ?? 0;
 }
@@ -71,7 +76,6 @@ export function registerCodesCommands(program: Command, helpers: Helpers): void 
         });
         const bar = progressBar('codes {bar} {percentage}% | {value}/{total} | {time_left}');
         bar.start(opts.count, 0);
-        const before = await campaignTotal(kit, campaign.no);
         // Ctrl-C cancels the job: left queued, a worker ran it later, and a re-run made the codes twice.
         // A second Ctrl-C quits at once (Node's default, the listener being gone).
         let cancelling: Promise<unknown> | undefined;
@@ -94,7 +98,7 @@ export function registerCodesCommands(program: Command, helpers: Helpers): void 
           await cancelling;
           await kit.jobs.stop();
         }
-        const made = (await campaignTotal(kit, campaign.no)) - before;
+        const made = await committedBy(kit, jobId);
         throw new Interrupted(
           `cancelled job ${jobId}: ${made} of the ${opts.count} codes were written before it stopped, and stay in campaign ${campaign.id}`,
         );
