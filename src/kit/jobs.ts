@@ -100,6 +100,21 @@ interface StartOptions {
 
 const moduleOf = (name: string) => name.split(':')[0] ?? name;
 
+/** What GET /api/jobs/:jobId says before a live runner has taken it up again. */
+const DEFAULT_HEARTBEAT_TIMEOUT_MS = 60_000;
+
+/**
+ * A watched job's state as it stands. `running` is what the job last wrote; if no runner holds its
+ * queue row now, it waits for its next attempt (`retrying`, at `runAt`); if its runner has missed
+ * two heartbeats (or never registered), it is `stalled`: another runner takes it over once the
+ * heartbeat timeout has passed (job-workers.ts).
+ */
+function heldState(state: string, locked: boolean | null, silent: boolean | null): string {
+  if (state !== 'running' || locked === null) return state; // not running, or no queue row to read
+  if (!locked) return 'retrying';
+  return silent ? 'stalled' : 'running';
+}
+
 export class Jobs {
   private readonly defs = new Map<string, JobDefinition>();
   private readonly crons = new Map<string, CronDefinition>();
@@ -173,27 +188,42 @@ export class Jobs {
       [name, moduleOf(name), total, JSON.stringify(payload)],
     );
     const trackedId = rows[0]!.id;
-    await this.enqueue(
+    const queueJobId = await this.enqueue(
       db,
       name,
       { ...(payload as object), __trackedId: trackedId } as unknown as JobPayloads[N],
       opts,
     );
+    await db.query('UPDATE tessera_job_runs SET queue_job_id = $2 WHERE id = $1', [trackedId, queueJobId]);
     return trackedId;
   }
 
   async getTracked(id: string) {
     if (!/^[0-9a-f-]{36}$/i.test(id))
       throw notFound(`job ${id} not found: job ids are UUIDs as returned by the request that started it`);
+    // The row as the job last wrote it, and who holds its queue row now: a runner that died leaves
+    // `running` behind, so that state is read against the lock and the holder's heartbeat.
     const { rows } = await this.pool.query(
-      `SELECT id, name, module, state, done, total, result, error, created_at AS "createdAt", updated_at AS "updatedAt"
-       FROM tessera_job_runs WHERE id = $1`,
-      [id],
+      `SELECT r.id, r.name, r.module, r.state, r.done, r.total, r.result, r.error,
+         r.created_at AS "createdAt", r.updated_at AS "updatedAt",
+         j.attempts AS attempt, j.run_at AS "runAt",
+         CASE WHEN j.id IS NOT NULL THEN j.locked_at IS NOT NULL END AS locked,
+         w.heartbeat_at < now() - make_interval(secs => coalesce(w.timeout_ms, $2)::double precision / 1000 / 3 * 2)
+           OR (j.locked_at IS NOT NULL AND w.worker_id IS NULL) AS silent
+       FROM tessera_job_runs r
+       LEFT JOIN graphile_worker._private_jobs j ON j.id = r.queue_job_id
+       LEFT JOIN tessera_job_workers w ON w.worker_id = j.locked_by
+       WHERE r.id = $1`,
+      [id, this.launchArgs?.opts.heartbeatTimeoutMs ?? DEFAULT_HEARTBEAT_TIMEOUT_MS],
     );
     const row = rows[0];
     if (!row) throw notFound(`job ${id} not found`);
+    const { locked, silent, attempt, runAt, ...view } = row;
     return {
-      ...row,
+      ...view,
+      state: heldState(row.state, locked, silent),
+      attempt: attempt ?? null,
+      runAt: row.state === 'running' && !locked && runAt ? runAt : null,
       percent: row.total > 0 ? Math.min(100, Math.round((row.done / row.total) * 1000) / 10) : null,
     };
   }

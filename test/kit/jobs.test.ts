@@ -197,3 +197,50 @@ describe('jobs: dead workers judged by their own heartbeat timeout', async () =>
     }
   });
 });
+
+describe('jobs: a watched job whose runner died reads as it stands', async () => {
+  // No runner in this process: the queue row is moved by hand, as a dead worker would leave it.
+  const p = await startPlatform({ modules: [fixtureModule], role: 'api' });
+  const view = async (id: string) => (await p.app.inject({ url: `/api/jobs/${id}`, headers: p.auth })).json();
+  const queueRow = 'SELECT queue_job_id FROM tessera_job_runs WHERE id = $1';
+
+  it('when its runner stopped beating, then stalled; when unlocked for its next attempt, then retrying with runAt', async () => {
+    const res = await p.app.inject({
+      method: 'POST',
+      url: '/api/fixture/jobs',
+      headers: p.auth,
+      payload: { label: 'orphan', steps: 10 },
+    });
+    const { jobId } = res.json();
+    assert.equal((await view(jobId)).state, 'queued');
+    const q = (await p.kit.pool.query(queueRow, [jobId])).rows[0].queue_job_id;
+    // It ran, wrote 40%, and its worker was killed: the lock stays, no heartbeat comes.
+    await p.kit.pool.query("UPDATE tessera_job_runs SET state = 'running', done = 4 WHERE id = $1", [jobId]);
+    await p.kit.pool.query(
+      `UPDATE graphile_worker._private_jobs SET locked_at = now(), locked_by = 'pool-killed', attempts = 1 WHERE id = $1`,
+      [q],
+    );
+    await p.kit.pool.query(
+      `INSERT INTO tessera_job_workers (worker_id, role, host, pid, timeout_ms, heartbeat_at)
+       VALUES ('pool-killed', 'worker', 'h', 1, 60000, now() - interval '50 seconds')`,
+    );
+    // Before: "running", 40%, until the heartbeat timeout, then a drop with no retry shown.
+    assert.deepEqual((({ state, attempt, percent }) => ({ state, attempt, percent }))(await view(jobId)), {
+      state: 'stalled',
+      attempt: 1,
+      percent: 40,
+    });
+    await p.kit.pool.query(
+      "UPDATE tessera_job_workers SET heartbeat_at = now() WHERE worker_id = 'pool-killed'",
+    );
+    assert.equal((await view(jobId)).state, 'running', 'a runner that beats is running');
+    // The timeout passed: another runner unlocked it, and it waits for its second attempt.
+    await p.kit.pool.query(
+      `UPDATE graphile_worker._private_jobs SET locked_at = NULL, locked_by = NULL, run_at = now() + interval '5 seconds' WHERE id = $1`,
+      [q],
+    );
+    const waiting = await view(jobId);
+    assert.equal(waiting.state, 'retrying');
+    assert.ok(Date.parse(waiting.runAt) > Date.now(), waiting.runAt);
+  });
+});
