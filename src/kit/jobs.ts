@@ -219,11 +219,12 @@ export class Jobs {
     const row = rows[0];
     if (!row) throw notFound(`job ${id} not found`);
     const { locked, silent, attempt, runAt, ...view } = row;
+    const state = heldState(row.state, locked, silent);
     return {
       ...view,
-      state: heldState(row.state, locked, silent),
+      state,
       attempt: attempt ?? null,
-      runAt: row.state === 'running' && !locked && runAt ? runAt : null,
+      runAt: state === 'retrying' && runAt ? runAt : null,
       percent: row.total > 0 ? Math.min(100, Math.round((row.done / row.total) * 1000) / 10) : null,
     };
   }
