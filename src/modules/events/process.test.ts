@@ -293,9 +293,13 @@ describe('events across real processes', () => {
     const wrong = acked.filter((id) => counted.get(id) !== 1);
     assert.deepEqual(wrong.slice(0, 5), [], `${wrong.length} accepted events not counted exactly once`);
     alive();
-    // A pool that met the outage while recording a job is replaced, not left dead.
+    // A pool that met the outage while recording a job is replaced, not left dead. One can fail
+    // late (a connection the restart cut, found when next used) and be replaced after the drain.
     const logged = (msg: string) => proc.logLines().filter((l) => l.msg === msg).length;
-    assert.equal(logged('JOBS_RUNNER_RESTARTED'), logged('JOBS_RUNNER_FAILED'));
+    await waitFor(() => logged('JOBS_RUNNER_RESTARTED') === logged('JOBS_RUNNER_FAILED'), {
+      timeoutMs: 30_000,
+      what: `every failed job pool replaced (${logged('JOBS_RUNNER_FAILED')} failed)`,
+    });
     process.stdout.write(
       `# PostgreSQL restart under load: ${logged('JOBS_RUNNER_FAILED')} job pool(s) replaced\n`,
     );
