@@ -61,6 +61,9 @@ const url: Parser<string> = (raw) => {
   return raw;
 };
 
+/** Also what a job's view judges a worker pool by when its row predates recorded timeouts (jobs.ts). */
+export const WORKER_HEARTBEAT_TIMEOUT_DEFAULT_MS = 60_000;
+
 const settings = {
   nodeEnv: setting(
     'NODE_ENV',
@@ -122,7 +125,7 @@ const settings = {
   workerHeartbeatTimeoutMs: setting(
     'WORKER_HEARTBEAT_TIMEOUT_MS',
     'a worker that has not heartbeaten for this long is presumed dead and its locked jobs go back to the queue (graphile-worker alone waits 4 h); it beats 3 times per timeout',
-    60000,
+    WORKER_HEARTBEAT_TIMEOUT_DEFAULT_MS,
     integer(1000, 3_600_000),
   ),
   shutdownTimeoutMs: setting(

@@ -18,7 +18,7 @@ import type { Logger } from './log.ts';
 import type { KitMetrics } from './metrics.ts';
 
 /** Beats per timeout: three missed beats in a row before a worker is presumed dead. */
-const BEATS_PER_TIMEOUT = 3;
+export const BEATS_PER_TIMEOUT = 3;
 
 export interface WorkerLivenessOptions {
   pool: Pool;

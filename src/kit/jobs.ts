@@ -17,9 +17,10 @@ import {
   type WorkerEvents,
 } from 'graphile-worker';
 import { BAD_SCHEMA_RATE, type Chaos, CRON_TIMEOUT_MS, InjectedDbError, SLOW_WORKER_MS } from './chaos.ts';
+import { WORKER_HEARTBEAT_TIMEOUT_DEFAULT_MS } from './config.ts';
 import { isConnectionError, type Pool, type Queryable } from './db.ts';
 import { conflict, HttpError, notFound } from './errors.ts';
-import { WorkerLiveness } from './job-workers.ts';
+import { BEATS_PER_TIMEOUT, WorkerLiveness } from './job-workers.ts';
 import { type Logger, moduleLogger } from './log.ts';
 import { type KitMetrics, prom } from './metrics.ts';
 import { traced } from './telemetry.ts';
@@ -99,9 +100,6 @@ interface StartOptions {
 }
 
 const moduleOf = (name: string) => name.split(':')[0] ?? name;
-
-/** What GET /api/jobs/:jobId says before a live runner has taken it up again. */
-const DEFAULT_HEARTBEAT_TIMEOUT_MS = 60_000;
 
 /**
  * A watched job's state as it stands. `running` is what the job last wrote; if no runner holds its
@@ -208,13 +206,18 @@ export class Jobs {
          r.created_at AS "createdAt", r.updated_at AS "updatedAt",
          j.attempts AS attempt, j.run_at AS "runAt",
          CASE WHEN j.id IS NOT NULL THEN j.locked_at IS NOT NULL END AS locked,
-         w.heartbeat_at < now() - make_interval(secs => coalesce(w.timeout_ms, $2)::double precision / 1000 / 3 * 2)
+         w.heartbeat_at < now() - make_interval(secs => coalesce(w.timeout_ms, $2)::double precision / 1000 * $3)
            OR (j.locked_at IS NOT NULL AND w.worker_id IS NULL) AS silent
        FROM tessera_job_runs r
        LEFT JOIN graphile_worker._private_jobs j ON j.id = r.queue_job_id
        LEFT JOIN tessera_job_workers w ON w.worker_id = j.locked_by
        WHERE r.id = $1`,
-      [id, this.launchArgs?.opts.heartbeatTimeoutMs ?? DEFAULT_HEARTBEAT_TIMEOUT_MS],
+      // Silent: two beats missed (job-workers.ts beats BEATS_PER_TIMEOUT times per timeout).
+      [
+        id,
+        this.launchArgs?.opts.heartbeatTimeoutMs ?? WORKER_HEARTBEAT_TIMEOUT_DEFAULT_MS,
+        2 / BEATS_PER_TIMEOUT,
+      ],
     );
     const row = rows[0];
     if (!row) throw notFound(`job ${id} not found`);
@@ -245,8 +248,9 @@ export class Jobs {
       const { state } = await this.getTracked(id); // as it ended, not as it was read above
       throw conflict(`job ${id} has already ended (${state}): there is nothing to cancel`);
     }
-    // Out of the queue, as a cancelled running job leaves it (its runner returns). The public jobs
-    // view has no payload, where the watched id is.
+    // Out of the queue, as a cancelled running job leaves it (its runner returns). Found by the
+    // payload's watched id (the public jobs view has none), so a job queued before queue_job_id
+    // was recorded (kit migration 006) is found too; cancels are rare, unlike progress polls.
     await this.pool.query(
       `SELECT graphile_worker.complete_jobs(array_agg(id))
        FROM graphile_worker._private_jobs WHERE payload->>'__trackedId' = $1 AND locked_at IS NULL`,
@@ -255,10 +259,14 @@ export class Jobs {
     return this.getTracked(id);
   }
 
-  /** Whether a runner still holds the watched job (a cancelled one until its part has rolled back). */
+  /**
+   * Whether a runner still holds the watched job (a cancelled one until its part has rolled back),
+   * through its queue row's id: the CLI asks every 250 ms, and the payload has no index.
+   */
   async trackedIsRunning(id: string): Promise<boolean> {
     const { rows } = await this.pool.query(
-      `SELECT 1 FROM graphile_worker._private_jobs WHERE payload->>'__trackedId' = $1 AND locked_at IS NOT NULL`,
+      `SELECT 1 FROM tessera_job_runs r JOIN graphile_worker._private_jobs j ON j.id = r.queue_job_id
+       WHERE r.id = $1 AND j.locked_at IS NOT NULL`,
       [id],
     );
     return rows.length > 0;
