@@ -9,7 +9,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import cliProgress, { type Options as BarOptions, type Params, SingleBar } from 'cli-progress';
 import { type Command, InvalidArgumentError } from 'commander';
-import { isStackOverflow } from '../../kit/http.ts';
+import { isStackOverflow, nestedTooDeep } from '../../kit/http.ts';
 import type { Kit } from '../../kit/kit.ts';
 import { moduleLogger } from '../../kit/log.ts';
 import { GENERATE_MAX } from './generate.ts';
@@ -138,8 +138,7 @@ export function registerCodesCommands(program: Command, helpers: Helpers): void 
           const source = await importSource(name, input, /\.json$/i.test(opts.file));
           const result = await transfer.importCodes(campaign, source).catch((err: unknown) => {
             // What the HTTP route answers for JSON nested too deep (only walking it overflows).
-            if (isStackOverflow(err))
-              throw new Error(`${name} is nested too deeply to process (thousands of levels): flatten it`);
+            if (isStackOverflow(err)) throw new Error(nestedTooDeep(name));
             throw err;
           });
           if (size) bar.update(size);
