@@ -20,6 +20,12 @@ export function formatSchemaErrors(errors: SchemaError[], dataVar: string): Erro
       const values = rest.map((e) => JSON.stringify(e.params?.allowedValue));
       return new Error(`${dataVar}${path} must be one of ${values.join(', ')}`);
     }
+    // A value or null (a TypeBox Union with Null, as PATCH's maxPerUser): the value's own
+    // complaint, "or null", instead of three lines ending in "must match a schema in anyOf".
+    const isNull = (e: SchemaError) => e.keyword === 'type' && e.params?.type === 'null';
+    const value = rest.filter((e) => !isNull(e));
+    if (value.length === 1 && rest.length === 2 && rest.every((e) => (e.instancePath ?? '') === path))
+      return new Error(`${dataVar}${path} ${describe(value[0]!)}, or null`);
   }
   return new Error(errors.map((e) => `${dataVar}${e.instancePath ?? ''} ${describe(e)}`).join(', '));
 }

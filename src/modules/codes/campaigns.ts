@@ -1,5 +1,6 @@
-// Campaigns: one row each in codes_campaigns. The immutable part (format, key, ttl) is cached per
-// process; the inventory counters are read fresh.
+// Campaigns: one row each in codes_campaigns. The row's settings are cached per process and read
+// again after CAMPAIGN_REFRESH_MS, so a PATCH made through another process applies here within
+// that time; the inventory counters are read fresh.
 import { randomBytes } from 'node:crypto';
 import type { Pool, Queryable } from '../../kit/db.ts';
 import { conflict, notFound } from '../../kit/errors.ts';
@@ -7,6 +8,9 @@ import { type CodeFormat, capacityOf, parseFormat } from './format.ts';
 import { CodePermutation } from './permutation.ts';
 
 export const DEFAULT_TTL_SECONDS = 900;
+
+/** How long a process uses its cached copy of a campaign's settings before reading them again. */
+export const CAMPAIGN_REFRESH_MS = 5_000;
 
 export interface Campaign {
   no: number;
@@ -49,6 +53,14 @@ export interface CreateCampaignInput {
   maxPerUser?: number;
 }
 
+/** What PATCH /api/campaigns/:id may change: the format is fixed once a campaign exists. */
+export interface UpdateCampaignInput {
+  name?: string;
+  reservationTtlSeconds?: number;
+  /** null removes the limit. */
+  maxPerUser?: number | null;
+}
+
 interface Row {
   no: number;
   id: string;
@@ -85,7 +97,7 @@ const UNSWEPT = `(SELECT coalesce(sum((SELECT count(*) FROM codes k
   FROM codes_reservations r
   WHERE r.campaign_no = c.no AND r.state = 'reserved' AND r.expires_at <= now()) AS unswept`;
 
-function fromRow(r: Row): Campaign {
+function fromRow(r: Row, before?: Campaign): Campaign {
   const format: CodeFormat = {
     length: r.length,
     alphabet: r.alphabet,
@@ -101,7 +113,9 @@ function fromRow(r: Row): Campaign {
     maxPerUser: r.max_per_user,
     key: r.fpe_key,
     createdAt: r.created_at,
-    permutation: new CodePermutation(r.fpe_key, r.alphabet, r.length),
+    // The key and format never change, so a refreshed copy keeps the permutation already built.
+    permutation:
+      before?.no === r.no ? before.permutation : new CodePermutation(r.fpe_key, r.alphabet, r.length),
   };
 }
 
@@ -144,8 +158,15 @@ export const BATCH_CAMPAIGN = {
   format: { length: 6, alphabet: 'alphanumeric' },
 };
 
+interface Cached {
+  campaign: Campaign;
+  loadedAt: number;
+}
+
 export class Campaigns {
-  private readonly cache = new Map<string, Campaign>();
+  private readonly cache = new Map<string, Cached>();
+  /** Reads in progress, so the requests that find a copy stale at once share one query. */
+  private readonly loading = new Map<string, Promise<Campaign>>();
 
   constructor(private readonly pool: Pool) {}
 
@@ -170,31 +191,67 @@ export class Campaigns {
     const row = rows[0];
     if (!row) throw conflict(`campaign ${input.id} already exists: choose another id`);
     const c = fromRow(row);
-    this.cache.set(c.id, c);
+    this.remember(c);
+    return view(c, inventoryOf(row));
+  }
+
+  /** Changes the given settings; 404 when unknown. Reservations already made keep their expiry. */
+  async update(id: string, change: UpdateCampaignInput): Promise<CampaignView> {
+    const { rows } = await this.pool.query<Row & { unswept: number }>(
+      `UPDATE codes_campaigns c SET
+         name = coalesce($2, name),
+         reservation_ttl_seconds = coalesce($3, reservation_ttl_seconds),
+         max_per_user = CASE WHEN $4 THEN $5 ELSE max_per_user END
+       WHERE id = $1 RETURNING ${COLUMNS}, ${UNSWEPT}`,
+      [
+        id,
+        change.name ?? null,
+        change.reservationTtlSeconds ?? null,
+        change.maxPerUser !== undefined,
+        change.maxPerUser ?? null,
+      ],
+    );
+    const row = rows[0];
+    if (!row) throw notFound(`campaign ${id} not found: create it with POST /api/campaigns`);
+    const c = fromRow(row, this.cache.get(id)?.campaign);
+    this.remember(c);
     return view(c, inventoryOf(row));
   }
 
   /** Creates the campaign if missing (the default batch-codes campaign), then returns it. */
   async ensure(input: CreateCampaignInput): Promise<Campaign> {
     const hit = this.cache.get(input.id);
-    if (hit) return hit;
+    if (hit) return this.get(input.id);
     await this.create(input).catch((err) => {
       if ((err as { statusCode?: number }).statusCode !== 409) throw err;
     });
     return this.get(input.id);
   }
 
-  /** The campaign's fixed part; 404 when unknown. */
-  async get(id: string): Promise<Campaign> {
+  /** The campaign's settings, at most CAMPAIGN_REFRESH_MS old; 404 when unknown. */
+  get(id: string): Promise<Campaign> {
     const hit = this.cache.get(id);
-    if (hit) return hit;
+    if (hit && performance.now() - hit.loadedAt < CAMPAIGN_REFRESH_MS) return Promise.resolve(hit.campaign);
+    let loading = this.loading.get(id);
+    if (!loading) {
+      loading = this.load(id, hit?.campaign).finally(() => this.loading.delete(id));
+      this.loading.set(id, loading);
+    }
+    return loading;
+  }
+
+  private async load(id: string, before?: Campaign): Promise<Campaign> {
     const { rows } = await this.pool.query<Row>(`SELECT ${COLUMNS} FROM codes_campaigns WHERE id = $1`, [id]);
     const row = rows[0];
     if (!row) throw notFound(`campaign ${id} not found: create it with POST /api/campaigns`);
-    const c = fromRow(row);
-    if (this.cache.size > 10_000) this.cache.clear();
-    this.cache.set(id, c);
+    const c = fromRow(row, before);
+    this.remember(c);
     return c;
+  }
+
+  private remember(c: Campaign): void {
+    if (this.cache.size > 10_000) this.cache.clear();
+    this.cache.set(c.id, { campaign: c, loadedAt: performance.now() });
   }
 
   async inventory(c: Campaign, db: Queryable = this.pool): Promise<Inventory> {

@@ -41,6 +41,7 @@ export const codesModule = defineModule({
       getReservation: (input) => s.service.getReservation(input),
       getCampaign: (input) => s.service.getCampaign(input),
       createCampaign: (input) => s.service.createCampaign(input),
+      updateCampaign: (input) => s.service.updateCampaign(input),
     } satisfies Record<keyof CodesService, Handler>;
     ctx.rpc.register('codes', handlers);
     ctx.jobs.define({

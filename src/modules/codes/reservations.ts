@@ -614,10 +614,16 @@ export class Reservations {
   async assign(campaign: Campaign, reserveId: string, userId: string): Promise<AssignResult> {
     const result = await withTransaction(this.pool, async (client) => {
       const no = campaign.no;
-      const { rows } = await client.query<{ assigned_at: Date; codes: string[] }>(
+      // maxPerUser is read here, not from the cached campaign: a PATCH through another process
+      // applies to the next assign, not CAMPAIGN_REFRESH_MS later.
+      const { rows } = await client.query<{
+        assigned_at: Date;
+        codes: string[];
+        max_per_user: number | null;
+      }>(
         `UPDATE codes_reservations SET state = 'assigned', user_id = $3, assigned_at = now()
          WHERE campaign_no = $1 AND reserve_id = $2 AND state = 'reserved' AND expires_at > now()
-         RETURNING assigned_at, codes`,
+         RETURNING assigned_at, codes, (SELECT max_per_user FROM codes_campaigns WHERE no = $1)`,
         [no, reserveId, userId],
       );
       if (!rows[0]) {
@@ -647,7 +653,8 @@ export class Reservations {
           `cannot assign reservation ${reserveId} of campaign ${campaign.id}: ${why}; reserve codes first and assign with the reserveId reserve returned`,
         );
       }
-      if (campaign.maxPerUser !== null) {
+      const maxPerUser = rows[0].max_per_user;
+      if (maxPerUser !== null) {
         // Serialise assigns of one user in this campaign so two at once cannot both pass the limit.
         await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [no, userId]);
         const held = await client.query<{ n: number }>(
@@ -661,9 +668,9 @@ export class Reservations {
             [no, reserveId, rows[0].codes],
           )
         ).rows[0]!.n;
-        if (held.rows[0]!.n + count > campaign.maxPerUser)
+        if (held.rows[0]!.n + count > maxPerUser)
           throw conflict(
-            `assigning reservation ${reserveId} (${count} code(s)) would give user ${userId} ${held.rows[0]!.n + count} code(s) of campaign ${campaign.id}, who holds ${held.rows[0]!.n}; maxPerUser is ${campaign.maxPerUser}`,
+            `assigning reservation ${reserveId} (${count} code(s)) would give user ${userId} ${held.rows[0]!.n + count} code(s) of campaign ${campaign.id}, who holds ${held.rows[0]!.n}; maxPerUser is ${maxPerUser}`,
           );
       }
       const updated = await client.query<{ code: string }>(

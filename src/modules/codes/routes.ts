@@ -69,6 +69,19 @@ export function registerCodesRoutes(app: App, ctx: ModuleContext, s: CodesState)
     (req) => s.service.getCampaign({ campaignId: req.params.id }),
   );
 
+  app.patch(
+    '/api/campaigns/:id',
+    {
+      schema: {
+        tags,
+        params: S.CampaignParams,
+        body: S.UpdateCampaignBody,
+        response: { 200: S.CampaignView, ...errors },
+      },
+    },
+    (req) => s.service.updateCampaign({ campaignId: req.params.id, ...req.body }),
+  );
+
   app.post(
     '/api/campaigns/:id/codes',
     {

@@ -43,6 +43,27 @@ export const CreateCampaignBody = Type.Object(
 );
 export type CreateCampaignBody = Static<typeof CreateCampaignBody>;
 
+export const UpdateCampaignBody = Type.Object(
+  {
+    name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+    reservationTtlSeconds: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: TTL_MAX_SECONDS,
+        description: 'for reservations made from now on; those made keep their expiry',
+      }),
+    ),
+    maxPerUser: Type.Optional(
+      Type.Union([Type.Integer({ minimum: 1, maximum: PG_INT_MAX }), Type.Null()], {
+        description: 'null removes the limit; codes already assigned stay with their users',
+      }),
+    ),
+    // Accepted only to be refused with a message that says why (see the service).
+    format: Type.Optional(Type.Unknown({ description: 'cannot change: refused with a 400' })),
+  },
+  { additionalProperties: false },
+);
+
 export const Inventory = Type.Object({
   available: Type.Integer(),
   reserved: Type.Integer(),

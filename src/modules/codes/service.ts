@@ -1,6 +1,7 @@
 // The codes service: what the module's routes use, and what other modules call over RPC
 // (`ctx.rpc.client<CodesService>('codes')`). Inputs are checked here too, because RPC callers
 // bypass the HTTP schemas; every bad input is a 4xx that says what to fix.
+import { PG_INT_MAX } from '../../kit/db.ts';
 import { badRequest, conflict, unprocessable } from '../../kit/errors.ts';
 import type { Logger } from '../../kit/log.ts';
 import { longerThan } from '../../kit/text.ts';
@@ -9,6 +10,7 @@ import {
   type Campaigns,
   type CampaignView,
   type CreateCampaignInput,
+  type UpdateCampaignInput,
   view,
 } from './campaigns.ts';
 import type { CodesMetrics } from './metrics.ts';
@@ -49,6 +51,10 @@ export interface CodesService {
   getReservation(input: ReleaseInput): Promise<ReservationView>;
   getCampaign(input: { campaignId: string }): Promise<CampaignView>;
   createCampaign(input: CreateCampaignInput): Promise<CampaignView>;
+  /** Changes name, reservationTtlSeconds or maxPerUser (null removes it); the format is fixed. */
+  updateCampaign(
+    input: UpdateCampaignInput & { campaignId: string; format?: unknown },
+  ): Promise<CampaignView>;
 }
 
 function checkInt(name: string, v: unknown, min: number, max: number): number {
@@ -71,6 +77,37 @@ function checkUser(v: unknown): string {
   // Blank ids name no one, and would all be one "user" for maxPerUser.
   if (v.trim() === '') throw badRequest('userId must hold a character other than spaces');
   return v;
+}
+
+function checkName(v: unknown): string {
+  if (typeof v !== 'string' || v.trim() === '' || longerThan(v, 200))
+    throw badRequest('name must be a string of 1 to 200 characters, not only spaces');
+  return v;
+}
+
+/** The settings a PATCH names, each checked; a 400 when it names none or tries the format. */
+function checkCampaignChange(input: UpdateCampaignInput & { format?: unknown }): UpdateCampaignInput {
+  if (input.format !== undefined)
+    throw badRequest(
+      "a campaign's format cannot change: its codes were made in it; create a new campaign for another format",
+    );
+  const change: UpdateCampaignInput = {};
+  if (input.name !== undefined) change.name = checkName(input.name);
+  if (input.reservationTtlSeconds !== undefined)
+    change.reservationTtlSeconds = checkInt(
+      'reservationTtlSeconds',
+      input.reservationTtlSeconds,
+      1,
+      TTL_MAX_SECONDS,
+    );
+  if (input.maxPerUser !== undefined)
+    change.maxPerUser =
+      input.maxPerUser === null ? null : checkInt('maxPerUser', input.maxPerUser, 1, PG_INT_MAX);
+  if (Object.keys(change).length === 0)
+    throw badRequest(
+      'send at least one of name, reservationTtlSeconds or maxPerUser (null removes the limit)',
+    );
+  return change;
 }
 
 export function createCodesService(deps: {
@@ -151,6 +188,15 @@ export function createCodesService(deps: {
             `${BATCH_CAMPAIGN.id} is the campaign of POST /api/generate, made on its first call with 6-character A-Z0-9 codes; choose another id`,
           );
         return campaigns.create(input);
+      }),
+    updateCampaign: (input) =>
+      timed(metrics, 'update_campaign', async () => {
+        const id = checkId('campaignId', input?.campaignId);
+        const change = checkCampaignChange(input);
+        const updated = await campaigns.update(id, change);
+        // Settings that change what users may be given: worth a line an operator can find later.
+        log.info({ campaign: id, change }, 'CODES_CAMPAIGN_UPDATED');
+        return updated;
       }),
   };
 }
