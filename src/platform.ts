@@ -180,6 +180,7 @@ export async function createPlatform(opts: PlatformOptions): Promise<Platform> {
       stopped = true;
       const log = moduleLogger(kit.log, 'kit');
       log.info('SHUTDOWN_STARTED');
+      kit.beginStop();
       await app.close(); // stops accepting, waits for in-flight requests
       await kit.rpc.close(); // leaves NATS queue groups, answers in-flight RPC
       await kit.jobs.stop(); // waits for running jobs

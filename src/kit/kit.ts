@@ -44,6 +44,14 @@ export interface Kit {
   /** The Standard Webhooks secret in use (printed at a dev first start so users can sign). */
   webhookSecret: string;
   captureException?: (err: unknown) => void;
+  /**
+   * Aborted when the platform begins its graceful stop, before it waits for in-flight requests: a
+   * request that could run for minutes (a streamed import) ends at its next safe point and says so,
+   * instead of holding the drain until SHUTDOWN_TIMEOUT_MS cuts its connection with no answer.
+   */
+  stopping: AbortSignal;
+  /** Aborts `stopping`; the platform's stop() calls it first. */
+  beginStop(): void;
   /** Sentry and OpenTelemetry when configured; shut down last. */
   telemetry: Telemetry;
 }
@@ -122,7 +130,10 @@ export async function createKit({ config, role, logDestination }: KitOptions): P
   const secrets = config.jwtSecret && config.webhookSecret ? undefined : await devSecrets(config.dataDir);
   const webhookSecret = config.webhookSecret ?? secrets!.webhookSecret;
   const dbStatus = new DatabaseStatus(databaseUrl, kitLog);
+  const stop = new AbortController();
   return {
+    stopping: stop.signal,
+    beginStop: () => stop.abort(),
     config,
     role,
     version: VERSION,

@@ -8,7 +8,7 @@
 // bound is the same at both sizes, which is the point: it must not grow with the file.
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
+import { type IncomingHttpHeaders, request } from 'node:http';
 import { Readable } from 'node:stream';
 import { after, describe, it } from 'node:test';
 import { freshDatabase, spawnTessera, testPool, waitFor } from '../../../test/helpers.ts';
@@ -135,7 +135,7 @@ function postCsv(
   url: string,
   key: string,
   body: AsyncIterable<Buffer | string>,
-): Promise<{ status: number; body: string }> {
+): Promise<{ status: number; body: string; headers: IncomingHttpHeaders }> {
   return new Promise((resolve, reject) => {
     const req = request(
       url,
@@ -147,7 +147,7 @@ function postCsv(
           text += d;
         });
         res.on('end', () => {
-          resolve({ status: res.statusCode ?? 0, body: text });
+          resolve({ status: res.statusCode ?? 0, body: text, headers: res.headers });
           req.destroy();
         });
       },
@@ -215,5 +215,34 @@ describe('codes: an import the client abandons', () => {
     );
     const health = await fetch(`${server.url}/health`);
     assert.equal(((await health.json()) as { database: string }).database, 'connected');
+  });
+});
+
+describe('codes: an import when its server is told to stop', () => {
+  it('when SIGTERM comes mid-import, then the import stops between batches with a 503 counting what it committed, and the process exits 0', async () => {
+    const { server, pool, key } = await apiWithCampaign('stopping', 'info');
+    const stored = async () =>
+      (await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM codes')).rows[0]!.n;
+    // A file with no end: only the server's answer stops it.
+    async function* endless() {
+      for (let i = 0; ; i += 1000)
+        yield Array.from({ length: 1000 }, (_, j) => `${codeOf(i + j)}\n`).join('');
+    }
+    const answer = postCsv(`${server.url}/api/campaigns/stopping/codes/import`, key, endless());
+    await waitFor(async () => (await stored()) > 0, { what: 'the import to be under way' });
+    const exitCode = await server.stop('SIGTERM');
+    const res = await answer;
+
+    assert.equal(res.status, 503, res.body);
+    assert.equal(res.headers['retry-after'], '5');
+    const m = JSON.parse(res.body).message.match(
+      /^the server is shutting down, so the import stopped after (\d+) inserted, 0 duplicate and 0 invalid \(all committed\): send the whole file again/,
+    );
+    assert.ok(m, res.body);
+    assert.equal(Number(m[1]), await stored(), 'the 503 counts exactly the codes stored');
+    assert.equal(exitCode, 0, server.output());
+    const line = server.logLines().find((l) => l.msg === 'CODES_IMPORT_STOPPED');
+    assert.equal(line?.inserted, Number(m[1]), server.output());
+    assert.ok(!server.logLines().some((l) => l.msg === 'SHUTDOWN_TIMEOUT'));
   });
 });

@@ -9,7 +9,7 @@ import { STATE_UNUSED, SYNC_MAX } from './generate.ts';
 import { timed } from './metrics.ts';
 import * as S from './schemas.ts';
 import type { CodesState } from './state.ts';
-import { JSON_IMPORT_LIMIT, Transfer } from './transfer.ts';
+import { ImportStopped, JSON_IMPORT_LIMIT, Transfer } from './transfer.ts';
 
 // Every error a codes route can answer, in the same envelope (listed so /docs shows them all).
 const errors = Object.fromEntries(
@@ -129,7 +129,7 @@ export function registerCodesRoutes(app: App, ctx: ModuleContext, s: CodesState)
         response: { 200: S.ImportResult, ...errors },
       },
     },
-    async (req) => {
+    async (req, reply) => {
       const campaign = await s.campaigns.get(req.params.id);
       const body = req.body as unknown;
       // A CSV body is the request's stream (the parser above); anything else was parsed as JSON.
@@ -137,7 +137,19 @@ export function registerCodesRoutes(app: App, ctx: ModuleContext, s: CodesState)
         body && typeof (body as Readable).pipe === 'function'
           ? Transfer.csvFirstColumn(body as Readable)
           : Transfer.jsonCodes(body);
-      return timed(s.metrics, 'import', () => s.transfer.importCodes(campaign, source));
+      try {
+        return await timed(s.metrics, 'import', () => s.transfer.importCodes(campaign, source, ctx.stopping));
+      } catch (err) {
+        if (err instanceof ImportStopped) {
+          const { inserted, duplicate, invalid } = err.result;
+          ctx.log.warn(
+            { campaign: campaign.id, reqId: req.id, inserted, duplicate, invalid },
+            'CODES_IMPORT_STOPPED',
+          );
+          reply.header('retry-after', '5');
+        }
+        throw err;
+      }
     },
   );
 

@@ -143,6 +143,19 @@ const iso = (column: string) => `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-
 const inert = (value: string) =>
   `CASE WHEN left(${value}, 1) IN ('=', '+', '-', '@', chr(9), chr(13)) THEN '''' || ${value} ELSE ${value} END`;
 
+/**
+ * An import cut short because its process is stopping: a 503 that says what was imported (all of
+ * it committed) and that sending the whole file again is safe.
+ */
+export class ImportStopped extends HttpError {
+  constructor(readonly result: ImportResult) {
+    super(
+      503,
+      `the server is shutting down, so the import stopped after ${result.inserted} inserted, ${result.duplicate} duplicate and ${result.invalid} invalid (all committed): send the whole file again, to this server once it is back or to another; codes already held count as duplicates`,
+    );
+  }
+}
+
 export class Transfer {
   constructor(
     private readonly pool: Pool,
@@ -185,7 +198,11 @@ export class Transfer {
    * is anything that is not a code: a JSON null or number (though NULL could be a code), a blank
    * item, a string holding a NUL. CSV rows with a blank first column never get here (no code).
    */
-  async importCodes(campaign: Campaign, source: AsyncIterable<unknown>): Promise<ImportResult> {
+  async importCodes(
+    campaign: Campaign,
+    source: AsyncIterable<unknown>,
+    stop?: AbortSignal,
+  ): Promise<ImportResult> {
     const result: ImportResult = { inserted: 0, duplicate: 0, invalid: 0, invalidSamples: [] };
     let batch: string[] = [];
     const flush = async () => {
@@ -204,7 +221,10 @@ export class Transfer {
           continue;
         }
         batch.push(code);
-        if (batch.length >= BATCH) await flush();
+        if (batch.length < BATCH) continue;
+        await flush();
+        // Between batches, everything read so far is committed: the one safe point to stop at.
+        if (stop?.aborted) throw new ImportStopped(result);
       }
       await flush();
     } catch (err) {
@@ -212,7 +232,7 @@ export class Transfer {
       // is committed (csvFirstColumn yields them all before it throws), so the outcome does not
       // depend on how the upload was chunked, and the 400 says what they held. Sending the fixed
       // file again is safe: the codes already held count as duplicates.
-      if (!(err instanceof HttpError && err.statusCode === 400)) throw err;
+      if (err instanceof ImportStopped || !(err instanceof HttpError && err.statusCode === 400)) throw err;
       await flush();
       throw badRequest(
         `${err.message}. Imported before the error (every row above it): ${result.inserted} inserted, ${result.duplicate} duplicate, ${result.invalid} invalid. Fix the file and send it again: codes already held count as duplicates`,
@@ -241,16 +261,23 @@ export class Transfer {
         if (!header && field !== '') yield field;
       }
     };
-    // Not destroyed on an early return: destroying an HTTP request before its end destroys its
-    // socket too, and the 400 saying what was wrong would never reach the client.
-    for await (const chunk of body.iterator({ destroyOnReturn: false })) {
-      const err = await feed(parser, chunk);
+    try {
+      // Not destroyed on an early return: destroying an HTTP request before its end destroys its
+      // socket too, and the 400 saying what was wrong would never reach the client.
+      for await (const chunk of body.iterator({ destroyOnReturn: false })) {
+        const err = await feed(parser, chunk);
+        yield* rows(parser.takeFields());
+        if (err) throw csvError(err, parser);
+      }
+      const err = await feed(parser);
       yield* rows(parser.takeFields());
       if (err) throw csvError(err, parser);
+    } finally {
+      // Nor left paused: unread, the socket never saw the client close it, so a server stopping
+      // after an import it cut short waited on that connection until SHUTDOWN_TIMEOUT_MS. The rest
+      // of the body is read and dropped, as Node does with a body no handler read.
+      if (!body.readableEnded) body.resume();
     }
-    const err = await feed(parser);
-    yield* rows(parser.takeFields());
-    if (err) throw csvError(err, parser);
   }
 
   static async *list(items: unknown[]): AsyncIterable<unknown> {
