@@ -163,6 +163,17 @@ interface Cached {
   loadedAt: number;
 }
 
+/**
+ * Generating, importing or reserving in the webhook's campaign would mix an inventory into one
+ * whose codes that route alone hands out (as assigned): a 409 that says where such codes belong.
+ */
+export function refuseBatchCampaign(c: Campaign, what: string): void {
+  if (c.id === BATCH_CAMPAIGN.id)
+    throw conflict(
+      `${c.id} is the campaign of POST /api/generate, which alone hands out its codes: ${what} in a campaign of your own (POST /api/campaigns)`,
+    );
+}
+
 export class Campaigns {
   private readonly cache = new Map<string, Cached>();
   /** Reads in progress, so the requests that find a copy stale at once share one query. */
@@ -243,6 +254,8 @@ export class Campaigns {
   private async load(id: string, before?: Campaign): Promise<Campaign> {
     const { rows } = await this.pool.query<Row>(`SELECT ${COLUMNS} FROM codes_campaigns WHERE id = $1`, [id]);
     const row = rows[0];
+    if (!row && id === BATCH_CAMPAIGN.id)
+      throw notFound(`campaign ${id} does not exist yet: the first signed POST /api/generate makes it`);
     if (!row) throw notFound(`campaign ${id} not found: create it with POST /api/campaigns`);
     const c = fromRow(row, before);
     this.remember(c);

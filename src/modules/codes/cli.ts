@@ -9,9 +9,9 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import cliProgress, { type Options as BarOptions, type Params, SingleBar } from 'cli-progress';
 import { type Command, InvalidArgumentError } from 'commander';
-import { isStackOverflow, nestedTooDeep } from '../../kit/http.ts';
 import type { Kit } from '../../kit/kit.ts';
 import { moduleLogger } from '../../kit/log.ts';
+import { refuseBatchCampaign } from './campaigns.ts';
 import { GENERATE_MAX } from './generate.ts';
 import { codesModule, codesStateOf } from './index.ts';
 import { JSON_IMPORT_LIMIT, Transfer } from './transfer.ts';
@@ -59,6 +59,7 @@ export function registerCodesCommands(program: Command, helpers: Helpers): void 
       const result = await helpers.withKit(async (kit) => {
         const { campaigns, generator } = await codesState(kit);
         const campaign = await campaigns.get(opts.campaign);
+        refuseBatchCampaign(campaign, 'generate codes');
         await generator.checkRoom(campaign, opts.count);
         const jobId = await kit.jobs.startTracked(
           kit.pool,
@@ -136,11 +137,7 @@ export function registerCodesCommands(program: Command, helpers: Helpers): void 
         try {
           const name = opts.file === '-' ? 'standard input' : opts.file;
           const source = await importSource(name, input, /\.json$/i.test(opts.file));
-          const result = await transfer.importCodes(campaign, source).catch((err: unknown) => {
-            // What the HTTP route answers for JSON nested too deep (only walking it overflows).
-            if (isStackOverflow(err)) throw new Error(nestedTooDeep(name));
-            throw err;
-          });
+          const result = await transfer.importCodes(campaign, source);
           if (size) bar.update(size);
           return result;
         } finally {

@@ -4,6 +4,7 @@ import type { Readable } from 'node:stream';
 import { HttpError, notFound } from '../../kit/errors.ts';
 import type { App } from '../../kit/http.ts';
 import type { ModuleContext } from '../../kit/module.ts';
+import { refuseBatchCampaign } from './campaigns.ts';
 import { normalizeCode } from './format.ts';
 import { STATE_UNUSED, SYNC_MAX } from './generate.ts';
 import { timed } from './metrics.ts';
@@ -94,6 +95,7 @@ export function registerCodesRoutes(app: App, ctx: ModuleContext, s: CodesState)
     },
     async (req, reply) => {
       const campaign = await s.campaigns.get(req.params.id);
+      refuseBatchCampaign(campaign, 'generate codes');
       const { count } = req.body;
       if (count <= SYNC_MAX) {
         // All or none: a 422 after some rounds had committed left codes the caller never received.

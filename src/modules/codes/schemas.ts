@@ -165,8 +165,12 @@ export const ReservationView = Type.Object({
   endedAt: NullableDate,
 });
 
+// Strict as every other body: a sender's misspelt {"cout": 5} was served one code and a 201.
 export const WebhookGenerateBody = Type.Optional(
-  Type.Object({ count: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })) }),
+  Type.Object(
+    { count: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })) },
+    { additionalProperties: false },
+  ),
 );
 export const WebhookGenerateResult = Type.Object({
   code: Type.Optional(Type.String()),

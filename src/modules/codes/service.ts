@@ -10,6 +10,7 @@ import {
   type Campaigns,
   type CampaignView,
   type CreateCampaignInput,
+  refuseBatchCampaign,
   type UpdateCampaignInput,
   view,
 } from './campaigns.ts';
@@ -131,6 +132,7 @@ export function createCodesService(deps: {
             ? undefined
             : checkInt('ttlSeconds', input.ttlSeconds, 1, TTL_MAX_SECONDS);
         const campaign = await campaigns.get(checkId('campaignId', input.campaignId));
+        refuseBatchCampaign(campaign, 'reserve codes');
         if (campaign.maxPerUser !== null && count > campaign.maxPerUser)
           throw unprocessable(
             `campaign ${campaign.id} gives a user at most ${campaign.maxPerUser} code(s) (maxPerUser), so a reservation of ${count} could never be assigned: reserve at most ${campaign.maxPerUser}`,

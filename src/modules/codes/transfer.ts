@@ -8,7 +8,7 @@ import { to as copyTo } from 'pg-copy-streams';
 import type { Pool } from '../../kit/db.ts';
 import { badRequest, HttpError } from '../../kit/errors.ts';
 import { parseJsonBody } from '../../kit/json-body.ts';
-import type { Campaign } from './campaigns.ts';
+import { type Campaign, refuseBatchCampaign } from './campaigns.ts';
 import { normalizeCode } from './format.ts';
 import type { CodesMetrics } from './metrics.ts';
 
@@ -127,7 +127,13 @@ function csvError(err: Error, parser: FirstColumns): Error {
 function sampleOf(raw: unknown): string {
   if (typeof raw === 'string') return (raw.trim() === '' ? JSON.stringify(raw) : raw).slice(0, 100);
   if (typeof raw === 'number' && !Number.isFinite(raw)) return 'a number out of range (not a string)';
-  return JSON.stringify(raw).slice(0, 100);
+  try {
+    return JSON.stringify(raw).slice(0, 100);
+  } catch {
+    // Nested thousands deep, JSON.stringify overflows the stack: that became the whole import's
+    // 400 "nested too deeply" after thousands of codes before the item had been committed.
+    return `${Array.isArray(raw) ? 'an array' : 'an object'} nested too deeply to show (not a string)`;
+  }
 }
 
 /** SQL for a timestamptz column as `2026-12-03T13:25:00.702Z` whatever the session's time zone (MS truncates, as utcIso does). */
@@ -203,6 +209,7 @@ export class Transfer {
     source: AsyncIterable<unknown>,
     stop?: AbortSignal,
   ): Promise<ImportResult> {
+    refuseBatchCampaign(campaign, 'import codes');
     const result: ImportResult = { inserted: 0, duplicate: 0, invalid: 0, invalidSamples: [] };
     let batch: string[] = [];
     const flush = async () => {
@@ -293,7 +300,9 @@ export class Transfer {
     if (Array.isArray(body)) return Transfer.list(body);
     if (body && typeof body === 'object' && Array.isArray((body as { codes?: unknown }).codes))
       return Transfer.list((body as { codes: unknown[] }).codes);
-    throw badRequest('send the codes as text/csv (first column) or as a JSON list such as ["CODE1","CODE2"]');
+    throw badRequest(
+      'send the codes as text/csv (first column), or as JSON: a list such as ["CODE1","CODE2"] or {"codes": ["CODE1","CODE2"]}',
+    );
   }
 
   /**

@@ -66,6 +66,31 @@ describe('codes: POST /api/generate (seed 000, Standard Webhooks)', async () => 
     });
     assert.equal(mine.statusCode, 409, mine.body);
     assert.match(mine.json().message, /^batch-codes is the campaign of POST \/api\/generate/);
+    // Nor may its inventory be added to or reserved from through the campaign routes.
+    const other = async (url: string, payload: string, type = 'application/json') =>
+      p.app.inject({ method: 'POST', url, headers: { ...p.auth, 'content-type': type }, payload });
+    for (const [res, what] of [
+      [await other('/api/campaigns/batch-codes/codes', '{"count": 3}'), 'generate codes'],
+      [await other('/api/campaigns/batch-codes/codes/import', 'AAAAAA\n', 'text/csv'), 'import codes'],
+      [await other('/api/campaigns/batch-codes/reservations', '{"count": 1}'), 'reserve codes'],
+    ] as const) {
+      assert.equal(res.statusCode, 409, res.body);
+      assert.match(
+        res.json().message,
+        new RegExp(
+          `^batch-codes is the campaign of POST /api/generate, which alone hands out its codes: ${what} in a campaign of your own`,
+        ),
+      );
+    }
+    assert.equal(await generated(), 10_000, 'nothing was added');
+  });
+
+  it('when a body holds a field other than count, then 400 names it and nothing is generated', async () => {
+    const before = await generated();
+    const typo = await send(JSON.stringify({ cout: 5 }));
+    assert.equal(typo.statusCode, 400, typo.body);
+    assert.match(typo.json().message, /must NOT have the property "cout"/);
+    assert.equal(await generated(), before);
   });
 
   it('when {count} is sent, then {codes} holds that many new codes; a count over 1,000 is 400', async () => {
