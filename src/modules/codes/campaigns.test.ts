@@ -99,7 +99,7 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     assert.equal(res.statusCode, 422);
     assert.match(
       res.json().message,
-      /it already holds 200 generated or imported codes, at or past that limit of 100 \(imports are not held to it\)/,
+      /it already holds 200 generated or imported codes, at or past that limit of 100 \(an import may pass the limit; a generation may not\)/,
     );
   });
 
@@ -158,6 +158,22 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     const csv = await call('POST', '/api/campaigns/gen/reservations', 'a,b', { 'content-type': 'text/csv' });
     assert.equal(csv.statusCode, 415);
     assert.match(csv.json().message, /application\/json/);
+    const form = await call('POST', '/api/campaigns/gen/codes/import', 'x', {
+      'content-type': 'multipart/form-data',
+    });
+    assert.equal(form.statusCode, 415);
+    assert.match(form.json().message, /send text\/csv, text\/plain or application\/json$/);
+    // JSON sent as a CSV: no code starts with [ or {, so it is said as JSON, not as a quoting error.
+    for (const body of ['["TXT001","TXT002"]', '\uFEFF  \n {"codes": ["TXT001"]}']) {
+      const asCsv = await call('POST', '/api/campaigns/gen/codes/import', body, {
+        'content-type': 'text/csv',
+      });
+      assert.equal(asCsv.statusCode, 400, asCsv.body);
+      assert.match(
+        asCsv.json().message,
+        /^the body starts with [[{], so it looks like JSON: send a JSON import with Content-Type: application\/json/,
+      );
+    }
   });
 
   it('when a code is looked up, then its state and dates show; a code off-format is 404 saying the format', async () => {

@@ -72,9 +72,9 @@ function collisionAllowance(campaign: Campaign, count: number, imported: number)
 /** The 422 for a generation past the 1% density limit; `fits` says how many more codes would fit. */
 function densityRefusal(campaign: Campaign, count: number, fits: string): HttpError {
   return unprocessable(
-    `generating ${count} more codes would put campaign ${campaign.id} past ${MAX_DENSITY * 100}% of its ` +
+    `generating ${count} more code(s) would put campaign ${campaign.id} past ${MAX_DENSITY * 100}% of its ` +
       `${capacityOf(campaign.format)} possible codes, which makes codes guessable: ${fits}; ` +
-      'use a longer code or a larger alphabet for more',
+      "a campaign's format cannot change, so for more codes create a campaign with a longer code or a larger alphabet",
   );
 }
 
@@ -106,7 +106,7 @@ const roomLeft = (limit: bigint, held: number) => Math.max(0, Number(limit) - he
 function whatFits(limit: bigint, held: number): string {
   const room = roomLeft(limit, held);
   if (room > 0) return `at most ${room} more fit`;
-  return `it already holds ${held} generated or imported codes, at or past that limit of ${limit} (imports are not held to it), so no more can be generated`;
+  return `it already holds ${held} generated or imported codes, at or past that limit of ${limit} (an import may pass the limit; a generation may not), so no more can be generated`;
 }
 
 export class Generator {

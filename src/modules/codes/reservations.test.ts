@@ -141,7 +141,10 @@ describe('codes: reserve, assign, release and expiry', async () => {
     assert.equal(assigned.assignedAt, a.json().assignedAt);
     const other = await call('POST', '/api/campaigns/flow/reservations/order-1/assign', { userId: 'u2' });
     assert.equal(other.statusCode, 409);
-    assert.match(other.json().message, /already assigned to another user/);
+    assert.match(
+      other.json().message,
+      /already assigned to another user, and an assignment is final: reserve new codes for this user$/,
+    );
     assert.deepEqual((await call('DELETE', '/api/campaigns/flow/reservations/order-1')).json(), {
       released: 0,
     });

@@ -642,16 +642,13 @@ export class Reservations {
           const codes = [...p.codes].sort();
           return { reserveId, codes, userId, assignedAt: p.assigned_at!.toISOString(), fresh: 0 };
         }
+        // Each case says its own way out: "reserve first" read as nonsense to one who had.
         const why = !p
-          ? 'no such reservation'
+          ? 'no such reservation: reserve codes first and assign with the reserveId reserve returned'
           : p.state === 'assigned'
-            ? 'it is already assigned to another user'
-            : p.state === 'reserved'
-              ? 'it has expired'
-              : `it was ${p.state}`;
-        throw conflict(
-          `cannot assign reservation ${reserveId} of campaign ${campaign.id}: ${why}; reserve codes first and assign with the reserveId reserve returned`,
-        );
+            ? 'it is already assigned to another user, and an assignment is final: reserve new codes for this user'
+            : `it ${p.state === 'reserved' ? 'expired' : `was ${p.state}`} and its codes went back to the pool: reserve again (a longer ttlSeconds gives more time to assign)`;
+        throw conflict(`cannot assign reservation ${reserveId} of campaign ${campaign.id}: ${why}`);
       }
       const maxPerUser = rows[0].max_per_user;
       if (maxPerUser !== null) {

@@ -29,7 +29,7 @@ export function registerCodesRoutes(app: App, ctx: ModuleContext, s: CodesState)
   });
   app.addContentTypeParser('*', (req, _payload, done) => {
     const accepted =
-      req.routeOptions.url === IMPORT_URL ? 'text/csv or application/json' : 'application/json';
+      req.routeOptions.url === IMPORT_URL ? 'text/csv, text/plain or application/json' : 'application/json';
     done(
       new HttpError(
         415,

@@ -84,6 +84,23 @@ function feed(parser: Parser, chunk?: Buffer | string): Promise<Error | undefine
   });
 }
 
+/**
+ * A CSV import whose first character (past a BOM and blanks) is [ or { is JSON sent as text: no
+ * code holds those characters, so read as CSV it was a quoting error or one invalid line. Returns
+ * whether the chunk was all blank (so the next one decides).
+ */
+function refuseJsonLooking(chunk: Buffer | string): boolean {
+  const head = String(chunk)
+    .replace(/^\uFEFF/, '')
+    .trimStart();
+  if (head === '') return true;
+  if (head[0] === '[' || head[0] === '{')
+    throw badRequest(
+      `the body starts with ${head[0]}, so it looks like JSON: send a JSON import with Content-Type: application/json (a CSV holds one code per line, in its first column)`,
+    );
+  return false;
+}
+
 export interface ImportResult {
   inserted: number;
   duplicate: number;
@@ -271,7 +288,9 @@ export class Transfer {
     try {
       // Not destroyed on an early return: destroying an HTTP request before its end destroys its
       // socket too, and the 400 saying what was wrong would never reach the client.
+      let leading = true;
       for await (const chunk of body.iterator({ destroyOnReturn: false })) {
+        if (leading) leading = refuseJsonLooking(chunk);
         const err = await feed(parser, chunk);
         yield* rows(parser.takeFields());
         if (err) throw csvError(err, parser);
