@@ -126,6 +126,11 @@ describe('codes: reserve, assign, release and expiry', async () => {
       [page2.codes.map((c: { code: string }) => c.code), page2.next],
       [[...res.codes].sort().slice(2), null],
     );
+    // `after` is a code, read as lookups read one: typed in the other case it still pages on.
+    const folded = (
+      await call('GET', `/api/campaigns/flow/users/u1/codes?limit=2&after=${page1.next.toLowerCase()}`)
+    ).json();
+    assert.deepEqual(folded.codes, page2.codes);
     assert.deepEqual((await call('GET', '/api/campaigns/flow/users/nobody/codes')).json(), {
       userId: 'nobody',
       codes: [],

@@ -4,6 +4,7 @@ import { Coalescer } from '../../kit/coalescer.ts';
 import { type Queryable, UTC_TEXT_TYPES, utcIso } from '../../kit/db.ts';
 import type { ModuleContext } from '../../kit/module.ts';
 import { BATCH_CAMPAIGN, Campaigns } from './campaigns.ts';
+import { normalizeCode } from './format.ts';
 import { Generator, STATE_ASSIGNED } from './generate.ts';
 import { type CodesMetrics, createCodesMetrics } from './metrics.ts';
 import { Reservations } from './reservations.ts';
@@ -137,7 +138,8 @@ async function codesOfUser(
   const { rows } = await pool.query<CodeRow>({
     text: `SELECT ${RECORD_COLUMNS} FROM codes
      WHERE campaign_no = $1 AND user_id = $2 AND code > $3 ORDER BY code LIMIT $4`,
-    values: [campaign.no, userId, after, limit],
+    // As a lookup reads a code: `after` typed in the other case pages on instead of past the end.
+    values: [campaign.no, userId, normalizeCode(campaign.format, after) ?? after, limit],
     types: UTC_TEXT_TYPES,
   });
   return rows.map((r) => toRecord(campaign, r));
