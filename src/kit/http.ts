@@ -258,10 +258,28 @@ export async function createHttpApp(kit: Kit): Promise<App> {
       },
       security: [{ bearer: [] }, { apiKey: [] }],
     },
+    transform: ({ schema, url }) => ({ schema: schema && documentedSchema(schema), url }),
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
   app.get('/openapi.json', { schema: { hide: true }, config: { public: true } }, async () => app.swagger());
   return app;
+}
+
+interface ObjectSchema {
+  properties?: Record<string, { default?: unknown }>;
+  required?: string[];
+}
+
+/**
+ * A route's schema as /docs shows it. A query parameter with a default is filled in by validation
+ * when left out, so it is optional to a caller, but TypeBox lists it as required, and Swagger UI
+ * and generated clients then insisted on `limit`. A copy: the route validates with the original.
+ */
+function documentedSchema<S extends { querystring?: unknown }>(schema: S): S {
+  const query = schema.querystring as ObjectSchema | undefined;
+  if (!query?.required || !query.properties) return schema;
+  const required = query.required.filter((k) => query.properties![k]?.default === undefined);
+  return { ...schema, querystring: { ...query, required } };
 }
 
 function sendError(kit: Kit, err: FastifyError, req: FastifyRequest, reply: FastifyReply) {

@@ -133,6 +133,10 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     const reserve = spec.paths['/api/campaigns/{id}/reservations'].post.responses;
     for (const status of ['400', '401', '403', '404', '409', '413', '415', '422', '503'])
       assert.ok(reserve[status], `reserve documents ${status}`);
+    // A parameter with a default may be left out, so it is not listed as required.
+    const listParams = spec.paths['/api/campaigns'].get.parameters;
+    const limit = listParams.find((x: { name: string }) => x.name === 'limit');
+    assert.deepEqual([limit.required, limit.schema.default], [false, 100]);
   });
 
   it('when the campaign is unknown, then 404 says how to create it', async () => {
