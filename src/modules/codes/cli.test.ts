@@ -168,6 +168,20 @@ describe('tessera codes CLI', async () => {
     });
     assert.equal(empty.code, 1);
     assert.match(empty.stderr, /--out .*give a file path, or - for standard output/);
+    // A path that cannot be written is said before the export starts, not as a raw ENOENT.
+    for (const [out, message] of [
+      [
+        path.join(dir, 'no-such-folder', 'x.csv'),
+        /^tessera: cannot write \S+x\.csv: its folder does not exist\n$/,
+      ],
+      [dir, /^tessera: \S+ is a directory: give a file path in it\n$/],
+    ] as const) {
+      const res = await runTessera(['codes', 'export', '--campaign', 'cli-b', '--out', out], {
+        DATABASE_URL: db,
+      });
+      assert.equal(res.code, 1, res.out);
+      assert.match(res.stderr, message);
+    }
   });
 
   it('when the file is JSON, by its name or its first byte, then it imports as the HTTP route takes it, with its errors', async () => {

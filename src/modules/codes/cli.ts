@@ -4,7 +4,7 @@
 // process picks the job up first does it and the bar follows it all the same.
 // `tessera codes import` and `codes export` stream a CSV file in and out, as the HTTP routes do;
 // import also reads the JSON list the HTTP route takes.
-import { createReadStream, createWriteStream, type Stats, statSync } from 'node:fs';
+import { createReadStream, createWriteStream, type Stats, statSync, type WriteStream } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import cliProgress, { type Options as BarOptions, type Params, SingleBar } from 'cli-progress';
@@ -163,8 +163,10 @@ export function registerCodesCommands(program: Command, helpers: Helpers): void 
       const file = opts.out === '-' ? undefined : opts.out;
       await helpers.withKit(async (kit) => {
         const { campaigns, transfer } = await codesState(kit);
-        const csv = await transfer.exportCsv(await campaigns.get(opts.campaign));
-        await pipeline(csv, file ? createWriteStream(file) : process.stdout).catch(ignoreClosedStdout);
+        const campaign = await campaigns.get(opts.campaign);
+        const out = file ? await openForWriting(file) : process.stdout;
+        const csv = await transfer.exportCsv(campaign);
+        await pipeline(csv, out).catch(ignoreClosedStdout);
       });
       if (file) process.stderr.write(`${opts.campaign} exported to ${file}\n`);
     });
@@ -255,6 +257,22 @@ async function importSource(
   const { json, chunks } = jsonByName ? { json: true, chunks: input } : await sniff(input);
   if (json) return Transfer.jsonText(await readJson(chunks, name));
   return Transfer.csvFirstColumn(Readable.from(chunks, { objectMode: false }));
+}
+
+/** The export's file, opened before the export starts; an error that names the file when it cannot be written. */
+function openForWriting(file: string): Promise<WriteStream> {
+  return new Promise((resolve, reject) => {
+    const stream = createWriteStream(file);
+    stream.once('open', () => resolve(stream));
+    stream.once('error', (err: NodeJS.ErrnoException) => {
+      // Raw, these read "ENOENT: no such file or directory, open 'F'".
+      if (err.code === 'ENOENT' || err.code === 'ENOTDIR')
+        reject(new Error(`cannot write ${file}: its folder does not exist`));
+      else if (err.code === 'EACCES') reject(new Error(`cannot write ${file}: permission denied`));
+      else if (err.code === 'EISDIR') reject(new Error(`${file} is a directory: give a file path in it`));
+      else reject(err);
+    });
+  });
 }
 
 /** The size of the CSV file to import; an error that names the file when it is not one to read. */
