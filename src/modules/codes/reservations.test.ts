@@ -332,6 +332,36 @@ describe('codes: reserve, assign, release and expiry', async () => {
     assert.match(text, /codes_expired_total\{campaign="ttl"[^}]*\} 2/);
   });
 
+  it('when more than 10,000 expired reservations wait unswept, then a retry of one of them is a new reservation, not its expired codes', async () => {
+    await campaign('backlog', 4);
+    const no = (await p.kit.pool.query("SELECT no FROM codes_campaigns WHERE id = 'backlog'")).rows[0].no;
+    // 10,000 reservations that expired an hour ago (holding no codes, so only the sweep's limit is
+    // at stake), made first, so they come first in table order and in expiry order. The one
+    // retried is made without a reserveId, on the path that sweeps nothing, as most are.
+    await p.kit.pool.query(
+      `INSERT INTO codes_reservations (campaign_no, reserve_id, state, count, expires_at, codes)
+       SELECT $1, 'old-' || i, 'reserved', 1, now() - interval '1 hour', '{}' FROM generate_series(1, 10000) i`,
+      [no],
+    );
+    const first = await rpc.reserve({ campaignId: 'backlog', count: 1, ttlSeconds: 1 });
+    await new Promise((resolve) => setTimeout(resolve, 1200));
+    // The retry: its old code went back to the pool when it expired, so it must not be answered.
+    const retry = await rpc.reserve({ campaignId: 'backlog', count: 1, reserveId: first.reserveId });
+    assert.ok(
+      Date.parse(retry.expiresAt) > Date.now(),
+      `a live reservation, not the expired one: ${retry.expiresAt}`,
+    );
+    const held = (await call('GET', `/api/campaigns/backlog/codes/${retry.codes[0]}`)).json();
+    assert.deepEqual([held.state, held.reserveId], ['reserved', first.reserveId]);
+    if (retry.codes[0] !== first.codes[0]) {
+      const old = (await call('GET', `/api/campaigns/backlog/codes/${first.codes[0]}`)).json();
+      assert.equal(old.state, 'available');
+    }
+    // Another id takes every code left: none of them is the retried reservation's.
+    const rest = await rpc.reserve({ campaignId: 'backlog', count: 3, reserveId: 'others' });
+    assert.ok(!rest.codes.includes(retry.codes[0]!), 'the retried code is handed out once');
+  });
+
   it('when a reservation past its TTL is released before the cron sweeps it, then it answers as after the sweep: expired, released 0', async () => {
     await campaign('lapse', 3);
     await rpc.reserve({ campaignId: 'lapse', count: 2, reserveId: 'late', ttlSeconds: 1 });

@@ -79,15 +79,16 @@ interface Swept {
  * (2.9 s per call with 10M codes); the ids as arrays are always joined through the index.
  * No ORDER BY: any 10,000 will do, and sorting every expired row to pick them cost more still.
  */
-async function sweepExpired(db: Queryable, campaignNo?: number): Promise<Swept[]> {
+async function sweepExpired(db: Queryable, campaignNo?: number, reserveIds?: string[]): Promise<Swept[]> {
   const { rows: expired } = await db.query<{ campaign_no: number; reserve_id: string }>(
     `UPDATE codes_reservations SET state = 'expired', ended_at = expires_at
      WHERE (campaign_no, reserve_id) IN (
        SELECT campaign_no, reserve_id FROM codes_reservations
        WHERE state = 'reserved' AND expires_at <= now() AND ($1::int IS NULL OR campaign_no = $1)
+         AND ($2::text[] IS NULL OR reserve_id = ANY($2::text[]))
        LIMIT 10000 FOR UPDATE SKIP LOCKED)
      RETURNING campaign_no, reserve_id`,
-    [campaignNo ?? null],
+    [campaignNo ?? null, reserveIds ?? null],
   );
   if (expired.length === 0) return [];
   // Each expired reservation's codes come from its own row (up to RESERVE_MAX each), unnested here
@@ -500,13 +501,15 @@ export class Reservations {
   ): Promise<(ReserveResult | Error)[]> {
     const no = campaign.no;
     let expired = 0;
-    const sweep = async () => {
-      const n = (await sweepExpired(client, no)).reduce((a, s) => a + s.n, 0);
+    const sweep = async (ids?: string[]) => {
+      const n = (await sweepExpired(client, no, ids)).reduce((a, s) => a + s.n, 0);
       expired += n;
       return n;
     };
-    // An explicit reserveId may name an expired reservation whose codes still carry it.
-    if (jobs.some((j) => j.reserveId !== undefined)) await sweep();
+    // A reserveId may name an expired reservation whose codes still carry it: these ids' own. A
+    // sweep of the campaign takes any 10,000 expired reservations, so with more waiting unswept
+    // the named one could stay 'reserved' and its retry was answered with its expired codes.
+    await sweep(jobs.map((j) => j.reserveId));
 
     // A released or expired reservation is taken over in place; `prior` keeps what it was, to put
     // back if this request comes up short (a failed reserve must not erase its history).
@@ -542,8 +545,11 @@ export class Reservations {
     const again = jobs.filter((j) => !fresh.has(j.reserveId)).map((j) => j.reserveId);
     if (again.length) {
       const { rows } = await client.query<{ reserve_id: string; expires_at: Date; codes: string[] }>(
+        // A reserved one past its TTL is not held, though still marked so (its row was locked, so
+        // the sweep above skipped it): answered, its codes would be someone else's next.
         `SELECT reserve_id, expires_at, codes FROM codes_reservations
-         WHERE campaign_no = $1 AND reserve_id = ANY($2::text[]) AND state IN ('reserved', 'assigned')`,
+         WHERE campaign_no = $1 AND reserve_id = ANY($2::text[])
+           AND (state = 'assigned' OR (state = 'reserved' AND expires_at > now()))`,
         [no, again],
       );
       const held = new Map(rows.map((r) => [r.reserve_id, r]));
