@@ -17,6 +17,8 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     });
   const create = (id: string, format: Record<string, unknown>, extra: Record<string, unknown> = {}) =>
     call('POST', '/api/campaigns', { id, name: `campaign ${id}`, format, ...extra });
+  const importJson = (id: string, body: string) =>
+    call('POST', `/api/campaigns/${id}/codes/import`, body, { 'content-type': 'application/json' });
 
   it('when a campaign is created, then it shows its format, capacity, density and empty inventory', async () => {
     const res = await create('spring', { length: 8, alphabet: 'safe', prefix: 'SP-' });
@@ -339,9 +341,7 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
   it('when JSON items are blank, out of range or hold a NUL, then each counts as invalid with a sample that shows it', async () => {
     await create('odd', { length: 4, alphabet: 'numeric' });
     const body = '["", "  ", "\\t", 1e400, "12\\u000034", "1234"]';
-    const res = await call('POST', '/api/campaigns/odd/codes/import', body, {
-      'content-type': 'application/json',
-    });
+    const res = await importJson('odd', body);
     assert.equal(res.statusCode, 200, res.body);
     assert.deepEqual(res.json(), {
       inserted: 1,
@@ -355,9 +355,7 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     await create('deep-item', { length: 6, alphabet: 'numeric' });
     const codes = Array.from({ length: 12_000 }, (_, i) => `"${String(i).padStart(6, '0')}"`);
     const body = `[${codes.join(',')},${'['.repeat(20_000)}${']'.repeat(20_000)}]`;
-    const res = await call('POST', '/api/campaigns/deep-item/codes/import', body, {
-      'content-type': 'application/json',
-    });
+    const res = await importJson('deep-item', body);
     // It was a 400 "nested too deeply" (showing the item as a sample overflowed the stack) after
     // the first 10,000 codes had been committed.
     assert.equal(res.statusCode, 200, res.body);
