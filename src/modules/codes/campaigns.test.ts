@@ -5,6 +5,7 @@ import { parse } from 'csv-parse/sync';
 import { startPlatform, waitFor, waitForLockWait } from '../../../test/helpers.ts';
 import { createApiKey } from '../../kit/auth.ts';
 import { codesModule } from './index.ts';
+import { CodePermutation } from './permutation.ts';
 
 describe('codes: campaigns, generation, lookup, import and export', async () => {
   const p = await startPlatform({ modules: [codesModule] });
@@ -547,6 +548,53 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
       release.release();
     }
     assert.equal((await call('GET', '/api/campaigns/race')).json().inventory.available, 3);
+  });
+
+  it('when a generation meets an imported code a release is changing, then it goes around it and neither waits (no deadlock)', async () => {
+    await create('race-gen', { length: 6, alphabet: 'numeric' });
+    const row = (await p.kit.pool.query(`SELECT no, fpe_key FROM codes_campaigns WHERE id = 'race-gen'`))
+      .rows[0];
+    // The codes the next generation will make, imported first, so it meets every one of them.
+    const next = new CodePermutation(row.fpe_key, '0123456789', 6).codes(0, 5);
+    assert.equal((await importJson('race-gen', JSON.stringify(next))).json().inserted, 5);
+    const release = await p.kit.pool.connect();
+    try {
+      await release.query('BEGIN');
+      await release.query('UPDATE codes SET state = 0 WHERE campaign_no = $1 AND code = $2', [
+        row.no,
+        next[0],
+      ]);
+      // The generation holds the campaign row from its claim; its INSERT used to wait here on the
+      // code row, and the release's counter update below on it: a deadlock, and a 500 for one side.
+      let answered = false;
+      const generated = call('POST', '/api/campaigns/race-gen/codes', { count: 5 }).finally(() => {
+        answered = true;
+      });
+      while (!answered) {
+        const waiting = await p.kit.pool.query(
+          `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND strpos(query, 'INSERT INTO codes') > 0`,
+        );
+        assert.equal(
+          waiting.rowCount,
+          0,
+          'the generation waited on a code row another transaction was changing',
+        );
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      const res = await generated;
+      assert.equal(res.statusCode, 201, res.body);
+      assert.equal(
+        res.json().codes.filter((c: string) => next.includes(c)).length,
+        0,
+        'imported codes are not new',
+      );
+      await release.query('UPDATE codes_campaigns SET available = available WHERE no = $1', [row.no]);
+      await release.query('COMMIT');
+    } finally {
+      await release.query('ROLLBACK').catch(() => undefined); // a no-op once committed
+      release.release();
+    }
+    assert.equal((await call('GET', '/api/campaigns/race-gen')).json().inventory.total, 10);
   });
 
   it('when metrics are scraped, then the codes business metrics are there by campaign', async () => {

@@ -109,6 +109,17 @@ function whatFits(limit: bigint, held: number): string {
   return `it already holds ${held} generated or imported codes, at or past that limit of ${limit} (an import may pass the limit; a generation may not), so no more can be generated`;
 }
 
+/** `codes` less those the campaign already holds: a plain read, which waits for no lock. */
+async function withoutHeld(db: Queryable, campaign: Campaign, codes: string[]): Promise<string[]> {
+  const { rows } = await db.query<{ code: string }>(
+    'SELECT code FROM codes WHERE campaign_no = $1 AND code = ANY($2::text[])',
+    [campaign.no, codes],
+  );
+  if (rows.length === 0) return codes;
+  const held = new Set(rows.map((r) => r.code));
+  return codes.filter((c) => !held.has(c));
+}
+
 export class Generator {
   /** Per campaign: the unused rest of the last block claimed ahead (next index and seq, and end). */
   private readonly blocks = new Map<number, { index: number; seq: number; end: number }>();
@@ -206,16 +217,18 @@ export class Generator {
 
   /**
    * writeSmall in one transaction, which holds the campaign row from its claim on (so a 422 writes
-   * nothing). Its INSERT can then wait on a code row that an import or a release is writing, while
-   * that transaction waits for the campaign row, which it takes last: a deadlock, which PostgreSQL
-   * breaks by failing the transaction that waited first, this one. It is run again, as it wrote
-   * nothing; by then the other has committed.
+   * nothing). An INSERT that met an imported code a reserve, assign or release was changing waited
+   * for that transaction, which waits for the campaign row (it takes it last): a deadlock, and
+   * PostgreSQL failed whichever had waited first, often the reserve, a 500 for its whole batch. So
+   * codes already held are left out before the INSERT, by a read that waits for no one. An import
+   * inserting the same code at that moment can still deadlock it: this one waited first then, so it
+   * is the one failed, and it is run again, as it wrote nothing.
    */
   private async writeAtomically(campaign: Campaign, count: number, state: number): Promise<string[]> {
     for (let attempt = 1; ; attempt++) {
       try {
         return await withTransaction(this.pool, (client) =>
-          this.writeSmall(client, campaign, count, state, (n) => this.claim(client, campaign, n)),
+          this.writeSmall(client, campaign, count, state, (n) => this.claim(client, campaign, n), true),
         );
       } catch (err) {
         if ((err as { code?: string }).code !== DEADLOCK_DETECTED || attempt >= ATOMIC_ATTEMPTS) throw err;
@@ -230,6 +243,8 @@ export class Generator {
     count: number,
     state: number,
     claim: (n: number) => Promise<Range>,
+    /** Leave out codes already held before inserting (see writeAtomically). */
+    skipHeld = false,
   ): Promise<string[]> {
     const out: string[] = [];
     let missing = count;
@@ -237,7 +252,8 @@ export class Generator {
       const range = await claim(missing).catch((err) => {
         throw out.length > 0 && isDensityRefusal(err) ? roomTakenByImports(campaign, count, out.length) : err;
       });
-      const codes = this.withPrefix(campaign, campaign.permutation.codes(range.startIndex, missing));
+      let codes = this.withPrefix(campaign, campaign.permutation.codes(range.startIndex, missing));
+      if (skipHeld) codes = await withoutHeld(db, campaign, codes);
       // One statement (atomic without BEGIN/COMMIT round trips): the rows and the counters.
       const { rows } = await db.query<{ code: string }>({
         // Named: parsed and planned once per connection (the signed webhook runs it per request batch).
