@@ -34,15 +34,16 @@ const hasLoneSurrogate = (s: string) => LONE_SURROGATE.test(s);
 /**
  * JSON.parse for request bodies: a 400 for text that is not JSON, or that holds a lone surrogate.
  * Only a body that spells a surrogate as an escape is walked, so the usual body costs one regex scan.
+ * `name`: what the text is called in those messages (a CLI names its file, not a request body).
  */
-export function parseJsonBody(text: string): unknown {
+export function parseJsonBody(text: string, name?: string): unknown {
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch (err) {
-    throw badRequest(`request body is not valid JSON: ${(err as Error).message}`);
+    throw badRequest(`${name ?? 'request body'} is not valid JSON: ${(err as Error).message}`);
   }
-  const where = SURROGATE_ESCAPE.test(text) ? findString(value, hasLoneSurrogate) : undefined;
+  const where = SURROGATE_ESCAPE.test(text) ? findString(value, hasLoneSurrogate, name) : undefined;
   if (where)
     throw badRequest(
       `${where} holds a lone surrogate (half of a UTF-16 pair, as when a string is cut inside an emoji), which PostgreSQL cannot store: send whole characters`,

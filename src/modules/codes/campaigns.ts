@@ -231,8 +231,7 @@ export class Campaigns {
 
   /** Creates the campaign if missing (the default batch-codes campaign), then returns it. */
   async ensure(input: CreateCampaignInput): Promise<Campaign> {
-    const hit = this.cache.get(input.id);
-    if (hit) return this.get(input.id);
+    if (this.cache.has(input.id)) return this.get(input.id);
     await this.create(input).catch((err) => {
       if ((err as { statusCode?: number }).statusCode !== 409) throw err;
     });

@@ -226,7 +226,7 @@ describe('tessera codes CLI', async () => {
         '',
         'send the codes as text/csv (first column), or as JSON: a list such as ["CODE1","CODE2"] or {"codes": ["CODE1","CODE2"]}',
       ],
-      ['cut.json', '["IM-VVVVVV",', /^tessera: request body is not valid JSON: /],
+      ['cut.json', '["IM-VVVVVV",', /^tessera: \S+cut\.json is not valid JSON: /],
       [
         'big.json',
         Buffer.alloc(JSON_IMPORT_LIMIT + 1, '[ '),

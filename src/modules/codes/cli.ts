@@ -255,7 +255,7 @@ async function importSource(
   jsonByName: boolean,
 ): Promise<AsyncIterable<unknown>> {
   const { json, chunks } = jsonByName ? { json: true, chunks: input } : await sniff(input);
-  if (json) return Transfer.jsonText(await readJson(chunks, name));
+  if (json) return Transfer.jsonText(await readJson(chunks, name), name);
   return Transfer.csvFirstColumn(Readable.from(chunks, { objectMode: false }));
 }
 

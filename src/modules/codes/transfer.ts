@@ -329,8 +329,8 @@ export class Transfer {
    * platform's parser (its 400s for text that is not JSON or holds a lone surrogate), no text as no
    * body, then jsonCodes.
    */
-  static jsonText(text: string): AsyncIterable<unknown> {
-    return Transfer.jsonCodes(text === '' ? undefined : parseJsonBody(text));
+  static jsonText(text: string, name?: string): AsyncIterable<unknown> {
+    return Transfer.jsonCodes(text === '' ? undefined : parseJsonBody(text, name));
   }
 
   /**
