@@ -320,6 +320,65 @@ describe('tessera codes CLI', async () => {
     });
     assert.match(grouped.stderr, /must be at most 50,000,000 per run/);
   });
+
+  it('when a campaign is created and listed from the command line, then the service checks it as the HTTP route does', async () => {
+    const env = { DATABASE_URL: db };
+    const made = await runTessera(
+      [
+        'codes',
+        'create',
+        '--id',
+        'cli-new',
+        '--name',
+        'Spring sale',
+        '--length',
+        '8',
+        '--alphabet',
+        'safe',
+        '--prefix',
+        'SP-',
+        '--max-per-user',
+        '2',
+      ],
+      env,
+    );
+    assert.equal(made.code, 0, made.out);
+    assert.equal(
+      made.stdout,
+      'campaign cli-new created: 8 × safe, prefix SP-, capacity 852,891,037,441; reservations last 900 s; at most 2 per user\n',
+    );
+    const refused: [string[], RegExp][] = [
+      [
+        ['--id', 'cli-new', '--length', '8', '--alphabet', 'safe'],
+        /^tessera: campaign cli-new already exists: choose another id\n$/,
+      ],
+      [
+        ['--id', 'bad/id', '--length', '8', '--alphabet', 'safe'],
+        /^tessera: id must be 1-200 characters of A-Z a-z 0-9/,
+      ],
+      [
+        ['--id', 'cli-short', '--length', '3', '--alphabet', 'safe'],
+        /^tessera: format.length must be a whole number from 4 to 32\n$/,
+      ],
+      [['--id', 'cli-case', '--length', '8', '--alphabet', 'SAFE'], /did you mean "safe"\?/],
+      [
+        ['--id', 'batch-codes', '--length', '6', '--alphabet', 'alphanumeric'],
+        /^tessera: batch-codes is the campaign of POST \/api\/generate/,
+      ],
+    ];
+    for (const [args, message] of refused) {
+      const res = await runTessera(['codes', 'create', ...args], env);
+      assert.equal(res.code, 1, res.out);
+      assert.match(res.stderr, message, args.join(' '));
+    }
+    await runTessera(['codes', 'generate', '--campaign', 'cli-new', '--count', '1000'], env);
+    const list = await runTessera(['codes', 'list'], env);
+    assert.equal(list.code, 0, list.out);
+    const [head, ...rows] = list.stdout.trimEnd().split('\n');
+    assert.match(head!, /^id +format +available +reserved +assigned +density +name$/);
+    const mine = rows.find((r) => r.startsWith('cli-new '));
+    assert.match(mine ?? list.stdout, /^cli-new +8 × safe, prefix SP- +1000 +0 +0 +<0\.001% +Spring sale$/);
+  });
 });
 
 describe('tessera codes progress bar', () => {

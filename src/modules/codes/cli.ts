@@ -2,6 +2,7 @@
 // POST /api/campaigns/:id/codes and draws a progress bar from the job's progress row. The command
 // runs a job runner itself, so it works with no server running; when workers are running, whichever
 // process picks the job up first does it and the bar follows it all the same.
+// `codes create` and `codes list` are in cli-campaigns.ts.
 // `tessera codes import` and `codes export` stream a CSV file in and out, as the HTTP routes do;
 // import also reads the JSON list the HTTP route takes.
 import { createReadStream, createWriteStream, type Stats, statSync, type WriteStream } from 'node:fs';
@@ -12,6 +13,7 @@ import { type Command, InvalidArgumentError } from 'commander';
 import type { Kit } from '../../kit/kit.ts';
 import { moduleLogger } from '../../kit/log.ts';
 import { refuseBatchCampaign } from './campaigns.ts';
+import { registerCampaignCommands } from './cli-campaigns.ts';
 import { GENERATE_MAX } from './generate.ts';
 import { codesModule, codesStateOf } from './index.ts';
 import { JSON_IMPORT_LIMIT, Transfer } from './transfer.ts';
@@ -44,6 +46,7 @@ const MAX_TEXT = GENERATE_MAX.toLocaleString('en-US');
 
 export function registerCodesCommands(program: Command, helpers: Helpers): void {
   const codes = program.command('codes').description('campaign codes');
+  registerCampaignCommands(codes, helpers, codesState);
   codes
     .command('generate')
     .description('generate unique codes into a campaign, with a progress bar')

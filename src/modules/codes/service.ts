@@ -86,6 +86,29 @@ function checkName(v: unknown): string {
   return v;
 }
 
+/**
+ * A new campaign's fields, checked as the HTTP schema checks them: RPC and CLI callers skip that
+ * schema, and an alphabet that was not a string was a 500 (TypeError) in parseFormat.
+ */
+function checkNewCampaign(input: CreateCampaignInput): CreateCampaignInput {
+  checkId('id', input?.id);
+  checkName(input.name);
+  const f = input.format as Partial<Record<'length' | 'alphabet' | 'prefix', unknown>> | undefined;
+  if (
+    !f ||
+    typeof f !== 'object' ||
+    typeof f.alphabet !== 'string' ||
+    (f.prefix !== undefined && typeof f.prefix !== 'string')
+  )
+    throw badRequest(
+      'format must be {length, alphabet, prefix?}: length a whole number, alphabet a preset name or the characters themselves, prefix a string',
+    );
+  if (input.reservationTtlSeconds !== undefined)
+    checkInt('reservationTtlSeconds', input.reservationTtlSeconds, 1, TTL_MAX_SECONDS);
+  if (input.maxPerUser !== undefined) checkInt('maxPerUser', input.maxPerUser, 1, PG_INT_MAX);
+  return input;
+}
+
 /** The settings a PATCH names, each checked; a 400 when it names none or tries the format. */
 function checkCampaignChange(input: UpdateCampaignInput & { format?: unknown }): UpdateCampaignInput {
   if (input.format !== undefined)
@@ -185,11 +208,11 @@ export function createCodesService(deps: {
       timed(metrics, 'create_campaign', () => {
         // Made by the first signed POST /api/generate with seed 000's format; created by hand first
         // with another format, the webhook handed out codes that broke its 6-character A–Z0–9 promise.
-        if (input.id === BATCH_CAMPAIGN.id)
+        if (input?.id === BATCH_CAMPAIGN.id)
           throw conflict(
             `${BATCH_CAMPAIGN.id} is the campaign of POST /api/generate, made on its first call with 6-character A-Z0-9 codes; choose another id`,
           );
-        return campaigns.create(input);
+        return campaigns.create(checkNewCampaign(input));
       }),
     updateCampaign: (input) =>
       timed(metrics, 'update_campaign', async () => {

@@ -123,7 +123,7 @@ describe('codes: changing a campaign', async () => {
     assert.equal(text.statusCode, 415, text.body);
   });
 
-  it('when an RPC caller sends a patch, then the service checks it as the HTTP schema does', async () => {
+  it('when an RPC caller creates or patches a campaign, then the service checks it as the HTTP schema does', async () => {
     const rpc = one.kit.rpc.client<CodesService>('codes');
     await assert.rejects(
       rpc.updateCampaign({ campaignId: 'strict', name: '   ' }),
@@ -134,6 +134,25 @@ describe('codes: changing a campaign', async () => {
       (err: { statusCode?: number; message: string }) =>
         err.statusCode === 400 && /maxPerUser/.test(err.message),
     );
+    // createCampaign too: an alphabet that was not a string was a 500 (TypeError) before.
+    for (const [input, message] of [
+      [
+        { id: 'rpc-a', name: 'x', format: { length: 8, alphabet: 5 } },
+        /^format must be \{length, alphabet, prefix\?\}/,
+      ],
+      [{ id: 'a/b', name: 'x', format: { length: 8, alphabet: 'safe' } }, /^id must be 1-200 characters/],
+      [{ id: 'rpc-b', name: ' ', format: { length: 8, alphabet: 'safe' } }, /^name must be a string/],
+      [
+        { id: 'rpc-c', name: 'x', format: { length: 8, alphabet: 'safe' }, maxPerUser: 0 },
+        /^maxPerUser must be/,
+      ],
+    ] as const)
+      await assert.rejects(
+        rpc.createCampaign(input as never),
+        (err: { statusCode?: number; message: string }) =>
+          err.statusCode === 400 && message.test(err.message),
+        JSON.stringify(input),
+      );
     const ok = await rpc.updateCampaign({ campaignId: 'strict', maxPerUser: 3 });
     assert.equal(ok.maxPerUser, 3);
     assert.ok(
