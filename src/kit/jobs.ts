@@ -58,6 +58,12 @@ export interface JobDefinition<N extends JobName = JobName> {
   /** Return value is stored as the tracked job's result. */
   run(payload: JobPayloads[N], ctx: JobContext): Promise<unknown>;
   maxAttempts?: number;
+  /**
+   * What a cancelled watched job leaves behind, stored as its result (a generation: the codes its
+   * committed parts wrote), so the job view says it rather than `result: null`. Called once the
+   * runner has stopped (run has settled), or at the cancel for a job that was waiting in the queue.
+   */
+  cancelled?(payload: JobPayloads[N], trackedId: string): Promise<unknown>;
 }
 
 export interface CronDefinition {
@@ -251,12 +257,35 @@ export class Jobs {
     // Out of the queue, as a cancelled running job leaves it (its runner returns). Found by the
     // payload's watched id (the public jobs view has none), so a job queued before queue_job_id
     // was recorded (kit migration 006) is found too; cancels are rare, unlike progress polls.
-    await this.pool.query(
-      `SELECT graphile_worker.complete_jobs(array_agg(id))
-       FROM graphile_worker._private_jobs WHERE payload->>'__trackedId' = $1 AND locked_at IS NULL`,
+    const { rows } = await this.pool.query<{ name: string; payload: unknown }>(
+      `WITH removed AS (
+         SELECT 1 FROM graphile_worker.complete_jobs((
+           SELECT array_agg(id) FROM graphile_worker._private_jobs
+           WHERE payload->>'__trackedId' = $1::text AND locked_at IS NULL))
+       )
+       SELECT name, payload FROM tessera_job_runs WHERE id = $1::uuid AND EXISTS (SELECT 1 FROM removed)`,
       [id],
     );
+    // Taken from the queue, so nothing runs it now: what it leaves is known at once. (A running
+    // one's runner records it when it stops.)
+    if (rows[0]) await this.recordCancelled(rows[0].name, rows[0].payload, id);
     return this.getTracked(id);
+  }
+
+  /** The result a cancelled job's definition says it left (see JobDefinition.cancelled). */
+  private async recordCancelled(name: string, payload: unknown, trackedId: string): Promise<void> {
+    const def = this.defs.get(name);
+    if (!def?.cancelled) return;
+    try {
+      const result = await def.cancelled(payload as never, trackedId);
+      await this.pool.query(
+        `UPDATE tessera_job_runs SET result = $2, updated_at = now() WHERE id = $1 AND state = 'cancelled'`,
+        [trackedId, JSON.stringify(result)],
+      );
+    } catch (err) {
+      // The cancel itself stands; only the count of what stayed is missing from the view.
+      moduleLogger(this.log, 'jobs').warn({ err, trackedId }, 'JOB_CANCELLED_RESULT_FAILED');
+    }
   }
 
   /**
@@ -527,6 +556,7 @@ export class Jobs {
         // saying cancelled.
         this.metrics.jobsTotal.inc({ task: def.name, outcome: 'cancelled' });
         log.info({ attempt: helpers.job.attempts }, 'JOB_CANCELLED');
+        await this.recordCancelled(def.name, payload, trackedId!);
         return;
       }
       this.metrics.jobsTotal.inc({ task: def.name, outcome: 'failure' });

@@ -462,7 +462,10 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     assert.ok(made < 2_000_000, `${made}`);
     await new Promise((r) => setTimeout(r, 1000));
     assert.equal(await count(), made, 'nothing more is written, and no retry runs');
-    assert.equal((await call('GET', started.statusUrl)).json().state, 'cancelled');
+    const ended = (await call('GET', started.statusUrl)).json();
+    assert.equal(ended.state, 'cancelled');
+    // Its result says what stayed (the parts it committed), as the CLI's Ctrl-C does.
+    assert.deepEqual(ended.result, { generated: made });
     const again = await call('DELETE', started.statusUrl);
     assert.equal(again.statusCode, 409);
     assert.match(again.json().message, /has already ended \(cancelled\): there is nothing to cancel/);
@@ -477,7 +480,8 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
         runAt: new Date(Date.now() + 60_000),
       },
     );
-    assert.equal((await call('DELETE', `/api/jobs/${later}`)).json().state, 'cancelled');
+    const dropped = (await call('DELETE', `/api/jobs/${later}`)).json();
+    assert.deepEqual([dropped.state, dropped.result], ['cancelled', { generated: 0 }]);
     const queued = await p.kit.pool.query(
       `SELECT 1 FROM graphile_worker._private_jobs WHERE payload->>'__trackedId' = $1`,
       [later],

@@ -23,20 +23,6 @@ class Interrupted extends Error {
   readonly exitCode = 130;
 }
 
-/**
- * The codes a generation job committed: each part records its count under `<jobId>:<run>.<half>`
- * as it commits (generate.ts), beside its `<jobId>:plan` row. Read there rather than from the
- * campaign's total, which an import running meanwhile would move too.
- */
-async function committedBy(kit: Kit, jobId: string): Promise<number> {
-  const { rows } = await kit.pool.query<{ n: number }>(
-    `SELECT coalesce(sum(count), 0)::int AS n FROM codes_generations
-     WHERE left(id, length($1) + 1) = $1 || ':' AND id <> $1 || ':plan'`,
-    [jobId],
-  );
-  return rows[0]?.n ?? 0;
-}
-
 interface Helpers {
   withKit<T>(fn: (kit: Kit) => Promise<T>): Promise<T>;
   positiveInt(value: string): number;
@@ -102,7 +88,7 @@ export function registerCodesCommands(program: Command, helpers: Helpers): void 
           await cancelling;
           await kit.jobs.stop();
         }
-        const made = await committedBy(kit, jobId);
+        const made = await generator.committedBy(jobId);
         throw new Interrupted(
           `cancelled job ${jobId}: ${made} of the ${opts.count} codes were written before it stopped, and stay in campaign ${campaign.id}`,
         );

@@ -359,7 +359,9 @@ export class Generator {
       }
       if (!todo.length) continue;
       const rows = await this.runRows(campaign, plan.startIndex + off, plan.startSeq + off, n);
-      const written = await Promise.all(
+      // Settled, not all: on a cancel the runner returns, and the job's result counts the committed
+      // parts, only once no half is still committing.
+      const written = await settledAll(
         todo.map((h) => {
           const [a, b] = half(n, h);
           return this.writePart(
@@ -390,6 +392,20 @@ export class Generator {
       [runId, campaign.no, count],
     );
     return { generated: count };
+  }
+
+  /**
+   * The codes a generation job committed: each part records its count under `<runId>:<run>.<half>`
+   * as it commits, beside its `<runId>:plan` row. Read there rather than from the campaign's
+   * total, which an import running meanwhile would move too.
+   */
+  async committedBy(runId: string): Promise<number> {
+    const { rows } = await this.pool.query<{ n: number }>(
+      `SELECT coalesce(sum(count), 0)::int AS n FROM codes_generations
+       WHERE left(id, length($1) + 1) = $1 || ':' AND id <> $1 || ':plan'`,
+      [runId],
+    );
+    return rows[0]?.n ?? 0;
   }
 
   /** The counter range of a run: claimed and recorded together, or read back on a retry. */
@@ -613,6 +629,14 @@ function sortedChunk(
 }
 
 /** The smallest of `codes` in byte order (codes are ASCII, so JavaScript's order is byte order). */
+/** Promise.all that rejects only once every promise has settled (with the first rejection). */
+async function settledAll<T>(promises: Promise<T>[]): Promise<T[]> {
+  const results = await Promise.allSettled(promises);
+  const failed = results.find((r) => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  return results.map((r) => (r as PromiseFulfilledResult<T>).value);
+}
+
 function smallest(codes: string[]): string | null {
   let min: string | null = null;
   for (const c of codes) if (min === null || c < min) min = c;

@@ -64,6 +64,8 @@ export const codesModule = defineModule({
         job.log.info({ campaignId: campaign.id, count: payload.count, seconds }, 'CODES_GENERATED');
         return result;
       },
+      // The parts committed before the cancel stay in the campaign: the job view says how many.
+      cancelled: async (_payload, trackedId) => ({ generated: await s.generator.committedBy(trackedId) }),
     });
     ctx.jobs.cron({
       name: 'codes:expire-reservations',
