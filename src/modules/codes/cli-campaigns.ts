@@ -4,12 +4,8 @@
 import type { Command } from 'commander';
 import type { Kit } from '../../kit/kit.ts';
 import type { CampaignView } from './campaigns.ts';
+import type { Helpers } from './cli.ts';
 import type { CodesState } from './state.ts';
-
-interface Helpers {
-  withKit<T>(fn: (kit: Kit) => Promise<T>): Promise<T>;
-  positiveInt(value: string): number;
-}
 
 const LIST_PAGE = 1000;
 

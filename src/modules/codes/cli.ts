@@ -23,7 +23,7 @@ class Interrupted extends Error {
   readonly exitCode = 130;
 }
 
-interface Helpers {
+export interface Helpers {
   withKit<T>(fn: (kit: Kit) => Promise<T>): Promise<T>;
   positiveInt(value: string): number;
 }
