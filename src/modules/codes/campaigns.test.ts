@@ -554,6 +554,54 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     assert.equal((await call('GET', '/api/campaigns/race')).json().inventory.available, 3);
   });
 
+  it('when an import and a small generation deadlock on one code, then the import runs its batch again and answers its counts', async () => {
+    await create('race-imp', { length: 6, alphabet: 'numeric' });
+    const no = (await p.kit.pool.query(`SELECT no FROM codes_campaigns WHERE id = 'race-imp'`)).rows[0].no;
+    const [holder, gen] = [await p.kit.pool.connect(), await p.kit.pool.connect()];
+    const blockedBy = (pid: number, what: string) =>
+      waitFor(
+        async () =>
+          (
+            await p.kit.pool.query(
+              `SELECT 1 FROM pg_stat_activity a WHERE strpos(a.query, 'INSERT INTO codes (campaign_no, code, seq)') > 0
+                 AND $1 = ANY(pg_blocking_pids(a.pid))`,
+              [pid],
+            )
+          ).rowCount,
+        { what },
+      );
+    try {
+      // Holds the import's INSERT (after its seq claim) until the "generation" below has the campaign row.
+      await holder.query('BEGIN');
+      await holder.query(`INSERT INTO codes (campaign_no, code, seq) VALUES ($1, '200001', 999998)`, [no]);
+      const holderPid = (await holder.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+      const imported = importJson('race-imp', '["200001", "200002", "200003"]');
+      await blockedBy(holderPid, 'the import to wait on the held code');
+      // A transaction shaped like a small generation: the campaign row from its claim on ...
+      await gen.query('BEGIN');
+      await gen.query('UPDATE codes_campaigns SET next_index = next_index WHERE no = $1', [no]);
+      const genPid = (await gen.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+      await holder.query('ROLLBACK');
+      // ... while the import, its rows in, waits for that row to update its counters ...
+      await blockedBy(genPid, 'the import to wait for the campaign row');
+      // ... and then an INSERT of a code the import holds uncommitted. The import waited first, so
+      // PostgreSQL fails its statement once deadlock_timeout passes; this INSERT then goes through.
+      await gen.query(`INSERT INTO codes (campaign_no, code, seq) VALUES ($1, '200002', 999999)`, [no]);
+      await gen.query('COMMIT');
+      const res = await imported;
+      assert.equal(res.statusCode, 200, res.body);
+      assert.deepEqual(
+        { inserted: res.json().inserted, duplicate: res.json().duplicate },
+        { inserted: 2, duplicate: 1 },
+      );
+    } finally {
+      for (const c of [holder, gen]) {
+        await c.query('ROLLBACK').catch(() => undefined);
+        c.release();
+      }
+    }
+  });
+
   it('when a generation meets an imported code a release is changing, then it goes around it and neither waits (no deadlock)', async () => {
     await create('race-gen', { length: 6, alphabet: 'numeric' });
     const row = (await p.kit.pool.query(`SELECT no, fpe_key FROM codes_campaigns WHERE id = 'race-gen'`))

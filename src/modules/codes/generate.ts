@@ -91,7 +91,7 @@ function roomTakenByImports(campaign: Campaign, count: number, made: number): Ht
   );
 }
 
-const DEADLOCK_DETECTED = '40P01';
+export const DEADLOCK_DETECTED = '40P01';
 const ATOMIC_ATTEMPTS = 3;
 
 const isDensityRefusal = (err: unknown) => err instanceof HttpError && err.statusCode === 422;
@@ -221,8 +221,8 @@ export class Generator {
    * for that transaction, which waits for the campaign row (it takes it last): a deadlock, and
    * PostgreSQL failed whichever had waited first, often the reserve, a 500 for its whole batch. So
    * codes already held are left out before the INSERT, by a read that waits for no one. An import
-   * inserting the same code at that moment can still deadlock it: this one waited first then, so it
-   * is the one failed, and it is run again, as it wrote nothing.
+   * inserting the same code at that moment can still deadlock with it: whichever waited first is
+   * failed and runs again (this transaction wrote nothing; the import's batch statement is atomic).
    */
   private async writeAtomically(campaign: Campaign, count: number, state: number): Promise<string[]> {
     for (let attempt = 1; ; attempt++) {

@@ -10,9 +10,11 @@ import { badRequest, HttpError } from '../../kit/errors.ts';
 import { parseJsonBody } from '../../kit/json-body.ts';
 import { type Campaign, refuseBatchCampaign } from './campaigns.ts';
 import { normalizeCode } from './format.ts';
+import { DEADLOCK_DETECTED } from './generate.ts';
 import type { CodesMetrics } from './metrics.ts';
 
 const BATCH = 5_000;
+const DEADLOCK_ATTEMPTS = 3;
 
 /**
  * The longest CSV row read, in characters. A code is at most 64 (32 and a prefix of up to 32), so
@@ -193,12 +195,28 @@ export class Transfer {
    * longer queue on that row either, so each inserts in code order: two files holding the same
    * codes in other orders would otherwise wait on each other's rows. The seqs keep the file's
    * order (the pool hands codes out by seq); those of duplicates stay unused.
+   *
+   * A small generation holds the campaign row from its claim to its commit, and its INSERT waits
+   * on a code this statement has just inserted, while this statement waits for that row: a
+   * deadlock whose victim is this statement (it waited first), a 500 for the import. The statement
+   * is atomic on its own, so it is run again; by then the generation has committed, and its codes
+   * count here as duplicates.
    */
   private async insertBatch(campaign: Campaign, codes: string[]): Promise<number> {
     const { rows } = await this.pool.query<{ start: number }>(
       'UPDATE codes_campaigns SET next_seq = next_seq + $2 WHERE no = $1 RETURNING next_seq - $2 AS start',
       [campaign.no, codes.length],
     );
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.insertRows(campaign, codes, rows[0]!.start);
+      } catch (err) {
+        if ((err as { code?: string }).code !== DEADLOCK_DETECTED || attempt >= DEADLOCK_ATTEMPTS) throw err;
+      }
+    }
+  }
+
+  private async insertRows(campaign: Campaign, codes: string[], start: number): Promise<number> {
     // One statement: the counters are updated after every row is in (the CTE reads them all).
     const r = await this.pool.query<{ n: number }>(
       `WITH ins AS (
@@ -211,7 +229,7 @@ export class Transfer {
          FROM n WHERE no = $1
        )
        SELECT n FROM n`,
-      [campaign.no, codes, rows[0]!.start],
+      [campaign.no, codes, start],
     );
     return r.rows[0]!.n;
   }
