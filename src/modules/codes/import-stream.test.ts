@@ -245,4 +245,73 @@ describe('codes: an import when its server is told to stop', () => {
     assert.equal(line?.inserted, Number(m[1]), server.output());
     assert.ok(!server.logLines().some((l) => l.msg === 'SHUTDOWN_TIMEOUT'));
   });
+
+  /** An upload that the test drives by hand: its answer, and whether the server closed it. */
+  function openUpload(url: string, key: string) {
+    const req = request(url, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'text/csv' },
+    });
+    req.on('error', () => undefined); // the server may close it while it writes
+    const answer = new Promise<{ status: number; body: string }>((resolve) => {
+      req.on('response', (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d) => {
+          body += d;
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      });
+    });
+    return { req, answer };
+  }
+
+  it('when the upload has stalled, then SIGTERM still ends it with a 503 counting every whole line received', async () => {
+    const { server, pool, key } = await apiWithCampaign('stalled', 'info');
+    const { req, answer } = openUpload(`${server.url}/api/campaigns/stalled/codes/import`, key);
+    // 7,000 whole lines, then nothing: one batch of 5,000 commits, 2,000 wait for the next.
+    req.write(Array.from({ length: 7000 }, (_, i) => `${codeOf(i)}\n`).join(''));
+    await waitFor(
+      async () => (await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM codes')).rows[0]!.n > 0,
+      { what: 'the first batch' },
+    );
+    const exitCode = await server.stop('SIGTERM');
+    const res = await answer;
+    req.destroy();
+    assert.equal(res.status, 503, res.body);
+    assert.match(
+      JSON.parse(res.body).message,
+      /import stopped after 7000 inserted, 0 duplicate and 0 invalid/,
+    );
+    assert.equal((await pool.query('SELECT count(*)::int AS n FROM codes')).rows[0].n, 7000);
+    assert.equal(exitCode, 0, server.output());
+  });
+
+  it('when the sender goes on writing after the 503, then the server closes the connection and exits 0', async () => {
+    const { server, pool, key } = await apiWithCampaign('deaf', 'info');
+    const { req } = openUpload(`${server.url}/api/campaigns/deaf/codes/import`, key);
+    let i = 0;
+    const writer = setInterval(() => {
+      if (req.destroyed || req.writableEnded) return clearInterval(writer);
+      req.write(Array.from({ length: 2000 }, () => `${codeOf(i++)}\n`).join(''));
+    }, 5);
+    try {
+      await waitFor(
+        async () => (await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM codes')).rows[0]!.n > 0,
+        { what: 'the import to be under way' },
+      );
+      const exitCode = await server.stop('SIGTERM');
+      // Answered (a sender that reads it gets the 503; one that only writes may meet the reset of
+      // the closed connection first), and the drain did not wait for the sender to stop.
+      assert.ok(
+        server.logLines().some((l) => l.msg === 'CODES_IMPORT_STOPPED'),
+        server.output(),
+      );
+      assert.equal(exitCode, 0, server.output());
+      assert.ok(!server.logLines().some((l) => l.msg === 'SHUTDOWN_TIMEOUT'));
+    } finally {
+      clearInterval(writer);
+      req.destroy();
+    }
+  });
 });

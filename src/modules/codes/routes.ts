@@ -137,7 +137,7 @@ export function registerCodesRoutes(app: App, ctx: ModuleContext, s: CodesState)
       // A CSV body is the request's stream (the parser above); anything else was parsed as JSON.
       const source =
         body && typeof (body as Readable).pipe === 'function'
-          ? Transfer.csvFirstColumn(body as Readable)
+          ? Transfer.csvFirstColumn(body as Readable, ctx.stopping)
           : Transfer.jsonCodes(body);
       try {
         return await timed(s.metrics, 'import', () => s.transfer.importCodes(campaign, source, ctx.stopping));
@@ -148,7 +148,9 @@ export function registerCodesRoutes(app: App, ctx: ModuleContext, s: CodesState)
             { campaign: campaign.id, reqId: req.id, inserted, duplicate, invalid },
             'CODES_IMPORT_STOPPED',
           );
-          reply.header('retry-after', '5');
+          // Closed once answered: a sender that goes on writing after the 503 would otherwise hold
+          // the drain (its body read and dropped) until SHUTDOWN_TIMEOUT_MS.
+          reply.header('retry-after', '5').header('connection', 'close');
         }
         throw err;
       }

@@ -87,6 +87,27 @@ function feed(parser: Parser, chunk?: Buffer | string): Promise<Error | undefine
 }
 
 /**
+ * The items of `source` until `stop` aborts, even while the next is awaited: an upload that is
+ * slow, or stalled, ends the import as soon as its server is told to stop.
+ */
+async function* untilAborted<T>(source: AsyncIterable<T>, stop?: AbortSignal): AsyncGenerator<T> {
+  if (!stop) {
+    yield* source;
+    return;
+  }
+  const it = source[Symbol.asyncIterator]();
+  const aborted = new Promise<'stopped'>((resolve) => {
+    if (stop.aborted) resolve('stopped');
+    else stop.addEventListener('abort', () => resolve('stopped'), { once: true });
+  });
+  for (;;) {
+    const next = await Promise.race([it.next(), aborted]);
+    if (next === 'stopped' || next.done) return;
+    yield next.value;
+  }
+}
+
+/**
  * A CSV import whose first character (past a BOM and blanks) is [ or { is JSON sent as text: no
  * code holds those characters, so read as CSV it was a quoting error or one invalid line. Returns
  * whether the chunk was all blank (so the next one decides).
@@ -257,18 +278,18 @@ export class Transfer {
     try {
       for await (const raw of source) {
         const code = typeof raw === 'string' ? normalizeCode(campaign.format, raw) : null;
-        if (!code) {
+        if (code) batch.push(code);
+        else {
           result.invalid++;
           if (result.invalidSamples.length < 10) result.invalidSamples.push(sampleOf(raw));
-          continue;
         }
-        batch.push(code);
-        if (batch.length < BATCH) continue;
-        await flush();
-        // Between batches, everything read so far is committed: the one safe point to stop at.
-        if (stop?.aborted) throw new ImportStopped(result);
+        if (batch.length >= BATCH) await flush();
+        if (stop?.aborted) break;
       }
       await flush();
+      // Told to stop (checked at each row, and while the next is awaited): what was read is
+      // committed above, and the 503 says so.
+      if (stop?.aborted) throw new ImportStopped(result);
     } catch (err) {
       // An upload that stops making sense part-way (malformed CSV): every row read before the error
       // is committed (csvFirstColumn yields them all before it throws), so the outcome does not
@@ -291,7 +312,7 @@ export class Transfer {
    * whose first field is blank hold no code and are skipped. A parse error is thrown after every
    * row read before it has been yielded.
    */
-  static async *csvFirstColumn(body: Readable): AsyncIterable<string> {
+  static async *csvFirstColumn(body: Readable, stop?: AbortSignal): AsyncIterable<string> {
     const parser = new FirstColumns(CSV_OPTIONS);
     // Errors are taken from feed(); this listener only keeps the 'error' event from being uncaught.
     parser.on('error', () => {});
@@ -307,11 +328,23 @@ export class Transfer {
       // Not destroyed on an early return: destroying an HTTP request before its end destroys its
       // socket too, and the 400 saying what was wrong would never reach the client.
       let leading = true;
-      for await (const chunk of body.iterator({ destroyOnReturn: false })) {
+      let atLineEnd = true;
+      for await (const chunk of untilAborted(body.iterator({ destroyOnReturn: false }), stop)) {
         if (leading) leading = refuseJsonLooking(chunk);
+        atLineEnd = /[\r\n]$/.test(String(chunk).slice(-1));
         const err = await feed(parser, chunk);
         yield* rows(parser.takeFields());
         if (err) throw csvError(err, parser);
+      }
+      if (stop?.aborted) {
+        // Stopped mid-upload. csv-parse holds the last whole row until it sees what follows, so
+        // it is ended when the upload stopped at a line break; the part of a row after the last
+        // one is not a code, and is dropped, as is any error the early end raises.
+        if (atLineEnd) {
+          await feed(parser);
+          yield* rows(parser.takeFields());
+        }
+        return;
       }
       const err = await feed(parser);
       yield* rows(parser.takeFields());
