@@ -180,6 +180,7 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
         asCsv.json().message,
         /^the body starts with [[{], so it looks like JSON: send a JSON import with Content-Type: application\/json/,
       );
+      assert.doesNotMatch(asCsv.json().message, /Imported before the error/, 'nothing was read to count');
     }
   });
 

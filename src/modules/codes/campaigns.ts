@@ -174,6 +174,12 @@ export function refuseBatchCampaign(c: Campaign, what: string): void {
     );
 }
 
+function campaignNotFound(id: string) {
+  return id === BATCH_CAMPAIGN.id
+    ? notFound(`campaign ${id} does not exist yet: the first signed POST /api/generate makes it`)
+    : notFound(`campaign ${id} not found: create it with POST /api/campaigns`);
+}
+
 export class Campaigns {
   private readonly cache = new Map<string, Cached>();
   /** Reads in progress, so the requests that find a copy stale at once share one query. */
@@ -223,7 +229,7 @@ export class Campaigns {
       ],
     );
     const row = rows[0];
-    if (!row) throw notFound(`campaign ${id} not found: create it with POST /api/campaigns`);
+    if (!row) throw campaignNotFound(id);
     const c = fromRow(row, this.cache.get(id)?.campaign);
     this.remember(c);
     return view(c, inventoryOf(row));
@@ -253,9 +259,7 @@ export class Campaigns {
   private async load(id: string, before?: Campaign): Promise<Campaign> {
     const { rows } = await this.pool.query<Row>(`SELECT ${COLUMNS} FROM codes_campaigns WHERE id = $1`, [id]);
     const row = rows[0];
-    if (!row && id === BATCH_CAMPAIGN.id)
-      throw notFound(`campaign ${id} does not exist yet: the first signed POST /api/generate makes it`);
-    if (!row) throw notFound(`campaign ${id} not found: create it with POST /api/campaigns`);
+    if (!row) throw campaignNotFound(id);
     const c = fromRow(row, before);
     this.remember(c);
     return c;

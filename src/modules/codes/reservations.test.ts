@@ -162,6 +162,14 @@ describe('codes: reserve, assign, release and expiry', async () => {
     assert.deepEqual(ended.codes, [...r2.codes].sort(), 'the codes it held, for the record');
     assert.ok(Date.parse(ended.endedAt) >= Date.parse(ended.createdAt));
     assert.equal((await call('GET', `/api/campaigns/flow/codes/${r2.codes[0]}`)).json().state, 'available');
+    const late = await call('POST', `/api/campaigns/flow/reservations/${r2.reserveId}/assign`, {
+      userId: 'u9',
+    });
+    assert.equal(late.statusCode, 409);
+    assert.match(
+      late.json().message,
+      /: it was released and its codes went back to the pool: reserve again$/,
+    );
     const inv = (await call('GET', '/api/campaigns/flow')).json().inventory;
     assert.deepEqual(inv, { available: 7, reserved: 0, assigned: 3, total: 10 });
   });
@@ -316,7 +324,10 @@ describe('codes: reserve, assign, release and expiry', async () => {
     assert.equal(lapsed.endedAt, r.expiresAt);
     const assign = await call('POST', '/api/campaigns/ttl/reservations/short/assign', { userId: 'late' });
     assert.equal(assign.statusCode, 409);
-    assert.match(assign.json().message, /expired/);
+    assert.match(
+      assign.json().message,
+      /: it expired and its codes went back to the pool: reserve again \(a longer ttlSeconds/,
+    );
     assert.deepEqual((await call('GET', '/api/campaigns/ttl')).json().inventory, {
       available: 4,
       reserved: 0,

@@ -320,7 +320,8 @@ export class Reservations {
         no,
         jobs.map((j) => j.reserveId),
         jobs.map((j) => j.count),
-        jobs.map((j) => j.ttlSeconds ?? campaign.reservationTtlSeconds),
+        // Each request its own campaign copy: one read before a PATCH keeps the TTL it was asked under.
+        jobs.map((j) => j.ttlSeconds ?? j.campaign.reservationTtlSeconds),
         this.unusedCursors.get(no) ?? null,
         this.cursors.get(no) ?? 0,
         total,
@@ -535,7 +536,8 @@ export class Reservations {
         no,
         jobs.map((j) => j.reserveId),
         jobs.map((j) => j.count),
-        jobs.map((j) => j.ttlSeconds ?? campaign.reservationTtlSeconds),
+        // Each request its own campaign copy: one read before a PATCH keeps the TTL it was asked under.
+        jobs.map((j) => j.ttlSeconds ?? j.campaign.reservationTtlSeconds),
       ],
     );
     const fresh = new Map(claimed.rows.map((r) => [r.reserve_id, r]));
@@ -653,7 +655,9 @@ export class Reservations {
           ? 'no such reservation: reserve codes first and assign with the reserveId reserve returned'
           : p.state === 'assigned'
             ? 'it is already assigned to another user, and an assignment is final: reserve new codes for this user'
-            : `it ${p.state === 'reserved' ? 'expired' : `was ${p.state}`} and its codes went back to the pool: reserve again (a longer ttlSeconds gives more time to assign)`;
+            : p.state === 'released'
+              ? 'it was released and its codes went back to the pool: reserve again'
+              : 'it expired and its codes went back to the pool: reserve again (a longer ttlSeconds gives more time to assign)';
         throw conflict(`cannot assign reservation ${reserveId} of campaign ${campaign.id}: ${why}`);
       }
       const maxPerUser = rows[0].max_per_user;

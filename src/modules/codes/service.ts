@@ -172,6 +172,7 @@ export function createCodesService(deps: {
     assign: (input) =>
       timed(metrics, 'assign', async () => {
         const campaign = await campaigns.get(checkId('campaignId', input?.campaignId));
+        refuseBatchCampaign(campaign, 'reserve and assign codes');
         const r = await reservations.assign(
           campaign,
           checkId('reserveId', input.reserveId),
@@ -217,6 +218,9 @@ export function createCodesService(deps: {
     updateCampaign: (input) =>
       timed(metrics, 'update_campaign', async () => {
         const id = checkId('campaignId', input?.campaignId);
+        // Its codes are handed out by the webhook alone, which has no TTL and no user to limit.
+        if (id === BATCH_CAMPAIGN.id)
+          throw conflict(`${id} is the campaign of POST /api/generate, whose settings are that route's`);
         const change = checkCampaignChange(input);
         const updated = await campaigns.update(id, change);
         // Settings that change what users may be given: worth a line an operator can find later.

@@ -296,6 +296,8 @@ export class Transfer {
       // depend on how the upload was chunked, and the 400 says what they held. Sending the fixed
       // file again is safe: the codes already held count as duplicates.
       if (err instanceof ImportStopped || !(err instanceof HttpError && err.statusCode === 400)) throw err;
+      // Refused before any row (JSON sent as CSV, a first line that cannot be read): nothing to count.
+      if (result.invalid === 0 && batch.length === 0 && result.inserted + result.duplicate === 0) throw err;
       await flush();
       throw badRequest(
         `${err.message}. Imported before the error (every row above it): ${result.inserted} inserted, ${result.duplicate} duplicate, ${result.invalid} invalid. Fix the file and send it again: codes already held count as duplicates`,

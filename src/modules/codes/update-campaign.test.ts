@@ -4,8 +4,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { processDatabase, startPlatform, waitFor } from '../../../test/helpers.ts';
-import { CAMPAIGN_REFRESH_MS } from './campaigns.ts';
+import { prom } from '../../kit/metrics.ts';
+import { CAMPAIGN_REFRESH_MS, Campaigns } from './campaigns.ts';
 import { codesModule } from './index.ts';
+import { createCodesMetrics } from './metrics.ts';
+import { Reservations } from './reservations.ts';
 import type { CodesService } from './service.ts';
 
 describe('codes: changing a campaign', async () => {
@@ -92,6 +95,23 @@ describe('codes: changing a campaign', async () => {
     );
     const kept = (await call(one, 'GET', '/api/campaigns/ttl/reservations/before')).json();
     assert.equal(kept.expiresAt, before.expiresAt);
+  });
+
+  it('when requests read before and after a TTL patch share one batch, then each gets the TTL it was asked under', async () => {
+    await campaign('batch-ttl', 10);
+    const before = await new Campaigns(one.kit.pool).get('batch-ttl'); // 900 s
+    const after = { ...before, reservationTtlSeconds: 60 };
+    const metrics = createCodesMetrics(new prom.Registry(), async () => []);
+    const reservations = new Reservations(one.kit.pool, metrics, one.kit.log);
+    // The first runs alone at once; the next two wait and go together, the older first.
+    const [, old, fresh] = await Promise.all([
+      reservations.reserve(before, { count: 1 }),
+      reservations.reserve(before, { count: 1 }),
+      reservations.reserve(after, { count: 1 }),
+    ]);
+    const seconds = (r: { expiresAt: string }) => (Date.parse(r.expiresAt) - Date.now()) / 1000;
+    assert.ok(seconds(old!) > 800, old!.expiresAt);
+    assert.ok(seconds(fresh!) <= 60, `the patched TTL, not the batch's first: ${fresh!.expiresAt}`);
   });
 
   it('when a patch is empty, names the format, or holds a bad value, then 400 says what to fix and nothing changes', async () => {

@@ -83,6 +83,17 @@ describe('codes: POST /api/generate (seed 000, Standard Webhooks)', async () => 
       );
     }
     assert.equal(await generated(), 10_000, 'nothing was added');
+    const patched = await p.app.inject({
+      method: 'PATCH',
+      url: '/api/campaigns/batch-codes',
+      headers: p.auth,
+      payload: { maxPerUser: 1 },
+    });
+    assert.equal(patched.statusCode, 409, patched.body);
+    assert.match(patched.json().message, /whose settings are that route's$/);
+    const assigned = await other('/api/campaigns/batch-codes/reservations/r1/assign', '{"userId": "u"}');
+    assert.equal(assigned.statusCode, 409, assigned.body);
+    assert.match(assigned.json().message, /reserve and assign codes in a campaign of your own/);
   });
 
   it('when a body holds a field other than count, then 400 names it and nothing is generated', async () => {
