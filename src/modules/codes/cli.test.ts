@@ -169,12 +169,24 @@ describe('tessera codes CLI', async () => {
     assert.equal(empty.code, 1);
     assert.match(empty.stderr, /--out .*give a file path, or - for standard output/);
     // A path that cannot be written is said before the export starts, not as a raw ENOENT.
+    writeFileSync(path.join(dir, 'a-file'), '');
+    if (existsSync('/dev/full')) {
+      const full = await runTessera(['codes', 'export', '--campaign', 'cli-b', '--out', '/dev/full'], {
+        DATABASE_URL: db,
+      });
+      assert.equal(full.code, 1, full.out);
+      assert.equal(full.stderr, 'tessera: cannot write /dev/full: no space left on its disk\n');
+    }
     for (const [out, message] of [
       [
         path.join(dir, 'no-such-folder', 'x.csv'),
         /^tessera: cannot write \S+x\.csv: its folder does not exist\n$/,
       ],
       [dir, /^tessera: \S+ is a directory: give a file path in it\n$/],
+      [
+        path.join(dir, 'a-file', 'x.csv'),
+        /^tessera: cannot write \S+x\.csv: a part of its path is a file, not a folder\n$/,
+      ],
     ] as const) {
       const res = await runTessera(['codes', 'export', '--campaign', 'cli-b', '--out', out], {
         DATABASE_URL: db,
@@ -219,13 +231,9 @@ describe('tessera codes CLI', async () => {
       [
         'shape.json',
         '{"nothing": true}',
-        'send the codes as text/csv (first column), or as JSON: a list such as ["CODE1","CODE2"] or {"codes": ["CODE1","CODE2"]}',
+        /^tessera: \S+shape\.json is not a list of codes: write \["CODE1","CODE2"\] or \{"codes"/,
       ],
-      [
-        'empty.json',
-        '',
-        'send the codes as text/csv (first column), or as JSON: a list such as ["CODE1","CODE2"] or {"codes": ["CODE1","CODE2"]}',
-      ],
+      ['empty.json', '', /^tessera: \S+empty\.json is not a list of codes/],
       ['cut.json', '["IM-VVVVVV",', /^tessera: \S+cut\.json is not valid JSON: /],
       [
         'big.json',

@@ -155,7 +155,11 @@ export function registerCodesCommands(program: Command, helpers: Helpers): void 
         const campaign = await campaigns.get(opts.campaign);
         const out = file ? await openForWriting(file) : process.stdout;
         const csv = await transfer.exportCsv(campaign);
-        await pipeline(csv, out).catch(ignoreClosedStdout);
+        await pipeline(csv, out).catch((err: NodeJS.ErrnoException) => {
+          if (err.code === 'ENOSPC')
+            throw new Error(`cannot write ${file ?? 'standard output'}: no space left on its disk`);
+          ignoreClosedStdout(err);
+        });
       });
       if (file) process.stderr.write(`${opts.campaign} exported to ${file}\n`);
     });
@@ -255,8 +259,9 @@ function openForWriting(file: string): Promise<WriteStream> {
     stream.once('open', () => resolve(stream));
     stream.once('error', (err: NodeJS.ErrnoException) => {
       // Raw, these read "ENOENT: no such file or directory, open 'F'".
-      if (err.code === 'ENOENT' || err.code === 'ENOTDIR')
-        reject(new Error(`cannot write ${file}: its folder does not exist`));
+      if (err.code === 'ENOENT') reject(new Error(`cannot write ${file}: its folder does not exist`));
+      else if (err.code === 'ENOTDIR')
+        reject(new Error(`cannot write ${file}: a part of its path is a file, not a folder`));
       else if (err.code === 'EACCES') reject(new Error(`cannot write ${file}: permission denied`));
       else if (err.code === 'EISDIR') reject(new Error(`${file} is a directory: give a file path in it`));
       else reject(err);

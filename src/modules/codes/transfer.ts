@@ -368,10 +368,14 @@ export class Transfer {
    * included, is a 400 naming the forms an import takes. The HTTP route and the CLI both read JSON
    * through here, so they take the same shapes and say the same.
    */
-  static jsonCodes(body: unknown): AsyncIterable<unknown> {
+  static jsonCodes(body: unknown, name?: string): AsyncIterable<unknown> {
     if (Array.isArray(body)) return Transfer.list(body);
     if (body && typeof body === 'object' && Array.isArray((body as { codes?: unknown }).codes))
       return Transfer.list((body as { codes: unknown[] }).codes);
+    if (name)
+      throw badRequest(
+        `${name} is not a list of codes: write ["CODE1","CODE2"] or {"codes": ["CODE1","CODE2"]}, or give a CSV file (one code per line)`,
+      );
     throw badRequest(
       'send the codes as text/csv (first column), or as JSON: a list such as ["CODE1","CODE2"] or {"codes": ["CODE1","CODE2"]}',
     );
@@ -383,7 +387,7 @@ export class Transfer {
    * body, then jsonCodes.
    */
   static jsonText(text: string, name?: string): AsyncIterable<unknown> {
-    return Transfer.jsonCodes(text === '' ? undefined : parseJsonBody(text, name));
+    return Transfer.jsonCodes(text === '' ? undefined : parseJsonBody(text, name), name);
   }
 
   /**
