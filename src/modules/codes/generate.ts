@@ -628,7 +628,6 @@ function sortedChunk(
   return { buf: buf.subarray(0, o), rows: m, min };
 }
 
-/** The smallest of `codes` in byte order (codes are ASCII, so JavaScript's order is byte order). */
 /** Promise.all that rejects only once every promise has settled (with the first rejection). */
 async function settledAll<T>(promises: Promise<T>[]): Promise<T[]> {
   const results = await Promise.allSettled(promises);
@@ -637,6 +636,7 @@ async function settledAll<T>(promises: Promise<T>[]): Promise<T[]> {
   return results.map((r) => (r as PromiseFulfilledResult<T>).value);
 }
 
+/** The smallest of `codes` in byte order (codes are ASCII, so JavaScript's order is byte order). */
 function smallest(codes: string[]): string | null {
   let min: string | null = null;
   for (const c of codes) if (min === null || c < min) min = c;
