@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { getEventListeners } from 'node:events';
 import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { parse } from 'csv-parse/sync';
@@ -367,6 +368,17 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
       invalid: 1,
       invalidSamples: ['an array nested too deeply to show (not a string)'],
     });
+  });
+
+  it('when imports end, then none leaves a listener on the signal that stops them at shutdown', async () => {
+    await create('listeners', { length: 6, alphabet: 'numeric' });
+    for (let i = 0; i < 12; i++) {
+      const res = await call('POST', '/api/campaigns/listeners/codes/import', `${100000 + i}\n`, {
+        'content-type': 'text/csv',
+      });
+      assert.equal(res.statusCode, 200, res.body);
+    }
+    assert.equal(getEventListeners(p.kit.stopping, 'abort').length, 0);
   });
 
   it('when a CSV breaks off part-way, then 400 names the line and what was imported before it, and the fixed file then imports', async () => {

@@ -96,14 +96,22 @@ async function* untilAborted<T>(source: AsyncIterable<T>, stop?: AbortSignal): A
     return;
   }
   const it = source[Symbol.asyncIterator]();
+  let onAbort = () => {};
   const aborted = new Promise<'stopped'>((resolve) => {
-    if (stop.aborted) resolve('stopped');
-    else stop.addEventListener('abort', () => resolve('stopped'), { once: true });
+    onAbort = () => resolve('stopped');
+    if (stop.aborted) onAbort();
+    else stop.addEventListener('abort', onAbort, { once: true });
   });
-  for (;;) {
-    const next = await Promise.race([it.next(), aborted]);
-    if (next === 'stopped' || next.done) return;
-    yield next.value;
+  try {
+    for (;;) {
+      const next = await Promise.race([it.next(), aborted]);
+      if (next === 'stopped' || next.done) return;
+      yield next.value;
+    }
+  } finally {
+    // The signal lives as long as the process: a listener left per import was a leak (and Node's
+    // "possible EventTarget memory leak" warning after the eleventh).
+    stop.removeEventListener('abort', onAbort);
   }
 }
 
