@@ -167,6 +167,23 @@ export async function withTransaction<T>(
   }
 }
 
+const DEADLOCK_DETECTED = '40P01';
+const DEADLOCK_ATTEMPTS = 3;
+
+/**
+ * Runs `fn` again when PostgreSQL broke a deadlock by failing it, up to 3 times in all. Only for
+ * work that is atomic (one statement, or one transaction) and so wrote nothing when it failed.
+ */
+export async function retryOnDeadlock<T>(fn: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if ((err as { code?: string }).code !== DEADLOCK_DETECTED || attempt >= DEADLOCK_ATTEMPTS) throw err;
+    }
+  }
+}
+
 const CONNECTION_ERROR_CODES = new Set([
   'ECONNREFUSED',
   'ECONNRESET',

@@ -16,7 +16,7 @@ import { refuseBatchCampaign } from './campaigns.ts';
 import { registerCampaignCommands } from './cli-campaigns.ts';
 import { GENERATE_MAX } from './generate.ts';
 import { codesModule, codesStateOf } from './index.ts';
-import { JSON_IMPORT_LIMIT, Transfer } from './transfer.ts';
+import { JSON_IMPORT_LIMIT, jsonOpener, Transfer } from './transfer.ts';
 
 /** A command stopped by Ctrl-C: the shell's convention for SIGINT is exit code 130. */
 class Interrupted extends Error {
@@ -185,42 +185,27 @@ export function progressBar(format: string, options: BarOptions = {}): SingleBar
   });
 }
 
-const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
-const JSON_SPACE = new Set([0x20, 0x09, 0x0a, 0x0d]);
-
-/**
- * Whether an import's first bytes are JSON: after an optional UTF-8 BOM and whitespace, [ or {
- * (neither starts a code, nor a CSV of codes). Undefined while `head` holds nothing else yet.
- */
-function startsJson(head: Buffer): boolean | undefined {
-  if (head.length < BOM.length && BOM.subarray(0, head.length).equals(head)) return undefined;
-  let i = head.subarray(0, BOM.length).equals(BOM) ? BOM.length : 0;
-  while (i < head.length && JSON_SPACE.has(head[i]!)) i++;
-  if (i === head.length) return undefined;
-  return head[i] === 0x5b || head[i] === 0x7b;
-}
-
-/** Reads `input` until startsJson can tell; returns that and every chunk, the ones read included. */
+/** Reads `input` until jsonOpener can tell; returns whether it is JSON and every chunk, the ones read included. */
 async function sniff(input: Readable): Promise<{ json: boolean; chunks: AsyncIterable<Buffer> }> {
   const it: AsyncIterator<Buffer> = input[Symbol.asyncIterator]();
   const head: Buffer[] = [];
-  let json: boolean | undefined;
-  while (json === undefined) {
+  let opener: '[' | '{' | false | undefined;
+  while (opener === undefined) {
     const next = await it.next();
     if (next.done) break;
     head.push(next.value);
-    json = startsJson(Buffer.concat(head));
+    opener = jsonOpener(Buffer.concat(head));
   }
   async function* chunks() {
     yield* head;
     for (let next = await it.next(); !next.done; next = await it.next()) yield next.value;
   }
-  return { json: json ?? false, chunks: chunks() };
+  return { json: Boolean(opener), chunks: chunks() };
 }
 
 /**
  * A JSON import's whole text, refused past the HTTP route's limit (JSON is parsed whole). A BOM,
- * which Windows editors write and startsJson looks past, is dropped: JSON.parse refuses it.
+ * which Windows editors write and jsonOpener looks past, is dropped: JSON.parse refuses it.
  */
 async function readJson(chunks: AsyncIterable<Buffer>, name: string): Promise<string> {
   const read: Buffer[] = [];

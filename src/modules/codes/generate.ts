@@ -12,7 +12,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { from as copyFrom } from 'pg-copy-streams';
 import type { Pool, Queryable } from '../../kit/db.ts';
-import { withTransaction } from '../../kit/db.ts';
+import { retryOnDeadlock, withTransaction } from '../../kit/db.ts';
 import { HttpError, unprocessable } from '../../kit/errors.ts';
 import type { Campaign } from './campaigns.ts';
 import { capacityOf, densityLimit, MAX_DENSITY } from './format.ts';
@@ -90,9 +90,6 @@ function roomTakenByImports(campaign: Campaign, count: number, made: number): Ht
     `codes imported earlier take part of that room, and about ${made} more fit`,
   );
 }
-
-export const DEADLOCK_DETECTED = '40P01';
-const ATOMIC_ATTEMPTS = 3;
 
 const isDensityRefusal = (err: unknown) => err instanceof HttpError && err.statusCode === 422;
 
@@ -224,16 +221,12 @@ export class Generator {
    * inserting the same code at that moment can still deadlock with it: whichever waited first is
    * failed and runs again (this transaction wrote nothing; the import's batch statement is atomic).
    */
-  private async writeAtomically(campaign: Campaign, count: number, state: number): Promise<string[]> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await withTransaction(this.pool, (client) =>
-          this.writeSmall(client, campaign, count, state, (n) => this.claim(client, campaign, n), true),
-        );
-      } catch (err) {
-        if ((err as { code?: string }).code !== DEADLOCK_DETECTED || attempt >= ATOMIC_ATTEMPTS) throw err;
-      }
-    }
+  private writeAtomically(campaign: Campaign, count: number, state: number): Promise<string[]> {
+    return retryOnDeadlock(() =>
+      withTransaction(this.pool, (client) =>
+        this.writeSmall(client, campaign, count, state, (n) => this.claim(client, campaign, n), true),
+      ),
+    );
   }
 
   /** Claims counters and writes their codes until `count` are new (imported codes take some). */

@@ -5,16 +5,14 @@ import type { Readable } from 'node:stream';
 import { finished } from 'node:stream';
 import { CsvError, type Options, Parser } from 'csv-parse';
 import { to as copyTo } from 'pg-copy-streams';
-import type { Pool } from '../../kit/db.ts';
+import { type Pool, retryOnDeadlock } from '../../kit/db.ts';
 import { badRequest, HttpError } from '../../kit/errors.ts';
 import { parseJsonBody } from '../../kit/json-body.ts';
 import { type Campaign, refuseBatchCampaign } from './campaigns.ts';
 import { normalizeCode } from './format.ts';
-import { DEADLOCK_DETECTED } from './generate.ts';
 import type { CodesMetrics } from './metrics.ts';
 
 const BATCH = 5_000;
-const DEADLOCK_ATTEMPTS = 3;
 
 /**
  * The longest CSV row read, in characters. A code is at most 64 (32 and a prefix of up to 32), so
@@ -115,21 +113,39 @@ async function* untilAborted<T>(source: AsyncIterable<T>, stop?: AbortSignal): A
   }
 }
 
+const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
+const JSON_SPACE = new Set([0x20, 0x09, 0x0a, 0x0d]);
+
 /**
- * A CSV import whose first character (past a BOM and blanks) is [ or { is JSON sent as text: no
- * code holds those characters, so read as CSV it was a quoting error or one invalid line. Returns
- * whether the chunk was all blank (so the next one decides).
+ * How an import's first bytes open JSON: after an optional UTF-8 BOM and whitespace, `[` or `{`
+ * (neither starts a code, nor a CSV of codes); false when they open anything else; undefined while
+ * `head` holds nothing else yet. The CLI reads such a file as JSON; the HTTP CSV route refuses it.
  */
-function refuseJsonLooking(chunk: Buffer | string): boolean {
-  const head = String(chunk)
-    .replace(/^\uFEFF/, '')
-    .trimStart();
-  if (head === '') return true;
-  if (head[0] === '[' || head[0] === '{')
+export function jsonOpener(head: Buffer): '[' | '{' | false | undefined {
+  if (head.length < BOM.length && BOM.subarray(0, head.length).equals(head)) return undefined;
+  let i = head.subarray(0, BOM.length).equals(BOM) ? BOM.length : 0;
+  while (i < head.length && JSON_SPACE.has(head[i]!)) i++;
+  if (i === head.length) return undefined;
+  return head[i] === 0x5b ? '[' : head[i] === 0x7b ? '{' : false;
+}
+
+/**
+ * A CSV import that opens as JSON is JSON sent as text: read as CSV it was a quoting error or one
+ * invalid line. Returns `head` while it cannot tell yet, undefined once it is CSV.
+ */
+function refuseJson(head: Buffer): Buffer | undefined {
+  const opener = jsonOpener(head);
+  if (opener)
     throw badRequest(
-      `the body starts with ${head[0]}, so it looks like JSON: send a JSON import with Content-Type: application/json (a CSV holds one code per line, in its first column)`,
+      `the body starts with ${opener}, so it looks like JSON: send a JSON import with Content-Type: application/json (a CSV holds one code per line, in its first column)`,
     );
-  return false;
+  return opener === undefined ? head : undefined;
+}
+
+/** Whether a chunk ends with a line break (its last byte; no decoding of the whole chunk). */
+function endsLine(chunk: Buffer | string): boolean {
+  const last = typeof chunk === 'string' ? chunk.charCodeAt(chunk.length - 1) : chunk[chunk.length - 1];
+  return last === 0x0a || last === 0x0d;
 }
 
 export interface ImportResult {
@@ -236,13 +252,7 @@ export class Transfer {
       'UPDATE codes_campaigns SET next_seq = next_seq + $2 WHERE no = $1 RETURNING next_seq - $2 AS start',
       [campaign.no, codes.length],
     );
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await this.insertRows(campaign, codes, rows[0]!.start);
-      } catch (err) {
-        if ((err as { code?: string }).code !== DEADLOCK_DETECTED || attempt >= DEADLOCK_ATTEMPTS) throw err;
-      }
-    }
+    return retryOnDeadlock(() => this.insertRows(campaign, codes, rows[0]!.start));
   }
 
   private async insertRows(campaign: Campaign, codes: string[], start: number): Promise<number> {
@@ -337,11 +347,12 @@ export class Transfer {
     try {
       // Not destroyed on an early return: destroying an HTTP request before its end destroys its
       // socket too, and the 400 saying what was wrong would never reach the client.
-      let leading = true;
+      // The body's first bytes, kept while they are only a BOM and blanks: is it JSON sent as text?
+      let head: Buffer | undefined = Buffer.alloc(0);
       let atLineEnd = true;
       for await (const chunk of untilAborted(body.iterator({ destroyOnReturn: false }), stop)) {
-        if (leading) leading = refuseJsonLooking(chunk);
-        atLineEnd = /[\r\n]$/.test(String(chunk).slice(-1));
+        if (head) head = refuseJson(Buffer.concat([head, Buffer.from(chunk)]));
+        atLineEnd = endsLine(chunk);
         const err = await feed(parser, chunk);
         yield* rows(parser.takeFields());
         if (err) throw csvError(err, parser);
