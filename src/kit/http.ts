@@ -370,13 +370,9 @@ function withNulPath(err: HttpError, req: FastifyRequest): HttpError {
 const formatBytes = (n: number) =>
   n % (1024 * 1024) === 0 ? `${n / (1024 * 1024)} MB` : `${n.toLocaleString('en-US')} bytes`;
 
-/** What a 400 says of JSON too deep to walk; the CLI's JSON import says it of its file. */
-export const nestedTooDeep = (what: string) =>
-  `${what} is nested too deeply to process (thousands of levels): flatten it`;
+const TOO_DEEP_MESSAGE = 'the request body is nested too deeply to process (thousands of levels): flatten it';
 
-const TOO_DEEP_MESSAGE = nestedTooDeep('the request body');
-
-export function isStackOverflow(err: unknown): boolean {
+function isStackOverflow(err: unknown): boolean {
   return err instanceof RangeError && err.message.includes('Maximum call stack size exceeded');
 }
 
