@@ -592,13 +592,17 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
       await blockedBy(holderPid, 'the import to wait on the held code');
       // A transaction shaped like a small generation: the campaign row from its claim on ...
       await gen.query('BEGIN');
+      // Only the import may be the one PostgreSQL fails. Each waiter checks for a deadlock once,
+      // deadlock_timeout after it starts waiting; on a loaded machine the import's check can run
+      // late, after this transaction's own check, which then fails this side instead (seen in CI).
+      await gen.query(`SET LOCAL deadlock_timeout = '60s'`);
       await gen.query('UPDATE codes_campaigns SET next_index = next_index WHERE no = $1', [no]);
       const genPid = (await gen.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
       await holder.query('ROLLBACK');
       // ... while the import, its rows in, waits for that row to update its counters ...
       await blockedBy(genPid, 'the import to wait for the campaign row');
-      // ... and then an INSERT of a code the import holds uncommitted. The import waited first, so
-      // PostgreSQL fails its statement once deadlock_timeout passes; this INSERT then goes through.
+      // ... and then an INSERT of a code the import holds uncommitted. PostgreSQL fails the import's
+      // statement once its deadlock_timeout passes; this INSERT then goes through.
       await gen.query(`INSERT INTO codes (campaign_no, code, seq) VALUES ($1, '200002', 999999)`, [no]);
       await gen.query('COMMIT');
       const res = await imported;
