@@ -141,8 +141,16 @@ export class Chaos {
   }
 
   async refresh(pool: Pool): Promise<void> {
-    const { rows } = await pool.query<OverrideRow>('SELECT module, api, worker, cron FROM tessera_chaos');
-    this.overrides = byModule(rows);
+    const { rows } = await pool.query<OverrideRow>(
+      'SELECT module, api, worker, cron FROM tessera_chaos ORDER BY module',
+    );
+    const overrides = byModule(rows);
+    const seen = JSON.stringify(Object.fromEntries(overrides));
+    // Each process logs the overrides it now applies, once per change: the runbook reads from these
+    // lines which processes have picked up a POST or DELETE of /api/admin/chaos (about a second).
+    if (seen !== JSON.stringify(Object.fromEntries(this.overrides)))
+      this.log.info({ overrides: Object.fromEntries(overrides) }, 'FAILURE_MODES_APPLIED');
+    this.overrides = overrides;
   }
 
   /** Poll rather than LISTEN: one tiny query a second survives database restarts with no reconnect logic. */
