@@ -209,7 +209,8 @@ export function waitForLockWait(pool: pg.Pool, sql: string, what: string): Promi
     async () =>
       (
         await pool.query(
-          `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND strpos(query, $1) > 0`,
+          `SELECT 1 FROM pg_stat_activity
+           WHERE datname = current_database() AND wait_event_type = 'Lock' AND strpos(query, $1) > 0`,
           [sql],
         )
       ).rowCount,

@@ -65,8 +65,13 @@ describe('HTTP, auth and ops endpoints', async () => {
       );
     const before = await slowCount();
     await p.kit.pool.query('SELECT pg_sleep(1.1)');
-    assert.equal(await slowCount(), before + 1);
-    assert.match(String(p.logs.events('DB_SLOW_QUERY').at(-1)?.sql), /pg_sleep/);
+    // At least one: on a loaded machine a background query (the job runner's, the chaos refresh)
+    // may pass 1 s too, and be counted and logged beside this one.
+    assert.ok((await slowCount()) >= before + 1, 'the slow query counted');
+    assert.ok(
+      p.logs.events('DB_SLOW_QUERY').some((l) => /pg_sleep/.test(String(l.sql))),
+      'the slow query logged with its SQL',
+    );
   });
 
   it('when no key, a wrong key, or a key without the scope is sent, then 401, 401 and 403', async () => {

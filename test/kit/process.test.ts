@@ -20,7 +20,9 @@ describe('processes', () => {
     const inflight = fetch(`${t.url}/api/fixture/slow?ms=1500`, {
       headers: { authorization: `Bearer ${await adminKey(db)}` },
     });
-    await new Promise((r) => setTimeout(r, 300));
+    await waitFor(() => t.logLines().some((l) => l.msg === 'FIXTURE_SLOW_STARTED'), {
+      what: 'the request to reach its handler',
+    });
     const started = Date.now();
     const code = await t.stop('SIGTERM');
     const res = await inflight;
@@ -63,7 +65,9 @@ describe('processes', () => {
 
   it('when a worker is killed -9 with a job locked, then a live worker releases and runs it after WORKER_HEARTBEAT_TIMEOUT_MS, and never while the first lives', async () => {
     const db = await processDatabase();
-    const env = { DATABASE_URL: db, WORKER_HEARTBEAT_TIMEOUT_MS: '2000' };
+    // 4 s, a beat every 1.3 s: A is presumed dead only after ~3 missed beats, which a loaded CI
+    // machine starting B beside it could cause at 2 s (a beat every 0.67 s).
+    const env = { DATABASE_URL: db, WORKER_HEARTBEAT_TIMEOUT_MS: '4000' };
     const a = await spawnTessera('worker', env, { fixture: true });
     await a.waitHealthy();
     const pool = testPool(db);
@@ -83,10 +87,10 @@ describe('processes', () => {
       const aId = await waitFor(() => workerOf(a.proc.pid!), { what: 'worker A registered' });
       await waitFor(async () => (await lockedBy()) === aId, { what: 'the job locked by A' });
 
-      // A second worker beside a live A: three timeouts pass and A keeps its job.
+      // A second worker beside a live A: more than two timeouts pass and A keeps its job.
       const b = await spawnTessera('worker', env, { fixture: true });
       await b.waitHealthy();
-      await new Promise((r) => setTimeout(r, 6000));
+      await new Promise((r) => setTimeout(r, 9000));
       assert.equal(await lockedBy(), aId, 'a live worker is never presumed dead');
 
       a.proc.kill('SIGKILL');

@@ -16,7 +16,9 @@ import {
 } from '../../../test/helpers.ts';
 import { createApiKey } from '../../kit/auth.ts';
 
-const RPC_TIMEOUT_MS = 2000;
+// Short, so the calls a kill -9 strands fail soon; long enough that no call of the 16-way load on
+// four processes sharing two cores reaches it while every worker lives (at 2 s one could, in CI).
+const RPC_TIMEOUT_MS = 5000;
 const CONCURRENCY = 16;
 const EXPECTED = new Set([200, 201, 409]);
 

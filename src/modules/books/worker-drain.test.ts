@@ -32,7 +32,9 @@ it('when a worker gets SIGTERM with 30 slow RPC calls in flight, then every call
     }));
 
   const inflight = Array.from({ length: 30 }, () => call(8000));
-  await new Promise((r) => setTimeout(r, 500)); // the calls have reached the only worker
+  await waitFor(() => leaving.logLines().filter((l) => l.msg === 'FIXTURE_SLOW_STARTED').length === 30, {
+    what: 'the 30 calls to reach the only worker',
+  });
   const staying = await spawnTessera('worker', env, { fixture: true });
   await staying.waitHealthy(60000);
   const exiting = leaving.stop('SIGTERM');

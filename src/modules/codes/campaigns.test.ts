@@ -641,7 +641,8 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
       });
       while (!answered) {
         const waiting = await p.kit.pool.query(
-          `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND strpos(query, 'INSERT INTO codes') > 0`,
+          `SELECT 1 FROM pg_stat_activity WHERE datname = current_database()
+             AND wait_event_type = 'Lock' AND strpos(query, 'INSERT INTO codes') > 0`,
         );
         assert.equal(
           waiting.rowCount,

@@ -43,7 +43,8 @@ describe('codes: expired reservations before the expiry cron runs', async () => 
 
   it('when a reservation passes its TTL, then GET /api/campaigns, the codes_available gauge and GET /api/campaigns/:id report its codes available', async () => {
     await campaign('lazy', 5);
-    const r = await reserve('lazy', { count: 2, ttlSeconds: 1 });
+    // 3 s: the two reads below must still see it live on a loaded machine.
+    const r = await reserve('lazy', { count: 2, ttlSeconds: 3 });
     const listed = async () =>
       (await call('GET', '/api/campaigns')).json().campaigns.find((c: { id: string }) => c.id === 'lazy')
         .inventory;

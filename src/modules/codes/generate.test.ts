@@ -205,6 +205,10 @@ describe('codes: generation that meets imported codes near the density limit', a
     try {
       // An import in flight: its row written, its counters (the campaign row) still to come.
       await importer.query('BEGIN');
+      // Only the generation may be the one PostgreSQL fails: each waiter checks for a deadlock once,
+      // deadlock_timeout after it starts waiting, and on a loaded machine the generation's check can
+      // run after this transaction's, which would then fail this side instead.
+      await importer.query(`SET LOCAL deadlock_timeout = '60s'`);
       await importer.query(`INSERT INTO codes (campaign_no, code, seq) VALUES ($1, $2, 999999)`, [
         c.no,
         next,

@@ -4,7 +4,7 @@
 // and its race with a generation, and check that codes back in the pool are still handed out.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { apiOk, startPlatform } from '../../../test/helpers.ts';
+import { apiOk, startPlatform, waitForLockWait } from '../../../test/helpers.ts';
 import { prom } from '../../kit/metrics.ts';
 import { Campaigns } from './campaigns.ts';
 import { codesModule } from './index.ts';
@@ -86,7 +86,7 @@ describe('codes: unused codes and unused_from', async () => {
       );
       // The advance reads the committed state (no unused code), then waits for the campaign row.
       const advance = r.advanceUnusedFrom(c.no);
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      await waitForLockWait(pool, 'SET unused_from = $3', 'the advance to wait for the campaign row');
       await gen.query('COMMIT');
       assert.equal(await advance, undefined, 'the compare-and-set on unused_epoch lost');
     } finally {

@@ -140,7 +140,7 @@ describe('sender batches (mock channel)', () => {
     const paused = await post(p, `/api/batches/${id}/pause`);
     assert.equal(paused.statusCode, 200);
     assert.equal(paused.json().state, 'paused');
-    await new Promise((r) => setTimeout(r, 1000)); // in-flight sub-batches land within this
+    await quiet(p, id); // the chunks that were running have seen the pause and let go
     const s1 = (await get(p, `/api/batches/${id}`)).json().progress.sent;
     await new Promise((r) => setTimeout(r, 1000));
     const s2 = (await get(p, `/api/batches/${id}`)).json().progress.sent;
