@@ -145,11 +145,11 @@ export class Chaos {
       'SELECT module, api, worker, cron FROM tessera_chaos ORDER BY module',
     );
     const overrides = byModule(rows);
-    const seen = JSON.stringify(Object.fromEntries(overrides));
+    const applied = Object.fromEntries(overrides);
     // Each process logs the overrides it now applies, once per change: the runbook reads from these
     // lines which processes have picked up a POST or DELETE of /api/admin/chaos (about a second).
-    if (seen !== JSON.stringify(Object.fromEntries(this.overrides)))
-      this.log.info({ overrides: Object.fromEntries(overrides) }, 'FAILURE_MODES_APPLIED');
+    if (JSON.stringify(applied) !== JSON.stringify(Object.fromEntries(this.overrides)))
+      this.log.info({ overrides: applied }, 'FAILURE_MODES_APPLIED');
     this.overrides = overrides;
   }
 

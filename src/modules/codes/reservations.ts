@@ -180,6 +180,16 @@ interface Job extends ReserveRequest {
   campaign: Campaign;
 }
 
+/** The requests' reserveIds, counts and TTLs: the three arrays both reserve statements take. */
+function perRequest(jobs: (Job & { reserveId: string })[]): [string[], number[], number[]] {
+  return [
+    jobs.map((j) => j.reserveId),
+    jobs.map((j) => j.count),
+    // Each request its own campaign copy: one read before a PATCH keeps the TTL it was asked under.
+    jobs.map((j) => j.ttlSeconds ?? j.campaign.reservationTtlSeconds),
+  ];
+}
+
 /**
  * A process raises its campaign's unused_from after taking this many unused codes, so a process
  * that starts (and scans from unused_from) walks past at most about this many taken codes.
@@ -316,16 +326,7 @@ export class Reservations {
       text: `SELECT reserve_id, code, seq, expires_at AT TIME ZONE 'UTC' AS expires_at, unused
         FROM codes_reserve_unused($1, $2, $3, $4, $5, $6, $7)`,
       types: UTC_TEXT_TYPES,
-      values: [
-        no,
-        jobs.map((j) => j.reserveId),
-        jobs.map((j) => j.count),
-        // Each request its own campaign copy: one read before a PATCH keeps the TTL it was asked under.
-        jobs.map((j) => j.ttlSeconds ?? j.campaign.reservationTtlSeconds),
-        this.unusedCursors.get(no) ?? null,
-        this.cursors.get(no) ?? 0,
-        total,
-      ],
+      values: [no, ...perRequest(jobs), this.unusedCursors.get(no) ?? null, this.cursors.get(no) ?? 0, total],
     });
     if (rows.length < total) return null;
     this.tookUnused(
@@ -532,13 +533,7 @@ export class Reservations {
        )
        SELECT c.reserve_id, c.expires_at, CASE WHEN NOT c.inserted THEN p.row END AS prior
        FROM claimed c LEFT JOIN prior p USING (reserve_id)`,
-      [
-        no,
-        jobs.map((j) => j.reserveId),
-        jobs.map((j) => j.count),
-        // Each request its own campaign copy: one read before a PATCH keeps the TTL it was asked under.
-        jobs.map((j) => j.ttlSeconds ?? j.campaign.reservationTtlSeconds),
-      ],
+      [no, ...perRequest(jobs)],
     );
     const fresh = new Map(claimed.rows.map((r) => [r.reserve_id, r]));
     const results: (ReserveResult | Error | undefined)[] = new Array(jobs.length);
