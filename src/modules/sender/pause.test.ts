@@ -1,11 +1,12 @@
 // A chunk whose recipients all wait for a retry further away than the inline wait gives its worker
 // slot back and is queued again for the retry time. Pausing and resuming its batch in that window
-// must leave it with a queued job: the batch completes.
+// must leave it with a queued job: the batch completes. And a pause in the middle of a sub-batch to
+// a slow provider stops it there: what was not yet sent waits for the resume, its attempt uncounted.
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { startPlatform, type TestPlatform, waitFor } from '../../../test/helpers.ts';
 import { senderModule } from './index.ts';
-import { startWebhookReceiver, webhookSendConfig } from './test-peers.ts';
+import { startSmtpSink, startWebhookReceiver, webhookSendConfig } from './test-peers.ts';
 
 const inject = (p: TestPlatform, method: 'GET' | 'POST', url: string, payload?: unknown) =>
   p.app.inject({ method, url, headers: p.auth, payload: payload as object });
@@ -99,5 +100,74 @@ describe('sender pause during a deferred retry', () => {
     const b = await completes(p, id);
     assert.equal(b.progress.sent, 3);
     assert.equal(rx.seen.size, 3);
+  });
+});
+
+describe('sender pause in the middle of a sub-batch', () => {
+  it('when a batch to a slow SMTP server is paused mid-sub-batch, then the messages not yet started stay unsent and uncounted, and after resume each arrives once', async () => {
+    // 2 connections × 50 ms a message: a sub-batch of 200 takes ~5 s to send whole.
+    const smtp = await startSmtpSink({ delayMs: 50 });
+    after(() => smtp.close());
+    const p = await startPlatform({ modules: [senderModule] });
+    const cfg = await inject(p, 'POST', '/api/send-configs', {
+      name: 'slow smtp',
+      channel: 'email',
+      settings: {
+        host: '127.0.0.1',
+        port: smtp.port,
+        from: 'news@example.com',
+        ignoreTLS: true,
+        maxConnections: 2,
+      },
+    });
+    assert.equal(cfg.statusCode, 201, cfg.body);
+    const total = 300;
+    const res = await inject(p, 'POST', '/api/batches', {
+      sendConfigId: cfg.json().id,
+      template: { subject: 's', text: 'n={{n}}' },
+      recipients: Array.from({ length: total }, (_, i) => ({
+        address: `user${i}@example.com`,
+        variables: { n: i },
+      })),
+    });
+    assert.equal(res.statusCode, 201, res.body);
+    const id: string = res.json().id;
+    await waitFor(() => smtp.count() >= 10, { timeoutMs: 30000, intervalMs: 20, what: 'the first messages' });
+
+    const before = smtp.count();
+    assert.equal((await inject(p, 'POST', `/api/batches/${id}/pause`)).json().state, 'paused');
+    await waitFor(
+      async () => {
+        const { rows } = await p.kit.pool.query(
+          `SELECT 1 FROM sender_chunks WHERE batch_id = $1 AND state = 'running'`,
+          [id],
+        );
+        return rows.length === 0;
+      },
+      { timeoutMs: 30000, intervalMs: 20, what: 'the chunk to be let go' },
+    );
+    const late = smtp.count() - before;
+    // Without the stop inside the sub-batch, the rest of its 200 (~190) would still go out.
+    assert.ok(late < 100, `${late} messages went out after the pause`);
+    const { rows } = await p.kit.pool.query<{ state: string; attempts: number; n: number }>(
+      `SELECT state, attempts, count(*)::int AS n FROM sender_recipients WHERE batch_id = $1 GROUP BY 1, 2 ORDER BY 1, 2`,
+      [id],
+    );
+    assert.deepEqual(
+      rows,
+      [
+        { state: 'pending', attempts: 0, n: total - smtp.count() },
+        { state: 'sent', attempts: 1, n: smtp.count() },
+      ],
+      'every claimed message not sent is pending again, its attempt not counted',
+    );
+
+    assert.equal((await inject(p, 'POST', `/api/batches/${id}/resume`)).json().state, 'sending');
+    const b = await completes(p, id);
+    assert.equal(b.progress.sent, total);
+    assert.equal(b.progress.failed, 0);
+    const to = smtp.mails.map((m) => m.to[0]);
+    assert.equal(new Set(to).size, total, 'every recipient got one e-mail');
+    assert.equal(to.length, total, 'and no recipient two');
   });
 });

@@ -13,7 +13,13 @@ export interface ReceivedMail {
   raw: string;
 }
 
-export async function startSmtpSink(opts: { keep?: boolean } = {}) {
+export async function startSmtpSink(
+  opts: {
+    keep?: boolean;
+    /** Answer each message this many ms late, as a slow provider does. */
+    delayMs?: number;
+  } = {},
+) {
   const mails: ReceivedMail[] = [];
   let count = 0;
   const server = new SMTPServer({
@@ -33,7 +39,8 @@ export async function startSmtpSink(opts: { keep?: boolean } = {}) {
             to: session.envelope.rcptTo.map((r) => r.address),
             raw: Buffer.concat(parts).toString('utf8'),
           });
-        callback();
+        if (opts.delayMs) setTimeout(callback, opts.delayMs);
+        else callback();
       });
     },
   });

@@ -12,7 +12,9 @@
 //                    the webhook-id), so the receiver keeps exactly one;
 //     email:         SMTP has no idempotency key, so the recipient is marked failed with reason
 //                    "interrupted" rather than risk a second e-mail (at most once wins over at least once).
-// - Pause and cancel are seen at the next sub-batch (milliseconds) or within 200 ms of a wait.
+// - Pause and cancel are seen within 200 ms, waiting or sending: a sub-batch being sent looks at
+//   the batch every 200 ms too and leaves the messages it has not started for later (back to
+//   `pending`, the attempt not counted), so only the messages already at the provider still go out.
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Pool, Queryable } from '../../kit/db.ts';
@@ -485,15 +487,21 @@ class ChunkRun {
     let claimed: Claimed[] = [];
     for (;;) {
       if (this.lost) return { sent, lost: true };
+      let stopSeen = false;
       if (claimed.length > 0) {
-        sent += await this.sendAll(claimed);
+        const done = await this.sendAll(claimed);
+        sent += done.sent;
+        stopSeen = done.stopSeen;
         claimed = [];
       }
-      const wait = this.limits.length ? await this.engine.takeTokens(this.limits, this.subBatch) : 0;
-      // A token wait cut short by a pause or cancel goes straight to the state handling below.
-      if (wait === 0 || (await this.sleepWhileSending(wait * 1000))) {
-        claimed = await this.claim();
-        if (claimed.length > 0) continue;
+      // A sub-batch or a token wait cut short by a pause or cancel goes straight to the state
+      // handling below.
+      if (!stopSeen) {
+        const wait = this.limits.length ? await this.engine.takeTokens(this.limits, this.subBatch) : 0;
+        if (wait === 0 || (await this.sleepWhileSending(wait * 1000))) {
+          claimed = await this.claim();
+          if (claimed.length > 0) continue;
+        }
       }
       const state = await this.state();
       if (state === 'paused') {
@@ -592,69 +600,65 @@ class ChunkRun {
     return { next: rows[0]?.at ?? null, orphans: rows[0]?.orphans ?? 0 };
   }
 
-  /** Sends one claimed sub-batch and records every outcome in one statement. */
-  private async sendAll(rows: Claimed[]): Promise<number> {
+  /**
+   * Looks at the batch every STATE_POLL_MS until `end()`; `stopped()` turns true once the batch
+   * is no longer `sending`. A failed look counts as still sending: the next one decides.
+   */
+  private watchState() {
+    let stopped = false;
+    let looking = false;
+    const timer = setInterval(() => {
+      if (looking || stopped) return;
+      looking = true;
+      this.state()
+        .then((state) => {
+          if (state !== 'sending') stopped = true;
+        })
+        .catch(() => undefined)
+        .finally(() => {
+          looking = false;
+        });
+    }, STATE_POLL_MS);
+    return { stopped: () => stopped, end: () => clearInterval(timer) };
+  }
+
+  /**
+   * Sends one claimed sub-batch and records every outcome in one statement. A pause or cancel seen
+   * meanwhile leaves the messages not yet started unsent (`stopSeen`), so a large sub-batch to a
+   * slow provider cannot keep sending for seconds after the batch stopped.
+   */
+  private async sendAll(rows: Claimed[]): Promise<{ sent: number; stopSeen: boolean }> {
     const b = this.batch;
     const m = this.engine.senderMetrics;
     const channel = this.channel;
     const outcomes: Outcome[] = [];
     const work: Claimed[] = [];
+    const unsent: Claimed[] = [];
     for (const r of rows) {
       if (r.suppressed)
         outcomes.push({ id: r.id, state: 'suppressed', error: null, delay: null, code: null });
       else work.push(r);
     }
-    await eachLimit(work, channel.concurrency, async (r) => {
-      let code = r.code;
-      try {
-        if (b.code_campaign && !code) {
-          try {
-            code = await this.engine.reserveCode(b, r.id);
-          } catch (err) {
-            throw codeReservationError(b.code_campaign, err); // 4xx permanent, 5xx/timeouts retried
-          }
-        }
-        const unsubscribeUrl = this.engine.unsubscribeUrl(b.id, r.id);
-        const view = { ...r.variables, address: r.address, email: r.address, code, unsubscribeUrl };
-        let msg: OutMessage;
-        try {
-          msg = {
-            idempotencyKey: `${b.id}:${r.id}`,
-            batchId: b.id,
-            recipientId: r.id,
-            to: r.address,
-            ...render(b.template, view),
-            variables: r.variables ?? {},
-            unsubscribeUrl,
-          };
-        } catch (err) {
-          throw new SendError(`template: ${(err as Error).message}`, true);
-        }
-        const started = performance.now();
-        try {
-          await channel.send(msg);
-        } finally {
-          m.latency.observe({ channel: channel.name }, (performance.now() - started) / 1000);
-        }
-        outcomes.push({ id: r.id, state: 'sent', error: null, delay: null, code });
-      } catch (err) {
-        const permanent = err instanceof SendError ? err.permanent : false;
-        const reason = (err as Error).message;
-        if (permanent || r.attempts >= b.max_attempts) {
-          const error = permanent ? reason : `gave up after ${r.attempts} attempts: ${reason}`;
-          outcomes.push({ id: r.id, state: 'failed', error, delay: null, code });
-        } else {
-          outcomes.push({
-            id: r.id,
-            state: 'pending',
-            error: reason,
-            delay: backoffSeconds(r.attempts, this.engine.retryBaseMs),
-            code,
-          });
-        }
-      }
-    });
-    const counts = await this.record(outcomes, new Map(rows.map((r) => [r.id, r.attempts])));
+    const watch = this.watchState();
+    try {
+      await eachLimit(work, channel.concurrency, async (r) => {
+        if (watch.stopped()) unsent.push(r);
+        else await this.sendOne(r, outcomes);
+      });
+    } finally {
+      watch.end();
+    }
+    const attempts = new Map(rows.map((r) => [r.id, r.attempts]));
+    // One transaction when claims are undone, so a crash cannot leave them marked `sending` (which
+    // the sweeper would fail as interrupted, though they were never sent).
+    const counts =
+      unsent.length > 0 && !channel.idempotent
+        ? await withTransaction(this.pool, async (db) => {
+            const c = await this.record(db, outcomes, attempts);
+            await this.putBack(db, unsent);
+            return c;
+          })
+        : await this.record(this.pool, outcomes, attempts);
     for (const [status, n] of Object.entries(counts))
       if (n) m.messages.inc({ channel: channel.name, status: status === 'pending' ? 'retry' : status }, n);
     if (b.code_campaign) {
@@ -665,7 +669,75 @@ class ChunkRun {
         else if (o.state === 'failed') await this.engine.releaseCode(b, o.id);
       });
     }
-    return counts.sent ?? 0;
+    return { sent: counts.sent ?? 0, stopSeen: unsent.length > 0 };
+  }
+
+  /**
+   * Claimed recipients left unsent by a pause or cancel: the claim of a channel that cannot
+   * deduplicate marked them `sending` and counted the attempt, so they go back to `pending` with the
+   * attempt uncounted. (An idempotent channel's claim changed nothing, so it has nothing to undo.)
+   */
+  private async putBack(db: Queryable, rows: Claimed[]) {
+    await db.query(
+      `UPDATE sender_recipients SET state = 'pending', attempts = attempts - 1
+       WHERE batch_id = $1 AND id BETWEEN $2 AND $3 AND id = ANY($4::int[]) AND state = 'sending'`,
+      [this.batchId, this.from, this.to, rows.map((r) => r.id)],
+    );
+  }
+
+  /** One message to the provider; its outcome goes to `outcomes`. */
+  private async sendOne(r: Claimed, outcomes: Outcome[]) {
+    const b = this.batch;
+    const m = this.engine.senderMetrics;
+    const channel = this.channel;
+    let code = r.code;
+    try {
+      if (b.code_campaign && !code) {
+        try {
+          code = await this.engine.reserveCode(b, r.id);
+        } catch (err) {
+          throw codeReservationError(b.code_campaign, err); // 4xx permanent, 5xx/timeouts retried
+        }
+      }
+      const unsubscribeUrl = this.engine.unsubscribeUrl(b.id, r.id);
+      const view = { ...r.variables, address: r.address, email: r.address, code, unsubscribeUrl };
+      let msg: OutMessage;
+      try {
+        msg = {
+          idempotencyKey: `${b.id}:${r.id}`,
+          batchId: b.id,
+          recipientId: r.id,
+          to: r.address,
+          ...render(b.template, view),
+          variables: r.variables ?? {},
+          unsubscribeUrl,
+        };
+      } catch (err) {
+        throw new SendError(`template: ${(err as Error).message}`, true);
+      }
+      const started = performance.now();
+      try {
+        await channel.send(msg);
+      } finally {
+        m.latency.observe({ channel: channel.name }, (performance.now() - started) / 1000);
+      }
+      outcomes.push({ id: r.id, state: 'sent', error: null, delay: null, code });
+    } catch (err) {
+      const permanent = err instanceof SendError ? err.permanent : false;
+      const reason = (err as Error).message;
+      if (permanent || r.attempts >= b.max_attempts) {
+        const error = permanent ? reason : `gave up after ${r.attempts} attempts: ${reason}`;
+        outcomes.push({ id: r.id, state: 'failed', error, delay: null, code });
+      } else {
+        outcomes.push({
+          id: r.id,
+          state: 'pending',
+          error: reason,
+          delay: backoffSeconds(r.attempts, this.engine.retryBaseMs),
+          code,
+        });
+      }
+    }
   }
 
   /**
@@ -674,9 +746,13 @@ class ChunkRun {
    * counters are counted from what was written, so a chunk taken back by the sweeper, or sent by a
    * worker that lost its lease, can never be counted twice.
    */
-  private async record(outcomes: Outcome[], attempts: Map<number, number>): Promise<Record<string, number>> {
+  private async record(
+    db: Queryable,
+    outcomes: Outcome[],
+    attempts: Map<number, number>,
+  ): Promise<Record<string, number>> {
     if (outcomes.length === 0) return {};
-    const { rows } = await this.pool.query<{ state: string; n: number }>(
+    const { rows } = await db.query<{ state: string; n: number }>(
       `WITH v AS (
          SELECT * FROM unnest($2::int[], $3::text[], $4::text[], $5::float8[], $6::text[], $7::int[])
            AS v(id, state, error, delay, code, attempts)),
