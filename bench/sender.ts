@@ -1,6 +1,7 @@
 // `npm run bench -- sender`: end-to-end batch throughput (CSV upload → every recipient sent) to the
 // mock channel, a local webhook receiver (signatures verified) and a local SMTP server, plus the
-// server's peak RSS over a 1,000,000-recipient batch. Targets from issue 6.
+// server's peak RSS over a 1,000,000-recipient batch, and how soon a pause and a cancel stop a batch
+// that three processes are sending. Targets from issue 6.
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { createApiKey } from '../src/kit/auth.ts';
@@ -11,6 +12,9 @@ const MOCK_N = Number(process.env.BENCH_SENDER_MOCK ?? 100_000);
 const WEBHOOK_N = Number(process.env.BENCH_SENDER_WEBHOOK ?? 20_000);
 const SMTP_N = Number(process.env.BENCH_SENDER_SMTP ?? 5_000);
 const MILLION_N = Number(process.env.BENCH_SENDER_MILLION ?? 1_000_000);
+const STOP_N = Number(process.env.BENCH_SENDER_STOP ?? 20_000);
+/** A rate at which the worker's sub-batch is its largest (200 messages): the slowest to stop. */
+const STOP_RATE = 1_000;
 
 function rssMb(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -45,14 +49,8 @@ export async function benchSender(databaseUrl: string) {
     /** CPU seconds of the server and PostgreSQL so far: a cost that other load does not move. */
     const cpu = () => ({ node: treeCpuSeconds(server.proc.pid!), pg: pgPid ? treeCpuSeconds(pgPid) : 0 });
 
-    /** Draft → CSV upload → send → completed; returns {total s, upload s, send s, peak RSS, CPU}. */
-    const run = async (n: number, target: Record<string, unknown>) => {
-      const cpu0 = cpu();
-      let peak = rssMb(server.proc.pid!);
-      const sampler = setInterval(() => {
-        peak = Math.max(peak, rssMb(server.proc.pid!));
-      }, 250);
-      const t0 = performance.now();
+    /** A draft batch of n recipients uploaded as CSV; returns its id. */
+    const uploadDraft = async (n: number, target: Record<string, unknown>): Promise<string> => {
       const draft = await call('POST', '/api/batches', {
         ...target,
         draft: true,
@@ -73,12 +71,24 @@ export async function benchSender(databaseUrl: string) {
         duplex: 'half',
       } as RequestInit);
       if (!up.ok) throw new Error(`upload: ${up.status} ${await up.text()}`);
+      return draft.id;
+    };
+
+    /** Draft → CSV upload → send → completed; returns {total s, upload s, send s, peak RSS, CPU}. */
+    const run = async (n: number, target: Record<string, unknown>) => {
+      const cpu0 = cpu();
+      let peak = rssMb(server.proc.pid!);
+      const sampler = setInterval(() => {
+        peak = Math.max(peak, rssMb(server.proc.pid!));
+      }, 250);
+      const t0 = performance.now();
+      const id = await uploadDraft(n, target);
       const t1 = performance.now();
       const cpu1 = cpu();
-      await call('POST', `/api/batches/${draft.id}/send`);
+      await call('POST', `/api/batches/${id}/send`);
       let b: any;
       for (;;) {
-        b = await call('GET', `/api/batches/${draft.id}`);
+        b = await call('GET', `/api/batches/${id}`);
         if (['completed', 'failed', 'cancelled'].includes(b.state)) break;
         await new Promise((r) => setTimeout(r, 100));
       }
@@ -157,11 +167,106 @@ export async function benchSender(databaseUrl: string) {
         note: `end to end ${Math.round(MILLION_N / big.total)} msg/s (upload ${big.upload.toFixed(0)} s, send ${big.send.toFixed(0)} s)`,
       });
     }
+    if (STOP_N > 0) {
+      const hookConfig = await config({
+        name: 'bench stop',
+        channel: 'webhook',
+        settings: { url: rx.url },
+        secret: WEBHOOK_SECRET,
+      });
+      const id = await uploadDraft(STOP_N, { sendConfigId: hookConfig, ratePerSecond: STOP_RATE });
+      rows.push(await stopAcrossWorkers({ databaseUrl, pool, rx, call, id }));
+    }
   } finally {
     printRows('sender', rows);
     await rx.close();
     await smtp.close();
     await pool.end();
     await server.stop();
+  }
+}
+
+/** The pids of the processes holding a running chunk of the batch (owner = `pid:uuid`). */
+async function chunkHolders(pool: pg.Pool, batchId: string): Promise<Set<number>> {
+  const { rows } = await pool.query<{ pid: string }>(
+    `SELECT DISTINCT split_part(owner, ':', 1) AS pid FROM sender_chunks WHERE batch_id = $1 AND state = 'running'`,
+    [batchId],
+  );
+  return new Set(rows.map((r) => Number(r.pid)));
+}
+
+async function until(what: string, check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/**
+ * Issue 6: "pause, resume and cancel take effect within 1 s across all workers". The bench's server
+ * (role all) and two worker processes send one batch; the figure is the longer of the two waits
+ * from the pause (then the cancel) call to the last message the receiver got after it, with the
+ * wait until every process had let its chunks go beside it.
+ */
+async function stopAcrossWorkers(ctx: {
+  databaseUrl: string;
+  pool: pg.Pool;
+  rx: Awaited<ReturnType<typeof startWebhookReceiver>>;
+  call: (method: string, path: string, body?: unknown) => Promise<any>;
+  id: string;
+}): Promise<Row> {
+  const { pool, rx, call, id } = ctx;
+  const workers = await Promise.all(
+    [1, 2].map(() =>
+      startServer('bench/tessera-server.ts', ['worker'], {
+        DATABASE_URL: ctx.databaseUrl,
+        WORKER_CONCURRENCY: '2',
+      }),
+    ),
+  );
+  try {
+    const workerPids = workers.map((w) => w.proc.pid!);
+    /** Calls the action while all three processes send; ms until the last arrival, and until no chunk runs. */
+    const stop = async (action: 'pause' | 'cancel') => {
+      // Called while all three hold chunks and messages are arriving (a sub-batch in flight), since
+      // between sub-batches there is nothing to stop and the figure would read 0.
+      const arrived = rx.arrivals.length;
+      await until(`${action}: all three processes sending`, async () => {
+        const holders = await chunkHolders(pool, id);
+        const last = rx.arrivals.at(-1)?.at ?? 0;
+        return (
+          holders.size >= 3 &&
+          workerPids.every((p) => holders.has(p)) &&
+          rx.arrivals.length >= arrived + 200 &&
+          Date.now() - last < 5
+        );
+      });
+      const at = Date.now();
+      await call('POST', `/api/batches/${id}/${action}`);
+      await until(`${action}: every chunk let go`, async () => (await chunkHolders(pool, id)).size === 0);
+      const released = Date.now() - at;
+      await new Promise((r) => setTimeout(r, 1000)); // for a straggler, which the figure must show
+      const late = rx.arrivals.filter((a) => a.at >= at);
+      const last = late.length ? Math.max(...late.map((a) => a.at)) - at : 0;
+      return { last, released, late: late.length };
+    };
+    await call('POST', `/api/batches/${id}/send`);
+    const paused = await stop('pause');
+    await call('POST', `/api/batches/${id}/resume`);
+    const cancelled = await stop('cancel');
+    const figure = Math.max(paused.last, cancelled.last);
+    const say = (what: string, r: { last: number; released: number; late: number }) =>
+      `${what}: last message ${r.last} ms after the call (${r.late} arrived after it), every chunk let go at ${r.released} ms`;
+    return {
+      name: `pause and cancel, one batch sent by three processes (${STOP_RATE.toLocaleString('en-US')} msg/s)`,
+      figure,
+      unit: 'ms',
+      target: '≤ 1,000 ms',
+      pass: figure <= 1000,
+      note: `${say('pause', paused)}; ${say('cancel', cancelled)}`,
+    };
+  } finally {
+    await Promise.all(workers.map((w) => w.stop()));
   }
 }

@@ -1,24 +1,33 @@
-// Pause, resume and cancel with the batch spread over two worker processes: both stop within about
-// a second of the API call (issue 6: "within 1 s across all workers"), nothing arrives twice, and
-// the counts add up. The workers are real `tessera start --role worker` processes; WORKER_CONCURRENCY
-// 2 each and four chunks make sure both hold chunks when the batch is paused.
+// Pause, resume and cancel with the batch spread over two worker processes: both stop (issue 6:
+// "within 1 s across all workers"), nothing arrives twice, and the counts add up. The workers are
+// real `tessera start --role worker` processes; WORKER_CONCURRENCY 2 each and four chunks make sure
+// both hold chunks when the batch is paused. How soon they stop is a timing, so it is measured by
+// `npm run bench -- sender`; this test proves what makes it soon: once the call has answered, no
+// worker claims another sub-batch, so only the sub-batches already claimed can still arrive.
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { freshDatabase, spawnTessera, startPlatform, waitFor } from '../../../test/helpers.ts';
 import { senderModule } from './index.ts';
 import { startWebhookReceiver, webhookSendConfig } from './test-peers.ts';
 
-/** A pause or cancel is seen at the next sub-batch or within 200 ms of a wait; the rest is slack for a loaded machine. */
-const STOP_WITHIN_MS = 1500;
+const WORKERS = 2;
+const WORKER_CONCURRENCY = 2;
+const RATE = 200;
+/** worker.ts sizes a sub-batch at a quarter of a second of the slowest rate limit. */
+const SUB_BATCH = RATE / 4;
+/** At most one claimed sub-batch per chunk a worker runs; anything beyond this was claimed late. */
+const MOST_IN_FLIGHT = WORKERS * WORKER_CONCURRENCY * SUB_BATCH;
 
 describe('sender pause and cancel across two workers', () => {
-  it('when a batch running on two worker processes is paused, resumed and cancelled, then both workers stop within about a second each time and no message arrives twice', async () => {
+  it('when a batch running on two worker processes is paused, resumed and cancelled, then both workers stop claiming at once, nothing claimed afterwards arrives, and no message arrives twice', async () => {
     const db = await freshDatabase();
     const rx = await startWebhookReceiver({ keep: false });
     after(() => rx.close());
     const api = await startPlatform({ modules: [senderModule], role: 'api', databaseUrl: db });
     const workers = await Promise.all(
-      [1, 2].map(() => spawnTessera('worker', { DATABASE_URL: db, WORKER_CONCURRENCY: '2' })),
+      Array.from({ length: WORKERS }, () =>
+        spawnTessera('worker', { DATABASE_URL: db, WORKER_CONCURRENCY: String(WORKER_CONCURRENCY) }),
+      ),
     );
     await Promise.all(workers.map((w) => w.waitHealthy(60000)));
     const inject = (method: 'GET' | 'POST', url: string, payload?: unknown) =>
@@ -27,7 +36,7 @@ describe('sender pause and cancel across two workers', () => {
     const total = 2000; // four chunks of 500
     const res = await inject('POST', '/api/batches', {
       sendConfigId: await webhookSendConfig(api, rx.url),
-      ratePerSecond: 200,
+      ratePerSecond: RATE,
       template: { subject: 's', text: 'n={{n}}' },
       recipients: Array.from({ length: total }, (_, i) => ({ address: `r${i}`, variables: { n: i } })),
     });
@@ -50,19 +59,25 @@ describe('sender pause and cancel across two workers', () => {
       { timeoutMs: 30000, intervalMs: 50, what: 'both workers sending' },
     );
 
-    /** Calls `action`, then proves the receiver got nothing later than STOP_WITHIN_MS after it. */
+    /**
+     * Calls `action`, waits until no chunk is running (each worker has sent what it had claimed and
+     * let its chunks go), then proves that no more than the claimed sub-batches arrived after the
+     * call, and that nothing arrives later.
+     */
     const stops = async (action: 'pause' | 'cancel') => {
-      const at = Date.now();
+      const before = rx.arrivals.length;
       const r = await inject('POST', `/api/batches/${id}/${action}`);
       assert.equal(r.statusCode, 200, r.body);
-      await new Promise((resolve) => setTimeout(resolve, STOP_WITHIN_MS + 1000));
-      const late = rx.arrivals.filter((a) => a.at > at + STOP_WITHIN_MS);
-      assert.equal(
-        late.length,
-        0,
-        `${late.length} messages arrived more than ${STOP_WITHIN_MS} ms after ${action}`,
-      );
+      await waitFor(async () => (await runningOwners()).size === 0, {
+        timeoutMs: 30000,
+        intervalMs: 50,
+        what: `both workers let their chunks go after ${action}`,
+      });
       const count = rx.arrivals.length;
+      assert.ok(
+        count - before <= MOST_IN_FLIGHT,
+        `${count - before} messages arrived after ${action}: more than the ${MOST_IN_FLIGHT} claimed before it`,
+      );
       await new Promise((resolve) => setTimeout(resolve, 1000));
       assert.equal(rx.arrivals.length, count, `nothing more arrives after ${action}`);
       return count;
