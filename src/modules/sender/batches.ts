@@ -1,6 +1,7 @@
 // Batches: creation (inline recipients, Idempotency-Key), CSV upload, lifecycle moves and the
 // progress view. Every state move is one conditional UPDATE, so two API processes racing on the same
 // batch cannot both win; workers see the new state at their next sub-batch (well within 1 s).
+
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -10,12 +11,13 @@ import type { Pool, PoolClient, Queryable } from '../../kit/db.ts';
 import { copyText, withTransaction } from '../../kit/db.ts';
 import { badRequest, conflict, HttpError, notFound, unprocessable } from '../../kit/errors.ts';
 import type { Jobs } from '../../kit/jobs.ts';
+import type { Logger } from '../../kit/log.ts';
 import type { ChannelName } from './channels.ts';
 import { type CodesService, checkCodeCampaign } from './codes.ts';
 import type { BatchBody, Recipient } from './schemas.ts';
 import { getSendConfig } from './send-configs.ts';
 import { render, validateTemplate } from './template.ts';
-import { enqueueChunks } from './worker.ts';
+import { completeIfDone, enqueueChunks } from './worker.ts';
 
 const INSERT_ROWS = 5000;
 const EMAIL = /^[^@\s<>]+@[^@\s<>]+$/;
@@ -96,6 +98,7 @@ export class Batches {
     private readonly pool: Pool,
     private readonly jobs: Jobs,
     private readonly codes: CodesService,
+    private readonly log: Logger,
   ) {}
 
   async get(db: Queryable, accountId: string, id: string): Promise<BatchRow> {
@@ -379,6 +382,11 @@ export class Batches {
 
   async resume(accountId: string, id: string) {
     return withTransaction(this.pool, async (client) => {
+      // Locked, so a cancel (or a second resume) at the same moment waits and then sees `sending`.
+      await client.query('SELECT 1 FROM sender_batches WHERE id = $1 AND account_id = $2 FOR UPDATE', [
+        id,
+        accountId,
+      ]);
       const b = await this.get(client, accountId, id);
       if (b.state !== 'paused')
         throw conflict(`batch ${id} is ${b.state}; only a paused batch can be resumed`);
@@ -395,6 +403,8 @@ export class Batches {
           id,
         ]);
         await enqueueChunks(client, id);
+        const done = await completeIfDone(client, id);
+        if (done) this.log.info({ batchId: id, ...done }, 'BATCH_COMPLETED');
       }
       return batchView(await this.get(client, accountId, id));
     });

@@ -1,7 +1,10 @@
 // Delivery events from providers (POST /webhooks/:provider, Standard Webhooks signed): delivered,
 // bounced, complained and opened, each kind counted once per recipient however often and in whatever
 // order providers repeat it (delivered → opened → delivered is one delivery); bounces and
-// complaints put the address on the account's suppression list.
+// complaints put the address on the account's suppression list. A bounce that overtakes the
+// worker's record of the send (the provider answered before the sub-batch was written) leaves the
+// state to that record, which writes `bounced` for a sent message with the bounce bit set: the send
+// is counted either way.
 import type { Pool } from '../../kit/db.ts';
 import { withTransaction } from '../../kit/db.ts';
 import type { Logger } from '../../kit/log.ts';
@@ -18,6 +21,17 @@ const COUNTER = {
 /** The kind's bit in sender_recipients.event_kinds (migration 003). */
 const BIT = { delivered: 1, bounced: 2, complained: 4, opened: 8 } as const;
 
+const MESSAGE_ID = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}):([0-9]{1,10})$/i;
+const MAX_RECIPIENT_ID = 2_147_483_647; // sender_recipients.id is an int
+
+/** The batch id and recipient id a messageId names, or undefined when it cannot name one of ours. */
+function messageIds(messageId: string): [string, number] | undefined {
+  const m = MESSAGE_ID.exec(messageId);
+  if (!m) return undefined;
+  const rid = Number(m[2]);
+  return rid <= MAX_RECIPIENT_ID ? [m[1]!, rid] : undefined;
+}
+
 export async function recordDeliveryEvents(
   pool: Pool,
   log: Logger,
@@ -29,17 +43,22 @@ export async function recordDeliveryEvents(
   const unknown: string[] = [];
   await withTransaction(pool, async (db) => {
     for (const e of events) {
-      const [batchId, rid] = e.messageId.split(':') as [string, string];
+      const ids = messageIds(e.messageId);
+      if (!ids) {
+        unknown.push(e.messageId);
+        continue;
+      }
+      const [batchId, rid] = ids;
       const { rows } = await db.query<{ address: string; account_id: string; fresh: boolean }>(
         `WITH r AS (
            SELECT address, event FROM sender_recipients WHERE batch_id = $1 AND id = $2 FOR UPDATE),
          u AS (
            UPDATE sender_recipients SET event = $3, event_at = now(), event_kinds = event_kinds | $4,
-             state = CASE WHEN $3 = 'bounced' THEN 'bounced' ELSE state END
+             state = CASE WHEN $3 = 'bounced' AND state = 'sent' THEN 'bounced' ELSE state END
            WHERE batch_id = $1 AND id = $2 AND event_kinds & $4 = 0 RETURNING 1)
          SELECT r.address, b.account_id, EXISTS (SELECT 1 FROM u) AS fresh
          FROM r JOIN sender_batches b ON b.id = $1`,
-        [batchId, Number(rid), e.type, BIT[e.type]],
+        [batchId, rid, e.type, BIT[e.type]],
       );
       const row = rows[0];
       if (!row) {

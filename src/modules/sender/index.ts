@@ -35,7 +35,7 @@ export const senderModule = defineModule({
     if (ctx.role === 'all' || ctx.role === 'worker') engine.startSweeper();
   },
   routes(app, ctx) {
-    senderRoutes(app, ctx, new Batches(ctx.pool, ctx.jobs, ctx.rpc.client<CodesService>('codes')));
+    senderRoutes(app, ctx, new Batches(ctx.pool, ctx.jobs, ctx.rpc.client<CodesService>('codes'), ctx.log));
   },
   async stop(ctx) {
     await engines.get(ctx)?.stop();

@@ -65,6 +65,8 @@ export async function startWebhookReceiver(
     refuse?: string[];
     /** Answer 503 (transient) to the first n deliveries of every webhook-id. */
     failFirst?: number;
+    /** Answer each accepted delivery this many ms after it arrived, as a slow receiver does. */
+    delayMs?: number;
   } = {},
 ) {
   const refuse = new Set(opts.refuse ?? []);
@@ -105,7 +107,8 @@ export async function startWebhookReceiver(
         seen.set(id, n + 1);
         arrivals.push({ id, at: Date.now() });
         if (n === 0 && opts.keep !== false) bodies.push(payload);
-        res.writeHead(200).end();
+        if (opts.delayMs) setTimeout(() => res.writeHead(200).end(), opts.delayMs);
+        else res.writeHead(200).end();
       } catch {
         rejected++;
         res.writeHead(401).end();

@@ -65,6 +65,25 @@ export async function enqueueChunks(db: Queryable, batchId: string, no?: number,
   );
 }
 
+/**
+ * Completes a sending batch whose chunks are all done (failed when nothing was sent and something
+ * failed); undefined when it is not sending or has work left. Called by the chunk that finishes
+ * last, and by resume: a batch paused just as its last chunk finished has nothing left to run.
+ */
+export async function completeIfDone(db: Queryable, batchId: string) {
+  const { rows } = await db.query<{ state: string; sent: number; failed: number }>(
+    `UPDATE sender_batches
+     SET state = CASE WHEN sent = 0 AND failed > 0 THEN 'failed' ELSE 'completed' END,
+         error = CASE WHEN sent = 0 AND failed > 0 THEN 'every recipient failed' END,
+         finished_at = now(), updated_at = now()
+     WHERE id = $1 AND state = 'sending'
+       AND NOT EXISTS (SELECT 1 FROM sender_chunks WHERE batch_id = $1 AND state <> 'done')
+     RETURNING state, sent, failed`,
+    [batchId],
+  );
+  return rows[0];
+}
+
 /** Exponential backoff with jitter: 0.5–1 × base × 2^(attempt-1), at most a minute. */
 export function backoffSeconds(attempt: number, baseMs: number): number {
   const base = Math.min(60, (baseMs / 1000) * 2 ** (attempt - 1));
@@ -123,7 +142,7 @@ export class SendEngine {
   register(): void {
     this.ctx.jobs.define({ name: 'sender:start', run: (p) => this.start(p.batchId), maxAttempts: 10 });
     this.ctx.jobs.define({ name: 'sender:chunk', run: (p, job) => this.chunk(p, job), maxAttempts: 25 });
-    this.ctx.jobs.define({ name: 'sender:cancel', run: (p) => this.cancelRest(p.batchId), maxAttempts: 10 });
+    this.ctx.jobs.define({ name: 'sender:cancel', run: (p) => this.cancelIdle(p.batchId), maxAttempts: 10 });
   }
 
   get retryBaseMs(): number {
@@ -208,27 +227,62 @@ export class SendEngine {
     }
   }
 
-  /** The cancel job: every recipient still pending is cancelled and counted; reserved codes released. */
-  async cancelRest(batchId: string, range?: [number, number]) {
-    const { rows } = await this.pool.query<{ n: number; codes: string[] | null }>(
-      `WITH c AS (
-         UPDATE sender_recipients SET state = 'cancelled', next_attempt_at = NULL
-         WHERE batch_id = $1 AND state = 'pending' AND ($2::int IS NULL OR id BETWEEN $2 AND $3)
-         RETURNING id, code),
-       b AS (UPDATE sender_batches SET cancelled = cancelled + (SELECT count(*) FROM c), updated_at = now() WHERE id = $1)
-       SELECT (SELECT count(*) FROM c)::int AS n,
-              (SELECT array_agg(id::text) FROM c WHERE code IS NOT NULL) AS codes`,
-      [batchId, range?.[0] ?? null, range?.[1] ?? null],
-    );
-    if (!range)
-      await this.pool.query(
-        `UPDATE sender_chunks SET state = 'done' WHERE batch_id = $1 AND state = 'pending'`,
+  /**
+   * The cancel job: cancels every pending recipient outside the chunks a worker is running, and
+   * marks the other chunks done. A running chunk may have a sub-batch at the provider whose rows
+   * are still `pending` (an idempotent channel's claim leaves them so); cancelling those here would
+   * record delivered messages as cancelled, so that chunk's own run cancels its rest once it has
+   * recorded what it sent. The chunk rows are locked first, so none starts or stops running between
+   * the two updates.
+   */
+  async cancelIdle(batchId: string) {
+    const withCodes = await withTransaction(this.pool, async (db) => {
+      const { rows: chunks } = await db.query<{ from_id: number; to_id: number; state: string }>(
+        'SELECT from_id, to_id, state FROM sender_chunks WHERE batch_id = $1 ORDER BY no FOR UPDATE',
         [batchId],
       );
+      const busy = chunks.filter((c) => c.state === 'running');
+      const ids = await this.cancelPending(
+        db,
+        batchId,
+        'NOT EXISTS (SELECT 1 FROM unnest($2::int[], $3::int[]) AS k(f, t) WHERE r.id BETWEEN k.f AND k.t)',
+        [busy.map((c) => c.from_id), busy.map((c) => c.to_id)],
+      );
+      await db.query(`UPDATE sender_chunks SET state = 'done' WHERE batch_id = $1 AND state = 'pending'`, [
+        batchId,
+      ]);
+      return ids;
+    });
+    await this.releaseCodes(batchId, withCodes);
+  }
+
+  /** A chunk run's end under a cancelled batch: its pending recipients are cancelled and counted. */
+  async cancelRest(batchId: string, range: [number, number]) {
+    await this.releaseCodes(
+      batchId,
+      await this.cancelPending(this.pool, batchId, 'r.id BETWEEN $2 AND $3', range),
+    );
+  }
+
+  /** Cancels and counts the batch's pending recipients that match `where`; returns those holding a code. */
+  private async cancelPending(db: Queryable, batchId: string, where: string, params: unknown[]) {
+    const { rows } = await db.query<{ id: number }>(
+      `WITH c AS (
+         UPDATE sender_recipients r SET state = 'cancelled', next_attempt_at = NULL
+         WHERE r.batch_id = $1 AND r.state = 'pending' AND ${where}
+         RETURNING r.id, r.code),
+       b AS (UPDATE sender_batches SET cancelled = cancelled + (SELECT count(*) FROM c), updated_at = now() WHERE id = $1)
+       SELECT id FROM c WHERE code IS NOT NULL`,
+      [batchId, ...params],
+    );
+    return rows.map((r) => r.id);
+  }
+
+  /** Cancelled recipients' reserved codes go back to the campaign (after the cancel committed). */
+  private async releaseCodes(batchId: string, recipientIds: number[]) {
+    if (recipientIds.length === 0) return;
     const batch = await this.loadBatch(batchId);
-    if (batch?.code_campaign)
-      for (const id of rows[0]?.codes ?? []) await this.releaseCode(batch, Number(id));
-    return { cancelled: rows[0]?.n ?? 0 };
+    if (batch?.code_campaign) for (const id of recipientIds) await this.releaseCode(batch, id);
   }
 
   // --- recovery --------------------------------------------------------------------------------
@@ -251,7 +305,9 @@ export class SendEngine {
           [c.batch_id, c.no],
         );
         const { resent, failed, state } = await this.settleOrphans(db, c.batch_id, c.from_id, c.to_id);
-        if (state === 'sending') await enqueueChunks(db, c.batch_id, c.no);
+        // A cancelled batch's cancel job left this chunk's recipients to its run, which is gone:
+        // a new run of the chunk claims nothing and cancels them.
+        if (state === 'sending' || state === 'cancelled') await enqueueChunks(db, c.batch_id, c.no);
         this.metrics.chunksRecovered.inc();
         this.log.warn({ batchId: c.batch_id, chunk: c.no, resent, failed }, 'SENDER_CHUNK_RECOVERED');
         return false;
@@ -384,17 +440,8 @@ export class SendEngine {
       [batchId, no, owner],
     );
     // Each chunk commits `done` before it looks, so the last chunk to finish always sees all done.
-    const { rows } = await this.pool.query<{ state: string; sent: number; failed: number }>(
-      `UPDATE sender_batches
-       SET state = CASE WHEN sent = 0 AND failed > 0 THEN 'failed' ELSE 'completed' END,
-           error = CASE WHEN sent = 0 AND failed > 0 THEN 'every recipient failed' END,
-           finished_at = now(), updated_at = now()
-       WHERE id = $1 AND state = 'sending'
-         AND NOT EXISTS (SELECT 1 FROM sender_chunks WHERE batch_id = $1 AND state <> 'done')
-       RETURNING state, sent, failed`,
-      [batchId],
-    );
-    if (rows[0]) this.log.info({ batchId, ...rows[0] }, 'BATCH_COMPLETED');
+    const done = await completeIfDone(this.pool, batchId);
+    if (done) this.log.info({ batchId, ...done }, 'BATCH_COMPLETED');
   }
 
   unsubscribeUrl(batchId: string, recipientId: number): string {
@@ -757,7 +804,9 @@ class ChunkRun {
          SELECT * FROM unnest($2::int[], $3::text[], $4::text[], $5::float8[], $6::text[], $7::int[])
            AS v(id, state, error, delay, code, attempts)),
        u AS (
-         UPDATE sender_recipients r SET state = v.state, error = v.error, code = coalesce(v.code, r.code),
+         UPDATE sender_recipients r SET error = v.error, code = coalesce(v.code, r.code),
+           -- A bounce event that came in while the message was in flight (events.ts) set its bit only.
+           state = CASE WHEN v.state = 'sent' AND r.event_kinds & 2 <> 0 THEN 'bounced' ELSE v.state END,
            attempts = v.attempts,
            next_attempt_at = CASE WHEN v.delay IS NULL THEN NULL ELSE now() + make_interval(secs => v.delay) END,
            sent_at = CASE WHEN v.state = 'sent' THEN now() ELSE r.sent_at END
