@@ -168,6 +168,14 @@ describe('sender features', () => {
     });
     assert.equal(done.statusCode, 200);
     assert.match(done.body, /leaver@example.com is unsubscribed/);
+    // RFC 8058's encoding for the one-click POST, as a mailbox provider sends it.
+    const multipart = await p.app.inject({
+      method: 'POST',
+      url: `/api/unsubscribe/${token}`,
+      payload: '--b\r\nContent-Disposition: form-data; name="List-Unsubscribe"\r\n\r\nOne-Click\r\n--b--\r\n',
+      headers: { 'content-type': 'multipart/form-data; boundary=b' },
+    });
+    assert.equal(multipart.statusCode, 200, multipart.body);
     assert.equal(
       (await p.app.inject({ method: 'POST', url: `/api/unsubscribe/${token.slice(0, -2)}xx` })).statusCode,
       404,
@@ -208,6 +216,10 @@ describe('sender features', () => {
         { type: 'bounced', messageId: `${id}:2` },
         { type: 'bounced', messageId: `${id}:2` },
         { type: 'delivered', messageId: '00000000-0000-0000-0000-000000000000:1' },
+        // Ids that name nothing of ours are listed as unknown, and the good events beside them count.
+        { type: 'delivered', messageId: '------------------------------------:1' },
+        { type: 'delivered', messageId: `${id}:99999999999` },
+        { type: 'delivered', messageId: 'not-one-of-ours' },
       ],
     });
     const ok = await p.app.inject({
@@ -219,7 +231,7 @@ describe('sender features', () => {
     assert.equal(ok.statusCode, 200, ok.body);
     assert.equal(ok.json().recorded, 3);
     assert.equal(ok.json().duplicate, 1);
-    assert.equal(ok.json().unknown.length, 1);
+    assert.equal(ok.json().unknown.length, 4);
     // A provider repeating "delivered" after "opened" (delivered → opened → delivered) is one delivery.
     const again = JSON.stringify({ type: 'delivered', messageId: `${id}:1` });
     const repeat = await p.app.inject({

@@ -255,10 +255,10 @@ export function senderRoutes(app: App, ctx: ModuleContext, batches: Batches) {
       return `<!doctype html><title>Unsubscribed</title><p>${escapeHtml(target.address)} is unsubscribed.</p>`;
     },
   );
-  // One-click posts arrive as a form body.
-  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) =>
-    done(null, body),
-  );
+  // One-click posts arrive as a form body: RFC 8058 has mailbox providers send multipart/form-data,
+  // some send urlencoded. The body says only "List-Unsubscribe=One-Click", so it is not read.
+  for (const type of ['application/x-www-form-urlencoded', 'multipart/form-data'])
+    app.addContentTypeParser(type, { parseAs: 'string' }, (_req, body, done) => done(null, body));
 
   // --- delivery events in --------------------------------------------------------------------
   app.post(

@@ -119,8 +119,12 @@ export const SuppressionBody = Type.Object(
 
 const DeliveryEvent = Type.Object({
   type: Type.Union(DELIVERY_EVENTS.map((t) => Type.Literal(t))),
-  /** `<batchId>:<recipientId>`, the idempotency key the message was sent with. */
-  messageId: Type.String({ pattern: '^[0-9a-fA-F-]{36}:[0-9]+$' }),
+  /**
+   * `<batchId>:<recipientId>`, the idempotency key the message was sent with. Any text is accepted
+   * here: one that names no message of ours is answered under `unknown`, so it cannot make the
+   * provider retry (and lose) the good events delivered beside it.
+   */
+  messageId: Type.String({ minLength: 1, maxLength: 200 }),
 });
 export const DeliveryEventsBody = Type.Union([
   DeliveryEvent,
