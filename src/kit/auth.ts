@@ -7,7 +7,8 @@ import { jwtVerify, SignJWT } from 'jose';
 import { Webhook, WebhookVerificationError } from 'standardwebhooks';
 import { Coalescer } from './coalescer.ts';
 import type { DatabaseStatus, Pool } from './db.ts';
-import { badRequest, conflict, unauthorized } from './errors.ts';
+import { badRequest, conflict, HttpError, unauthorized } from './errors.ts';
+import type { KitMetrics } from './metrics.ts';
 
 const scrypt = promisify(scryptCb) as (
   pw: string,
@@ -292,6 +293,7 @@ export class WebhookVerifier {
   constructor(
     secret: string,
     private readonly pool: Pool,
+    private readonly metrics: Pick<KitMetrics, 'authFailures'>,
   ) {
     this.webhook = new NativeHmacWebhook(secret);
     this.firstSeen = new Coalescer((_key, ids) => recordWebhookIds(this.pool, ids), {
@@ -329,7 +331,9 @@ export class WebhookVerifier {
 
   /**
    * verify() for a route's request: the id is kept on the request, so that a delivery answered
-   * with an error forgets it again (the kit's onResponse hook calls forgetFailed).
+   * with an error forgets it again (the kit's onResponse hook calls forgetFailed). A rejected
+   * signature (a 401: missing, wrong, stale or replayed) counts as an auth failure of kind
+   * `webhook` here, once, for every signed route.
    */
   async verifyRequest(req: FastifyRequest): Promise<void> {
     try {
@@ -337,6 +341,8 @@ export class WebhookVerifier {
     } catch (err) {
       // The access log shows only a 401; the sender's operator needs the reason (never the secret).
       req.log.info({ reqId: req.id, reason: (err as Error).message }, 'WEBHOOK_REJECTED');
+      if (err instanceof HttpError && err.statusCode === 401)
+        this.metrics.authFailures.inc({ kind: 'webhook' });
       throw err;
     }
     req.webhookId = String(req.headers['webhook-id']);

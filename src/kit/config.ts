@@ -136,7 +136,7 @@ const settings = {
   ),
   webhookSecret: setting(
     'WEBHOOK_SECRET',
-    'Standard Webhooks secret (`whsec_…` base64) for incoming webhooks',
+    'Standard Webhooks secret (`whsec_…` base64): verifies `POST /api/generate` and `POST /webhooks/:provider`, and signs unsubscribe links (rotating it breaks the links already sent; docs/api/sender.md)',
     undefined as string | undefined,
     text,
     'generated in DATA_DIR (dev); required in production',

@@ -149,7 +149,7 @@ export async function createKit({ config, role, logDestination }: KitOptions): P
     nats,
     apiKeys: new ApiKeyVerifier(pool, dbStatus),
     sessions: new Sessions(config.jwtSecret ?? secrets!.jwtSecret, config.sessionTtlHours),
-    webhooks: new WebhookVerifier(webhookSecret, pool),
+    webhooks: new WebhookVerifier(webhookSecret, pool, metrics),
     webhookSecret,
     telemetry,
     captureException: telemetry.captureException,

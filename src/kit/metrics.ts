@@ -60,13 +60,13 @@ export function createMetrics(labels: Record<string, string>): KitMetrics {
     }),
     authFailures: new client.Counter({
       name: 'tessera_auth_failures_total',
-      help: 'Rejected credentials by kind (api_key, session, webhook, scope)',
+      help: 'Rejected credentials by kind (api_key, session, scope, login, webhook)',
       labelNames: ['kind'],
       registers: [registry],
     }),
     dbErrors: new client.Counter({
       name: 'tessera_db_errors_total',
-      help: 'Database errors by kind (connection, query)',
+      help: 'PostgreSQL connection errors (kind=connection only); failed queries are tessera_db_query_duration_seconds{outcome="error"}',
       labelNames: ['kind'],
       registers: [registry],
     }),

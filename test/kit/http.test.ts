@@ -269,6 +269,22 @@ describe('HTTP, auth and ops endpoints', async () => {
     assert.match(unsigned.json().message, /webhook-signature/);
   });
 
+  it('when an unsigned request reaches a signed route, then tessera_auth_failures_total{kind="webhook"} grows by exactly one', async () => {
+    const webhookFailures = async () => {
+      const text = (await p.app.inject('/metrics')).body;
+      return Number(text.match(/^tessera_auth_failures_total\{[^}]*kind="webhook"[^}]*\} (\d+)/m)?.[1] ?? 0);
+    };
+    const before = await webhookFailures();
+    const unsigned = await p.app.inject({
+      method: 'POST',
+      url: '/api/fixture/webhook',
+      headers: { 'content-type': 'application/json' },
+      payload: '{}',
+    });
+    assert.equal(unsigned.statusCode, 401);
+    assert.equal(await webhookFailures(), before + 1);
+  });
+
   it('when the OpenAPI document is fetched, then it lists module routes and /docs serves the UI', async () => {
     const doc = (await p.app.inject('/openapi.json')).json();
     assert.ok(doc.paths['/api/fixture/echo']);

@@ -268,13 +268,9 @@ export function registerCodesRoutes(app: App, ctx: ModuleContext, s: CodesState)
       },
       // The signature is checked before the body's schema: an unsigned caller learns nothing of it.
       // (A body that is not JSON at all is refused first, by the parser: that tells nothing either.)
+      // A rejected signature is counted (tessera_auth_failures_total{kind="webhook"}) by verifyRequest.
       preValidation: async (req) => {
-        try {
-          await ctx.webhooks.verifyRequest(req);
-        } catch (err) {
-          ctx.metrics.authFailures.inc({ kind: 'webhook' });
-          throw err;
-        }
+        await ctx.webhooks.verifyRequest(req);
         // A signed delivery with no body at all asks for one code, as `{}` does.
         if (req.body === undefined) req.body = {};
       },

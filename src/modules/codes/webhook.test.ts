@@ -181,7 +181,12 @@ describe('codes: POST /api/generate (seed 000, Standard Webhooks)', async () => 
     }
   });
 
-  it('when the signature is missing, wrong, stale or replayed, then 401 and nothing is generated', async () => {
+  it('when the signature is missing, wrong, stale or replayed, then 401, nothing is generated and each is counted once', async () => {
+    const webhookFailures = async () => {
+      const text = (await p.app.inject('/metrics')).body;
+      return Number(text.match(/^tessera_auth_failures_total\{[^}]*kind="webhook"[^}]*\} (\d+)/m)?.[1] ?? 0);
+    };
+    const failuresBefore = await webhookFailures();
     const before = await generated();
     const body = JSON.stringify({ count: 5 });
     const wrong = await send(body, {
@@ -208,5 +213,6 @@ describe('codes: POST /api/generate (seed 000, Standard Webhooks)', async () => 
     });
     assert.equal(tampered.statusCode, 401);
     assert.equal(await generated(), before + 5, 'only the one valid call generated codes');
+    assert.equal(await webhookFailures(), failuresBefore + 5, 'wrong, stale, unsigned, replay, tampered');
   });
 });
