@@ -123,8 +123,22 @@ describe('sender batches (mock channel)', () => {
     const b = await finished(p, res.json().id);
     assert.equal(b.state, 'failed');
     assert.equal(b.progress.failed, 5);
+    assert.equal(b.error, 'every recipient failed');
     const r = (await get(p, `/api/batches/${b.id}/recipients?state=failed`)).json();
     assert.match(r.recipients[0].error, /permanent failure/);
+    // Nothing sent, but not every recipient failed: the error says what became of them.
+    assert.equal(
+      (await post(p, '/api/suppressions', { addresses: ['p0@example.com', 'p1@example.com'] })).statusCode,
+      201,
+    );
+    const mixed = await post(p, '/api/batches', {
+      channel: 'mock',
+      mock: { failureRate: 1 },
+      template,
+      recipients: people(3),
+    });
+    const m = await finished(p, mixed.json().id);
+    assert.deepEqual([m.state, m.error], ['failed', 'nothing was sent: 1 failed, 2 suppressed']);
   });
 
   it('when a batch is paused, then sending stops; when resumed, then it completes; cancel stops the rest', async () => {

@@ -74,7 +74,9 @@ export async function completeIfDone(db: Queryable, batchId: string) {
   const { rows } = await db.query<{ state: string; sent: number; failed: number }>(
     `UPDATE sender_batches
      SET state = CASE WHEN sent = 0 AND failed > 0 THEN 'failed' ELSE 'completed' END,
-         error = CASE WHEN sent = 0 AND failed > 0 THEN 'every recipient failed' END,
+         error = CASE WHEN sent = 0 AND failed > 0 THEN
+           CASE WHEN suppressed = 0 THEN 'every recipient failed'
+                ELSE format('nothing was sent: %s failed, %s suppressed', failed, suppressed) END END,
          finished_at = now(), updated_at = now()
      WHERE id = $1 AND state = 'sending'
        AND NOT EXISTS (SELECT 1 FROM sender_chunks WHERE batch_id = $1 AND state <> 'done')
