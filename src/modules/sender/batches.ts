@@ -289,6 +289,11 @@ export class Batches {
             continue;
           }
           line++;
+          // PostgreSQL cannot store a NUL in text or jsonb; its own error would not name the line.
+          if (rec.some((field) => field.includes('\0')))
+            throw badRequest(
+              `CSV line ${line}: a field holds a NUL character, which cannot be stored; remove it`,
+            );
           const address = rec[at] ?? '';
           if (!address || (email && !EMAIL.test(address)))
             throw badRequest(`CSV line ${line}: "${address}" is not a valid address`);
@@ -314,6 +319,9 @@ export class Batches {
       } catch (err) {
         stream.resume();
         if (err instanceof HttpError) throw err;
+        // csv-parse names the line it failed on (its message says it too); other errors get ours.
+        if ((err as { lines?: number }).lines)
+          throw badRequest(`the CSV could not be read: ${(err as Error).message}`);
         throw badRequest(`the CSV could not be read near line ${line}: ${(err as Error).message}`);
       }
       const added = next - batch.total;

@@ -61,7 +61,10 @@ describe('sender features', () => {
     assert.match(noAddress.json().message, /"address" \(or "email"\) column/);
     const ragged = await csv('address,name\na@example.com,A\nb@example.com,B,extra\n');
     assert.equal(ragged.statusCode, 400);
-    assert.match(ragged.json().message, /CSV could not be read near line/);
+    assert.match(ragged.json().message, /^the CSV could not be read: .* on line 3$/);
+    const nul = await csv('address,name\na@example.com,A\u0000B\n');
+    assert.equal(nul.statusCode, 400);
+    assert.match(nul.json().message, /^CSV line 2: a field holds a NUL character/);
     const badJson = await inject(p, 'POST', `/api/batches/${id}/recipients`, { people: [] });
     assert.equal(badJson.statusCode, 400);
     assert.match(badJson.json().message, /recipients/);
