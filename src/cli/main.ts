@@ -12,6 +12,7 @@ import {
 import { createKit, VERSION } from '../kit/kit.ts';
 import { allModules } from '../modules/index.ts';
 import { runMigrations } from '../platform.ts';
+import { registerChaosCommands } from './chaos.ts';
 import { registerModuleCommands } from './commands.ts';
 import { startCommand } from './start.ts';
 
@@ -147,6 +148,8 @@ users
     );
     process.stdout.write(`user ${user.email} (${user.role}, account ${user.accountId}) created\n`);
   });
+
+registerChaosCommands(program, withKit);
 
 program
   .command('version')

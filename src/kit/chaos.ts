@@ -46,16 +46,57 @@ export const MODE_SETTINGS: Record<ModeKind, string> = {
 
 type OverrideRow = { module: string } & Partial<Modes>;
 
+/** A stored override as `tessera chaos list` shows it: the modes a module's row sets, and when it last changed. */
+export interface StoredOverride {
+  module: string;
+  modes: Partial<Modes>;
+  updatedAt: Date;
+}
+
+/**
+ * The command that clears the run-time override of `module` straight in the database, for when the
+ * API that serves DELETE /api/admin/chaos cannot start: a worker `crash` stored at run time stops
+ * every process running the worker at start, which in the default one-process deployment is the API.
+ */
+export const clearCommand = (module: string) =>
+  `tessera chaos clear --module ${module === ALL_MODULES ? "'*'" : module}`;
+
+/** The overrides stored in `pool`'s database (what every process applies), by module. */
+export async function listOverrides(pool: Pool): Promise<StoredOverride[]> {
+  const { rows } = await pool.query<OverrideRow & { updated_at: Date }>(
+    'SELECT module, api, worker, cron, updated_at FROM tessera_chaos ORDER BY module',
+  );
+  return rows.map((r) => ({ module: r.module, modes: modesOf(r), updatedAt: r.updated_at }));
+}
+
+/**
+ * Removes the stored overrides, every one or (`module`) that module's row only (`*` is the row
+ * for every module, not a wildcard); answers the removed ones by module, as stored. What DELETE
+ * /api/admin/chaos (through Chaos#clear) and `tessera chaos clear` run.
+ */
+export async function clearOverrides(pool: Pool, module?: string): Promise<Record<string, Partial<Modes>>> {
+  const { rows } =
+    module === undefined
+      ? await pool.query<OverrideRow>('DELETE FROM tessera_chaos RETURNING module, api, worker, cron')
+      : await pool.query<OverrideRow>(
+          'DELETE FROM tessera_chaos WHERE module = $1 RETURNING module, api, worker, cron',
+          [module],
+        );
+  return Object.fromEntries(byModule(rows));
+}
+
+function modesOf(r: Partial<Modes>): Partial<Modes> {
+  const modes: Partial<Modes> = {};
+  if (r.api) modes.api = r.api;
+  if (r.worker) modes.worker = r.worker;
+  if (r.cron) modes.cron = r.cron;
+  return modes;
+}
+
 /** Stored override rows as module → the modes it sets (a null column sets nothing). */
 function byModule(rows: OverrideRow[]): Map<string, Partial<Modes>> {
   const out = new Map<string, Partial<Modes>>();
-  for (const r of rows) {
-    const modes: Partial<Modes> = {};
-    if (r.api) modes.api = r.api;
-    if (r.worker) modes.worker = r.worker;
-    if (r.cron) modes.cron = r.cron;
-    out.set(r.module, modes);
-  }
+  for (const r of rows) out.set(r.module, modesOf(r));
   return out;
 }
 
@@ -91,17 +132,23 @@ export class Chaos {
    */
   origin(module: string, kind: ModeKind): string {
     const mode = this.mode(module, kind);
-    const target = this.overrides.get(module)?.[kind]
-      ? `module "${module}"`
+    const row = this.overrides.get(module)?.[kind]
+      ? module
       : this.overrides.get(ALL_MODULES)?.[kind]
-        ? 'every module (*)'
+        ? ALL_MODULES
         : undefined;
-    if (target)
-      return `${kind}=${mode} set at run time for ${target} by POST /api/admin/chaos; DELETE /api/admin/chaos clears it`;
-    const setting = `${MODE_SETTINGS[kind]}=${mode}`;
-    return this.defaultsFromFile.has(MODE_SETTINGS[kind]) && this.defaultsFile
-      ? `${setting} in the config file ${this.defaultsFile}`
-      : `${setting} in the environment`;
+    if (row === undefined) {
+      const setting = `${MODE_SETTINGS[kind]}=${mode}`;
+      return this.defaultsFromFile.has(MODE_SETTINGS[kind]) && this.defaultsFile
+        ? `${setting} in the config file ${this.defaultsFile}`
+        : `${setting} in the environment`;
+    }
+    const target = row === ALL_MODULES ? 'every module (*)' : `module "${module}"`;
+    const set = `${kind}=${mode} set at run time for ${target} by POST /api/admin/chaos`;
+    // An api mode is met through the API, which can take the DELETE. A worker or cron mode may be met
+    // where no API answers: a worker `crash` stops a one-process deployment (its API too) at start.
+    if (kind === 'api') return `${set}; DELETE /api/admin/chaos clears it`;
+    return `${set}; DELETE /api/admin/chaos clears it, or \`${clearCommand(row)}\` when no API answers`;
   }
 
   mode<K extends ModeKind>(module: string, kind: K): Modes[K] {
@@ -131,13 +178,14 @@ export class Chaos {
     await this.refresh(pool);
   }
 
-  /** Removes every override; returns the ones removed, as stored (another process may have set one this one has not seen yet). */
-  async clear(pool: Pool): Promise<Record<string, Partial<Modes>>> {
-    const { rows } = await pool.query<OverrideRow>(
-      'DELETE FROM tessera_chaos RETURNING module, api, worker, cron',
-    );
+  /**
+   * Removes every override, or `module`'s (clearOverrides); returns the ones removed, as stored
+   * (another process may have set one this one has not seen yet).
+   */
+  async clear(pool: Pool, module?: string): Promise<Record<string, Partial<Modes>>> {
+    const cleared = await clearOverrides(pool, module);
     await this.refresh(pool);
-    return Object.fromEntries(byModule(rows));
+    return cleared;
   }
 
   async refresh(pool: Pool): Promise<void> {

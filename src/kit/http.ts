@@ -61,6 +61,12 @@ declare module 'fastify' {
      * body limit applies to the decoded bytes, so a small bomb cannot grow past it.
      */
     gzipBody?: boolean;
+    /**
+     * The content types the route takes, for the 415 a body of any other type gets (default:
+     * application/json). Fastify knows only which types a plugin's parsers read, not which a route
+     * takes, so a route that reads more than JSON (a CSV upload) lists them here.
+     */
+    accepts?: string[];
   }
 }
 
@@ -316,6 +322,12 @@ function sendError(kit: Kit, err: FastifyError, req: FastifyRequest, reply: Fast
       message: `the request body is over this route's limit of ${formatBytes(limit)}: ${hint}`,
     });
   }
+  if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+    // Fastify's "Unsupported Media Type" names neither the type received nor the one to send.
+    return reply
+      .code(415)
+      .send({ statusCode: 415, error: httpErrorName(415), message: unsupportedMediaTypeMessage(req) });
+  }
   if (status < 500) {
     return reply
       .code(status)
@@ -345,6 +357,23 @@ function sendError(kit: Kit, err: FastifyError, req: FastifyRequest, reply: Fast
   return reply
     .code(500)
     .send({ statusCode: 500, error: 'Internal Server Error', message: 'Internal Server Error' });
+}
+
+/**
+ * What a 415 says: the type received and what the route takes (its `accepts` config, else JSON).
+ * `curl -d` sends application/x-www-form-urlencoded unless told otherwise, the usual way to get here.
+ */
+function unsupportedMediaTypeMessage(req: FastifyRequest): string {
+  const accepts = req.routeOptions.config?.accepts ?? ['application/json'];
+  const send = `send Content-Type: ${accepts.join(' or ')}`;
+  const route = `${req.method} ${req.routeOptions.url ?? req.url.split('?')[0]}`;
+  const header = req.headers['content-type']?.trim();
+  if (!header) return `the request has a body but no Content-Type: ${send} to ${route}`;
+  const received = header.length > 100 ? `${header.slice(0, 100)}…` : header;
+  const curl = /^application\/x-www-form-urlencoded\b/i.test(header)
+    ? ` (curl -d sends ${received} unless given -H 'Content-Type: ${accepts[0]}')`
+    : '';
+  return `Content-Type ${received} is not accepted by ${route}: ${send}${curl}`;
 }
 
 /** The request's own stream failed because the client closed its connection before the body's end. */

@@ -62,6 +62,11 @@ describe('sender features', () => {
     const ragged = await csv('address,name\na@example.com,A\nb@example.com,B,extra\n');
     assert.equal(ragged.statusCode, 400);
     assert.match(ragged.json().message, /^the CSV could not be read: .* on line 3$/);
+    const xml = await inject(p, 'POST', `/api/batches/${id}/recipients`, '<r/>', {
+      'content-type': 'application/xml',
+    });
+    assert.equal(xml.statusCode, 415);
+    assert.match(xml.json().message, /send Content-Type: application\/json or text\/csv/);
     const nul = await csv('address,name\na@example.com,A\u0000B\n');
     assert.equal(nul.statusCode, 400);
     assert.match(nul.json().message, /^CSV line 2: a field holds a NUL character/);

@@ -118,7 +118,11 @@ export function senderRoutes(app: App, ctx: ModuleContext, batches: Batches) {
   );
   app.post(
     '/api/batches/:id/recipients',
-    { schema: { params: IdParams }, bodyLimit: 32 * 1024 * 1024 },
+    {
+      schema: { params: IdParams },
+      bodyLimit: 32 * 1024 * 1024,
+      config: { accepts: ['application/json', 'text/csv'] },
+    },
     async (req, reply) => {
       const type = String(req.headers['content-type'] ?? '');
       let result: { added: number; total: number };
