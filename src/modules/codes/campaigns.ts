@@ -81,6 +81,13 @@ interface Row {
 const COLUMNS = `no, id, name, length, alphabet, alphabet_preset, prefix, reservation_ttl_seconds, max_per_user,
   fpe_key, created_at, available, reserved, assigned`;
 
+/** The codes reservation `r` still holds (the primary key, for each code it lists). */
+const UNSWEPT_CODES = `(SELECT count(*) FROM codes k
+    WHERE k.campaign_no = r.campaign_no AND k.code = ANY(r.codes) AND k.reserve_id = r.reserve_id
+      AND k.state = 1)`;
+/** Reservations past their TTL that no sweep has returned yet, of every campaign (as `r`). */
+const EXPIRED_UNSWEPT = `codes_reservations r WHERE r.state = 'reserved' AND r.expires_at <= now()`;
+
 /**
  * The lazy expiry check of every inventory read (campaign `c`): codes still held by reservations
  * past their TTL that no sweep has returned yet (the cron runs each minute). Reads move them from
@@ -91,11 +98,8 @@ const COLUMNS = `no, id, name, length, alphabet, alphabet_preset, prefix, reserv
  * the cost follows the expiries since the last sweep; a join let the planner merge against every
  * held code of the campaign instead.
  */
-const UNSWEPT = `(SELECT coalesce(sum((SELECT count(*) FROM codes k
-    WHERE k.campaign_no = r.campaign_no AND k.code = ANY(r.codes) AND k.reserve_id = r.reserve_id
-      AND k.state = 1)), 0)::bigint
-  FROM codes_reservations r
-  WHERE r.campaign_no = c.no AND r.state = 'reserved' AND r.expires_at <= now()) AS unswept`;
+const UNSWEPT = `(SELECT coalesce(sum(${UNSWEPT_CODES}), 0)::bigint
+  FROM ${EXPIRED_UNSWEPT} AND r.campaign_no = c.no) AS unswept`;
 
 function fromRow(r: Row, before?: Campaign): Campaign {
   const format: CodeFormat = {
@@ -286,11 +290,20 @@ export class Campaigns {
     return rows.map((r) => view(fromRow(r), inventoryOf(r)));
   }
 
-  /** For the codes_available gauge. */
+  /**
+   * For the codes_available gauge: every campaign (an alert on a campaign running out must see
+   * each one; the first 1,000 by id once left the others out). The expired, unswept reservations
+   * are read once and counted by campaign, not once per campaign as UNSWEPT does for one campaign:
+   * with 5,000 campaigns the statement takes ~10 ms, and ~20 ms with 10,000 such reservations
+   * waiting for the cron, where a scan per campaign took 4.7 s.
+   */
   async availableByCampaign(): Promise<{ id: string; available: number }[]> {
     const { rows } = await this.pool.query<{ id: string; available: number }>(
-      `SELECT id, available + unswept AS available FROM (
-         SELECT id, available, ${UNSWEPT} FROM codes_campaigns c ORDER BY id LIMIT 1000) x`,
+      `SELECT c.id, c.available + coalesce(u.unswept, 0) AS available
+       FROM codes_campaigns c
+       LEFT JOIN (SELECT r.campaign_no, sum(${UNSWEPT_CODES})::bigint AS unswept FROM ${EXPIRED_UNSWEPT}
+                  GROUP BY r.campaign_no) u ON u.campaign_no = c.no
+       ORDER BY c.id`,
     );
     return rows;
   }

@@ -2,14 +2,15 @@
 // permutation, imported and exported as streams, reserved / assigned / released with no code ever
 // reaching two holders, and POST /api/generate for signed batch-code webhooks.
 import path from 'node:path';
-import { defineModule, type ModuleContext } from '../../kit/module.ts';
+import { defineModule, type ModuleContext, type TesseraModule } from '../../kit/module.ts';
 import type { Handler } from '../../kit/rpc.ts';
 import { registerCodesRoutes } from './routes.ts';
 import type { CodesService } from './service.ts';
-import { type CodesState, createCodesState } from './state.ts';
+import { type CodesOptions, type CodesState, createCodesState } from './state.ts';
 
 export type { AssignResult, ReservationView, ReserveResult } from './reservations.ts';
 export type { AssignInput, CodesService, ReleaseInput, ReserveInput } from './service.ts';
+export type { CodesOptions } from './state.ts';
 
 declare module '../../kit/jobs.ts' {
   interface JobPayloads {
@@ -26,68 +27,73 @@ export function codesStateOf(ctx: ModuleContext): CodesState {
   return s;
 }
 
-export const codesModule = defineModule({
-  name: 'codes',
-  scope: 'codes',
-  migrationsDir: path.join(import.meta.dirname, 'migrations'),
-  setup(ctx) {
-    const s = createCodesState(ctx);
-    states.set(ctx, s);
-    // `satisfies`: a method added to CodesService and not served here fails the type check.
-    const handlers = {
-      reserve: (input) => s.service.reserve(input),
-      assign: (input) => s.service.assign(input),
-      release: (input) => s.service.release(input),
-      getReservation: (input) => s.service.getReservation(input),
-      getCampaign: (input) => s.service.getCampaign(input),
-      createCampaign: (input) => s.service.createCampaign(input),
-      updateCampaign: (input) => s.service.updateCampaign(input),
-    } satisfies Record<keyof CodesService, Handler>;
-    ctx.rpc.register('codes', handlers);
-    ctx.jobs.define({
-      name: 'codes:generate',
-      maxAttempts: 3,
-      async run(payload, job) {
-        const campaign = await s.campaigns.get(payload.campaignId);
-        const started = Date.now();
-        const result = await s.generator.generateLarge(
-          campaign,
-          payload.count,
-          job.trackedId ?? `job-${job.jobId}`,
-          (done) => job.progress(done),
-          // A shutdown aborts it after graphile-worker's grace: the process exits in time and
-          // another worker resumes the job from its finished parts.
-          job.signal,
-        );
-        const seconds = (Date.now() - started) / 1000;
-        s.metrics.duration.observe({ operation: 'generate_job', outcome: 'ok' }, seconds);
-        job.log.info({ campaignId: campaign.id, count: payload.count, seconds }, 'CODES_GENERATED');
-        return result;
-      },
-      // The parts committed before the cancel stay in the campaign: the job view says how many.
-      cancelled: async (_payload, trackedId) => ({ generated: await s.generator.committedBy(trackedId) }),
-    });
-    ctx.jobs.cron({
-      name: 'codes:expire-reservations',
-      schedule: '* * * * *',
-      async run({ log }) {
-        const ids = new Map<number, string>();
-        const idOf = async (no: number) => {
-          if (!ids.has(no)) {
-            const { rows } = await ctx.pool.query<{ id: string }>(
-              'SELECT id FROM codes_campaigns WHERE no = $1',
-              [no],
-            );
-            ids.set(no, rows[0]?.id ?? String(no));
-          }
-          return ids.get(no)!;
-        };
-        const n = await s.reservations.expireAll(idOf);
-        if (n) log.info({ codes: n }, 'CODES_RESERVATIONS_EXPIRED');
-      },
-    });
-  },
-  routes(app, ctx) {
-    registerCodesRoutes(app, ctx, states.get(ctx)!);
-  },
-});
+/** The codes module; `options` change what production leaves at its defaults (tests: a short export stall). */
+export function createCodesModule(options: CodesOptions = {}): TesseraModule {
+  return defineModule({
+    name: 'codes',
+    scope: 'codes',
+    migrationsDir: path.join(import.meta.dirname, 'migrations'),
+    setup(ctx) {
+      const s = createCodesState(ctx, options);
+      states.set(ctx, s);
+      // `satisfies`: a method added to CodesService and not served here fails the type check.
+      const handlers = {
+        reserve: (input) => s.service.reserve(input),
+        assign: (input) => s.service.assign(input),
+        release: (input) => s.service.release(input),
+        getReservation: (input) => s.service.getReservation(input),
+        getCampaign: (input) => s.service.getCampaign(input),
+        createCampaign: (input) => s.service.createCampaign(input),
+        updateCampaign: (input) => s.service.updateCampaign(input),
+      } satisfies Record<keyof CodesService, Handler>;
+      ctx.rpc.register('codes', handlers);
+      ctx.jobs.define({
+        name: 'codes:generate',
+        maxAttempts: 3,
+        async run(payload, job) {
+          const campaign = await s.campaigns.get(payload.campaignId);
+          const started = Date.now();
+          const result = await s.generator.generateLarge(
+            campaign,
+            payload.count,
+            job.trackedId ?? `job-${job.jobId}`,
+            (done) => job.progress(done),
+            // A shutdown aborts it after graphile-worker's grace: the process exits in time and
+            // another worker resumes the job from its finished parts.
+            job.signal,
+          );
+          const seconds = (Date.now() - started) / 1000;
+          s.metrics.duration.observe({ operation: 'generate_job', outcome: 'ok' }, seconds);
+          job.log.info({ campaignId: campaign.id, count: payload.count, seconds }, 'CODES_GENERATED');
+          return result;
+        },
+        // The parts committed before the cancel stay in the campaign: the job view says how many.
+        cancelled: async (_payload, trackedId) => ({ generated: await s.generator.committedBy(trackedId) }),
+      });
+      ctx.jobs.cron({
+        name: 'codes:expire-reservations',
+        schedule: '* * * * *',
+        async run({ log }) {
+          const ids = new Map<number, string>();
+          const idOf = async (no: number) => {
+            if (!ids.has(no)) {
+              const { rows } = await ctx.pool.query<{ id: string }>(
+                'SELECT id FROM codes_campaigns WHERE no = $1',
+                [no],
+              );
+              ids.set(no, rows[0]?.id ?? String(no));
+            }
+            return ids.get(no)!;
+          };
+          const n = await s.reservations.expireAll(idOf);
+          if (n) log.info({ codes: n }, 'CODES_RESERVATIONS_EXPIRED');
+        },
+      });
+    },
+    routes(app, ctx) {
+      registerCodesRoutes(app, ctx, states.get(ctx)!);
+    },
+  });
+}
+
+export const codesModule = createCodesModule();

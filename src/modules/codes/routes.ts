@@ -1,10 +1,12 @@
 // HTTP routes of DESIGN.md §2 codes. Routes call this process's codes objects directly (streams
 // cannot cross RPC); other modules use the RPC service instead.
 import type { Readable } from 'node:stream';
+import type { FastifyReply } from 'fastify';
 import { HttpError, notFound } from '../../kit/errors.ts';
 import type { App } from '../../kit/http.ts';
 import type { ModuleContext } from '../../kit/module.ts';
-import { refuseBatchCampaign } from './campaigns.ts';
+import { type Campaign, refuseBatchCampaign } from './campaigns.ts';
+import { ExportsBusy } from './exports.ts';
 import { normalizeCode } from './format.ts';
 import { STATE_UNUSED, SYNC_MAX } from './generate.ts';
 import { timed } from './metrics.ts';
@@ -157,17 +159,48 @@ export function registerCodesRoutes(app: App, ctx: ModuleContext, s: CodesState)
     },
   );
 
+  const EXPORT_URL = '/api/campaigns/:id/codes.csv';
+  const exportHeaders = (reply: FastifyReply, campaign: Campaign) =>
+    reply
+      .header('content-type', 'text/csv; charset=utf-8')
+      .header('content-disposition', `attachment; filename="${campaign.id}-codes.csv"`);
   app.get(
-    '/api/campaigns/:id/codes.csv',
-    { schema: { tags, params: S.CampaignParams, produces: ['text/csv'] } },
+    EXPORT_URL,
+    {
+      // Fastify's own HEAD ran the GET handler: the whole COPY, read and thrown away. The HEAD below
+      // answers the headers without running the export.
+      exposeHeadRoute: false,
+      schema: {
+        tags,
+        params: S.CampaignParams,
+        produces: ['text/csv'],
+        description: `Streamed. At most ${s.exports.maxConcurrent} exports run at once on a server: another is a 429 with Retry-After. A client that reads nothing for ${s.exports.stallMs / 1000} s is cut.`,
+        response: { ...errors, 429: S.ErrorBody },
+      },
+    },
     async (req, reply) => {
       const campaign = await s.campaigns.get(req.params.id);
-      const stream = await s.transfer.exportCsv(campaign);
-      reply
-        .header('content-type', 'text/csv; charset=utf-8')
-        .header('content-disposition', `attachment; filename="${campaign.id}-codes.csv"`);
-      return reply.send(stream);
+      let stream: Readable;
+      try {
+        stream = await s.exports.start(campaign, reply.raw, req.id);
+      } catch (err) {
+        if (err instanceof ExportsBusy) reply.header('retry-after', String(err.retryAfterSeconds));
+        throw err;
+      }
+      return exportHeaders(reply, campaign).send(stream);
     },
+  );
+
+  app.head(
+    EXPORT_URL,
+    {
+      schema: {
+        tags,
+        params: S.CampaignParams,
+        description: "The export's headers, without running it (404 for an unknown campaign)",
+      },
+    },
+    async (req, reply) => exportHeaders(reply, await s.campaigns.get(req.params.id)).send(),
   );
 
   app.get(

@@ -4,6 +4,7 @@ import { Coalescer } from '../../kit/coalescer.ts';
 import { type Queryable, UTC_TEXT_TYPES, utcIso } from '../../kit/db.ts';
 import type { ModuleContext } from '../../kit/module.ts';
 import { BATCH_CAMPAIGN, Campaigns } from './campaigns.ts';
+import { type ExportLimits, Exports } from './exports.ts';
 import { normalizeCode } from './format.ts';
 import { Generator, STATE_ASSIGNED } from './generate.ts';
 import { type CodesMetrics, createCodesMetrics } from './metrics.ts';
@@ -28,6 +29,8 @@ export interface CodesState {
   reservations: Reservations;
   generator: Generator;
   transfer: Transfer;
+  /** The HTTP CSV exports: how many at once, and the cut of a client that stops reading. */
+  exports: Exports;
   metrics: CodesMetrics;
   service: CodesService;
   lookup(campaign: Campaign, code: string): Promise<CodeRecord | null>;
@@ -37,12 +40,18 @@ export interface CodesState {
   webhookGenerate(count: number): Promise<string[]>;
 }
 
-export function createCodesState(ctx: ModuleContext): CodesState {
+export interface CodesOptions {
+  /** Bounds of the HTTP CSV export (production: MAX_EXPORTS at once, cut after EXPORT_STALL_MS). */
+  exports?: ExportLimits;
+}
+
+export function createCodesState(ctx: ModuleContext, options: CodesOptions = {}): CodesState {
   const campaigns = new Campaigns(ctx.pool);
   const metrics = createCodesMetrics(ctx.metrics.registry, () => campaigns.availableByCampaign());
   const reservations = new Reservations(ctx.pool, metrics, ctx.log);
   const generator = new Generator(ctx.pool, metrics);
   const transfer = new Transfer(ctx.pool, metrics);
+  const csvExports = new Exports(transfer, ctx.log, ctx.stopping, options.exports);
   const service = createCodesService({ campaigns, reservations, metrics, log: ctx.log });
   const webhookBatches = new Coalescer<number, string[]>(
     async (_key, counts) => {
@@ -75,6 +84,7 @@ export function createCodesState(ctx: ModuleContext): CodesState {
     reservations,
     generator,
     transfer,
+    exports: csvExports,
     metrics,
     service,
     webhookGenerate: (count) => webhookBatches.submit(BATCH_CAMPAIGN.id, count),
