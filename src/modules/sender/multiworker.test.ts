@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { freshDatabase, spawnTessera, startPlatform, waitFor } from '../../../test/helpers.ts';
 import { senderModule } from './index.ts';
-import { startWebhookReceiver, webhookSendConfig } from './test-peers.ts';
+import { batchFinished, startWebhookReceiver, webhookSendConfig } from './test-peers.ts';
 
 const WORKERS = 2;
 const WORKER_CONCURRENCY = 2;
@@ -112,5 +112,60 @@ describe('sender pause and cancel across two workers', () => {
       'no message arrived twice',
     );
     await Promise.all(workers.map((w) => w.stop()));
+  });
+
+  it('when a worker is stopped (SIGTERM) mid-batch, then it hands its chunks back and exits cleanly, and the other worker finishes the batch with nothing sent twice', async () => {
+    const db = await freshDatabase();
+    const rx = await startWebhookReceiver({ keep: false });
+    after(() => rx.close());
+    const api = await startPlatform({ modules: [senderModule], role: 'api', databaseUrl: db });
+    const [leaving, staying] = await Promise.all(
+      Array.from({ length: WORKERS }, () =>
+        spawnTessera('worker', { DATABASE_URL: db, WORKER_CONCURRENCY: String(WORKER_CONCURRENCY) }),
+      ),
+    );
+    await Promise.all([leaving!.waitHealthy(60000), staying!.waitHealthy(60000)]);
+    const total = 2000;
+    const res = await api.app.inject({
+      method: 'POST',
+      url: '/api/batches',
+      headers: api.auth,
+      payload: {
+        sendConfigId: await webhookSendConfig(api, rx.url),
+        ratePerSecond: RATE,
+        template: { subject: 's', text: 'n={{n}}' },
+        recipients: Array.from({ length: total }, (_, i) => ({ address: `r${i}`, variables: { n: i } })),
+      },
+    });
+    assert.equal(res.statusCode, 201, res.body);
+    const id = res.json().id;
+    await waitFor(
+      async () => {
+        const { rows } = await api.kit.pool.query(
+          `SELECT 1 FROM sender_chunks WHERE batch_id = $1 AND state = 'running' AND split_part(owner, ':', 1) = $2`,
+          [id, String(leaving!.proc.pid)],
+        );
+        return rx.arrivals.length >= 100 && rows.length > 0;
+      },
+      { timeoutMs: 30000, intervalMs: 50, what: 'the leaving worker sending' },
+    );
+
+    assert.equal(await leaving!.stop('SIGTERM'), 0, 'a clean exit, not the drain timeout');
+    const events = leaving!.logLines().map((l) => l.msg);
+    assert.ok(events.includes('SENDER_CHUNK_HANDED_BACK'), 'its chunks went back to the queue');
+    assert.ok(!events.includes('SHUTDOWN_TIMEOUT'));
+    const b = await batchFinished(api, id, 60000);
+    assert.equal(b.state, 'completed');
+    assert.equal(b.progress.sent, total);
+    assert.equal(rx.seen.size, total);
+    assert.ok(
+      [...rx.seen.values()].every((n) => n === 1),
+      'no message arrived twice',
+    );
+    assert.ok(
+      !staying!.logLines().some((l) => l.msg === 'SENDER_CHUNK_RECOVERED'),
+      'taken from the queue, not recovered from an expired lease',
+    );
+    await staying!.stop();
   });
 });

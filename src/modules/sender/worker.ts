@@ -15,6 +15,8 @@
 // - Pause and cancel are seen within 200 ms, waiting or sending: a sub-batch being sent looks at
 //   the batch every 200 ms too and leaves the messages it has not started for later (back to
 //   `pending`, the attempt not counted), so only the messages already at the provider still go out.
+// - A worker shutting down (SIGTERM) stops its chunks the same way once graphile-worker's grace has
+//   passed, and hands each back to the queue for another worker at once.
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Pool, Queryable } from '../../kit/db.ts';
@@ -206,7 +208,7 @@ export class SendEngine {
       [p.batchId, p.no, owner, LEASE_SECONDS],
     );
     if (!rows[0]) return { skipped: 'chunk is done or held by another worker' };
-    const run = new ChunkRun(this, p.batchId, p.no, rows[0].from_id, rows[0].to_id, owner);
+    const run = new ChunkRun(this, p.batchId, p.no, rows[0].from_id, rows[0].to_id, owner, job.signal);
     const heartbeat = setInterval(() => {
       this.pool
         .query(
@@ -479,6 +481,9 @@ export class SendEngine {
   get db() {
     return this.pool;
   }
+  get logger() {
+    return this.log;
+  }
 }
 
 /** Runs `fn` over `items` with at most `limit` in flight. */
@@ -505,6 +510,8 @@ class ChunkRun {
     private readonly from: number,
     private readonly to: number,
     private readonly owner: string,
+    /** The job's: aborted when this worker shuts down (graphile-worker's grace has passed). */
+    private readonly stopping: AbortSignal,
   ) {}
 
   private get pool() {
@@ -536,6 +543,7 @@ class ChunkRun {
     let claimed: Claimed[] = [];
     for (;;) {
       if (this.lost) return { sent, lost: true };
+      if (this.stopping.aborted) return this.handBack(sent);
       let stopSeen = false;
       if (claimed.length > 0) {
         const done = await this.sendAll(claimed);
@@ -552,6 +560,7 @@ class ChunkRun {
           if (claimed.length > 0) continue;
         }
       }
+      if (this.stopping.aborted) return this.handBack(sent);
       const state = await this.state();
       if (state === 'paused') {
         await this.engine.releaseChunk(this.batchId, this.no, this.owner);
@@ -590,6 +599,20 @@ class ChunkRun {
     }
   }
 
+  /**
+   * The worker is shutting down: the chunk goes back to the queue at once, for another worker (a
+   * new job; this one ends done), instead of holding its lease until the drain times out and
+   * leaving the chunk to the sweeper 20 s later. What was claimed and not sent went back already.
+   */
+  private async handBack(sent: number) {
+    await withTransaction(this.pool, async (db) => {
+      await this.engine.releaseChunk(this.batchId, this.no, this.owner, db);
+      await enqueueChunks(db, this.batchId, this.no);
+    });
+    this.engine.logger.info({ batchId: this.batchId, chunk: this.no, sent }, 'SENDER_CHUNK_HANDED_BACK');
+    return { sent, handedBack: true };
+  }
+
   private async state(): Promise<string | undefined> {
     const { rows } = await this.pool.query<{ state: string }>(
       'SELECT state FROM sender_batches WHERE id = $1',
@@ -598,12 +621,15 @@ class ChunkRun {
     return rows[0]?.state;
   }
 
-  /** Sleeps up to `ms`, looking at the batch every 200 ms; false when it stopped being `sending`. */
+  /**
+   * Sleeps up to `ms`, looking at the batch every 200 ms; false when it stopped being `sending`, or
+   * the worker is shutting down.
+   */
   private async sleepWhileSending(ms: number): Promise<boolean> {
     const until = Date.now() + ms;
     while (Date.now() < until) {
       await sleep(Math.min(STATE_POLL_MS, until - Date.now()));
-      if ((await this.state()) !== 'sending') return false;
+      if (this.stopping.aborted || (await this.state()) !== 'sending') return false;
     }
     return true;
   }
@@ -651,12 +677,14 @@ class ChunkRun {
 
   /**
    * Looks at the batch every STATE_POLL_MS until `end()`; `stopped()` turns true once the batch
-   * is no longer `sending`. A failed look counts as still sending: the next one decides.
+   * is no longer `sending`, or the worker is shutting down. A failed look counts as still sending:
+   * the next one decides.
    */
   private watchState() {
     let stopped = false;
     let looking = false;
     const timer = setInterval(() => {
+      if (this.stopping.aborted) stopped = true;
       if (looking || stopped) return;
       looking = true;
       this.state()
