@@ -12,6 +12,7 @@ export interface KitMetrics {
   jobsTotal: client.Counter<'task' | 'outcome'>;
   jobDuration: client.Histogram<'task'>;
   rpcDuration: client.Histogram<'service' | 'method' | 'transport' | 'outcome'>;
+  rpcExpired: client.Counter<'service' | 'method'>;
   authFailures: client.Counter<'kind'>;
   dbErrors: client.Counter<'kind'>;
   dbQueryDuration: client.Histogram<'outcome'>;
@@ -56,6 +57,12 @@ export function createMetrics(labels: Record<string, string>): KitMetrics {
       help: 'RPC call latency by service, method, transport and outcome',
       labelNames: ['service', 'method', 'transport', 'outcome'],
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5],
+      registers: [registry],
+    }),
+    rpcExpired: new client.Counter({
+      name: 'tessera_rpc_expired_total',
+      help: 'RPC requests a worker dropped unrun because they reached it past their deadline (the caller had answered 503)',
+      labelNames: ['service', 'method'],
       registers: [registry],
     }),
     authFailures: new client.Counter({

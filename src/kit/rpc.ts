@@ -12,6 +12,7 @@
 // NATS round trip (two messages, two socket writes, one timer) serves dozens of calls.
 import {
   connect,
+  headers,
   type NatsConnection,
   RequestError,
   type Subscription,
@@ -27,6 +28,9 @@ import {
 import { HttpError, unavailable } from './errors.ts';
 import { type Logger, moduleLogger } from './log.ts';
 import type { KitMetrics } from './metrics.ts';
+
+/** A request's deadline (epoch ms, the caller's clock): past it, the caller has answered 503. */
+const DEADLINE_HEADER = 'Tessera-Deadline';
 
 // biome-ignore lint/suspicious/noExplicitAny: handler inputs are typed by each service's interface
 export type Handler = (input: any) => Promise<unknown>;
@@ -219,7 +223,10 @@ export class Rpc {
   private async request(subject: string, body: string): Promise<WireReply[] | 'tooLarge'> {
     const [, , service, method] = subject.split('.');
     try {
-      const msg = await this.nats!.request(subject, body, { timeout: this.timeoutMs });
+      // The deadline travels with the request: a worker that gets it too late does not run it.
+      const h = headers();
+      h.set(DEADLINE_HEADER, String(Date.now() + this.timeoutMs));
+      const msg = await this.nats!.request(subject, body, { timeout: this.timeoutMs, headers: h });
       const replies = msg.json<WireReply[] | { tooLarge: true }>();
       return Array.isArray(replies) ? replies : 'tooLarge';
     } catch (err) {
@@ -256,6 +263,14 @@ export class Rpc {
           queue: this.queueOf(service),
           callback: (err, msg) => {
             if (err) return this.log.error({ err, service, method }, 'RPC_SUBSCRIPTION_ERROR');
+            const late = Date.now() - Number(msg.headers?.get(DEADLINE_HEADER) || Number.POSITIVE_INFINITY);
+            if (late > 0) {
+              // The caller has answered 503 already; running it now would do a write it was told had
+              // not happened (a retried create made twice). It waited in this worker's queue (a stalled
+              // event loop, a paused process) or on the wire, or the clocks disagree.
+              this.metrics.rpcExpired.inc({ service, method });
+              return this.log.warn({ service, method, lateMs: late }, 'RPC_EXPIRED');
+            }
             const work = this.answer(service, method, msg.data).then((replies) => {
               const text = JSON.stringify(replies);
               const fits = Buffer.byteLength(text) <= (nc.info?.max_payload ?? 1024 * 1024) - 1024;

@@ -3,6 +3,7 @@
 // travelled in the same request, and answers larger than one NATS message still arrive.
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
+import { headers } from '@nats-io/transport-node';
 import { type HttpError, notFound } from '../../src/kit/errors.ts';
 import { createRootLogger } from '../../src/kit/log.ts';
 import { createMetrics } from '../../src/kit/metrics.ts';
@@ -130,5 +131,39 @@ describe('RPC over NATS (batched)', { skip: needsNats }, () => {
     assert.equal(tooBig.status, 'rejected');
     assert.equal(((tooBig as PromiseRejectedResult).reason as HttpError).statusCode, 413);
     assert.deepEqual(ok, { status: 'fulfilled', value: { n: 2 } });
+  });
+
+  it('when a request reaches the worker past its deadline, then the handler does not run and it is counted as expired', async () => {
+    const metrics = createMetrics({ role: 'worker' });
+    const server = new Rpc(log, metrics, 5000, await Rpc.connectNats(NATS_URL!, 'w'));
+    const service = `rpcdeadline${process.pid}${Math.floor(Math.random() * 1e6)}`;
+    let ran = 0;
+    server.register(service, {
+      create: async () => {
+        ran++;
+        return 'made';
+      },
+    });
+    await server.serve();
+    const raw = await Rpc.connectNats(NATS_URL!, 'raw');
+    after(async () => {
+      await raw.close();
+      await server.close();
+    });
+    const subject = `tessera.rpc.${service}.create`;
+    const call = (deadline: number) => {
+      const h = headers();
+      h.set('Tessera-Deadline', String(deadline));
+      return raw.request(subject, '[{}]', { timeout: 1000, headers: h });
+    };
+    // As a request that waited in a stalled worker (or on the wire) until its caller gave up.
+    await assert.rejects(call(Date.now() - 1), 'no answer: the caller is gone');
+    assert.equal(ran, 0, 'the write was not made');
+    const expired = await metrics.registry.getSingleMetricAsString('tessera_rpc_expired_total');
+    assert.match(expired, new RegExp(`service="${service}",method="create"[^}]*} 1$`, 'm'));
+    // Within its deadline, the same request runs.
+    const ok = await call(Date.now() + 5000);
+    assert.deepEqual(ok.json(), [{ ok: true, data: 'made' }]);
+    assert.equal(ran, 1);
   });
 });
