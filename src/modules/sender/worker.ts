@@ -651,8 +651,12 @@ class ChunkRun {
     const sql = this.channel.idempotent
       ? `SELECT r.id, r.address, r.variables, r.attempts + 1 AS attempts, r.code, ${suppressed}
          FROM sender_recipients r WHERE ${due} AND ${sending} ORDER BY id LIMIT $4`
-      : `UPDATE sender_recipients r SET state = 'sending', attempts = r.attempts + 1
-         WHERE r.batch_id = $1 AND r.id IN (SELECT id FROM sender_recipients WHERE ${due} ORDER BY id LIMIT $4)
+      : // The picked ids as an array, and the outer scan kept to the chunk: with `r.id IN (SELECT …)`
+        // the planner walked the batch's every recipient and ran the pick once per row (610 ms a
+        // claim of 200 on a 5,000-recipient batch after larger batches; 2–6 ms this way).
+        `UPDATE sender_recipients r SET state = 'sending', attempts = r.attempts + 1
+         WHERE r.batch_id = $1 AND r.id BETWEEN $2 AND $3
+           AND r.id = ANY (ARRAY(SELECT id FROM sender_recipients WHERE ${due} ORDER BY id LIMIT $4))
            AND ${sending}
          RETURNING r.id, r.address, r.variables, r.attempts, r.code, ${suppressed}`;
     const { rows } = await this.pool.query<Claimed>(sql, [
