@@ -129,10 +129,13 @@ describe('codes: CSV export limits', async () => {
       assert.equal(((await campaign.json()) as { inventory: { total: number } }).inventory.total, ROWS);
       const health = await fetch(`${p.address()}/health`);
       assert.equal(health.status, 200, await health.text());
-      assert.deepEqual(
-        await copies(db),
-        { running: MAX_EXPORTS, waitingOnClient: MAX_EXPORTS },
-        'the first ones stalled throughout, and the refused one ran no COPY',
+      // Running, not necessarily waiting at this instant: a stalled COPY wakes now and then to write
+      // the little its client's socket took (CI once read 3 of 4 waiting). What counts is that the
+      // held ones still hold their connections, and the refused one started no COPY.
+      assert.equal(
+        (await copies(db)).running,
+        MAX_EXPORTS,
+        'the held exports still run; the refused one ran no COPY',
       );
     } finally {
       await hangUp(held, db);
