@@ -5,7 +5,13 @@
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { createApiKey } from '../src/kit/auth.ts';
-import { startSmtpSink, startWebhookReceiver, WEBHOOK_SECRET } from '../src/modules/sender/test-peers.ts';
+import {
+  chunkHolders,
+  startSmtpSink,
+  startWebhookReceiver,
+  WEBHOOK_SECRET,
+} from '../src/modules/sender/test-peers.ts';
+import { waitFor } from '../test/helpers.ts';
 import { postmasterPid, printRows, type Row, startServer, treeCpuSeconds } from './lib.ts';
 
 const MOCK_N = Number(process.env.BENCH_SENDER_MOCK ?? 100_000);
@@ -186,23 +192,6 @@ export async function benchSender(databaseUrl: string) {
   }
 }
 
-/** The pids of the processes holding a running chunk of the batch (owner = `pid:uuid`). */
-async function chunkHolders(pool: pg.Pool, batchId: string): Promise<Set<number>> {
-  const { rows } = await pool.query<{ pid: string }>(
-    `SELECT DISTINCT split_part(owner, ':', 1) AS pid FROM sender_chunks WHERE batch_id = $1 AND state = 'running'`,
-    [batchId],
-  );
-  return new Set(rows.map((r) => Number(r.pid)));
-}
-
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
 /**
  * Issue 6: "pause, resume and cancel take effect within 1 s across all workers". The bench's server
  * (role all) and two worker processes send one batch; the figure is the longer of the two waits
@@ -232,7 +221,9 @@ async function stopAcrossWorkers(ctx: {
       // Called while all three hold chunks and messages are arriving (a sub-batch in flight), since
       // between sub-batches there is nothing to stop and the figure would read 0.
       const arrived = rx.arrivals.length;
-      await until(`${action}: all three processes sending`, async () => {
+      // Polled every 10 ms: the figures are read to about that.
+      const poll = (what: string) => ({ what: `${action}: ${what}`, timeoutMs: 60_000, intervalMs: 10 });
+      await waitFor(async () => {
         const holders = await chunkHolders(pool, id);
         const last = rx.arrivals.at(-1)?.at ?? 0;
         return (
@@ -241,10 +232,10 @@ async function stopAcrossWorkers(ctx: {
           rx.arrivals.length >= arrived + 200 &&
           Date.now() - last < 5
         );
-      });
+      }, poll('all three processes sending'));
       const at = Date.now();
       await call('POST', `/api/batches/${id}/${action}`);
-      await until(`${action}: every chunk let go`, async () => (await chunkHolders(pool, id)).size === 0);
+      await waitFor(async () => (await chunkHolders(pool, id)).size === 0, poll('every chunk let go'));
       const released = Date.now() - at;
       await new Promise((r) => setTimeout(r, 1000)); // for a straggler, which the figure must show
       const late = rx.arrivals.filter((a) => a.at >= at);

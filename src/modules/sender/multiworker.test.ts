@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { freshDatabase, spawnTessera, startPlatform, waitFor } from '../../../test/helpers.ts';
 import { senderModule } from './index.ts';
-import { batchFinished, startWebhookReceiver, webhookSendConfig } from './test-peers.ts';
+import { batchFinished, chunkHolders, startWebhookReceiver, webhookSendConfig } from './test-peers.ts';
 
 const WORKERS = 2;
 const WORKER_CONCURRENCY = 2;
@@ -18,42 +18,42 @@ const SUB_BATCH = RATE / 4;
 /** At most one claimed sub-batch per chunk a worker runs; anything beyond this was claimed late. */
 const MOST_IN_FLIGHT = WORKERS * WORKER_CONCURRENCY * SUB_BATCH;
 
+/**
+ * An api in this process, two real worker processes on a fresh database, and a 2,000-recipient
+ * webhook batch (four chunks of 500) at RATE, sent to a receiver that dedupes on webhook-id.
+ */
+async function twoWorkerBatch() {
+  const db = await freshDatabase();
+  const rx = await startWebhookReceiver({ keep: false });
+  after(() => rx.close());
+  const api = await startPlatform({ modules: [senderModule], role: 'api', databaseUrl: db });
+  const workers = await Promise.all(
+    Array.from({ length: WORKERS }, () =>
+      spawnTessera('worker', { DATABASE_URL: db, WORKER_CONCURRENCY: String(WORKER_CONCURRENCY) }),
+    ),
+  );
+  await Promise.all(workers.map((w) => w.waitHealthy(60000)));
+  const inject = (method: 'GET' | 'POST', url: string, payload?: unknown) =>
+    api.app.inject({ method, url, headers: api.auth, payload: payload as object });
+  const total = 2000;
+  const res = await inject('POST', '/api/batches', {
+    sendConfigId: await webhookSendConfig(api, rx.url),
+    ratePerSecond: RATE,
+    template: { subject: 's', text: 'n={{n}}' },
+    recipients: Array.from({ length: total }, (_, i) => ({ address: `r${i}`, variables: { n: i } })),
+  });
+  assert.equal(res.statusCode, 201, res.body);
+  const id: string = res.json().id;
+  return { api, rx, workers, inject, total, id, holders: () => chunkHolders(api.kit.pool, id) };
+}
+
 describe('sender pause and cancel across two workers', () => {
   it('when a batch running on two worker processes is paused, resumed and cancelled, then both workers stop claiming at once, nothing claimed afterwards arrives, and no message arrives twice', async () => {
-    const db = await freshDatabase();
-    const rx = await startWebhookReceiver({ keep: false });
-    after(() => rx.close());
-    const api = await startPlatform({ modules: [senderModule], role: 'api', databaseUrl: db });
-    const workers = await Promise.all(
-      Array.from({ length: WORKERS }, () =>
-        spawnTessera('worker', { DATABASE_URL: db, WORKER_CONCURRENCY: String(WORKER_CONCURRENCY) }),
-      ),
-    );
-    await Promise.all(workers.map((w) => w.waitHealthy(60000)));
-    const inject = (method: 'GET' | 'POST', url: string, payload?: unknown) =>
-      api.app.inject({ method, url, headers: api.auth, payload: payload as object });
-
-    const total = 2000; // four chunks of 500
-    const res = await inject('POST', '/api/batches', {
-      sendConfigId: await webhookSendConfig(api, rx.url),
-      ratePerSecond: RATE,
-      template: { subject: 's', text: 'n={{n}}' },
-      recipients: Array.from({ length: total }, (_, i) => ({ address: `r${i}`, variables: { n: i } })),
-    });
-    assert.equal(res.statusCode, 201, res.body);
-    const id = res.json().id;
-
-    const runningOwners = async () => {
-      const { rows } = await api.kit.pool.query<{ pid: string }>(
-        `SELECT DISTINCT split_part(owner, ':', 1) AS pid FROM sender_chunks WHERE batch_id = $1 AND state = 'running'`,
-        [id],
-      );
-      return new Set(rows.map((r) => Number(r.pid)));
-    };
+    const { rx, workers, inject, total, id, holders } = await twoWorkerBatch();
     const pids = new Set(workers.map((w) => w.proc.pid));
     await waitFor(
       async () => {
-        const owners = await runningOwners();
+        const owners = await holders();
         return rx.arrivals.length >= 100 && owners.size === 2 && [...owners].every((p) => pids.has(p));
       },
       { timeoutMs: 30000, intervalMs: 50, what: 'both workers sending' },
@@ -68,7 +68,7 @@ describe('sender pause and cancel across two workers', () => {
       const before = rx.arrivals.length;
       const r = await inject('POST', `/api/batches/${id}/${action}`);
       assert.equal(r.statusCode, 200, r.body);
-      await waitFor(async () => (await runningOwners()).size === 0, {
+      await waitFor(async () => (await holders()).size === 0, {
         timeoutMs: 30000,
         intervalMs: 50,
         what: `both workers let their chunks go after ${action}`,
@@ -86,7 +86,7 @@ describe('sender pause and cancel across two workers', () => {
     const atPause = await stops('pause');
     assert.ok(atPause < total, `paused mid-batch (${atPause} received)`);
     assert.equal((await inject('GET', `/api/batches/${id}`)).json().state, 'paused');
-    assert.equal((await runningOwners()).size, 0, 'both workers released their chunks');
+    assert.equal((await holders()).size, 0, 'both workers released their chunks');
 
     assert.equal((await inject('POST', `/api/batches/${id}/resume`)).json().state, 'sending');
     await waitFor(() => rx.arrivals.length >= atPause + 100, {
@@ -115,40 +115,13 @@ describe('sender pause and cancel across two workers', () => {
   });
 
   it('when a worker is stopped (SIGTERM) mid-batch, then it hands its chunks back and exits cleanly, and the other worker finishes the batch with nothing sent twice', async () => {
-    const db = await freshDatabase();
-    const rx = await startWebhookReceiver({ keep: false });
-    after(() => rx.close());
-    const api = await startPlatform({ modules: [senderModule], role: 'api', databaseUrl: db });
-    const [leaving, staying] = await Promise.all(
-      Array.from({ length: WORKERS }, () =>
-        spawnTessera('worker', { DATABASE_URL: db, WORKER_CONCURRENCY: String(WORKER_CONCURRENCY) }),
-      ),
-    );
-    await Promise.all([leaving!.waitHealthy(60000), staying!.waitHealthy(60000)]);
-    const total = 2000;
-    const res = await api.app.inject({
-      method: 'POST',
-      url: '/api/batches',
-      headers: api.auth,
-      payload: {
-        sendConfigId: await webhookSendConfig(api, rx.url),
-        ratePerSecond: RATE,
-        template: { subject: 's', text: 'n={{n}}' },
-        recipients: Array.from({ length: total }, (_, i) => ({ address: `r${i}`, variables: { n: i } })),
-      },
+    const { api, rx, workers, total, id, holders } = await twoWorkerBatch();
+    const [leaving, staying] = workers;
+    await waitFor(async () => rx.arrivals.length >= 100 && (await holders()).has(leaving!.proc.pid!), {
+      timeoutMs: 30000,
+      intervalMs: 50,
+      what: 'the leaving worker sending',
     });
-    assert.equal(res.statusCode, 201, res.body);
-    const id = res.json().id;
-    await waitFor(
-      async () => {
-        const { rows } = await api.kit.pool.query(
-          `SELECT 1 FROM sender_chunks WHERE batch_id = $1 AND state = 'running' AND split_part(owner, ':', 1) = $2`,
-          [id, String(leaving!.proc.pid)],
-        );
-        return rx.arrivals.length >= 100 && rows.length > 0;
-      },
-      { timeoutMs: 30000, intervalMs: 50, what: 'the leaving worker sending' },
-    );
 
     assert.equal(await leaving!.stop('SIGTERM'), 0, 'a clean exit, not the drain timeout');
     const events = leaving!.logLines().map((l) => l.msg);

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { startPlatform, type TestPlatform, waitFor } from '../../../test/helpers.ts';
 import { senderModule } from './index.ts';
-import { startSmtpSink, startWebhookReceiver, webhookSendConfig } from './test-peers.ts';
+import { chunkHolders, startSmtpSink, startWebhookReceiver, webhookSendConfig } from './test-peers.ts';
 
 const inject = (p: TestPlatform, method: 'GET' | 'POST', url: string, payload?: unknown) =>
   p.app.inject({ method, url, headers: p.auth, payload: payload as object });
@@ -136,16 +136,11 @@ describe('sender pause in the middle of a sub-batch', () => {
 
     const before = smtp.count();
     assert.equal((await inject(p, 'POST', `/api/batches/${id}/pause`)).json().state, 'paused');
-    await waitFor(
-      async () => {
-        const { rows } = await p.kit.pool.query(
-          `SELECT 1 FROM sender_chunks WHERE batch_id = $1 AND state = 'running'`,
-          [id],
-        );
-        return rows.length === 0;
-      },
-      { timeoutMs: 30000, intervalMs: 20, what: 'the chunk to be let go' },
-    );
+    await waitFor(async () => (await chunkHolders(p.kit.pool, id)).size === 0, {
+      timeoutMs: 30000,
+      intervalMs: 20,
+      what: 'the chunk to be let go',
+    });
     const late = smtp.count() - before;
     // Without the stop inside the sub-batch, the rest of its 200 (~190) would still go out.
     assert.ok(late < 100, `${late} messages went out after the pause`);

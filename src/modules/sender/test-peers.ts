@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { SMTPServer } from 'smtp-server';
 import { Webhook } from 'standardwebhooks';
 import { type TestPlatform, waitFor } from '../../../test/helpers.ts';
+import type { Queryable } from '../../kit/db.ts';
 
 export interface ReceivedMail {
   from: string;
@@ -131,6 +132,18 @@ export async function startWebhookReceiver(
         server.close(() => resolve());
       }),
   };
+}
+
+/**
+ * The pids of the processes holding a running chunk of the batch (sender_chunks.owner is
+ * `pid:uuid`): which workers are sending it, and none once every chunk is let go.
+ */
+export async function chunkHolders(db: Queryable, batchId: string): Promise<Set<number>> {
+  const { rows } = await db.query<{ pid: string }>(
+    `SELECT DISTINCT split_part(owner, ':', 1) AS pid FROM sender_chunks WHERE batch_id = $1 AND state = 'running'`,
+    [batchId],
+  );
+  return new Set(rows.map((r) => Number(r.pid)));
 }
 
 /** A webhook send config pointing at `url`, signed with WEBHOOK_SECRET; returns its id. */
