@@ -75,13 +75,10 @@ export async function listOverrides(pool: Pool): Promise<StoredOverride[]> {
  * /api/admin/chaos (through Chaos#clear) and `tessera chaos clear` run.
  */
 export async function clearOverrides(pool: Pool, module?: string): Promise<Record<string, Partial<Modes>>> {
-  const { rows } =
-    module === undefined
-      ? await pool.query<OverrideRow>('DELETE FROM tessera_chaos RETURNING module, api, worker, cron')
-      : await pool.query<OverrideRow>(
-          'DELETE FROM tessera_chaos WHERE module = $1 RETURNING module, api, worker, cron',
-          [module],
-        );
+  const { rows } = await pool.query<OverrideRow>(
+    'DELETE FROM tessera_chaos WHERE $1::text IS NULL OR module = $1 RETURNING module, api, worker, cron',
+    [module ?? null],
+  );
   return Object.fromEntries(byModule(rows));
 }
 

@@ -587,11 +587,7 @@ class ChunkRun {
         const waitMs = next.getTime() - Date.now();
         if (waitMs > MAX_INLINE_WAIT_MS) {
           // Give the worker slot to other chunks; come back when the earliest retry is due.
-          // One transaction: no moment where the chunk is released but has no queued job.
-          await withTransaction(this.pool, async (db) => {
-            await this.engine.releaseChunk(this.batchId, this.no, this.owner, db);
-            await enqueueChunks(db, this.batchId, this.no, next);
-          });
+          await this.requeue(next);
           return { sent, deferredUntil: next };
         }
         await this.sleepWhileSending(Math.max(10, waitMs));
@@ -605,12 +601,20 @@ class ChunkRun {
    * leaving the chunk to the sweeper 20 s later. What was claimed and not sent went back already.
    */
   private async handBack(sent: number) {
-    await withTransaction(this.pool, async (db) => {
-      await this.engine.releaseChunk(this.batchId, this.no, this.owner, db);
-      await enqueueChunks(db, this.batchId, this.no);
-    });
+    await this.requeue();
     this.engine.logger.info({ batchId: this.batchId, chunk: this.no, sent }, 'SENDER_CHUNK_HANDED_BACK');
     return { sent, handedBack: true };
+  }
+
+  /**
+   * Lets the chunk go and queues its job again (at `runAt`, or now), in one transaction: there is
+   * no moment where the chunk is released but has no queued job.
+   */
+  private async requeue(runAt?: Date) {
+    await withTransaction(this.pool, async (db) => {
+      await this.engine.releaseChunk(this.batchId, this.no, this.owner, db);
+      await enqueueChunks(db, this.batchId, this.no, runAt);
+    });
   }
 
   private async state(): Promise<string | undefined> {
