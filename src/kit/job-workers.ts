@@ -13,7 +13,7 @@
 // had its chance to beat before anyone is judged. A worker that finds its own row gone re-registers
 // and says so (JOB_WORKER_PRESUMED_DEAD).
 import { hostname } from 'node:os';
-import type { Pool } from './db.ts';
+import type { Pool, Queryable } from './db.ts';
 import type { Logger } from './log.ts';
 import type { KitMetrics } from './metrics.ts';
 
@@ -26,6 +26,34 @@ export interface WorkerLivenessOptions {
   metrics: KitMetrics;
   role: string;
   timeoutMs: number;
+}
+
+/**
+ * Before a dead pool's jobs are unlocked, settles the ones that will never run again (attempts used
+ * up), so the failed list holds only real failures:
+ * - Superseded: graphile-worker's add_job, given the key of a job that is locked, clears the key and
+ *   sets attempts = max_attempts ("it must have already started; run a new one"), and the new job
+ *   carries the work on. The old job would be deleted when its run ended; its runner died, so
+ *   unlocked it would read as failed, 25 of 25 attempts and no error, though nothing failed. Told
+ *   apart by updated_at: add_job sets it, taking a job to run does not, so only a superseded job
+ *   was updated after it was locked. Deleted, as its run's end would have.
+ * - Its last attempt: the runner died during it, and the error shown was the attempt before's (or
+ *   none). The error says so, and what the previous one was.
+ */
+async function settleFinalJobs(db: Queryable, workers: string[]): Promise<void> {
+  await db.query(
+    `DELETE FROM graphile_worker._private_jobs
+     WHERE locked_by = ANY($1::text[]) AND key IS NULL AND attempts >= max_attempts AND updated_at > locked_at`,
+    [workers],
+  );
+  await db.query(
+    `UPDATE graphile_worker._private_jobs
+     SET last_error = 'its worker (' || locked_by || ') stopped heartbeating during the last attempt'
+           || coalesce('; the attempt before failed with: ' || last_error, ''),
+         updated_at = now()
+     WHERE locked_by = ANY($1::text[]) AND attempts >= max_attempts`,
+    [workers],
+  );
 }
 
 export class WorkerLiveness {
@@ -114,6 +142,7 @@ export class WorkerLiveness {
           [workers],
         );
         jobs = locked.rows[0]?.n ?? 0;
+        await settleFinalJobs(client, workers);
         await client.query('SELECT graphile_worker.force_unlock_workers($1::text[])', [workers]);
       }
       await client.query('COMMIT');

@@ -198,6 +198,77 @@ describe('jobs: dead workers judged by their own heartbeat timeout', async () =>
   });
 });
 
+describe('jobs: what a dead worker held on to, once unlocked', async () => {
+  // No runner knows the task, so the queue rows stay as set here: as a killed worker leaves them.
+  const p = await startPlatform({ modules: [], role: 'api' });
+  const kitLike = { pool: p.kit.pool, log: p.kit.log, metrics: p.kit.metrics, role: 'worker' };
+  const q = (sql: string, params: unknown[] = []) => p.kit.pool.query(sql, params);
+  const addJob = async (key: string | null, maxAttempts: number) =>
+    (
+      await q(
+        `SELECT id::text FROM graphile_worker.add_job('test:held', '{}'::json, max_attempts => $1, job_key => $2)`,
+        [maxAttempts, key],
+      )
+    ).rows[0].id as string;
+  const holdFor = (id: string, worker: string, attempts: number) =>
+    q(
+      `UPDATE graphile_worker._private_jobs SET locked_by = $2, locked_at = now() - interval '1 second', attempts = $3
+       WHERE id = $1`,
+      [id, worker, attempts],
+    );
+
+  it('when its keyed job was queued again while it ran, then the old one is gone, not failed; a job on its last attempt is failed and says why', async () => {
+    const worker = 'pool-killed-holding';
+    const superseded = await addJob('test:held:1', 25);
+    await holdFor(superseded, worker, 1);
+    // The sweeper's re-queue of the same key while the dead worker still holds it: graphile-worker
+    // clears the old job's key, sets it out of attempts, and inserts a new one.
+    const successor = await addJob('test:held:1', 25);
+    assert.notEqual(successor, superseded);
+    const lastTry = await addJob(null, 3);
+    await q(
+      `UPDATE graphile_worker._private_jobs SET last_error = 'timeout', updated_at = now() - interval '1 minute' WHERE id = $1`,
+      [lastTry],
+    );
+    await holdFor(lastTry, worker, 3);
+    await q(
+      `INSERT INTO tessera_job_workers (worker_id, role, host, pid, timeout_ms, heartbeat_at)
+       VALUES ($1, 'worker', 'h', 1, 60000, now() - interval '5 minutes')`,
+      [worker],
+    );
+    const judged = await new WorkerLiveness({ ...kitLike, timeoutMs: 60_000 }).releaseDead();
+    assert.deepEqual(judged.workers, [worker]);
+
+    const rows = (
+      await q(
+        `SELECT id::text, key, attempts, max_attempts, locked_by, last_error FROM graphile_worker.jobs
+         WHERE task_identifier = 'test:held' ORDER BY id`,
+      )
+    ).rows;
+    // Before: the superseded job stayed, unlocked, 25 of 25 attempts and no error: listed as failed.
+    assert.deepEqual(
+      rows.map((r) => r.id),
+      [successor, lastTry],
+    );
+    assert.equal(rows[0].key, 'test:held:1');
+    assert.equal(rows[0].attempts, 0);
+    assert.equal(rows[1].locked_by, null);
+    assert.equal(rows[1].attempts, 3);
+    assert.equal(
+      rows[1].last_error,
+      `its worker (${worker}) stopped heartbeating during the last attempt; the attempt before failed with: timeout`,
+    );
+    const failed = await p.app.inject({ url: '/api/admin/jobs?state=failed', headers: p.auth });
+    assert.deepEqual(
+      failed
+        .json()
+        .jobs.filter((j: { task: string }) => j.task === 'test:held')
+        .map((j: { id: string }) => j.id),
+      [lastTry],
+    );
+  });
+});
+
 describe('jobs: a watched job whose runner died reads as it stands', async () => {
   // No runner in this process: the queue row is moved by hand, as a dead worker would leave it.
   const p = await startPlatform({ modules: [fixtureModule], role: 'api' });

@@ -3,6 +3,7 @@
 // webhook-id (the idempotency key batch:recipient). The receiver also counts every delivery per id:
 // the guarantee to the provider is at least once, and a second delivery may come only for a
 // recipient the dead worker held (its chunk running) and had not yet recorded: docs/api/sender.md.
+// Once the dead worker's jobs are unlocked, none of them reads as failed.
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { processDatabase, spawnTessera, startPlatform, waitFor } from '../../../test/helpers.ts';
@@ -15,7 +16,10 @@ describe('sender worker crash', () => {
     const rx = await startWebhookReceiver({ keep: false });
     after(() => rx.close());
     const api = await startPlatform({ modules: [senderModule], role: 'api', databaseUrl: db });
-    const w1 = await spawnTessera('worker', { DATABASE_URL: db });
+    // A 30 s heartbeat timeout (default 60 s): longer than the chunk lease, so the sweeper takes the
+    // chunks back first, as in production, and the test waits half as long for the unlock.
+    const workerEnv = { DATABASE_URL: db, WORKER_HEARTBEAT_TIMEOUT_MS: '30000' };
+    const w1 = await spawnTessera('worker', workerEnv);
     await w1.waitHealthy(60000);
     const inject = (method: 'GET' | 'POST', url: string, payload?: unknown) =>
       api.app.inject({ method, url, headers: api.auth, payload: payload as object });
@@ -42,7 +46,7 @@ describe('sender worker crash', () => {
     );
     const heldAtKill = new Set(inFlight.map((r) => `${id}:${r.id}`));
     assert.ok(heldAtKill.size > 0, 'the worker died holding unrecorded recipients');
-    const w2 = await spawnTessera('worker', { DATABASE_URL: db });
+    const w2 = await spawnTessera('worker', workerEnv);
     await w2.waitHealthy(60000);
     const b = await waitFor(
       async () => {
@@ -78,6 +82,15 @@ describe('sender worker crash', () => {
     );
     assert.deepEqual(states, [{ state: 'sent', n: 10_000 }]);
     assert.match(w2.output(), /SENDER_CHUNK_RECOVERED/);
+    // The sweeper queued the dead worker's chunks again (their 20 s lease ran out) while its jobs
+    // were still locked to it; then the heartbeat timeout passed and w2 unlocked them. Before,
+    // those superseded jobs then read as failed (25 of 25 attempts, no error), 8 of them here.
+    await waitFor(() => /JOB_LOCKS_RELEASED/.test(w2.output()), {
+      timeoutMs: 90000,
+      what: 'the dead worker judged and its jobs unlocked',
+    });
+    const failed = (await inject('GET', '/api/admin/jobs?state=failed')).json().jobs;
+    assert.deepEqual(failed, [], 'no job reads as failed');
     await w2.stop();
   });
 });
