@@ -12,6 +12,7 @@ import { copyText, withTransaction } from '../../kit/db.ts';
 import { badRequest, conflict, HttpError, notFound, unprocessable } from '../../kit/errors.ts';
 import type { Jobs } from '../../kit/jobs.ts';
 import type { Logger } from '../../kit/log.ts';
+import { strictUtf8 } from '../../kit/strict-utf8.ts';
 import type { ChannelName } from './channels.ts';
 import { type CodesService, checkCodeCampaign } from './codes.ts';
 import type { BatchBody, Recipient } from './schemas.ts';
@@ -276,7 +277,10 @@ export class Batches {
       let line = 1;
       // Rows as arrays (not objects keyed by the header): csv-parse's `columns` costs more than the
       // rest of the row's work together.
-      const parser = stream.pipe(parse({ skip_empty_lines: true, trim: true, bom: true }));
+      const utf8 = stream.pipe(strictUtf8('the CSV'));
+      const parser = utf8.pipe(parse({ skip_empty_lines: true, trim: true, bom: true }));
+      // pipe() does not pass an error on: the encoding check's 400 ends the parse with it.
+      utf8.on('error', (err) => parser.destroy(err));
       const toCopyRows = async function* (records: AsyncIterable<string[]>) {
         let out = '';
         let header: string[] | undefined;

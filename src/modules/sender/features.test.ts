@@ -54,7 +54,7 @@ describe('sender features', () => {
     const p = await startPlatform({ modules: [senderModule] });
     const id = (await inject(p, 'POST', '/api/batches', { channel: 'mock', draft: true, template })).json()
       .id;
-    const csv = (text: string) =>
+    const csv = (text: string | Buffer) =>
       inject(p, 'POST', `/api/batches/${id}/recipients`, text, { 'content-type': 'text/csv' });
     const noAddress = await csv('name,city\nA,B\n');
     assert.equal(noAddress.statusCode, 400);
@@ -70,6 +70,15 @@ describe('sender features', () => {
     const nul = await csv('address,name\na@example.com,A\u0000B\n');
     assert.equal(nul.statusCode, 400);
     assert.match(nul.json().message, /^CSV line 2: a field holds a NUL character/);
+    // "Müller" saved as Windows-1252 (ü is the one byte 0xFC): before, stored as "M\uFFFDller".
+    const latin1 = await csv(
+      Buffer.from('address,name\na@example.com,Ann\nb@example.com,M\xfcller\n', 'latin1'),
+    );
+    assert.equal(latin1.statusCode, 400);
+    assert.match(
+      latin1.json().message,
+      /^the CSV is not UTF-8 \(line 3 holds bytes that are not\): save it as UTF-8/,
+    );
     const badJson = await inject(p, 'POST', `/api/batches/${id}/recipients`, { people: [] });
     assert.equal(badJson.statusCode, 400);
     assert.match(badJson.json().message, /recipients/);
