@@ -25,7 +25,7 @@ describe('codes: the codes_available gauge', async () => {
     // what the gauge reads; the codes themselves are not needed).
     await p.kit.pool.query(
       `INSERT INTO codes_campaigns (id, name, length, alphabet, alphabet_preset, reservation_ttl_seconds, fpe_key, available)
-       SELECT 'bulk-' || lpad(i::text, 4, '0'), 'bulk', 8, '0123456789', 'numeric', 900, '\\x00'::bytea, i
+       SELECT 'bulk-' || lpad(i::text, 4, '0'), 'bulk', 8, '0123456789', 'numeric', 900, decode(repeat('00', 16), 'hex'), i
        FROM generate_series(1, 1500) i`,
     );
     // Two campaigns whose ids sort after all of them, each with a reservation: zz-a's past its TTL
@@ -51,5 +51,21 @@ describe('codes: the codes_available gauge', async () => {
     assert.equal(series.get('bulk-1500'), 1500);
     assert.equal(series.get('zz-a'), 5, 'the expired reservation counts available');
     assert.equal(series.get('zz-b'), 2, 'the live reservation does not, nor does zz-a’s count here');
+
+    // GET /api/campaigns reads the expired reservations once per page, counted by campaign: each
+    // campaign gets its own, and one outside the page adds to none on it.
+    const inventory = async (query: string) =>
+      (await call('GET', `/api/campaigns?${query}`)).campaigns.map(
+        (c: { id: string; inventory: { available: number; reserved: number } }) => [
+          c.id,
+          c.inventory.available,
+          c.inventory.reserved,
+        ],
+      );
+    assert.deepEqual(await inventory('after=bulk-1499&limit=2'), [
+      ['bulk-1500', 1500, 0],
+      ['zz-a', 5, 0],
+    ]);
+    assert.deepEqual(await inventory('after=zz-a&limit=5'), [['zz-b', 2, 1]]);
   });
 });

@@ -282,9 +282,21 @@ export class Campaigns {
     return inventoryOf(rows[0]!);
   }
 
+  /**
+   * A page of campaigns by id. The expired, unswept reservations are read once for the page and
+   * counted by campaign (as availableByCampaign does), not once per campaign as UNSWEPT would:
+   * each of those reads walks every campaign's expired reservations, so a page of 1,000 took
+   * ~0.9 s with 10,000 of them waiting for the cron.
+   */
   async list(limit: number, after?: string): Promise<CampaignView[]> {
     const { rows } = await this.pool.query<Row & { unswept: number }>(
-      `SELECT ${COLUMNS}, ${UNSWEPT} FROM codes_campaigns c WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2`,
+      `WITH page AS (SELECT ${COLUMNS} FROM codes_campaigns WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2)
+       SELECT page.*, coalesce(u.unswept, 0) AS unswept
+       FROM page
+       LEFT JOIN (SELECT r.campaign_no, sum(${UNSWEPT_CODES})::bigint AS unswept FROM ${EXPIRED_UNSWEPT}
+                    AND r.campaign_no IN (SELECT no FROM page)
+                  GROUP BY r.campaign_no) u ON u.campaign_no = page.no
+       ORDER BY page.id`,
       [after ?? null, limit],
     );
     return rows.map((r) => view(fromRow(r), inventoryOf(r)));
