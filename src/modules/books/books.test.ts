@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { startPlatform } from '../../../test/helpers.ts';
 import { booksModule } from './index.ts';
+import { forgetCreateKeys } from './queries.ts';
 
 const SEED_BOOK = {
   type: 'book',
@@ -376,6 +377,67 @@ describe('books API (single process)', async () => {
       const empty = await call('GET', `/books/${fresh.id}/history`);
       assert.equal(empty.statusCode, 200);
       assert.deepEqual(empty.json().data, []);
+    });
+  });
+
+  describe('Idempotency-Key on POST /books', () => {
+    const withKey = (key: string, over: Record<string, unknown> = {}) =>
+      call('POST', '/books', { ...SEED_BOOK, rack_id: 'idem-rack', ...over }, { 'idempotency-key': key });
+    const booksOnRack = async () =>
+      (await p.kit.pool.query(`SELECT count(*)::int AS n FROM books WHERE rack_id = 'idem-rack'`)).rows[0].n;
+
+    it('when a create is sent again with its key, then the book is made once and the repeat answers it, marked replayed', async () => {
+      const first = await withKey('retry-1');
+      assert.equal(first.statusCode, 201, first.body);
+      assert.equal(first.headers['idempotent-replayed'], undefined);
+      const again = await withKey('"retry-1"'); // the header's quoted-string form is the same key
+      assert.equal(again.statusCode, 201, again.body);
+      assert.equal(again.headers['idempotent-replayed'], 'true');
+      assert.equal(again.json().data.id, first.json().data.id);
+      assert.equal(again.headers.location, first.headers.location);
+      assert.equal(await booksOnRack(), 1);
+    });
+
+    it('when 20 creates with one key race, then one book, and every answer names it', async () => {
+      const before = await booksOnRack();
+      const answers = await Promise.all(Array.from({ length: 20 }, () => withKey('race-1')));
+      assert.deepEqual(new Set(answers.map((r) => r.statusCode)), new Set([201]));
+      assert.equal(new Set(answers.map((r) => r.json().data.id)).size, 1);
+      assert.equal(answers.filter((r) => r.headers['idempotent-replayed'] !== 'true').length, 1);
+      assert.equal(await booksOnRack(), before + 1);
+    });
+
+    it('when a key is sent with a different book, or is malformed, or its book was deleted, then a 4xx says what to do', async () => {
+      assert.equal((await withKey('reused-1')).statusCode, 201);
+      await expect4xx(
+        await withKey('reused-1', { tags: ['other'] }),
+        422,
+        /^Idempotency-Key "reused-1" was sent at .* with a different book: send a new key for each book you create$/,
+      );
+      for (const bad of ['', 'has space', 'x'.repeat(256), 'caf\u00e9'])
+        await expect4xx(
+          await withKey(bad),
+          400,
+          /^Idempotency-Key must be one value of 1 to 255 visible ASCII/,
+        );
+      const made = (await withKey('deleted-1')).json().data;
+      assert.equal((await call('DELETE', `/books/${made.id}`)).statusCode, 200);
+      await expect4xx(
+        await withKey('deleted-1'),
+        409,
+        new RegExp(`^book ${made.id}, created with Idempotency-Key "deleted-1", has since been deleted`),
+      );
+    });
+
+    it('when a key is older than 24 hours, then books:forget-create-keys drops it and the key makes a new book', async () => {
+      const first = (await withKey('old-1')).json().data;
+      await p.kit.pool.query(
+        `UPDATE book_create_keys SET created_at = now() - interval '25 hours' WHERE key = 'old-1'`,
+      );
+      assert.equal(await forgetCreateKeys(p.kit.pool), 1);
+      const later = await withKey('old-1');
+      assert.equal(later.statusCode, 201);
+      assert.notEqual(later.json().data.id, first.id);
     });
   });
 

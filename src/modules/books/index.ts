@@ -7,6 +7,7 @@ import path from 'node:path';
 import { defineModule } from '../../kit/module.ts';
 import type { Handlers } from '../../kit/rpc.ts';
 import { createBooksMetrics } from './metrics.ts';
+import { forgetCreateKeys } from './queries.ts';
 import { registerBookRoutes } from './routes.ts';
 import { type BooksService, createBooksService } from './service.ts';
 
@@ -21,6 +22,14 @@ export const booksModule = defineModule({
     const metrics = createBooksMetrics(ctx.metrics.registry, ctx.pool, ctx.log);
     const service = metrics.instrument(createBooksService(ctx.pool, ctx.log));
     ctx.rpc.register('books', service as unknown as Handlers);
+    ctx.jobs.cron({
+      name: 'books:forget-create-keys',
+      schedule: '17 * * * *',
+      run: async ({ log }) => {
+        const n = await forgetCreateKeys(ctx.pool);
+        if (n) log.info({ keys: n }, 'BOOKS_CREATE_KEYS_FORGOTTEN');
+      },
+    });
   },
   routes(app, ctx) {
     registerBookRoutes(app, ctx.rpc.client<BooksService>('books'));

@@ -50,20 +50,62 @@ export interface NewBookRow {
   rack_id: string;
 }
 
-/** A book created checked-out gets its checkout in history too: status always equals the last entry. */
-export async function insertBook(db: Queryable, b: NewBookRow): Promise<BookRow> {
+/** An Idempotency-Key of POST /books and the hash of the book it was sent with. */
+export interface CreateKey {
+  key: string;
+  requestHash: Buffer;
+}
+
+/**
+ * A book created checked-out gets its checkout in history too: status always equals the last entry.
+ * With a key, the book is made only if the key is new, in the same statement: the key's row is
+ * inserted first and names the book's id. Undefined when the key was taken (a retry, or a request
+ * racing it: ON CONFLICT waits for that one to commit), and the key's row says what to answer.
+ */
+export async function insertBook(
+  db: Queryable,
+  b: NewBookRow,
+  key?: CreateKey,
+): Promise<BookRow | undefined> {
+  const values = '$1::text[], $2::text, $3::text, $4::text, $5::text, $6::text';
   const { rows } = await db.query<BookRow>(
-    `WITH b AS (
-       INSERT INTO books (tags, name, author, status, borrower, rack_id)
-       VALUES ($1, $2, $3, $4, $5, $6) RETURNING ${COLUMNS}
+    `WITH k AS (
+       INSERT INTO book_create_keys (key, request_hash, book_id)
+       SELECT $7::text, $8::bytea, gen_random_uuid() WHERE $7::text IS NOT NULL
+       ON CONFLICT (key) DO NOTHING RETURNING book_id
+     ), b AS (
+       -- Without a key the first SELECT makes the book; with one, the second, if the key was new.
+       INSERT INTO books (id, tags, name, author, status, borrower, rack_id)
+       SELECT gen_random_uuid(), ${values} WHERE $7::text IS NULL
+       UNION ALL SELECT k.book_id, ${values} FROM k
+       RETURNING ${COLUMNS}
      ), h AS (
        INSERT INTO book_history (book_id, action, borrower, version)
        SELECT id, 'checkout', borrower, version FROM b WHERE status = 'checked-out'
      )
      SELECT * FROM b`,
-    [b.tags, b.name, b.author, b.status, b.borrower, b.rack_id],
+    [b.tags, b.name, b.author, b.status, b.borrower, b.rack_id, key?.key ?? null, key?.requestHash ?? null],
   );
-  return rows[0]!;
+  return rows[0];
+}
+
+export async function selectCreateKey(
+  db: Queryable,
+  key: string,
+): Promise<{ request_hash: Buffer; book_id: string; created_at: Date } | undefined> {
+  const { rows } = await db.query(
+    'SELECT request_hash, book_id, created_at FROM book_create_keys WHERE key = $1',
+    [key],
+  );
+  return rows[0];
+}
+
+/** Idempotency keys are answered for 24 hours: a retry comes within minutes, not days. */
+export async function forgetCreateKeys(db: Queryable): Promise<number> {
+  const { rowCount } = await db.query(
+    `DELETE FROM book_create_keys WHERE created_at < now() - interval '24 hours'`,
+  );
+  return rowCount ?? 0;
 }
 
 export async function selectBook(db: Queryable, id: string): Promise<BookRow | undefined> {

@@ -68,6 +68,23 @@ export function expectedVersion(ifMatch: string | undefined, bodyVersion?: numbe
   return fromHeader ?? bodyVersion;
 }
 
+/**
+ * POST /books' Idempotency-Key (the IETF draft's header; Stripe's form): 1 to 255 visible ASCII
+ * characters, bare or as a quoted string. A UUID per book the client means to create is the usual
+ * choice; the client sends the same key again when it retries that create.
+ */
+export function idempotencyKeyOf(header: string | string[] | undefined): string | undefined {
+  if (header === undefined) return undefined;
+  const raw = Array.isArray(header) ? header.join(', ') : header;
+  const key = /^"(.*)"$/.exec(raw)?.[1] ?? raw;
+  if (!/^[\x21-\x7e]{1,255}$/.test(key)) {
+    throw badRequest(
+      'Idempotency-Key must be one value of 1 to 255 visible ASCII characters (no spaces), e.g. a UUID',
+    );
+  }
+  return key;
+}
+
 const etag = (b: Book) => `"${b.version}"`;
 const ok = <T>(data: T, message = 'Success', statusCode = 200) => ({ statusCode, data, message });
 
@@ -88,11 +105,26 @@ export function registerBookRoutes(app: App, books: BooksService): void {
 
   app.post(
     '/books',
-    { schema: { body: BookInput, response: { 201: Envelope(Book) } } },
+    {
+      schema: {
+        body: BookInput,
+        // Documents the header in /docs; idempotencyKeyOf checks it, with a message that says what to send.
+        headers: Type.Object({
+          'idempotency-key': Type.Optional(
+            Type.String({
+              description: 'Makes a retried create answer the book the first one made (24 hours)',
+            }),
+          ),
+        }),
+        response: { 201: Envelope(Book) },
+      },
+    },
     async (req, reply) => {
-      const book = await books.create(req.body);
+      const idempotencyKey = idempotencyKeyOf(req.headers['idempotency-key']);
+      const { book, replayed } = await books.create({ book: req.body, idempotencyKey });
       reply.code(201).header('location', `/books/${book.id}`).header('etag', etag(book));
-      return ok(book, 'Book created', 201);
+      if (replayed) reply.header('idempotent-replayed', 'true');
+      return ok(book, replayed ? 'Book already created with this Idempotency-Key' : 'Book created', 201);
     },
   );
 

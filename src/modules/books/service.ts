@@ -1,18 +1,21 @@
 // The books service: what the books RPC answers, in-process or on worker processes over NATS.
 // Inputs and outputs are plain JSON (ISO dates), so both transports return the same thing.
 // Other modules import only the BooksService type from here.
+import { createHash } from 'node:crypto';
 import { Coalescer } from '../../kit/coalescer.ts';
 import type { Pool } from '../../kit/db.ts';
-import { badRequest, conflict, notFound } from '../../kit/errors.ts';
+import { badRequest, conflict, notFound, unprocessable } from '../../kit/errors.ts';
 import type { Logger } from '../../kit/log.ts';
 import {
   type BookRow,
+  type CreateKey,
   changeStatus,
   deleteBook,
   insertBook,
   selectBook,
   selectBooks,
   selectBooksById,
+  selectCreateKey,
   selectHistory,
   selectRacks,
   toBook,
@@ -38,7 +41,11 @@ export interface Page<T> {
 }
 
 export interface BooksService {
-  create(input: BookInput): Promise<Book>;
+  /**
+   * With an idempotencyKey (POST /books' Idempotency-Key header), a repeat within 24 hours answers
+   * the book the first one made (`replayed`), or 422 when it asks for a different book.
+   */
+  create(input: { book: BookInput; idempotencyKey?: string }): Promise<{ book: Book; replayed: boolean }>;
   get(input: { id: string }): Promise<Book>;
   list(input: ListQuery): Promise<Page<Book>>;
   /** `version`: the expected version (If-Match or the body's); undefined = last write wins. */
@@ -103,28 +110,56 @@ export function createBooksService(pool: Pool, log: Logger): BooksService {
     );
   }
 
+  /** A create whose Idempotency-Key was taken: the book that key made, if the same book was asked. */
+  async function replay(key: CreateKey, input: BookInput): Promise<{ book: Book; replayed: boolean }> {
+    const prior = await selectCreateKey(pool, key.key);
+    // Forgotten (24 hours) between the two statements: the key is free again.
+    if (!prior) return service.create({ book: input, idempotencyKey: key.key });
+    if (!prior.request_hash.equals(key.requestHash)) {
+      throw unprocessable(
+        `Idempotency-Key "${key.key}" was sent at ${prior.created_at.toISOString()} with a different book: send a new key for each book you create`,
+      );
+    }
+    const book = await selectBook(pool, prior.book_id);
+    if (!book) {
+      throw conflict(
+        `book ${prior.book_id}, created with Idempotency-Key "${key.key}", has since been deleted; send a new key to create it again`,
+      );
+    }
+    log.info({ bookId: book.id }, 'BOOK_CREATE_REPLAYED');
+    return { book: toBook(book), replayed: true };
+  }
+
   // GET /books/:id is the hottest call: concurrent reads share one query.
   const reads = new Coalescer<string, BookRow | undefined>((_key, ids) => selectBooksById(pool, ids), {
     maxBatch: 500,
     maxInflight: 1,
   });
 
-  return {
-    async create(input) {
+  const service: BooksService = {
+    async create({ book: input, idempotencyKey }) {
       const status: BookStatus = input.info.status ?? 'available';
       if (status === 'available' && input.info.borrower !== undefined) {
         throw badRequest('info.borrower is only allowed when info.status is "checked-out"');
       }
-      const row = await insertBook(pool, {
+      const values = {
         tags: input.tags ?? [],
         name: input.info.name,
         author: input.info.author,
         status,
         borrower: input.info.borrower ?? null,
         rack_id: input.rack_id,
-      });
-      log.info({ bookId: row.id, rackId: row.rack_id }, 'BOOK_CREATED');
-      return toBook(row);
+      };
+      const key = idempotencyKey && {
+        key: idempotencyKey,
+        requestHash: createHash('sha256').update(JSON.stringify(values)).digest(),
+      };
+      const row = await insertBook(pool, values, key || undefined);
+      if (row) {
+        log.info({ bookId: row.id, rackId: row.rack_id }, 'BOOK_CREATED');
+        return { book: toBook(row), replayed: false };
+      }
+      return replay(key as CreateKey, input);
     },
 
     async get({ id }) {
@@ -223,4 +258,5 @@ export function createBooksService(pool: Pool, log: Logger): BooksService {
       return selectRacks(pool);
     },
   };
+  return service;
 }
