@@ -25,7 +25,7 @@ import {
   unstorableInputError,
 } from './db.ts';
 import { badRequest, forbidden, HttpError, unauthorized } from './errors.ts';
-import { findString, parseJsonBody } from './json-body.ts';
+import { findString, parseJsonBody, utf8JsonText } from './json-body.ts';
 import type { Kit } from './kit.ts';
 import { moduleLogger } from './log.ts';
 import { formatSchemaErrors } from './schema-errors.ts';
@@ -164,12 +164,13 @@ export async function createHttpApp(kit: Kit): Promise<App> {
   });
 
   // JSON parsing that can keep the exact bytes a webhook signature covers.
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
-    const text = body as string;
-    if (req.routeOptions.config?.rawBody) req.rawBody = text;
-    if (text === '') return done(null, undefined);
+  // Read as bytes, so a body that is not UTF-8 is refused (decoded as text, it was stored with U+FFFD
+  // in place of its bad bytes: "N\xff" became "N�" in a book's name and an event's userId).
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, body, done) => {
     try {
-      done(null, parseJsonBody(text));
+      const text = utf8JsonText(body as Buffer);
+      if (req.routeOptions.config?.rawBody) req.rawBody = text;
+      done(null, text === '' ? undefined : parseJsonBody(text));
     } catch (err) {
       done(err as HttpError, undefined);
     }

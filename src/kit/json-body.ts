@@ -3,6 +3,7 @@
 // PostgreSQL refuses it in jsonb (and turns it into U+FFFD in text). Found by fuzzing: a sender
 // batch whose variables held one answered 500, and an event holding one was answered 201 and then
 // made its whole stored batch a dead letter. So every JSON body is checked where it is parsed.
+import { isUtf8 } from 'node:buffer';
 import { badRequest } from './errors.ts';
 
 /** A surrogate spelled as an escape: the only way one can reach JSON.parse from UTF-8 text. */
@@ -49,4 +50,23 @@ export function parseJsonBody(text: string, name?: string): unknown {
       `${where} holds a lone surrogate (half of a UTF-16 pair, as when a string is cut inside an emoji), which PostgreSQL cannot store: send whole characters`,
     );
   return value;
+}
+
+/**
+ * A JSON request body's text, or a 400 when its bytes are not UTF-8 (RFC 8259's only encoding for
+ * JSON between systems). The message names the first string or key holding such bytes when the
+ * rest parses, so the client knows which value its encoding broke.
+ */
+export function utf8JsonText(body: Buffer): string {
+  const text = body.toString('utf8');
+  if (isUtf8(body)) return text;
+  let where: string | undefined;
+  try {
+    where = findString(JSON.parse(text), (s) => s.includes('\ufffd'));
+  } catch {
+    // Not JSON either: the encoding is still the first thing to fix.
+  }
+  throw badRequest(
+    `${where ?? 'request body'} holds bytes that are not UTF-8 (text in another encoding, such as Latin-1?): send JSON encoded as UTF-8`,
+  );
 }

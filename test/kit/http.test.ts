@@ -213,6 +213,29 @@ describe('HTTP, auth and ops endpoints', async () => {
     assert.deepEqual(whole.json(), { length: 9 });
   });
 
+  it('when a JSON body holds bytes that are not UTF-8, then 400 names the value; UTF-8 passes as sent', async () => {
+    const send = (payload: Buffer) =>
+      p.app.inject({
+        method: 'POST',
+        url: '/api/fixture/body',
+        headers: { ...p.auth, 'content-type': 'application/json' },
+        payload,
+      });
+    // "Müller" in Latin-1: ü is the one byte 0xFC. Before, a 200 with "M\ufffdller" stored.
+    const latin1 = await send(Buffer.from('{"data":"M\xfcller"}', 'latin1'));
+    assert.equal(latin1.statusCode, 400, latin1.body);
+    assert.match(
+      latin1.json().message,
+      /^body\.data holds bytes that are not UTF-8 .*: send JSON encoded as UTF-8$/,
+    );
+    const notJson = await send(Buffer.from([0x7b, 0xff, 0xfe]));
+    assert.equal(notJson.statusCode, 400);
+    assert.match(notJson.json().message, /^request body holds bytes that are not UTF-8/);
+    const utf8 = await send(Buffer.from('{"data":"Müller 🚀"}', 'utf8'));
+    assert.equal(utf8.statusCode, 200, utf8.body);
+    assert.deepEqual(utf8.json(), { length: 9 });
+  });
+
   it('when responding, then every answer carries a request id, and a given x-request-id is kept when it looks like an id', async () => {
     const res = await p.app.inject({ url: '/heartbeat', headers: { 'x-request-id': 'abc-123' } });
     assert.equal(res.headers['x-request-id'], 'abc-123');
