@@ -380,12 +380,22 @@ export class Batches {
 
   async send(accountId: string, id: string) {
     return withTransaction(this.pool, async (client) => {
+      // Locked, so of two sends at once the second waits and then sees `queued`: one 200, one 409
+      // (unlocked, both read `draft` and both answered 200, though only one queued the batch).
+      await this.lockBatch(client, accountId, id);
       const b = await this.get(client, accountId, id);
       if (b.state !== 'draft') throw conflict(`batch ${id} is ${b.state}; only a draft batch can be sent`);
       if (b.total === 0) throw conflict(`batch ${id} has no recipients: upload some first`);
       await this.queue(client, id);
       return batchView(await this.get(client, accountId, id));
     });
+  }
+
+  private async lockBatch(client: PoolClient, accountId: string, id: string) {
+    await client.query('SELECT 1 FROM sender_batches WHERE id = $1 AND account_id = $2 FOR UPDATE', [
+      id,
+      accountId,
+    ]);
   }
 
   async pause(accountId: string, id: string) {
@@ -395,10 +405,7 @@ export class Batches {
   async resume(accountId: string, id: string) {
     return withTransaction(this.pool, async (client) => {
       // Locked, so a cancel (or a second resume) at the same moment waits and then sees `sending`.
-      await client.query('SELECT 1 FROM sender_batches WHERE id = $1 AND account_id = $2 FOR UPDATE', [
-        id,
-        accountId,
-      ]);
+      await this.lockBatch(client, accountId, id);
       const b = await this.get(client, accountId, id);
       if (b.state !== 'paused')
         throw conflict(`batch ${id} is ${b.state}; only a paused batch can be resumed`);

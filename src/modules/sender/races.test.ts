@@ -88,6 +88,28 @@ describe('sender lifecycle races', () => {
     }
   });
 
+  it('when a draft is sent by many requests at once, then one answers 200 and the rest 409', async () => {
+    const p = await startPlatform({ modules: [senderModule] });
+    const res = await inject(p, 'POST', '/api/batches', {
+      channel: 'mock',
+      draft: true,
+      template,
+      recipients: recipients(3),
+    });
+    assert.equal(res.statusCode, 201, res.body);
+    const id: string = res.json().id;
+    const sends = await Promise.all(
+      Array.from({ length: 20 }, () => inject(p, 'POST', `/api/batches/${id}/send`)),
+    );
+    const codes = sends.map((r) => r.statusCode).sort();
+    // Before the lock: 19 of 50 answered 200, each believing it had sent the batch.
+    assert.deepEqual(codes, [200, ...Array(19).fill(409)]);
+    const refused = sends.find((r) => r.statusCode === 409)!.json().message;
+    assert.match(refused, /is (queued|sending|completed); only a draft batch can be sent/);
+    const b = await batchFinished(p, id, 30000);
+    assert.deepEqual([b.state, b.progress.sent], ['completed', 3]);
+  });
+
   it('when a batch was paused just as its last chunk finished, then resume completes it', async () => {
     const p = await startPlatform({ modules: [senderModule] });
     const res = await inject(p, 'POST', '/api/batches', {
