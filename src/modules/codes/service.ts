@@ -18,6 +18,8 @@ import type { CodesMetrics } from './metrics.ts';
 import { timed } from './metrics.ts';
 import type { AssignResult, Reservations, ReservationView, ReserveResult } from './reservations.ts';
 
+/** POST /api/generate's campaign: only that route hands out its codes, so nothing may reserve in it. */
+export const BATCH_CAMPAIGN_ID = BATCH_CAMPAIGN.id;
 export const RESERVE_MAX = 10_000;
 export const TTL_MAX_SECONDS = 30 * 24 * 3600;
 export const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$/;

@@ -3,6 +3,7 @@
 // the recipient in the codes API, and a recipient that fails for good gives its code back.
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
+import { Webhook } from 'standardwebhooks';
 import { startPlatform, type TestPlatform, waitFor } from '../../../test/helpers.ts';
 import { conflict, unavailable } from '../../kit/errors.ts';
 import { codesModule } from '../codes/index.ts';
@@ -107,6 +108,35 @@ describe('sender codes', () => {
       assert.equal(res.statusCode, 404, res.body);
       assert.match(res.json().message, /codeCampaign "no-such-campaign" not found/);
     }
+    const { rows } = await p.kit.pool.query('SELECT count(*)::int AS n FROM sender_batches');
+    assert.equal(rows[0].n, 0);
+  });
+
+  it('when a batch names the batch-codes campaign of POST /api/generate, then the create answers 409 and stores nothing', async () => {
+    const p = await startPlatform({ modules: [codesModule, senderModule] });
+    // Made by a signed POST /api/generate: the campaign exists, yet takes no reserve.
+    const at = new Date();
+    const made = await p.app.inject({
+      method: 'POST',
+      url: '/api/generate',
+      headers: {
+        'content-type': 'application/json',
+        'webhook-id': 'msg_1',
+        'webhook-timestamp': String(Math.floor(at.getTime() / 1000)),
+        'webhook-signature': new Webhook(p.kit.webhookSecret).sign('msg_1', at, '{}'),
+      },
+      payload: '{}',
+    });
+    assert.equal(made.statusCode, 201, made.body);
+    const res = await inject(p, 'POST', '/api/batches', {
+      channel: 'mock',
+      codeCampaign: 'batch-codes',
+      template: { subject: 's', text: '{{code}}' },
+      recipients: [{ address: 'a@example.com' }],
+    });
+    // Before: 201, and then every recipient failed on its reserve's 409.
+    assert.equal(res.statusCode, 409, res.body);
+    assert.match(res.json().message, /only through POST \/api\/generate.*create a campaign of your own/);
     const { rows } = await p.kit.pool.query('SELECT count(*)::int AS n FROM sender_batches');
     assert.equal(rows[0].n, 0);
   });

@@ -6,8 +6,8 @@
 //     (the same reserveId again returns the same code, so a re-sent recipient keeps its code)
 //   assign({campaignId, reserveId, userId: address}) after the provider accepted the message
 //   release({campaignId, reserveId}) when the recipient fails for good or the batch is cancelled
-import { badRequest, HttpError, notFound, unavailable } from '../../kit/errors.ts';
-import type { CodesService } from '../codes/service.ts';
+import { badRequest, conflict, HttpError, notFound, unavailable } from '../../kit/errors.ts';
+import { BATCH_CAMPAIGN_ID, type CodesService } from '../codes/service.ts';
 import { SendError } from './channels.ts';
 
 export type { CodesService };
@@ -27,6 +27,11 @@ export function codeReservationError(campaign: string, err: unknown): SendError 
 
 /** At batch create: the campaign exists (asked through the codes service), or the create is refused. */
 export async function checkCodeCampaign(codes: CodesService, campaignId: string): Promise<void> {
+  // Accepted, every recipient of the batch would fail on its reserve's 409.
+  if (campaignId === BATCH_CAMPAIGN_ID)
+    throw conflict(
+      `codeCampaign "${campaignId}" hands out codes only through POST /api/generate, so no batch can reserve in it: create a campaign of your own (POST /api/campaigns) and name it`,
+    );
   try {
     await codes.getCampaign({ campaignId });
   } catch (err) {
