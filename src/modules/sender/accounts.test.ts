@@ -70,6 +70,36 @@ describe('sender accounts', () => {
     assert.deepEqual((await as(p, p.auth)('GET', '/api/batches')).json().batches, []);
   });
 
+  it('when a user of another account deletes a send config in use, then it is a 404 as for any unknown id, not a 409 telling it is used', async () => {
+    const p = await startPlatform({ modules: [senderModule] });
+    await createUser(p.kit.pool, 'ann@acme.test', 'secret-1', 'user', 'acme');
+    await createUser(p.kit.pool, 'olga@other.test', 'secret-2', 'user', 'other');
+    const ann = as(p, { cookie: await signIn(p, 'ann@acme.test', 'secret-1') });
+    const olga = as(p, { cookie: await signIn(p, 'olga@other.test', 'secret-2') });
+    const cfg = await ann('POST', '/api/send-configs', { name: 'm', channel: 'mock' });
+    assert.equal(cfg.statusCode, 201, cfg.body);
+    const used = cfg.json().id;
+    const batch = await ann('POST', '/api/batches', {
+      sendConfigId: used,
+      template,
+      recipients: [{ address: 'a@example.com' }],
+    });
+    assert.equal(batch.statusCode, 201, batch.body);
+    const unused = (await ann('POST', '/api/send-configs', { name: 'spare', channel: 'mock' })).json().id;
+
+    for (const id of [used, unused]) {
+      const res = await olga('DELETE', `/api/send-configs/${id}`);
+      assert.equal(res.statusCode, 404, res.body);
+      assert.equal(res.json().message, `send config ${id} not found`);
+    }
+    const inUse = await ann('DELETE', `/api/send-configs/${used}`);
+    assert.equal(inUse.statusCode, 409);
+    assert.match(inUse.json().message, /is used by 1 batches; it cannot be deleted/);
+    assert.equal((await ann('DELETE', `/api/send-configs/${unused}`)).statusCode, 204);
+    assert.equal((await ann('GET', `/api/send-configs/${unused}`)).statusCode, 404);
+    await completed(ann, batch.json().id);
+  });
+
   it('when a key is rotated, then the suppression list it built stays with the account', async () => {
     const p = await startPlatform({ modules: [senderModule] });
     const first = await createApiKey(p.kit.pool, 'old', ['sender'], { accountId: 'acme' });

@@ -88,17 +88,19 @@ export async function getSendConfig(db: Queryable, accountId: string, id: string
 }
 
 export async function deleteSendConfig(pool: Pool, accountId: string, id: string) {
-  const { rows } = await pool.query(
-    `SELECT count(*)::int AS n FROM sender_batches WHERE send_config_id = $1`,
-    [id],
+  // One statement, so a batch made in between is seen: then the foreign key refuses the delete.
+  const { rows } = await pool.query<{ deleted: boolean; batches: number }>(
+    `WITH used AS (SELECT count(*)::int AS n FROM sender_batches WHERE send_config_id = $2),
+          gone AS (DELETE FROM sender_send_configs WHERE account_id = $1 AND id = $2
+                     AND (SELECT n FROM used) = 0 RETURNING id)
+     SELECT EXISTS (SELECT 1 FROM gone) AS deleted, (SELECT n FROM used) AS batches
+     FROM sender_send_configs WHERE account_id = $1 AND id = $2`,
+    [accountId, id],
   );
-  if (rows[0].n > 0)
-    throw conflict(`send config ${id} is used by ${rows[0].n} batches; it cannot be deleted`);
-  const { rowCount } = await pool.query('DELETE FROM sender_send_configs WHERE account_id = $1 AND id = $2', [
-    accountId,
-    id,
-  ]);
-  if (!rowCount) throw notFound(`send config ${id} not found`);
+  // Another account's config is as unknown as a missing one: no 409 telling it is in use.
+  if (!rows[0]) throw notFound(`send config ${id} not found`);
+  if (!rows[0].deleted)
+    throw conflict(`send config ${id} is used by ${rows[0].batches} batches; it cannot be deleted`);
 }
 
 /** Worker side: the full spec, secret included, for building the channel. */
