@@ -169,6 +169,28 @@ describe('books API (single process)', async () => {
       );
     });
 
+    it('when PUT sends only a status or borrower, then a change is the 409 that points to /checkout and the same values are nothing to update', async () => {
+      const b = await create();
+      // Before: "nothing to update" (400) for both, which hid why the checkout asked for was not made.
+      for (const info of [{ status: 'checked-out' }, { borrower: 'ann' }]) {
+        await expect4xx(
+          await call('PUT', `/books/${b.id}`, { info }),
+          409,
+          /is available: status and borrower change only through POST \/checkout/,
+        );
+      }
+      await expect4xx(
+        await call('PUT', `/books/${b.id}`, { info: { status: 'available' } }),
+        400,
+        /nothing to update/,
+      );
+      await expect4xx(
+        await call('PUT', '/books/00000000-0000-4000-8000-000000000000', { info: { status: 'available' } }),
+        404,
+        /no book with id/,
+      );
+    });
+
     it('when GET /books gets an unknown filter, a bad status, a limit over 200 or a forged cursor, then 400', async () => {
       await expect4xx(await call('GET', '/books?colour=red'), 400, /unknown field "colour"/);
       await expect4xx(await call('GET', '/books?status=gone'), 400, /status must be one of/);

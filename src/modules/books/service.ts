@@ -101,13 +101,28 @@ export function createBooksService(pool: Pool, log: Logger): BooksService {
         `book ${id} is at version ${cur.version}, not ${expected}: it changed since you read it; GET it again and retry the ${action}`,
       );
     }
-    const by = cur.borrower ? ` by ${cur.borrower}` : '';
     if (action === 'delete') {
+      const by = cur.borrower ? ` by ${cur.borrower}` : '';
       throw conflict(`book ${id} is checked out${by}: return it with POST /checkout before deleting it`);
     }
-    throw conflict(
+    throw statusIsNotUpdated(id, cur);
+  }
+
+  function statusIsNotUpdated(id: string, cur: BookRow) {
+    const by = cur.borrower ? ` by ${cur.borrower}` : '';
+    return conflict(
       `book ${id} is ${cur.status}${by}: status and borrower change only through POST /checkout; leave them out of the update or send them unchanged`,
     );
+  }
+
+  /** A PUT with only status or borrower: a 409 when it asks for a change, as it would beside a name. */
+  async function refuseStatusOnlyChange(id: string, key: string, info: NonNullable<BookPatch['info']>) {
+    if (info.status === undefined && info.borrower === undefined) return;
+    const cur = await selectBook(pool, key);
+    if (!cur) throw missing(id);
+    const statusChanges = info.status !== undefined && info.status !== cur.status;
+    const borrowerChanges = info.borrower !== undefined && info.borrower !== cur.borrower;
+    if (statusChanges || borrowerChanges) throw statusIsNotUpdated(id, cur);
   }
 
   /** A create whose Idempotency-Key was taken: the book that key made, if the same book was asked. */
@@ -194,6 +209,7 @@ export function createBooksService(pool: Pool, log: Logger): BooksService {
         info.author === undefined &&
         patch.rack_id === undefined
       ) {
+        await refuseStatusOnlyChange(id, key, info);
         throw badRequest('nothing to update: send at least one of tags, info.name, info.author, rack_id');
       }
       const row = await updateBook(
