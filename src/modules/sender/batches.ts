@@ -15,7 +15,7 @@ import type { Logger } from '../../kit/log.ts';
 import { strictUtf8 } from '../../kit/strict-utf8.ts';
 import type { ChannelName } from './channels.ts';
 import { type CodesService, checkCodeCampaign } from './codes.ts';
-import type { BatchBody, Recipient } from './schemas.ts';
+import { ADDRESS_MAX, type BatchBody, type Recipient } from './schemas.ts';
 import { getSendConfig } from './send-configs.ts';
 import { render, validateTemplate } from './template.ts';
 import { completeIfDone, enqueueChunks } from './worker.ts';
@@ -299,6 +299,13 @@ export class Batches {
               `CSV line ${line}: a field holds a NUL character, which cannot be stored; remove it`,
             );
           const address = rec[at] ?? '';
+          // The JSON route's schema holds addresses to this (in code points); the CSV route must too.
+          // UTF-16 length is never less, so only a long one is counted.
+          const chars = address.length > ADDRESS_MAX ? [...address].length : 0;
+          if (chars > ADDRESS_MAX)
+            throw badRequest(
+              `CSV line ${line}: the address is ${chars} characters long; at most ${ADDRESS_MAX}`,
+            );
           if (!address || (email && !EMAIL.test(address)))
             throw badRequest(`CSV line ${line}: "${address}" is not a valid address`);
           const variables: Record<string, string> = {};

@@ -67,6 +67,10 @@ describe('sender features', () => {
     });
     assert.equal(xml.statusCode, 415);
     assert.match(xml.json().message, /send Content-Type: application\/json or text\/csv/);
+    // Before: stored, though the same address in a JSON body is a 400.
+    const long = await csv(`address\na@example.com\n${'x'.repeat(321)}\n`);
+    assert.equal(long.statusCode, 400);
+    assert.equal(long.json().message, 'CSV line 3: the address is 321 characters long; at most 320');
     const nul = await csv('address,name\na@example.com,A\u0000B\n');
     assert.equal(nul.statusCode, 400);
     assert.match(nul.json().message, /^CSV line 2: a field holds a NUL character/);

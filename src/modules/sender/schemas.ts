@@ -48,9 +48,12 @@ export const TestSendBody = Type.Object(
   { additionalProperties: false },
 );
 
+/** RFC 5321's longest e-mail address; other channels' addresses are held to it too. */
+export const ADDRESS_MAX = 320;
+
 export const Recipient = Type.Object(
   {
-    address: Type.String({ minLength: 1, maxLength: 320 }),
+    address: Type.String({ minLength: 1, maxLength: ADDRESS_MAX }),
     variables: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
   },
   { additionalProperties: false },
@@ -111,7 +114,10 @@ export const ListRecipientsQuery = Type.Object({
 
 export const SuppressionBody = Type.Object(
   {
-    addresses: Type.Array(Type.String({ minLength: 1, maxLength: 320 }), { minItems: 1, maxItems: 10_000 }),
+    addresses: Type.Array(Type.String({ minLength: 1, maxLength: ADDRESS_MAX }), {
+      minItems: 1,
+      maxItems: 10_000,
+    }),
     reason: Type.String({ default: 'manual', maxLength: 200 }),
   },
   { additionalProperties: false },
