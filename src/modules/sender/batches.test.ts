@@ -192,4 +192,17 @@ describe('sender batches (mock channel)', () => {
     assert.equal(body.preview[0].subject, 'Hi <script>alert(1)</script>');
     assert.equal((await get(p, '/api/batches')).json().batches.length, 0);
   });
+
+  it('when a dry run renders {{unsubscribeUrl}}, then it shows the link the send puts there, not a variable of that name', async () => {
+    const p = await startPlatform({ modules: [senderModule] });
+    const res = await post(p, '/api/batches', {
+      channel: 'mock',
+      dryRun: true,
+      template: { subject: 's', text: 'Leave: {{unsubscribeUrl}}' },
+      recipients: [{ address: 'x@example.com', variables: { unsubscribeUrl: 'https://evil.example' } }],
+    });
+    assert.equal(res.statusCode, 200, res.body);
+    // Before: "Leave: https://evil.example", which no sent message would say.
+    assert.equal(res.json().preview[0].text, 'Leave: (unsubscribe link)');
+  });
 });

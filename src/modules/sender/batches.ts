@@ -226,6 +226,9 @@ export class Batches {
           address: r.address,
           email: r.address,
           code: body.codeCampaign ? '(code)' : undefined,
+          // The worker sets each recipient's own link over any variable of that name; a dry run has
+          // no batch to link to yet, so it shows where the link goes.
+          unsubscribeUrl: '(unsubscribe link)',
         };
         const out = render(body.template, view);
         if (preview.length < 20) preview.push({ address: r.address, ...out });
