@@ -427,6 +427,37 @@ function sessionCookie(req: FastifyRequest): string | undefined {
   return undefined;
 }
 
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/**
+ * A browser sends the session cookie with any request to this host, whichever page made it. The
+ * cookie is SameSite=Strict, which stops other sites but not a sibling subdomain (same site), and
+ * browsers without it: so a change made with the cookie must come from this origin's own pages, as
+ * the browser's Sec-Fetch-Site or Origin says. Scripts use API keys, which a page cannot borrow.
+ */
+function refuseCrossSite(req: FastifyRequest): void {
+  if (SAFE_METHODS.has(req.method)) return;
+  const site = req.headers['sec-fetch-site'];
+  const origin = req.headers.origin;
+  let from: string | undefined;
+  if (site === 'cross-site' || site === 'same-site') from = `a ${site} page`;
+  else if (origin !== undefined && !sameHost(origin, req.host)) from = `a page of ${origin}`;
+  if (from)
+    throw forbidden(
+      `a signed-in change must come from Tessera's own pages, and this one came from ${from}; scripts send an API key instead`,
+    );
+}
+
+/** Host and port compared, the scheme's default port left out of both ("localhost:80" is "localhost"). */
+function sameHost(origin: string, host: string): boolean {
+  try {
+    const from = new URL(origin);
+    return from.host === new URL(`${from.protocol}//${host}`).host;
+  } catch {
+    return false; // "null" (a sandboxed page or a file) is no origin of ours either
+  }
+}
+
 /** Resolves the caller from an API key or a session cookie; null when neither is valid. */
 export async function authenticate(kit: Kit, req: FastifyRequest): Promise<Principal | null> {
   const key = bearerOrApiKey(req);
@@ -437,6 +468,7 @@ export async function authenticate(kit: Kit, req: FastifyRequest): Promise<Princ
   }
   const token = sessionCookie(req);
   if (token) {
+    refuseCrossSite(req);
     const p = await kit.sessions.verify(token);
     if (!p) kit.metrics.authFailures.inc({ kind: 'session' });
     return p;

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { networkInterfaces } from 'node:os';
 import { describe, it } from 'node:test';
 import { Webhook } from 'standardwebhooks';
-import { createApiKey } from '../../src/kit/auth.ts';
+import { createApiKey, createUser } from '../../src/kit/auth.ts';
 import { fixtureModule } from '../fixtures/fixture-module.ts';
 import { startPlatform } from '../helpers.ts';
 
@@ -234,6 +234,49 @@ describe('HTTP, auth and ops endpoints', async () => {
     const utf8 = await send(Buffer.from('{"data":"Müller 🚀"}', 'utf8'));
     assert.equal(utf8.statusCode, 200, utf8.body);
     assert.deepEqual(utf8.json(), { length: 9 });
+  });
+
+  it('when a signed-in change comes from another site, then 403; from our own origin, or with an API key, it passes', async () => {
+    await createUser(p.kit.pool, 'csrf@example.com', 'secret-1', 'admin');
+    const login = await p.app.inject({
+      method: 'POST',
+      url: '/api/auth/login',
+      payload: { email: 'csrf@example.com', password: 'secret-1' },
+    });
+    assert.equal(login.statusCode, 200, login.body);
+    const cookie = String(login.headers['set-cookie']).split(';')[0]!;
+    const post = (headers: Record<string, string>) =>
+      p.app.inject({
+        method: 'POST',
+        url: '/api/fixture/body',
+        headers: { 'content-type': 'application/json', host: 'tessera.example:8080', ...headers },
+        payload: '{"data":"x"}',
+      });
+    // Before: each of these was a 200, the change made in the signed-in user's name.
+    for (const foreign of <Record<string, string>[]>[
+      { origin: 'https://evil.example' },
+      { origin: 'http://tessera.example:9090' },
+      { origin: 'null' },
+      { 'sec-fetch-site': 'same-site' },
+      { 'sec-fetch-site': 'cross-site', origin: 'http://tessera.example:8080' },
+    ]) {
+      const res = await post({ cookie, ...foreign });
+      assert.equal(res.statusCode, 403, JSON.stringify(foreign));
+      assert.match(res.json().message, /must come from Tessera's own pages.*scripts send an API key/);
+    }
+    for (const own of <Record<string, string>[]>[
+      {},
+      { origin: 'http://tessera.example:8080' },
+      { 'sec-fetch-site': 'same-origin', origin: 'http://tessera.example:8080' },
+    ]) {
+      assert.equal((await post({ cookie, ...own })).statusCode, 200, JSON.stringify(own));
+    }
+    const read = await p.app.inject({
+      url: '/api/fixture/echo?text=hi',
+      headers: { cookie, 'sec-fetch-site': 'cross-site' },
+    });
+    assert.equal(read.statusCode, 200, 'a read changes nothing');
+    assert.equal((await post({ ...p.auth, origin: 'https://evil.example' })).statusCode, 200);
   });
 
   it('when responding, then every answer carries a request id, and a given x-request-id is kept when it looks like an id', async () => {
