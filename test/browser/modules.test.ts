@@ -1,7 +1,7 @@
 // The module pages in a real browser: codes, sender, events and books, each against the real API.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { json } from '../helpers.ts';
+import { json, waitFor } from '../helpers.ts';
 import { launchBrowser, needsChromium, openPage, PHONE, signIn, startDashboard } from './harness.ts';
 
 describe('dashboard module pages', { skip: needsChromium }, async () => {
@@ -116,6 +116,17 @@ describe('dashboard module pages', { skip: needsChromium }, async () => {
     await row.getByRole('button', { name: 'Pause slow' }).waitFor();
     await row.getByRole('button', { name: 'Cancel slow' }).click();
     await row.getByText('cancelled').waitFor();
+    // 1 message/s: most of the 30 were cancelled unsent, and the bar says so (it read 30 / 30, 100%).
+    const settled = await waitFor(async () => {
+      const b = (await apiGet('/api/batches?limit=100')).batches.find(
+        (x: { name: string }) => x.name === 'slow',
+      );
+      return b.progress.pending === 0 ? b.progress : undefined;
+    });
+    const done = settled.sent + settled.failed + settled.suppressed;
+    assert.ok(settled.cancelled > 0 && done < 30, JSON.stringify(settled));
+    await w.page.reload(); // as anyone opening the page later sees it
+    await row.getByText(`${done} / 30 (${Math.round((100 * done) / 30)}%)`).waitFor({ timeout: 10_000 });
     w.assertClean();
   });
 

@@ -84,6 +84,8 @@ describe('dashboard shell, sign-in, overview and API keys', { skip: needsChromiu
     const w = await openPage(browser, base.baseUrl);
     await signIn(w);
     await w.page.getByRole('link', { name: 'API keys' }).click();
+    // htm does not decode HTML entities: "&lt;key&gt;" showed as written.
+    await w.page.getByText('Authorization: Bearer <key>', { exact: true }).waitFor();
     await w.page.getByLabel('Name').fill('browser-test');
     await w.page.getByRole('checkbox', { name: 'books' }).check();
     await w.page.getByRole('button', { name: 'Create key' }).click();

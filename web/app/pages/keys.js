@@ -33,7 +33,7 @@ export function KeysPage() {
   };
 
   return html`<h1>API keys</h1>
-    <p class="muted">Programs call the API with <code>Authorization: Bearer &lt;key&gt;</code>. Keys are stored hashed: a new key is shown once.</p>
+    <p class="muted">Programs call the API with <code>${'Authorization: Bearer <key>'}</code>. Keys are stored hashed: a new key is shown once.</p>
     <section aria-labelledby="newkey-h" class="card">
       <h2 id="newkey-h">Create a key</h2>
       <form onSubmit=${submit} class="row">
