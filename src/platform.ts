@@ -10,6 +10,7 @@ import { databaseCheck, natsCheck } from './kit/health.ts';
 import { type App, createHttpApp, guardModuleRoutes } from './kit/http.ts';
 import { createKit, KIT_MIGRATIONS, type Kit } from './kit/kit.ts';
 import { moduleLogger } from './kit/log.ts';
+import { forgetOldLoginAttempts } from './kit/login-throttle.ts';
 import { type MigrationSource, migrate } from './kit/migrate.ts';
 import type { HealthCheck, ModuleContext, TesseraModule } from './kit/module.ts';
 import { registerOpsRoutes } from './kit/ops-routes.ts';
@@ -123,6 +124,11 @@ export async function createPlatform(opts: PlatformOptions): Promise<Platform> {
     name: 'kit:forget-webhook-ids',
     schedule: '*/5 * * * *',
     run: () => WebhookVerifier.forgetOld(kit.pool),
+  });
+  kit.jobs.cron({
+    name: 'kit:forget-login-attempts',
+    schedule: '*/15 * * * *',
+    run: () => forgetOldLoginAttempts(kit.pool),
   });
 
   const checks: HealthCheck[] = [databaseCheck(kit), ...(kit.nats ? [natsCheck(kit)] : [])];

@@ -10,6 +10,7 @@ import {
   type Role,
 } from '../kit/config.ts';
 import { createKit, VERSION } from '../kit/kit.ts';
+import { unlockLogin } from '../kit/login-throttle.ts';
 import { allModules } from '../modules/index.ts';
 import { runMigrations } from '../platform.ts';
 import { registerChaosCommands } from './chaos.ts';
@@ -147,6 +148,19 @@ users
       createUser(kit.pool, opts.email, opts.password, opts.role, opts.account),
     );
     process.stdout.write(`user ${user.email} (${user.role}, account ${user.accountId}) created\n`);
+  });
+
+users
+  .command('unlock')
+  .description('lift the sign-in refusal (429) an e-mail got for too many wrong passwords')
+  .requiredOption('--email <email>', 'sign-in e-mail')
+  .action(async (opts: { email: string }) => {
+    const counts = await withKit((kit) => unlockLogin(kit.pool, opts.email));
+    process.stdout.write(
+      counts > 0
+        ? `${opts.email.toLowerCase()} may sign in again\n`
+        : `${opts.email.toLowerCase()} had no failed sign-ins to forget\n`,
+    );
   });
 
 registerChaosCommands(program, withKit);

@@ -17,6 +17,7 @@ import { type App, authenticate, requireScope } from './http.ts';
 import { JOB_STATES } from './jobs.ts';
 import type { Kit } from './kit.ts';
 import { moduleLogger } from './log.ts';
+import { clearLoginAttempts, countLoginAttempt, TooManyLogins } from './login-throttle.ts';
 
 const Credentials = Type.Object({
   email: Type.String({ minLength: 3, maxLength: 320 }),
@@ -28,10 +29,15 @@ export function registerAuthRoutes(app: App, kit: Kit): void {
     '/api/auth/login',
     { schema: { tags: ['auth'], body: Credentials }, config: { public: true } },
     async (req, reply) => {
-      const user = await checkLogin(kit.pool, req.body.email, req.body.password).catch((err) => {
-        kit.metrics.authFailures.inc({ kind: 'login' });
-        throw err;
-      });
+      const { email, password } = req.body;
+      const user = await countLoginAttempt(kit.pool, email, req.ip)
+        .then(() => checkLogin(kit.pool, email, password))
+        .catch((err) => {
+          kit.metrics.authFailures.inc({ kind: 'login' });
+          if (err instanceof TooManyLogins) reply.header('retry-after', String(err.retryAfterSeconds));
+          throw err;
+        });
+      await clearLoginAttempts(kit.pool, email, req.ip);
       const token = await kit.sessions.issue(user);
       const secure = kit.config.nodeEnv === 'production' ? '; Secure' : '';
       const maxAge = kit.config.sessionTtlHours * 3600;

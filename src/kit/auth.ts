@@ -203,6 +203,13 @@ export interface SessionUser {
   accountId: string;
 }
 
+let unknownUser: Promise<string> | undefined;
+/** A hash no password matches, made once, checked against for e-mails with no user. */
+const unknownUserHash = () => {
+  unknownUser ??= hashPassword(randomBytes(32).toString('base64'));
+  return unknownUser;
+};
+
 export async function checkLogin(pool: Pool, email: string, password: string): Promise<SessionUser> {
   const { rows } = await pool.query<{
     id: string;
@@ -212,8 +219,10 @@ export async function checkLogin(pool: Pool, email: string, password: string): P
     password_hash: string;
   }>('SELECT id, email, role, account_id, password_hash FROM users WHERE email = lower($1)', [email]);
   const user = rows[0];
-  if (!user || !(await verifyPassword(password, user.password_hash)))
-    throw unauthorized('wrong e-mail or password');
+  // An unknown e-mail costs the same scrypt as a known one: answering it faster told which e-mails
+  // have accounts.
+  const right = await verifyPassword(password, user?.password_hash ?? (await unknownUserHash()));
+  if (!user || !right) throw unauthorized('wrong e-mail or password');
   return { id: user.id, email: user.email, role: user.role, accountId: user.account_id };
 }
 

@@ -183,7 +183,7 @@ describe('tessera CLI', () => {
     assert.doesNotMatch(noNats.out, /s3cret/);
   });
 
-  it('when `tessera users create` runs, then the user can sign in; the same e-mail again exits 1 saying so', async () => {
+  it('when `tessera users create` runs, then the user can sign in; the same e-mail again exits 1 saying so; `users unlock` lifts a sign-in refusal', async () => {
     const db = await freshDatabase();
     const args = ['users', 'create', '--email', 'Ops@Example.com', '--password', 'secret1'];
     const r = await runTessera(args, { DATABASE_URL: db });
@@ -207,6 +207,22 @@ describe('tessera CLI', () => {
     });
     assert.equal(short.code, 1);
     assert.match(short.stderr, /password must be at least 6 characters/);
+
+    // Too many wrong passwords: refused with the right one too, until `users unlock`.
+    const signIn = (password: string) =>
+      p.app.inject({
+        method: 'POST',
+        url: '/api/auth/login',
+        payload: { email: 'ops@example.com', password },
+      });
+    for (let i = 0; i < 10; i++) assert.equal((await signIn('wrong')).statusCode, 401);
+    assert.equal((await signIn('secret1')).statusCode, 429);
+    const unlock = await runTessera(['users', 'unlock', '--email', 'OPS@example.com'], { DATABASE_URL: db });
+    assert.equal(unlock.code, 0, unlock.out);
+    assert.equal(unlock.stdout, 'ops@example.com may sign in again\n');
+    assert.equal((await signIn('secret1')).statusCode, 200);
+    const none = await runTessera(['users', 'unlock', '--email', 'ops@example.com'], { DATABASE_URL: db });
+    assert.equal(none.stdout, 'ops@example.com had no failed sign-ins to forget\n');
     await p.stop();
   });
 
