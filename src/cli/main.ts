@@ -11,6 +11,7 @@ import {
 } from '../kit/config.ts';
 import { createKit, VERSION } from '../kit/kit.ts';
 import { unlockLogin } from '../kit/login-throttle.ts';
+import { UUID } from '../kit/text.ts';
 import { allModules } from '../modules/index.ts';
 import { runMigrations } from '../platform.ts';
 import { registerChaosCommands } from './chaos.ts';
@@ -46,8 +47,6 @@ export async function withKit<T>(fn: (kit: Awaited<ReturnType<typeof createKit>>
     await kit.embedded?.stop();
   }
 }
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 const program = new Command('tessera')
   .description('Tessera: codes, sender, events and books on one runtime')

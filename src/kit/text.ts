@@ -8,3 +8,6 @@ export function longerThan(v: string, max: number): boolean {
   for (const _ of v) if (++n > max) return true;
   return false;
 }
+
+/** A UUID in its usual 8-4-4-4-12 hex spelling, either case. */
+export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

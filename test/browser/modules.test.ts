@@ -19,6 +19,7 @@ describe('dashboard module pages', { skip: needsChromium }, async () => {
     await w.page.getByRole('button', { name: 'Create campaign' }).click();
     const card = w.page.getByTestId('campaign-spring');
     await card.getByRole('heading', { name: /Spring sale/ }).waitFor();
+    await w.page.getByText(/^Campaign Spring sale \(spring\) created: [\d,]+ possible codes\.$/).waitFor();
 
     // Small counts answer at once; a count above 10,000 runs as a job with a progress bar.
     await card.getByLabel('Codes to generate').fill('20000');
@@ -96,6 +97,59 @@ describe('dashboard module pages', { skip: needsChromium }, async () => {
     assert.equal(mine.length, 1, 'the retry reused the Idempotency-Key');
     assert.equal(mine[0].progress.total, 2, 'the CSV was not uploaded twice');
     assert.equal(dropped, 2);
+    w.assertClean();
+  });
+
+  test('when there are more campaigns and batches than a page holds, then the pager reaches the rest', async () => {
+    const call = (path: string, body: unknown) =>
+      fetch(`${base.baseUrl}${path}`, {
+        method: 'POST',
+        headers: { ...base.auth, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+    // Ids after "spring" (the first test's), so they sort last: page 2 holds "zz-50".
+    for (let i = 0; i <= 50; i++) {
+      const id = `zz-${String(i).padStart(2, '0')}`;
+      const res = await call('/api/campaigns', { id, name: id, format: { length: 8, alphabet: 'safe' } });
+      assert.equal(res.status, 201, await res.text());
+    }
+    const first = await call('/api/batches', {
+      channel: 'mock',
+      draft: true,
+      name: 'oldest draft',
+      template: { subject: 's', text: 't' },
+    });
+    assert.equal(first.status, 201);
+    for (let i = 0; i < 50; i++)
+      await call('/api/batches', {
+        channel: 'mock',
+        draft: true,
+        name: `draft ${i}`,
+        template: { subject: 's', text: 't' },
+      });
+
+    const w = await openPage(browser, base.baseUrl);
+    await signIn(w);
+    await w.page.getByRole('link', { name: 'Codes' }).click();
+    await w.page.getByTestId('campaign-zz-00').waitFor();
+    // Before: the first 200 (now 50) and no way to the others.
+    assert.equal(await w.page.getByTestId('campaign-zz-50').count(), 0);
+    const codesPager = w.page.getByRole('navigation', { name: 'Pages of campaigns' });
+    await codesPager.getByRole('button', { name: 'Next page' }).click();
+    await w.page.getByTestId('campaign-zz-50').waitFor();
+    await codesPager.getByText('Page 2').waitFor();
+    await codesPager.getByRole('button', { name: 'Previous page' }).click();
+    await w.page.getByTestId('campaign-zz-00').waitFor();
+
+    await w.page.getByRole('link', { name: 'Sender' }).click();
+    const oldest = w.page.getByTestId('batch-row').filter({ hasText: 'oldest draft' });
+    await w.page.getByTestId('batch-row').filter({ hasText: 'draft 49' }).waitFor();
+    assert.equal(await oldest.count(), 0);
+    await w.page
+      .getByRole('navigation', { name: 'Pages of batches' })
+      .getByRole('button', { name: 'Next page' })
+      .click();
+    await oldest.waitFor();
     w.assertClean();
   });
 

@@ -6,17 +6,23 @@ import uPlot from 'uplot';
 
 export const html = htm.bind(h);
 
-/** Runs fn now and every `ms`; keeps the last good data and the last error. */
+/**
+ * Runs fn now and every `ms` (and again when deps change); keeps the last good data and the last
+ * error. Only the newest call's answer is kept: a slow answer to an earlier call (a poll overtaken
+ * by a refresh after an action, or a page turned since) would show a state already left behind.
+ */
 export function usePoll(fn, ms, deps = []) {
   const [state, setState] = useState({ data: undefined, error: undefined, at: 0 });
   const fnRef = useRef(fn);
   fnRef.current = fn;
+  const calls = useRef(0);
   const refresh = useCallback(async () => {
+    const call = ++calls.current;
     try {
       const data = await fnRef.current();
-      setState({ data, error: undefined, at: Date.now() });
+      if (call === calls.current) setState({ data, error: undefined, at: Date.now() });
     } catch (error) {
-      setState((s) => ({ ...s, error }));
+      if (call === calls.current) setState((s) => ({ ...s, error }));
     }
   }, []);
   useEffect(() => {
@@ -33,6 +39,30 @@ export function usePoll(fn, ms, deps = []) {
     };
   }, deps);
   return { ...state, refresh };
+}
+
+/**
+ * Cursor paging for a list whose answers carry `next`: `cursor` is the page shown (undefined for
+ * the first), `older(next)` turns to the page after, `newer()` back one.
+ */
+export function usePages() {
+  const [stack, setStack] = useState([]);
+  return {
+    cursor: stack.at(-1),
+    page: stack.length + 1,
+    older: (next) => setStack((s) => [...s, next]),
+    newer: () => setStack((s) => s.slice(0, -1)),
+  };
+}
+
+/** Previous / next page buttons for usePages; `next` is the answer's cursor to the page after. */
+export function Pager({ pages, next, what }) {
+  if (pages.page === 1 && !next) return null;
+  return html`<nav class="pager" aria-label=${`Pages of ${what}`}>
+    <button type="button" class="secondary" disabled=${pages.page === 1} onClick=${pages.newer}>Previous page</button>
+    <span aria-live="polite">Page ${pages.page}</span>
+    <button type="button" class="secondary" disabled=${!next} onClick=${() => pages.older(next)}>Next page</button>
+  </nav>`;
 }
 
 let fieldSeq = 0;

@@ -6,6 +6,7 @@ import { Coalescer } from '../../kit/coalescer.ts';
 import type { Pool } from '../../kit/db.ts';
 import { badRequest, conflict, notFound, unprocessable } from '../../kit/errors.ts';
 import type { Logger } from '../../kit/log.ts';
+import { UUID } from '../../kit/text.ts';
 import {
   type BookRow,
   type CreateKey,
@@ -55,8 +56,6 @@ export interface BooksService {
   history(input: { id: string } & PageQuery): Promise<Page<HistoryEntry>>;
   racks(input: Record<string, never>): Promise<Rack[]>;
 }
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** Ids are UUIDs; anything else cannot name a book, so it is the same 404 as an unknown id. */
 function bookId(id: string): string {

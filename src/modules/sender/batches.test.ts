@@ -193,6 +193,36 @@ describe('sender batches (mock channel)', () => {
     assert.equal((await get(p, '/api/batches')).json().batches.length, 0);
   });
 
+  it('when batches are listed a page at a time, then each shows once, newest first, even those made in the same microsecond', async () => {
+    const p = await startPlatform({ modules: [senderModule] });
+    const made: string[] = [];
+    for (let i = 0; i < 5; i++)
+      made.push((await post(p, '/api/batches', { channel: 'mock', draft: true, template })).json().id);
+    // Ties on created_at: a cursor of the time alone would skip or repeat batches at a page edge.
+    await p.kit.pool.query(
+      `UPDATE sender_batches SET created_at = '2026-12-04 10:00:00.123456+00' WHERE id = ANY($1)`,
+      [made.slice(1, 4)],
+    );
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    for (let page = 0; page < 5; page++) {
+      const res = await get(p, `/api/batches?limit=2${cursor ? `&cursor=${cursor}` : ''}`);
+      assert.equal(res.statusCode, 200, res.body);
+      const body: { batches: { id: string }[]; next: string | null } = res.json();
+      seen.push(...body.batches.map((b) => b.id));
+      cursor = body.next;
+      if (!cursor) break;
+    }
+    assert.equal(seen.length, 5);
+    assert.deepEqual(new Set(seen), new Set(made));
+    assert.equal(seen[0], made[4], 'newest first');
+    for (const bad of ['nope', Buffer.from('2026-12-04 10:00:00+00|x').toString('base64url')]) {
+      const res = await get(p, `/api/batches?cursor=${bad}`);
+      assert.equal(res.statusCode, 400);
+      assert.match(res.json().message, /^cursor is not one GET \/api\/batches gave/);
+    }
+  });
+
   it('when a dry run renders {{unsubscribeUrl}}, then it shows the link the send puts there, not a variable of that name', async () => {
     const p = await startPlatform({ modules: [senderModule] });
     const res = await post(p, '/api/batches', {

@@ -13,6 +13,7 @@ import { badRequest, conflict, HttpError, notFound, unprocessable } from '../../
 import type { Jobs } from '../../kit/jobs.ts';
 import type { Logger } from '../../kit/log.ts';
 import { strictUtf8 } from '../../kit/strict-utf8.ts';
+import { longerThan, UUID } from '../../kit/text.ts';
 import type { ChannelName } from './channels.ts';
 import { type CodesService, checkCodeCampaign } from './codes.ts';
 import { ADDRESS_MAX, type BatchBody, type Recipient } from './schemas.ts';
@@ -53,6 +54,19 @@ export interface BatchRow {
   createdAt: Date;
   startedAt: Date | null;
   finishedAt: Date | null;
+}
+
+/** timestamptz as PostgreSQL writes it as text: "2026-12-04 10:50:12.123456+00". */
+const PG_TIMESTAMPTZ = /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,6})?[+-]\d{2}(:\d{2}){0,2}$/;
+const encodeBatchCursor = (at: string, id: string) => Buffer.from(`${at}|${id}`).toString('base64url');
+
+function decodeBatchCursor(cursor: string): { at: string; id: string } {
+  const [at, id, extra] = Buffer.from(cursor, 'base64url').toString().split('|');
+  if (!at || !id || extra !== undefined || !PG_TIMESTAMPTZ.test(at) || !UUID.test(id))
+    throw badRequest(
+      'cursor is not one GET /api/batches gave: pass its `next` as it was, or leave cursor out',
+    );
+  return { at, id };
 }
 
 /** What GET /api/batches/:id answers: the batch with progress counts and the send rate. */
@@ -111,14 +125,25 @@ export class Batches {
     return rows[0];
   }
 
-  async list(accountId: string, q: { state?: string; limit: number; before?: string }) {
-    const { rows } = await this.pool.query<BatchRow>(
-      `SELECT ${BATCH_COLUMNS} FROM sender_batches
+  /**
+   * Newest first. `next` is an opaque cursor to the page after (null when this page is not full):
+   * the last batch's created_at in full microseconds and its id, so batches made in the same
+   * millisecond are neither skipped nor shown twice across a page boundary.
+   */
+  async list(accountId: string, q: { state?: string; limit: number; before?: string; cursor?: string }) {
+    const from = q.cursor === undefined ? undefined : decodeBatchCursor(q.cursor);
+    const { rows } = await this.pool.query<BatchRow & { position: string }>(
+      `SELECT ${BATCH_COLUMNS}, created_at::text AS position FROM sender_batches
        WHERE account_id = $1 AND ($2::text IS NULL OR state = $2) AND ($3::timestamptz IS NULL OR created_at < $3)
-       ORDER BY created_at DESC LIMIT $4`,
-      [accountId, q.state ?? null, q.before ?? null, q.limit],
+         AND ($5::timestamptz IS NULL OR (created_at, id) < ($5, $6::uuid))
+       ORDER BY created_at DESC, id DESC LIMIT $4`,
+      [accountId, q.state ?? null, q.before ?? null, q.limit, from?.at ?? null, from?.id ?? null],
     );
-    return rows.map(batchView);
+    const last = rows.at(-1);
+    return {
+      batches: rows.map(batchView),
+      next: rows.length === q.limit && last ? encodeBatchCursor(last.position, last.id) : null,
+    };
   }
 
   async recipients(accountId: string, id: string, q: { state?: string; after: number; limit: number }) {
@@ -302,13 +327,9 @@ export class Batches {
               `CSV line ${line}: a field holds a NUL character, which cannot be stored; remove it`,
             );
           const address = rec[at] ?? '';
-          // The JSON route's schema holds addresses to this (in code points); the CSV route must too.
-          // UTF-16 length is never less, so only a long one is counted.
-          const chars = address.length > ADDRESS_MAX ? [...address].length : 0;
-          if (chars > ADDRESS_MAX)
-            throw badRequest(
-              `CSV line ${line}: the address is ${chars} characters long; at most ${ADDRESS_MAX}`,
-            );
+          // The JSON route's schema holds addresses to this; the CSV route must too.
+          if (longerThan(address, ADDRESS_MAX))
+            throw badRequest(`CSV line ${line}: the address is longer than ${ADDRESS_MAX} characters`);
           if (!address || (email && !EMAIL.test(address)))
             throw badRequest(`CSV line ${line}: "${address}" is not a valid address`);
           const variables: Record<string, string> = {};

@@ -105,9 +105,9 @@ export function senderRoutes(app: App, ctx: ModuleContext, batches: Batches) {
       return result.body;
     },
   );
-  app.get('/api/batches', { schema: { querystring: ListBatchesQuery } }, async (req) => ({
-    batches: await batches.list(account(req), req.query),
-  }));
+  app.get('/api/batches', { schema: { querystring: ListBatchesQuery } }, (req) =>
+    batches.list(account(req), req.query),
+  );
   app.get('/api/batches/:id', { schema: { params: IdParams } }, async (req) =>
     batchView(await batches.get(pool, account(req), req.params.id)),
   );

@@ -104,6 +104,8 @@ export const ListBatchesQuery = Type.Object({
   state: Type.Optional(Type.Union(BATCH_STATES.map((s) => Type.Literal(s)))),
   limit: Type.Integer({ minimum: 1, maximum: 500, default: 50 }),
   before: Type.Optional(Type.String({ format: 'date-time' })),
+  /** The `next` of the page before: where this page starts. */
+  cursor: Type.Optional(Type.String({ maxLength: 200 })),
 });
 
 export const ListRecipientsQuery = Type.Object({

@@ -2,10 +2,31 @@
 // count runs as a job whose progress comes from GET /api/jobs/:jobId), import a file, export CSV.
 import { useEffect, useState } from 'preact/hooks';
 import { api, post } from '../api.js';
-import { Alert, Field, fmt, html, Notice, Progress, StackBar, useAction, usePoll, when } from '../ui.js';
+import {
+  Alert,
+  Field,
+  fmt,
+  html,
+  Notice,
+  Pager,
+  Progress,
+  StackBar,
+  useAction,
+  usePages,
+  usePoll,
+  when,
+} from '../ui.js';
+
+const PAGE = 50;
 
 export function CodesPage() {
-  const list = usePoll(() => api('/api/campaigns?limit=200'), 2000);
+  const pages = usePages();
+  const list = usePoll(
+    () =>
+      api(`/api/campaigns?limit=${PAGE}${pages.cursor ? `&after=${encodeURIComponent(pages.cursor)}` : ''}`),
+    2000,
+    [pages.cursor],
+  );
   const campaigns = list.data?.campaigns ?? [];
   return html`<h1>Codes</h1>
     <${Alert} error=${list.error} />
@@ -13,6 +34,7 @@ export function CodesPage() {
       <h2 id="campaigns-h">Campaigns</h2>
       ${list.data && campaigns.length === 0 && html`<p class="muted">No campaigns yet: create one below.</p>`}
       <div class="grid">${campaigns.map((c) => html`<${Campaign} key=${c.id} c=${c} onChange=${list.refresh} />`)}</div>
+      <${Pager} pages=${pages} next=${list.data?.next} what="campaigns" />
     </section>
     <${CreateCampaign} onCreated=${list.refresh} />`;
 }
@@ -123,15 +145,19 @@ function Import({ c, onChange }) {
 
 function CreateCampaign({ onCreated }) {
   const [f, setF] = useState({ id: '', name: '', length: '8', alphabet: 'safe', prefix: '', ttl: '' });
+  const [made, setMade] = useState('');
   const create = useAction();
   const set = (k) => (e) => setF({ ...f, [k]: e.currentTarget.value });
   const submit = (e) => {
     e.preventDefault();
+    setMade('');
     create.run(async () => {
       const body = { id: f.id, name: f.name, format: { length: Number(f.length), alphabet: f.alphabet } };
       if (f.prefix) body.format.prefix = f.prefix;
       if (f.ttl) body.reservationTtlSeconds = Number(f.ttl);
-      await post('/api/campaigns', body);
+      const c = await post('/api/campaigns', body);
+      // Campaigns are listed by id, so the new one may be on another page: say it was made.
+      setMade(`Campaign ${c.name} (${c.id}) created: ${fmt(c.capacity)} possible codes.`);
       setF({ ...f, id: '', name: '' });
       onCreated();
     });
@@ -150,6 +176,7 @@ function CreateCampaign({ onCreated }) {
       <${Field} label="Reservation TTL (s)" type="number" min="1" value=${f.ttl} onInput=${set('ttl')} />
       <button type="submit" disabled=${create.busy}>Create campaign</button>
     </form>
+    ${made && html`<${Notice}>${made}<//>`}
     <${Alert} error=${create.error} />
   </section>`;
 }

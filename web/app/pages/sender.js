@@ -2,7 +2,20 @@
 // with a server-rendered template preview for a sample recipient; pause, resume, cancel.
 import { useRef, useState } from 'preact/hooks';
 import { api, post } from '../api.js';
-import { Alert, Chart, Field, fmt, html, Notice, Progress, useAction, usePoll, when } from '../ui.js';
+import {
+  Alert,
+  Chart,
+  Field,
+  fmt,
+  html,
+  Notice,
+  Pager,
+  Progress,
+  useAction,
+  usePages,
+  usePoll,
+  when,
+} from '../ui.js';
 
 const POLL_MS = 1000;
 const WINDOW = 120;
@@ -19,9 +32,18 @@ const STATE_BADGE = {
 export function SenderPage() {
   const last = useRef(null);
   const history = useRef({ t: [], rate: [] });
-  const list = usePoll(async () => {
-    const r = await api('/api/batches?limit=50');
-    // Send rate = growth of sent + failed across the listed batches between two polls.
+  const pages = usePages();
+  const list = usePoll(
+    async () => {
+      const r = await api(`/api/batches?limit=50${pages.cursor ? `&cursor=${pages.cursor}` : ''}`);
+      if (pages.cursor === undefined) recordRate(r);
+      return r;
+    },
+    POLL_MS,
+    [pages.cursor],
+  );
+  /** Send rate = growth of sent + failed across the newest batches between two polls. */
+  function recordRate(r) {
     const now = Date.now() / 1000;
     const done = r.batches.reduce((s, b) => s + b.progress.sent + b.progress.failed, 0);
     if (last.current) {
@@ -34,8 +56,7 @@ export function SenderPage() {
       }
     }
     last.current = { at: now, done };
-    return r;
-  }, POLL_MS);
+  }
   const batches = list.data?.batches ?? [];
   const h = history.current;
 
@@ -52,6 +73,7 @@ export function SenderPage() {
           <th scope="col"><span class="sr-only">Actions</span></th></tr></thead>
         <tbody>${batches.map((b) => html`<${BatchRow} key=${b.id} b=${b} onChange=${list.refresh} />`)}</tbody>
       </table></div>
+      <${Pager} pages=${pages} next=${list.data?.next} what="batches" />
     </section>
     <${NewBatch} onCreated=${list.refresh} />`;
 }
