@@ -280,6 +280,36 @@ describe('dashboard module pages', { skip: needsChromium }, async () => {
     w.assertClean();
   });
 
+  test('when a poll answered before an action comes back after the refresh the action made, then the older answer is dropped', async () => {
+    const w = await openPage(browser, base.baseUrl);
+    await signIn(w);
+    // The page's first campaigns poll is held, and then answers the list as it was before the create.
+    let release = () => {};
+    const held = new Promise<void>((r) => {
+      release = r;
+    });
+    let polls = 0;
+    await w.page.route(/\/api\/campaigns\?/, async (route) => {
+      if (polls++ > 0) return route.continue();
+      const before = await route.fetch();
+      await held;
+      await route.fulfill({ response: before });
+    });
+    await w.page.getByRole('link', { name: 'Codes' }).click();
+    await w.page.getByLabel('Campaign id').fill('aaa-late');
+    await w.page.getByLabel('Campaign name').fill('Late poll');
+    await w.page.getByRole('button', { name: 'Create campaign' }).click();
+    const card = w.page.getByTestId('campaign-aaa-late');
+    await card.waitFor(); // shown by the refresh after the create
+    const stale = w.page.waitForResponse((r) => /\/api\/campaigns\?/.test(r.url()) && polls > 1);
+    release();
+    await stale;
+    await w.page.evaluate(() => new Promise((r) => setTimeout(r, 100)));
+    // Before: the held answer replaced the newer list, and the new campaign vanished until the next poll.
+    assert.equal(await card.count(), 1, 'the new campaign is still shown');
+    w.assertClean();
+  });
+
   test('when each module page opens at phone width, then nothing scrolls sideways', async () => {
     const w = await openPage(browser, base.baseUrl, PHONE);
     await signIn(w);
