@@ -153,6 +153,48 @@ describe('dashboard module pages', { skip: needsChromium }, async () => {
     w.assertClean();
   });
 
+  test('when the server refuses the CSV, then the empty draft it made is discarded, and the fixed CSV makes the batch', async () => {
+    const w = await openPage(browser, base.baseUrl);
+    await signIn(w);
+    await w.page.getByRole('link', { name: 'Sender' }).click();
+    await w.page.getByLabel('Batch name').fill('bad csv');
+    await w.page.getByLabel('Recipients CSV').fill('email,name\nok@example.com,A\nb@example.com,B,extra');
+    w.expectError(/400/);
+    await w.page.getByRole('button', { name: 'Create and send batch' }).click();
+    await w.page.getByRole('alert').filter({ hasText: /could not be read.*line 3/ }).waitFor();
+    const mine = async () =>
+      (await apiGet('/api/batches?limit=500')).batches.filter((b: { name: string }) => b.name === 'bad csv');
+    // Before: a draft with no recipients stayed in the list, with no button to remove it.
+    await waitFor(async () => (await mine())[0]?.state === 'cancelled', {
+      what: 'the empty draft cancelled',
+    });
+
+    await w.page.getByLabel('Recipients CSV').fill('email,name\nok@example.com,A\nb@example.com,B');
+    await w.page.getByRole('button', { name: 'Create and send batch' }).click();
+    await w.page.getByText('Batch bad csv queued with 2 recipients.').waitFor();
+    const states = (await mine()).map((b: { state: string }) => b.state).sort();
+    assert.equal(states.length, 2, JSON.stringify(states));
+    assert.equal(states[0], 'cancelled');
+    assert.ok(['queued', 'sending', 'completed'].includes(states[1]!), states[1]);
+
+    // A draft made through the API can be discarded from the page.
+    const draft = await fetch(`${base.baseUrl}/api/batches`, {
+      method: 'POST',
+      headers: { ...base.auth, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        channel: 'mock',
+        draft: true,
+        name: 'api draft',
+        template: { subject: 's', text: 't' },
+      }),
+    });
+    assert.equal(draft.status, 201);
+    const row = w.page.getByTestId('batch-row').filter({ hasText: 'api draft' });
+    await row.getByRole('button', { name: 'Cancel api draft' }).click();
+    await row.getByText('cancelled').waitFor();
+    w.assertClean();
+  });
+
   test('when a slow batch is paused, resumed and cancelled from the page, then its state follows', async () => {
     const w = await openPage(browser, base.baseUrl);
     await signIn(w);

@@ -1,7 +1,7 @@
 // Sender (seed 001): batches with live progress bars and a send-rate chart; a new batch from a CSV
 // with a server-rendered template preview for a sample recipient; pause, resume, cancel.
 import { useRef, useState } from 'preact/hooks';
-import { api, post } from '../api.js';
+import { ApiError, api, post } from '../api.js';
 import {
   Alert,
   Chart,
@@ -87,7 +87,7 @@ function BatchRow({ b, onChange }) {
       await post(`/api/batches/${b.id}/${verb}`);
       onChange();
     });
-  const live = ['queued', 'sending', 'paused'].includes(b.state);
+  const live = ['draft', 'queued', 'sending', 'paused'].includes(b.state);
   // Done is what was sent, failed or suppressed: cancelled recipients were never tried, so a batch
   // cancelled early does not read as 100%.
   return html`<tr data-testid="batch-row">
@@ -227,6 +227,16 @@ function NewBatch({ onCreated }) {
           method: 'POST',
           body: f.csv,
           headers: { 'content-type': 'text/csv' },
+        }).catch(async (err) => {
+          // A CSV the server refused (a bad line) will be fixed and sent as a new batch: this empty
+          // draft would stay behind in the list, so it is discarded. A network failure keeps it for
+          // the retry, which reuses it.
+          if (err instanceof ApiError && err.status >= 400 && err.status < 500) {
+            await post(`/api/batches/${batch.id}/cancel`).catch(() => {});
+            attempt.current = null;
+            onCreated();
+          }
+          throw err;
         });
       }
       if (batch.state === 'draft') batch = await post(`/api/batches/${batch.id}/send`);
