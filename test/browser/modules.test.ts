@@ -161,7 +161,10 @@ describe('dashboard module pages', { skip: needsChromium }, async () => {
     await w.page.getByLabel('Recipients CSV').fill('email,name\nok@example.com,A\nb@example.com,B,extra');
     w.expectError(/400/);
     await w.page.getByRole('button', { name: 'Create and send batch' }).click();
-    await w.page.getByRole('alert').filter({ hasText: /could not be read.*line 3/ }).waitFor();
+    await w.page
+      .getByRole('alert')
+      .filter({ hasText: /could not be read.*line 3/ })
+      .waitFor();
     const mine = async () =>
       (await apiGet('/api/batches?limit=500')).batches.filter((b: { name: string }) => b.name === 'bad csv');
     // Before: a draft with no recipients stayed in the list, with no button to remove it.
@@ -273,6 +276,14 @@ describe('dashboard module pages', { skip: needsChromium }, async () => {
     const hit = await fetch(`${base.baseUrl}/books`, { headers: base.auth });
     assert.equal(hit.status, 503);
     await w.shot('events-failure-mode');
+    // A second mode for the same module keeps the first (the form sent all three, api back to none).
+    await w.page.getByLabel('Cron mode').selectOption('timeout');
+    await w.page.getByRole('button', { name: 'Apply' }).click();
+    await w.page.getByTestId('chaos-active').getByText('books cron: timeout').waitFor();
+    await w.page.getByTestId('chaos-active').getByText('books api: db').waitFor();
+    assert.equal(await w.page.getByLabel('Api mode').inputValue(), 'db', 'the form shows what is set');
+    await w.page.getByLabel('Module').selectOption('codes');
+    assert.equal(await w.page.getByLabel('Api mode').inputValue(), 'none', "codes' own setting");
     await w.page.getByRole('button', { name: 'Clear all overrides' }).click();
     await w.page.getByTestId('chaos-active').getByText('no failures injected').waitFor();
     assert.equal((await fetch(`${base.baseUrl}/books`, { headers: base.auth })).status, 200);

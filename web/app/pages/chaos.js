@@ -14,15 +14,19 @@ const TARGETS = ['*', 'events', 'codes', 'sender', 'books'];
 export function FailureModes({ defaultModule = '*' }) {
   const snap = usePoll(() => api('/api/admin/chaos'), 5000);
   const [module, setModule] = useState(defaultModule);
-  const [modes, setModes] = useState({ api: 'none', worker: 'none', cron: 'none' });
+  // Only the kinds changed in the form are sent: the others keep what is set (the form sent all
+  // three, so switching one mode put the module's other modes back to none).
+  const [edits, setEdits] = useState({});
   const apply = useAction();
   const effective = (m, kind) =>
     snap.data?.overrides?.[m]?.[kind] ?? snap.data?.overrides?.['*']?.[kind] ?? snap.data?.defaults?.[kind];
+  const shown = (kind) => edits[kind] ?? snap.data?.overrides?.[module]?.[kind] ?? 'none';
 
   const submit = (e) => {
     e.preventDefault();
     apply.run(async () => {
-      await post('/api/admin/chaos', { module, ...modes });
+      await post('/api/admin/chaos', { module, ...edits });
+      setEdits({});
       await snap.refresh();
     });
   };
@@ -47,13 +51,16 @@ export function FailureModes({ defaultModule = '*' }) {
     }</p>
     <form class="row" onSubmit=${submit}>
       <${Field} label="Module">
-        <select value=${module} onChange=${(e) => setModule(e.currentTarget.value)}>
+        <select value=${module} onChange=${(e) => {
+          setModule(e.currentTarget.value);
+          setEdits({});
+        }}>
           ${TARGETS.map((m) => html`<option value=${m}>${m === '*' ? 'every module' : m}</option>`)}
         </select>
       <//>
       ${Object.entries(MODES).map(
         ([kind, values]) => html`<${Field} label=${`${kind[0].toUpperCase()}${kind.slice(1)} mode`}>
-          <select value=${modes[kind]} onChange=${(e) => setModes({ ...modes, [kind]: e.currentTarget.value })}>
+          <select value=${shown(kind)} onChange=${(e) => setEdits({ ...edits, [kind]: e.currentTarget.value })}>
             ${values.map((v) => html`<option value=${v}>${v}</option>`)}
           </select>
         <//>`,
