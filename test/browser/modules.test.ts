@@ -320,6 +320,10 @@ describe('dashboard module pages', { skip: needsChromium }, async () => {
     await w.page.getByRole('button', { name: 'Confirm checkout' }).click();
     await w.page.getByRole('button', { name: 'Return Emma (annotated)' }).waitFor();
     await w.page.getByText('reader-7').waitFor();
+    assert.ok(
+      await w.page.getByRole('button', { name: 'Delete Emma (annotated)' }).isDisabled(),
+      'a checked-out book cannot be deleted (the button led to a 409)',
+    );
     await w.shot('books');
     await w.page.getByRole('button', { name: 'Return Emma (annotated)' }).click();
     await w.page.getByRole('button', { name: 'Check out Emma (annotated)' }).waitFor();
@@ -330,6 +334,32 @@ describe('dashboard module pages', { skip: needsChromium }, async () => {
 
     await w.page.getByRole('button', { name: 'Delete Emma (annotated)' }).click();
     await w.page.getByText('No books match.').waitFor();
+
+    // Someone else edits a book while this page's form holds it: a plain message, the saved values.
+    await w.page.getByLabel('Search title or author').fill('');
+    await w.page.getByRole('button', { name: 'Edit Dune' }).click();
+    const dune = (await apiGet('/books?q=dune')).data[0];
+    const other = await fetch(`${base.baseUrl}/books/${dune.id}`, {
+      method: 'PUT',
+      headers: { ...base.auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ info: { name: 'Dune (2nd ed.)' }, version: dune.version }),
+    });
+    assert.equal(other.status, 200);
+    await form.getByLabel('Tags').fill('sf');
+    w.expectError(/409/);
+    await form.getByRole('button', { name: 'Save changes' }).click();
+    // Before: "book … is at version 2, not 1: … GET it again and retry the update".
+    await w.page
+      .getByRole('alert')
+      .getByText(
+        '“Dune” was changed by someone else since this page showed it: its saved version is shown now; make your change again.',
+      )
+      .waitFor();
+    assert.equal(await form.getByLabel('Title').inputValue(), 'Dune (2nd ed.)');
+    await form.getByLabel('Tags').fill('sf');
+    await form.getByRole('button', { name: 'Save changes' }).click();
+    await w.page.getByText('Saved “Dune (2nd ed.)”.').waitFor();
+    assert.deepEqual((await apiGet('/books?q=dune')).data[0].tags, ['sf']);
     w.assertClean();
   });
 

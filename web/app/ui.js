@@ -43,7 +43,7 @@ export function usePoll(fn, ms, deps = []) {
 
 /**
  * Cursor paging for a list whose answers carry `next`: `cursor` is the page shown (undefined for
- * the first), `older(next)` turns to the page after, `newer()` back one.
+ * the first), `older(next)` turns to the page after, `newer()` back one, `first()` to the start.
  */
 export function usePages() {
   const [stack, setStack] = useState([]);
@@ -52,6 +52,7 @@ export function usePages() {
     page: stack.length + 1,
     older: (next) => setStack((s) => [...s, next]),
     newer: () => setStack((s) => s.slice(0, -1)),
+    first: () => setStack((s) => (s.length === 0 ? s : [])),
   };
 }
 

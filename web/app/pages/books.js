@@ -1,8 +1,8 @@
 // Books (seed 002's API at /books, /checkout): a searchable table, add, edit, delete, check out
 // and return. Writes carry the version the user saw, so a stale edit is a 409, not a lost update.
 import { useEffect, useState } from 'preact/hooks';
-import { api, del, post, put } from '../api.js';
-import { Alert, Field, html, Notice, useAction, usePoll } from '../ui.js';
+import { ApiError, api, del, post, put } from '../api.js';
+import { Alert, Field, html, Notice, Pager, useAction, usePages, usePoll } from '../ui.js';
 
 const EMPTY = { name: '', author: '', rack_id: '', tags: '' };
 
@@ -10,21 +10,26 @@ export function BooksPage() {
   const [q, setQ] = useState('');
   const [status, setStatus] = useState('');
   const [query, setQuery] = useState({ q: '', status: '' });
-  // Search as the user types, without a request per keystroke.
+  const pages = usePages();
+  // Search as the user types, without a request per keystroke; a new search starts at its first page.
   useEffect(() => {
-    const t = setTimeout(() => setQuery({ q: q.trim(), status }), 250);
+    const t = setTimeout(() => {
+      setQuery({ q: q.trim(), status });
+      pages.first();
+    }, 250);
     return () => clearTimeout(t);
   }, [q, status]);
 
   const list = usePoll(
     () => {
-      const params = new URLSearchParams({ limit: '200' });
+      const params = new URLSearchParams({ limit: '100' });
       if (query.q) params.set('q', query.q);
       if (query.status) params.set('status', query.status);
+      if (pages.cursor) params.set('cursor', pages.cursor);
       return api(`/books?${params}`);
     },
     5000,
-    [query.q, query.status],
+    [query.q, query.status, pages.cursor],
   );
   const [editing, setEditing] = useState(null); // a book, or null for "add"
   const [form, setForm] = useState(EMPTY);
@@ -58,11 +63,13 @@ export function BooksPage() {
           rack_id: form.rack_id,
           tags,
           version: editing.version,
-        });
+        }).catch((err) => reloadIfChanged(err, editing, edit));
         setMessage(`Saved “${form.name}”.`);
       } else {
         await post('/books', { info, rack_id: form.rack_id, tags });
-        setMessage(`Added “${form.name}”.`);
+        // Unless every book is listed, the new one may be on another page or outside the search.
+        const allListed = pages.page === 1 && !list.data?.nextCursor && !query.q && !query.status;
+        setMessage(`Added “${form.name}”${allListed ? '' : ': search for its title to see it in the list'}.`);
       }
       cancelEdit();
       list.refresh();
@@ -87,12 +94,29 @@ export function BooksPage() {
   const remove = (b) => {
     if (!confirm(`Delete “${b.info.name}”?`)) return;
     act.run(async () => {
-      await del(`/books/${encodeURIComponent(b.id)}`, { headers: { 'if-match': `"${b.version}"` } });
+      await del(`/books/${encodeURIComponent(b.id)}`, { headers: { 'if-match': `"${b.version}"` } }).catch(
+        (err) => reloadIfChanged(err, b, () => list.refresh()),
+      );
       setMessage(`Deleted “${b.info.name}”.`);
       list.refresh();
     });
   };
   const books = list.data?.data ?? [];
+
+  /**
+   * A 409 because someone changed the book since this page read it: show the saved book (`then`
+   * gets it) and say so in words, instead of the API's "GET it again and retry".
+   */
+  async function reloadIfChanged(err, b, then) {
+    if (!(err instanceof ApiError && err.status === 409 && /changed since you read it/.test(err.message)))
+      throw err;
+    const fresh = await api(`/books/${encodeURIComponent(b.id)}`);
+    then(fresh.data);
+    list.refresh();
+    throw new Error(
+      `“${b.info.name}” was changed by someone else since this page showed it: its saved version is shown now; make your change again.`,
+    );
+  }
 
   return html`<h1>Books</h1>
     <form class="row" role="search" onSubmit=${(e) => e.preventDefault()}>
@@ -139,14 +163,16 @@ export function BooksPage() {
                       onClick=${() => giveBack(b)}>Return</button>`
               }
               <button type="button" class="secondary" aria-label=${`Edit ${b.info.name}`} onClick=${() => edit(b)}>Edit</button>
-              <button type="button" class="danger" aria-label=${`Delete ${b.info.name}`} disabled=${act.busy}
+              <button type="button" class="danger" aria-label=${`Delete ${b.info.name}`}
+                disabled=${act.busy || b.info.status !== 'available'}
+                title=${b.info.status === 'available' ? undefined : 'Return the book before deleting it'}
                 onClick=${() => remove(b)}>Delete</button>
             </div></td>
           </tr>`,
         )}
       </tbody>
     </table></div>
-    ${list.data?.nextCursor && html`<p class="muted">Showing the first ${books.length}; narrow the search to see others.</p>`}
+    <${Pager} pages=${pages} next=${list.data?.nextCursor} what="books" />
     <section class="card" aria-labelledby="book-form-h">
       <h2 id="book-form-h">${editing ? `Edit “${editing.info.name}”` : 'Add a book'}</h2>
       <form id="book-form" class="row" onSubmit=${submit}>
