@@ -143,7 +143,7 @@ export async function createHttpApp(kit: Kit): Promise<App> {
     frameworkErrors: (err, _req, reply) => {
       const hint =
         err.code === 'FST_ERR_BAD_URL'
-          ? ': a % in a URL must start a %XX escape (encode the path part with encodeURIComponent)'
+          ? ': a % in a URL must start a %XX escape, and the escapes must spell UTF-8 text (encode the path part with encodeURIComponent)'
           : '';
       (reply as FastifyReply).code(400).send(badRequest(`${err.message}${hint}`).toJSON());
     },
@@ -159,6 +159,8 @@ export async function createHttpApp(kit: Kit): Promise<App> {
   routeTables.set(app, routes);
   app.addHook('onRoute', (r) => {
     if (r.config?.gzipBody) r.preParsing = [...[r.preParsing ?? []].flat(), gunzipBody];
+    const once = singleQueryFields(r.schema?.querystring);
+    if (once.length > 0) r.preValidation = [...[r.preValidation ?? []].flat(), refuseRepeatedQuery(once)];
     for (const method of [r.method].flat())
       routes.push({ method: String(method), url: r.url, public: Boolean(r.config?.public) });
   });
@@ -383,6 +385,30 @@ function clientHungUp(req: FastifyRequest, err: FastifyError): boolean {
 }
 
 const hasNul = (s: string) => s.includes('\u0000');
+
+/** The query fields a route's schema takes one value for (any but arrays). */
+function singleQueryFields(schema: unknown): string[] {
+  const props = (schema as { properties?: Record<string, { type?: unknown }> } | undefined)?.properties;
+  return Object.entries(props ?? {})
+    .filter(([, p]) => p.type !== 'array')
+    .map(([name]) => name);
+}
+
+/**
+ * `?limit=5&limit=6` reaches the schema as [5, 6], which it refused as "must be integer": true of
+ * neither value. Said as what it is.
+ */
+function refuseRepeatedQuery(fields: string[]) {
+  return (req: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void) => {
+    const query = req.query as Record<string, unknown>;
+    for (const name of fields) {
+      const v = query[name];
+      if (Array.isArray(v))
+        return done(badRequest(`querystring/${name} is given ${v.length} times: send it once`));
+    }
+    done();
+  };
+}
 
 /**
  * PostgreSQL does not say which value held a NUL (nor does an RPC handler that met it); the

@@ -117,7 +117,23 @@ describe('HTTP, auth and ops endpoints', async () => {
     const res = await p.app.inject({ url: '/api/fixture/missing/%ZZ', headers: p.auth });
     assert.equal(res.statusCode, 400);
     assert.deepEqual(Object.keys(res.json()), ['statusCode', 'error', 'message']);
-    assert.match(res.json().message, /%XX escape \(encode the path part with encodeURIComponent\)$/);
+    assert.match(
+      res.json().message,
+      /%XX escape, and the escapes must spell UTF-8 text \(encode the path part with encodeURIComponent\)$/,
+    );
+    // Escapes that are well-formed but not UTF-8: the hint said only "must start a %XX escape".
+    const latin1 = await p.app.inject({ url: '/api/fixture/missing/%ff%fe', headers: p.auth });
+    assert.equal(latin1.statusCode, 400);
+    assert.match(latin1.json().message, /must spell UTF-8 text/);
+  });
+
+  it('when a query parameter is given twice, then 400 says to send it once (not that it must be a string)', async () => {
+    const res = await p.app.inject({ url: '/api/fixture/echo?text=a&text=b', headers: p.auth });
+    assert.equal(res.statusCode, 400);
+    assert.equal(res.json().message, 'querystring/text is given 2 times: send it once');
+    const slow = await p.app.inject({ url: '/api/fixture/slow?ms=1&ms=2', headers: p.auth });
+    assert.equal(slow.json().message, 'querystring/ms is given 2 times: send it once');
+    assert.equal((await p.app.inject({ url: '/api/fixture/echo?text=a', headers: p.auth })).statusCode, 200);
   });
 
   it('when an RPC handler throws a 404, then the HTTP answer is a 404 in the error envelope', async () => {
