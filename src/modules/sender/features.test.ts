@@ -294,11 +294,35 @@ describe('sender features', () => {
     const replay = await p.app.inject({ method: 'POST', url: '/webhooks/mock', payload: body, headers });
     assert.equal(replay.statusCode, 401);
     assert.match(replay.json().message, /already used/);
-    const bad = JSON.stringify({ type: 'exploded', messageId: `${id}:1` });
+    // A bad body after a good signature: a 400 that says what to fix (the unknown type listed both
+    // forms' complaints and "must match a schema in anyOf").
+    const refused = async (payload: unknown) => {
+      const text = JSON.stringify(payload);
+      const res = await p.app.inject({
+        method: 'POST',
+        url: '/webhooks/mock',
+        payload: text,
+        headers: sign(p, text),
+      });
+      assert.equal(res.statusCode, 400, text);
+      return res.json().message;
+    };
+    assert.match(
+      await refused({ type: 'exploded', messageId: `${id}:1` }),
+      /^body\/type must be one of "delivered", /,
+    );
+    assert.match(
+      await refused({ events: [{ type: 'exploded', messageId: 'm' }] }),
+      /^body\/events\/0\/type must be one of /,
+    );
     assert.equal(
-      (await p.app.inject({ method: 'POST', url: '/webhooks/mock', payload: bad, headers: sign(p, bad) }))
-        .statusCode,
-      400,
+      await refused({ type: 'delivered' }),
+      'body must have messageId: send {type, messageId} or {events: [...]}',
+    );
+    assert.equal(await refused({}), 'body must have type: send {type, messageId} or {events: [...]}');
+    assert.match(
+      await refused({ type: 'delivered', messageId: 'm', events: [{ type: 'opened', messageId: 'm' }] }),
+      /not both in one body/,
     );
   });
 

@@ -5,7 +5,7 @@
 import type { ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Type } from '@sinclair/typebox';
+import { type Static, Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import type { Principal } from '../../kit/auth.ts';
 import { badRequest, HttpError, notFound } from '../../kit/errors.ts';
@@ -16,6 +16,7 @@ import { createChannel, SendError } from './channels.ts';
 import { recordDeliveryEvents } from './events.ts';
 import {
   BatchBody,
+  type DeliveryEvent,
   DeliveryEventsBody,
   IdParams,
   ListBatchesQuery,
@@ -277,12 +278,25 @@ export function senderRoutes(app: App, ctx: ModuleContext, batches: Batches) {
       // first, by the parser): strangers learn nothing of it.
       preValidation: async (req) => ctx.webhooks.verifyRequest(req),
     },
-    async (req) => {
-      const body = req.body;
-      const events = 'events' in body ? body.events : [body];
-      return recordDeliveryEvents(pool, ctx.log, req.params.provider, events);
-    },
+    async (req) => recordDeliveryEvents(pool, ctx.log, req.params.provider, deliveryEventsOf(req.body)),
   );
+}
+
+/** The body's events: `{events}`, or the body itself as one `{type, messageId}`; else a 400 saying which. */
+function deliveryEventsOf(body: Static<typeof DeliveryEventsBody>): DeliveryEvent[] {
+  const { type, messageId, events } = body;
+  if (events !== undefined) {
+    if (type !== undefined || messageId !== undefined)
+      throw badRequest(
+        'send one event as {type, messageId} or several as {events: [...]}, not both in one body',
+      );
+    return events;
+  }
+  if (type === undefined || messageId === undefined)
+    throw badRequest(
+      `body must have ${type === undefined ? 'type' : 'messageId'}: send {type, messageId} or {events: [...]}`,
+    );
+  return [{ type, messageId }];
 }
 
 function escapeHtml(s: string): string {

@@ -134,8 +134,14 @@ const DeliveryEvent = Type.Object({
    */
   messageId: Type.String({ minLength: 1, maxLength: 200 }),
 });
-export const DeliveryEventsBody = Type.Union([
-  DeliveryEvent,
-  Type.Object({ events: Type.Array(DeliveryEvent, { minItems: 1, maxItems: 1000 }) }),
-]);
+/**
+ * One event, or `{events: [...]}`. One object with every field optional rather than a union of the
+ * two forms: a union's refusal listed both forms' complaints and "must match a schema in anyOf",
+ * never which `type` values would do. The route checks that exactly one form was sent.
+ */
+export const DeliveryEventsBody = Type.Object({
+  type: Type.Optional(DeliveryEvent.properties.type),
+  messageId: Type.Optional(DeliveryEvent.properties.messageId),
+  events: Type.Optional(Type.Array(DeliveryEvent, { minItems: 1, maxItems: 1000 })),
+});
 export type DeliveryEvent = Static<typeof DeliveryEvent>;
