@@ -159,8 +159,8 @@ export async function createHttpApp(kit: Kit): Promise<App> {
   routeTables.set(app, routes);
   app.addHook('onRoute', (r) => {
     if (r.config?.gzipBody) r.preParsing = [...[r.preParsing ?? []].flat(), gunzipBody];
-    const once = singleQueryFields(r.schema?.querystring);
-    if (once.length > 0) r.preValidation = [...[r.preValidation ?? []].flat(), refuseRepeatedQuery(once)];
+    const check = checkTextFields(r.schema?.querystring, r.schema?.params);
+    if (check) r.preValidation = [...[r.preValidation ?? []].flat(), check];
     for (const method of [r.method].flat())
       routes.push({ method: String(method), url: r.url, public: Boolean(r.config?.public) });
   });
@@ -386,25 +386,46 @@ function clientHungUp(req: FastifyRequest, err: FastifyError): boolean {
 
 const hasNul = (s: string) => s.includes('\u0000');
 
-/** The query fields a route's schema takes one value for (any but arrays). */
-function singleQueryFields(schema: unknown): string[] {
-  const props = (schema as { properties?: Record<string, { type?: unknown }> } | undefined)?.properties;
-  return Object.entries(props ?? {})
-    .filter(([, p]) => p.type !== 'array')
+type FieldSchemas = Record<string, { type?: unknown }>;
+const propertiesOf = (schema: unknown): FieldSchemas =>
+  (schema as { properties?: FieldSchemas } | undefined)?.properties ?? {};
+const namesWhere = (props: FieldSchemas, test: (type: unknown) => boolean) =>
+  Object.entries(props)
+    .filter(([, p]) => test(p.type))
     .map(([name]) => name);
-}
+const DECIMAL_INTEGER = /^[+-]?\d+$/;
 
 /**
- * `?limit=5&limit=6` reaches the schema as [5, 6], which it refused as "must be integer": true of
- * neither value. Said as what it is.
+ * Checks of a query string and path as sent, before the schema coerces their text, or undefined
+ * when the route has nothing to check:
+ * - `?limit=5&limit=6` reaches the schema as [5, 6], refused as "must be integer", true of neither;
+ * - the coercion reads an integer as JavaScript does, so " " was 0 and "0x10" was 16.
  */
-function refuseRepeatedQuery(fields: string[]) {
+function checkTextFields(querySchema: unknown, paramsSchema: unknown) {
+  const query = propertiesOf(querySchema);
+  const once = namesWhere(query, (t) => t !== 'array');
+  const integers = [
+    ...namesWhere(query, (t) => t === 'integer').map((name) => ['querystring', name] as const),
+    ...namesWhere(propertiesOf(paramsSchema), (t) => t === 'integer').map(
+      (name) => ['params', name] as const,
+    ),
+  ];
+  if (once.length === 0 && integers.length === 0) return undefined;
   return (req: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void) => {
-    const query = req.query as Record<string, unknown>;
-    for (const name of fields) {
-      const v = query[name];
+    const q = req.query as Record<string, unknown>;
+    for (const name of once) {
+      const v = q[name];
       if (Array.isArray(v))
         return done(badRequest(`querystring/${name} is given ${v.length} times: send it once`));
+    }
+    for (const [part, name] of integers) {
+      const v = (part === 'querystring' ? q : (req.params as Record<string, unknown>))[name];
+      if (typeof v === 'string' && !DECIMAL_INTEGER.test(v))
+        return done(
+          badRequest(
+            `${part}/${name} must be a whole number in decimal digits, such as 42; got ${JSON.stringify(v)}`,
+          ),
+        );
     }
     done();
   };

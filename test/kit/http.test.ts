@@ -136,6 +136,22 @@ describe('HTTP, auth and ops endpoints', async () => {
     assert.equal((await p.app.inject({ url: '/api/fixture/echo?text=a', headers: p.auth })).statusCode, 200);
   });
 
+  it('when an integer in a query is not decimal digits, then 400 (it was read as JavaScript reads it: " " as 0, "0x10" as 16)', async () => {
+    for (const [raw, shown] of [
+      ['0x10', '"0x10"'],
+      ['%20', '" "'],
+      ['1e3', '"1e3"'],
+    ]) {
+      const res = await p.app.inject({ url: `/api/fixture/slow?ms=${raw}`, headers: p.auth });
+      assert.equal(res.statusCode, 400, raw);
+      assert.equal(
+        res.json().message,
+        `querystring/ms must be a whole number in decimal digits, such as 42; got ${shown}`,
+      );
+    }
+    assert.equal((await p.app.inject({ url: '/api/fixture/slow?ms=1', headers: p.auth })).statusCode, 200);
+  });
+
   it('when an RPC handler throws a 404, then the HTTP answer is a 404 in the error envelope', async () => {
     const res = await p.app.inject({ url: '/api/fixture/missing/42', headers: p.auth });
     assert.equal(res.statusCode, 404);

@@ -126,6 +126,16 @@ describe('events dead letters: retry and delete', () => {
       headers: p.auth,
     });
     assert.equal(again.statusCode, 404);
+    // " " was read as 0 and "0x02" as 2 (and deleted it).
+    for (const id of ['%20', '0x02']) {
+      const odd = await p.app.inject({
+        method: 'DELETE',
+        url: `/api/events/dead-letters/${id}`,
+        headers: p.auth,
+      });
+      assert.equal(odd.statusCode, 400, id);
+      assert.match(odd.json().message, /^params\/id must be a whole number in decimal digits/);
+    }
     assert.equal(await countRows(p, 'events_dead_letter'), 4);
   });
 
