@@ -8,6 +8,15 @@ describe('dashboard module pages', { skip: needsChromium }, async () => {
   if (needsChromium) return;
   const [browser, base] = await Promise.all([launchBrowser(), startDashboard()]);
   const apiGet = async (path: string) => json(await fetch(`${base.baseUrl}${path}`, { headers: base.auth }));
+  /** Waits until the focused element is the one with this aria-label. */
+  const focusOn = (w: { page: import('playwright-core').Page }, label: string) =>
+    w.page.waitForFunction(
+      `document.activeElement?.getAttribute('aria-label') === ${JSON.stringify(label)}`,
+      null,
+      {
+        timeout: 5000,
+      },
+    );
 
   test('when a campaign is created and codes generated, imported and exported, then its inventory bar shows them', async () => {
     const w = await openPage(browser, base.baseUrl);
@@ -211,6 +220,8 @@ describe('dashboard module pages', { skip: needsChromium }, async () => {
     const row = w.page.getByTestId('batch-row').filter({ hasText: 'slow' });
     await row.getByRole('button', { name: 'Pause slow' }).click();
     await row.getByText('paused').waitFor();
+    // The Pause button the keyboard was on is gone; focus moves to what replaced it, not the page's top.
+    await focusOn(w, 'Resume slow');
     await row.getByRole('button', { name: 'Resume slow' }).click();
     await row.getByRole('button', { name: 'Pause slow' }).waitFor();
     await row.getByRole('button', { name: 'Cancel slow' }).click();
@@ -319,6 +330,7 @@ describe('dashboard module pages', { skip: needsChromium }, async () => {
     await w.page.getByLabel('Borrower of Emma (annotated)').fill('reader-7');
     await w.page.getByRole('button', { name: 'Confirm checkout' }).click();
     await w.page.getByRole('button', { name: 'Return Emma (annotated)' }).waitFor();
+    await focusOn(w, 'Return Emma (annotated)');
     await w.page.getByText('reader-7').waitFor();
     assert.ok(
       await w.page.getByRole('button', { name: 'Delete Emma (annotated)' }).isDisabled(),

@@ -195,6 +195,19 @@ export function when(ts) {
   return ts ? new Date(ts).toLocaleString('en-GB', { hour12: false }) : '–';
 }
 
+/**
+ * After an action in a row replaced the button that had focus (Pause becomes Resume), focus went
+ * to the page's start and a keyboard user lost their place: give it to the row's first enabled
+ * button, or the row itself (tabindex="-1") when it has none left.
+ */
+export function refocus(container) {
+  requestAnimationFrame(() => {
+    if (!container?.isConnected) return;
+    if (document.activeElement && document.activeElement !== document.body) return;
+    (container.querySelector('button:not([disabled])') ?? container.closest('tr'))?.focus();
+  });
+}
+
 /** Runs an async action with busy/error state for a button or form. */
 export function useAction() {
   const [busy, setBusy] = useState(false);

@@ -2,7 +2,7 @@
 // and return. Writes carry the version the user saw, so a stale edit is a 409, not a lost update.
 import { useEffect, useState } from 'preact/hooks';
 import { ApiError, api, del, post, put } from '../api.js';
-import { Alert, Field, html, Notice, Pager, useAction, usePages, usePoll } from '../ui.js';
+import { Alert, Field, html, Notice, Pager, refocus, useAction, usePages, usePoll } from '../ui.js';
 
 const EMPTY = { name: '', author: '', rack_id: '', tags: '' };
 
@@ -75,7 +75,8 @@ export function BooksPage() {
       list.refresh();
     });
   };
-  const checkout = (b) =>
+  // `cell`: the row's actions, whose focused button the change replaces (see refocus).
+  const checkout = (b, cell) =>
     act.run(async () => {
       const info = { status: 'checked-out' };
       if (borrower.trim()) info.borrower = borrower.trim();
@@ -83,13 +84,15 @@ export function BooksPage() {
       setLending(null);
       setBorrower('');
       setMessage(`Checked out “${b.info.name}”.`);
-      list.refresh();
+      await list.refresh();
+      refocus(cell);
     });
-  const giveBack = (b) =>
+  const giveBack = (b, cell) =>
     act.run(async () => {
       await post('/checkout', { id: b.id, info: { status: 'available' } });
       setMessage(`Returned “${b.info.name}”.`);
-      list.refresh();
+      await list.refresh();
+      refocus(cell);
     });
   const remove = (b) => {
     if (!confirm(`Delete “${b.info.name}”?`)) return;
@@ -148,7 +151,7 @@ export function BooksPage() {
                   ? lending === b.id
                     ? html`<form class="row" onSubmit=${(e) => {
                         e.preventDefault();
-                        checkout(b);
+                        checkout(b, e.currentTarget.closest('.actions'));
                       }}>
                         <${Field} label=${`Borrower of ${b.info.name}`} value=${borrower} maxlength="200"
                           onInput=${(e) => setBorrower(e.currentTarget.value)} />
@@ -160,7 +163,7 @@ export function BooksPage() {
                         setBorrower('');
                       }}>Check out</button>`
                   : html`<button type="button" aria-label=${`Return ${b.info.name}`} disabled=${act.busy}
-                      onClick=${() => giveBack(b)}>Return</button>`
+                      onClick=${(e) => giveBack(b, e.currentTarget.closest('.actions'))}>Return</button>`
               }
               <button type="button" class="secondary" aria-label=${`Edit ${b.info.name}`} onClick=${() => edit(b)}>Edit</button>
               <button type="button" class="danger" aria-label=${`Delete ${b.info.name}`}

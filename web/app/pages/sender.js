@@ -11,6 +11,7 @@ import {
   Notice,
   Pager,
   Progress,
+  refocus,
   useAction,
   usePages,
   usePoll,
@@ -82,21 +83,24 @@ function BatchRow({ b, onChange }) {
   const act = useAction();
   const name = b.name || b.id.slice(0, 8);
   const p = b.progress;
+  const actions = useRef(null);
   const call = (verb) =>
-    act.run(async () => {
-      await post(`/api/batches/${b.id}/${verb}`);
-      onChange();
-    });
+    act
+      .run(async () => {
+        await post(`/api/batches/${b.id}/${verb}`);
+        await onChange();
+      })
+      .then(() => refocus(actions.current));
   const live = ['draft', 'queued', 'sending', 'paused'].includes(b.state);
   // Done is what was sent, failed or suppressed: cancelled recipients were never tried, so a batch
   // cancelled early does not read as 100%.
-  return html`<tr data-testid="batch-row">
+  return html`<tr data-testid="batch-row" tabindex="-1">
     <td><strong>${name}</strong><br /><small class="muted">${b.channel} · ${when(b.createdAt)}</small></td>
     <td><span class=${`badge ${STATE_BADGE[b.state] ?? 'idle'}`}>${b.state}</span>
       ${b.error && html`<br /><small class="bad-text">${b.error}</small>`}</td>
     <td><${Progress} label=${`Progress of ${name}`} done=${p.total - p.pending - p.cancelled} total=${p.total} /></td>
     <td class="num">${fmt(p.sent)}</td><td class="num">${fmt(p.failed)}</td><td class="num">${fmt(p.rate, 1)}/s</td>
-    <td><div class="actions">
+    <td><div class="actions" ref=${actions}>
       ${
         b.state === 'sending' || b.state === 'queued'
           ? html`<button type="button" class="secondary" aria-label=${`Pause ${name}`} disabled=${act.busy} onClick=${() => call('pause')}>Pause</button>`
