@@ -8,6 +8,13 @@ describe('dashboard module pages', { skip: needsChromium }, async () => {
   if (needsChromium) return;
   const [browser, base] = await Promise.all([launchBrowser(), startDashboard()]);
   const apiGet = async (path: string) => json(await fetch(`${base.baseUrl}${path}`, { headers: base.auth }));
+  /** A JSON write through the API with the admin key, as a script beside the page would make it. */
+  const apiSend = (method: 'POST' | 'PUT', path: string, body: unknown) =>
+    fetch(`${base.baseUrl}${path}`, {
+      method,
+      headers: { ...base.auth, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
   /** Waits until the focused element is the one with this aria-label. */
   const focusOn = (w: { page: import('playwright-core').Page }, label: string) =>
     w.page.waitForFunction(
@@ -110,12 +117,7 @@ describe('dashboard module pages', { skip: needsChromium }, async () => {
   });
 
   test('when there are more campaigns and batches than a page holds, then the pager reaches the rest', async () => {
-    const call = (path: string, body: unknown) =>
-      fetch(`${base.baseUrl}${path}`, {
-        method: 'POST',
-        headers: { ...base.auth, 'content-type': 'application/json' },
-        body: JSON.stringify(body),
-      });
+    const call = (path: string, body: unknown) => apiSend('POST', path, body);
     // Ids after "spring" (the first test's), so they sort last: page 2 holds "zz-50".
     for (let i = 0; i <= 50; i++) {
       const id = `zz-${String(i).padStart(2, '0')}`;
@@ -190,15 +192,11 @@ describe('dashboard module pages', { skip: needsChromium }, async () => {
     assert.ok(['queued', 'sending', 'completed'].includes(states[1]!), states[1]);
 
     // A draft made through the API can be discarded from the page.
-    const draft = await fetch(`${base.baseUrl}/api/batches`, {
-      method: 'POST',
-      headers: { ...base.auth, 'content-type': 'application/json' },
-      body: JSON.stringify({
-        channel: 'mock',
-        draft: true,
-        name: 'api draft',
-        template: { subject: 's', text: 't' },
-      }),
+    const draft = await apiSend('POST', '/api/batches', {
+      channel: 'mock',
+      draft: true,
+      name: 'api draft',
+      template: { subject: 's', text: 't' },
     });
     assert.equal(draft.status, 201);
     const row = w.page.getByTestId('batch-row').filter({ hasText: 'api draft' });
@@ -351,10 +349,9 @@ describe('dashboard module pages', { skip: needsChromium }, async () => {
     await w.page.getByLabel('Search title or author').fill('');
     await w.page.getByRole('button', { name: 'Edit Dune' }).click();
     const dune = (await apiGet('/books?q=dune')).data[0];
-    const other = await fetch(`${base.baseUrl}/books/${dune.id}`, {
-      method: 'PUT',
-      headers: { ...base.auth, 'content-type': 'application/json' },
-      body: JSON.stringify({ info: { name: 'Dune (2nd ed.)' }, version: dune.version }),
+    const other = await apiSend('PUT', `/books/${dune.id}`, {
+      info: { name: 'Dune (2nd ed.)' },
+      version: dune.version,
     });
     assert.equal(other.status, 200);
     await form.getByLabel('Tags').fill('sf');
