@@ -216,7 +216,7 @@ describe('sender batches (mock channel)', () => {
     assert.equal(seen.length, 5);
     assert.deepEqual(new Set(seen), new Set(made));
     assert.equal(seen[0], made[4], 'newest first');
-    for (const bad of ['nope', Buffer.from('2026-12-04 10:00:00+00|x').toString('base64url')]) {
+    for (const bad of ['nope', Buffer.from('2026-12-04T10:00:00.000000Z|x').toString('base64url')]) {
       const res = await get(p, `/api/batches?cursor=${bad}`);
       assert.equal(res.statusCode, 400);
       assert.match(res.json().message, /^cursor is not one GET \/api\/batches gave/);

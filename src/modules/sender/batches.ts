@@ -56,13 +56,13 @@ export interface BatchRow {
   finishedAt: Date | null;
 }
 
-/** timestamptz as PostgreSQL writes it as text: "2026-12-04 10:50:12.123456+00". */
-const PG_TIMESTAMPTZ = /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,6})?[+-]\d{2}(:\d{2}){0,2}$/;
+/** A batch's created_at in full microseconds, UTC, as `position` below writes it (whatever DateStyle). */
+const POSITION = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
 const encodeBatchCursor = (at: string, id: string) => Buffer.from(`${at}|${id}`).toString('base64url');
 
 function decodeBatchCursor(cursor: string): { at: string; id: string } {
   const [at, id, extra] = Buffer.from(cursor, 'base64url').toString().split('|');
-  if (!at || !id || extra !== undefined || !PG_TIMESTAMPTZ.test(at) || !UUID.test(id))
+  if (!at || !id || extra !== undefined || !POSITION.test(at) || !UUID.test(id))
     throw badRequest(
       'cursor is not one GET /api/batches gave: pass its `next` as it was, or leave cursor out',
     );
@@ -133,7 +133,8 @@ export class Batches {
   async list(accountId: string, q: { state?: string; limit: number; before?: string; cursor?: string }) {
     const from = q.cursor === undefined ? undefined : decodeBatchCursor(q.cursor);
     const { rows } = await this.pool.query<BatchRow & { position: string }>(
-      `SELECT ${BATCH_COLUMNS}, created_at::text AS position FROM sender_batches
+      `SELECT ${BATCH_COLUMNS}, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS position
+       FROM sender_batches
        WHERE account_id = $1 AND ($2::text IS NULL OR state = $2) AND ($3::timestamptz IS NULL OR created_at < $3)
          AND ($5::timestamptz IS NULL OR (created_at, id) < ($5, $6::uuid))
        ORDER BY created_at DESC, id DESC LIMIT $4`,
