@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { freshDatabase } from '../../../test/helpers.ts';
-import { forgetIdle, take } from './ratelimit.ts';
+import { forgetIdle, giveBack, take } from './ratelimit.ts';
 
 const run = promisify(execFile);
 const module = path.join(import.meta.dirname, 'ratelimit.ts');
@@ -39,6 +39,26 @@ describe('sender rate limits across processes', () => {
     assert.ok(second > 900, `the second process pays the first one's debt (${second} s)`);
     // Another key is untouched.
     assert.equal(await takeInProcess(db, 'batch:other', 1), 0);
+  });
+
+  it('when tokens taken for messages not sent are given back, then the next take does not wait for them', async () => {
+    const db = await freshDatabase();
+    const c = new pg.Client({ connectionString: db });
+    await c.connect();
+    try {
+      const limit = { kind: 'batch', key: 'batch:retrying', ratePerSecond: 10 };
+      // A sub-batch of 10 taken, and the claim found no recipient due (all waiting for a retry).
+      assert.equal(await take(c, limit, 10), 0);
+      await giveBack(c, limit, 10);
+      // Kept, these 10 would have put the next take a second in debt.
+      assert.equal(await take(c, limit, 10), 0);
+      // Giving back never fills the bucket past its burst (one second of tokens).
+      await giveBack(c, limit, 1000);
+      const { rows } = await c.query(`SELECT tokens FROM sender_rate_buckets WHERE key = 'batch:retrying'`);
+      assert.equal(rows[0].tokens, 10);
+    } finally {
+      await c.end();
+    }
   });
 
   it('when buckets sit idle for an hour, then the cleanup deletes them and keeps the live ones', async () => {

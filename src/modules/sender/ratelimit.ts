@@ -27,6 +27,18 @@ export async function take(db: Queryable, limit: Limit, n: number): Promise<numb
 }
 
 /**
+ * Puts back `n` tokens taken for messages that were then not sent (the claim found fewer due, or
+ * none: recipients waiting for a retry). Kept, they put the bucket in debt for nothing, and every
+ * chunk of the batch (or every batch of the provider) waited that debt out.
+ */
+export async function giveBack(db: Queryable, limit: Limit, n: number): Promise<void> {
+  await db.query(
+    'UPDATE sender_rate_buckets SET tokens = least($2::float8, tokens + $3::float8) WHERE key = $1',
+    [limit.key, Math.max(1, limit.ratePerSecond), n],
+  );
+}
+
+/**
  * Deletes buckets nobody took from for `idleSeconds` (a finished batch, a deleted send config, a
  * key no longer sending). A bucket that old has long refilled to its burst, which is exactly what
  * a missing row starts at, so forgetting it changes no limit: a bucket's debt is at most what the

@@ -27,7 +27,7 @@ import type { ModuleContext } from '../../kit/module.ts';
 import { type Channel, type ChannelSpec, createChannel, type OutMessage, SendError } from './channels.ts';
 import { type CodesService, codeReservationError } from './codes.ts';
 import type { SenderMetrics } from './metrics.ts';
-import { type Limit, take } from './ratelimit.ts';
+import { giveBack, type Limit, take } from './ratelimit.ts';
 import { loadChannelSpec } from './send-configs.ts';
 import { render, type Template } from './template.ts';
 import { unsubscribeToken } from './unsubscribe.ts';
@@ -430,6 +430,11 @@ export class SendEngine {
     return wait;
   }
 
+  /** Returns tokens taken by takeTokens for messages that were not sent after all. */
+  async giveBackTokens(limits: Limit[], n: number): Promise<void> {
+    for (const l of limits) await giveBack(this.pool, l, n);
+  }
+
   async releaseChunk(batchId: string, no: number, owner: string, db: Queryable = this.pool) {
     await db.query(
       `UPDATE sender_chunks SET state = 'pending', owner = NULL, lease_until = NULL
@@ -555,10 +560,13 @@ class ChunkRun {
       // handling below.
       if (!stopSeen) {
         const wait = this.limits.length ? await this.engine.takeTokens(this.limits, this.subBatch) : 0;
+        let unused = this.limits.length ? this.subBatch : 0;
         if (wait === 0 || (await this.sleepWhileSending(wait * 1000))) {
           claimed = await this.claim();
-          if (claimed.length > 0) continue;
+          unused -= claimed.length;
         }
+        if (unused > 0) await this.engine.giveBackTokens(this.limits, unused);
+        if (claimed.length > 0) continue;
       }
       if (this.stopping.aborted) return this.handBack(sent);
       const state = await this.state();
