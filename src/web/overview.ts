@@ -47,14 +47,16 @@ async function trafficTotals(kit: Kit): Promise<Totals> {
 
 /**
  * Rates from snapshots taken when the page asks: the oldest snapshot kept is the newest one at
- * least WINDOW_MS old, so a rate covers about the last 10 s whatever the polling rhythm.
+ * least WINDOW_MS old, so a rate covers about the last 10 s whatever the polling rhythm. Snapshots
+ * older than two windows are dropped first: after the page was closed an hour, the first rates
+ * shown averaged that hour (near zero under load) until the old snapshot aged out.
  */
-class TrafficRates {
+export class TrafficRates {
   private samples: { at: number; t: Totals }[] = [];
 
-  async sample(kit: Kit) {
-    const now = Date.now();
+  async sample(kit: Kit, now = Date.now()) {
     const t = await trafficTotals(kit);
+    this.samples = this.samples.filter((s) => s.at > now - 2 * WINDOW_MS);
     this.samples.push({ at: now, t });
     while (this.samples.length > 2 && this.samples[1]!.at <= now - WINDOW_MS) this.samples.shift();
     const base = this.samples[0]!;

@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createApiKey } from '../../src/kit/auth.ts';
+import { TrafficRates } from '../../src/web/overview.ts';
 import { startPlatform } from '../helpers.ts';
 
 describe('dashboard overview API', () => {
@@ -74,5 +75,23 @@ describe('dashboard overview API', () => {
     assert.equal(viewer.queue.failed, 1);
     assert.equal(viewer.failedJobs, undefined);
     assert.equal(viewer.metrics, undefined);
+  });
+
+  it('when the page comes back after an hour away, then the rate covers the last seconds, not the hour', async () => {
+    const p = await startPlatform();
+    const rates = new TrafficRates();
+    const t0 = Date.now();
+    await rates.sample(p.kit, t0);
+    const burst = async (n: number) => {
+      for (let i = 0; i < n; i++) await p.app.inject({ url: '/api/auth/me', headers: p.auth });
+    };
+    await burst(20);
+    // An hour later: the hour-old snapshot is no base for a rate (it averaged 20 requests over 3,600 s).
+    const back = await rates.sample(p.kit, t0 + 3_600_000);
+    assert.equal(back.rates, null);
+    await burst(20);
+    const next = await rates.sample(p.kit, t0 + 3_602_000);
+    assert.equal(next.windowSeconds, 2);
+    assert.equal(next.rates?.requests, 10, '20 requests in the 2 s since');
   });
 });
