@@ -30,21 +30,29 @@ export class TooManyLogins extends HttpError {
   }
 }
 
-/** Counts one attempt (a pair whose window has ended starts again); TooManyLogins past a limit. */
+/**
+ * Counts one attempt: first for the address, then, only if the address is within its limit, for the
+ * e-mail from anywhere. So an address already refused adds nothing to the e-mail's count, and one
+ * address cannot use up the e-mail's limit for every other (it did: 101 guesses from one address
+ * locked the e-mail out everywhere, though only 10 passwords were checked).
+ */
 export async function countLoginAttempt(pool: Pool, email: string, ip: string): Promise<void> {
-  const { rows } = await pool.query<{ ip: string; attempts: number; wait: number }>(
-    `INSERT INTO login_attempts AS a (email, ip, attempts) VALUES (lower($1), $2, 1), (lower($1), $3, 1)
+  await countFor(pool, email, ip, LOGIN_MAX_PER_ADDRESS, false);
+  await countFor(pool, email, ANY_ADDRESS, LOGIN_MAX_PER_EMAIL, true);
+}
+
+/** One more attempt on the (e-mail, ip) row (a row whose window has ended starts again); TooManyLogins past `max`. */
+async function countFor(pool: Pool, email: string, ip: string, max: number, anywhere: boolean) {
+  const { rows } = await pool.query<{ attempts: number; wait: number }>(
+    `INSERT INTO login_attempts AS a (email, ip, attempts) VALUES (lower($1), $2, 1)
      ON CONFLICT (email, ip) DO UPDATE SET
        attempts = CASE WHEN a.since > now() - ${WINDOW} THEN a.attempts + 1 ELSE 1 END,
        since = CASE WHEN a.since > now() - ${WINDOW} THEN a.since ELSE now() END
-     RETURNING ip, attempts, ceil(extract(epoch FROM since + ${WINDOW} - now()))::int AS wait`,
-    [email, ip, ANY_ADDRESS],
+     RETURNING attempts, ceil(extract(epoch FROM since + ${WINDOW} - now()))::int AS wait`,
+    [email, ip],
   );
-  for (const r of rows) {
-    const anywhere = r.ip === ANY_ADDRESS;
-    if (r.attempts > (anywhere ? LOGIN_MAX_PER_EMAIL : LOGIN_MAX_PER_ADDRESS))
-      throw new TooManyLogins(Math.max(1, r.wait), anywhere);
-  }
+  const { attempts, wait } = rows[0]!;
+  if (attempts > max) throw new TooManyLogins(Math.max(1, wait), anywhere);
 }
 
 /** `tessera users unlock`: lifts the e-mail's refusal from every address; the number of counts removed. */
