@@ -486,6 +486,9 @@ function refuseCrossSite(req: FastifyRequest): void {
   if (SAFE_METHODS.has(req.method)) return;
   const site = req.headers['sec-fetch-site'];
   const origin = req.headers.origin;
+  // The browser's own word wins; Origin against Host is for browsers that send no Sec-Fetch-Site
+  // (a proxy that rewrites Host without X-Forwarded-Host would otherwise refuse every write).
+  if (site === 'same-origin' || site === 'none') return;
   let from: string | undefined;
   if (site === 'cross-site' || site === 'same-site') from = `a ${site} page`;
   else if (origin !== undefined && !sameHost(origin, req.host)) from = `a page of ${origin}`;

@@ -300,6 +300,8 @@ describe('HTTP, auth and ops endpoints', async () => {
       {},
       { origin: 'http://tessera.example:8080' },
       { 'sec-fetch-site': 'same-origin', origin: 'http://tessera.example:8080' },
+      // Behind a proxy that rewrites Host: the browser's Sec-Fetch-Site is believed.
+      { 'sec-fetch-site': 'same-origin', origin: 'https://public.example' },
     ]) {
       assert.equal((await post({ cookie, ...own })).statusCode, 200, JSON.stringify(own));
     }

@@ -97,6 +97,16 @@ describe('sender accounts', () => {
     assert.match(inUse.json().message, /is used by 1 batches; it cannot be deleted/);
     assert.equal((await ann('DELETE', `/api/send-configs/${unused}`)).statusCode, 204);
     assert.equal((await ann('GET', `/api/send-configs/${unused}`)).statusCode, 404);
+    // Deleted by several requests at once: one 204, and the others 404 (not "used by 0 batches").
+    const spare = (await ann('POST', '/api/send-configs', { name: 'twice', channel: 'mock' })).json().id;
+    const deletes = await Promise.all(
+      Array.from({ length: 10 }, () => ann('DELETE', `/api/send-configs/${spare}`)),
+    );
+    assert.deepEqual(
+      deletes.map((r) => r.statusCode).sort(),
+      [204, ...Array(9).fill(404)],
+      deletes.map((r) => r.body).join(' | '),
+    );
     await completed(ann, batch.json().id);
   });
 

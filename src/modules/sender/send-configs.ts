@@ -97,8 +97,9 @@ export async function deleteSendConfig(pool: Pool, accountId: string, id: string
      FROM sender_send_configs WHERE account_id = $1 AND id = $2`,
     [accountId, id],
   );
-  // Another account's config is as unknown as a missing one: no 409 telling it is in use.
-  if (!rows[0]) throw notFound(`send config ${id} not found`);
+  // Another account's config is as unknown as a missing one: no 409 telling it is in use. Nor is one
+  // a concurrent delete removed after this statement's snapshot saw it (deleted false, 0 batches).
+  if (!rows[0] || (!rows[0].deleted && rows[0].batches === 0)) throw notFound(`send config ${id} not found`);
   if (!rows[0].deleted)
     throw conflict(`send config ${id} is used by ${rows[0].batches} batches; it cannot be deleted`);
 }
