@@ -146,9 +146,11 @@ describe('dashboard module pages', { skip: needsChromium }, async () => {
     // Before: the first 200 (now 50) and no way to the others.
     assert.equal(await w.page.getByTestId('campaign-zz-50').count(), 0);
     const codesPager = w.page.getByRole('navigation', { name: 'Pages of campaigns' });
-    await codesPager.getByRole('button', { name: 'Next page' }).click();
+    // A double click turns one page: the second click came before page 2's answer.
+    await codesPager.getByRole('button', { name: 'Next page' }).dblclick();
     await w.page.getByTestId('campaign-zz-50').waitFor();
     await codesPager.getByText('Page 2').waitFor();
+    assert.equal(await codesPager.getByText('Page 3').count(), 0);
     await codesPager.getByRole('button', { name: 'Previous page' }).click();
     await w.page.getByTestId('campaign-zz-00').waitFor();
 
@@ -293,6 +295,19 @@ describe('dashboard module pages', { skip: needsChromium }, async () => {
     assert.equal(await w.page.getByLabel('Api mode').inputValue(), 'db', 'the form shows what is set');
     await w.page.getByLabel('Module').selectOption('codes');
     assert.equal(await w.page.getByLabel('Api mode').inputValue(), 'none', "codes' own setting");
+    // A mode every module inherits shows as the module's, and "none" over it is a change to send.
+    await w.page.getByLabel('Module').selectOption('*');
+    await w.page.getByLabel('Worker mode').selectOption('slow');
+    await w.page.getByRole('button', { name: 'Apply' }).click();
+    const active = w.page.getByTestId('chaos-active');
+    await active.getByText('codes worker: slow').waitFor();
+    await w.page.getByLabel('Module').selectOption('codes');
+    assert.equal(await w.page.getByLabel('Worker mode').inputValue(), 'slow', 'inherited from every module');
+    assert.ok(await w.page.getByRole('button', { name: 'Apply' }).isDisabled(), 'nothing changed yet');
+    await w.page.getByLabel('Worker mode').selectOption('none');
+    await w.page.getByRole('button', { name: 'Apply' }).click();
+    await active.getByText('codes worker: slow').waitFor({ state: 'detached' });
+    await active.getByText('events worker: slow').waitFor();
     await w.page.getByRole('button', { name: 'Clear all overrides' }).click();
     await w.page.getByTestId('chaos-active').getByText('no failures injected').waitFor();
     assert.equal((await fetch(`${base.baseUrl}/books`, { headers: base.auth })).status, 200);

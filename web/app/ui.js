@@ -50,7 +50,9 @@ export function usePages() {
   return {
     cursor: stack.at(-1),
     page: stack.length + 1,
-    older: (next) => setStack((s) => [...s, next]),
+    // A second click before the next page's answer came offers the same `next` again: ignored, or
+    // the pager read "Page 3" over page 2's rows.
+    older: (next) => setStack((s) => (s.at(-1) === next ? s : [...s, next])),
     newer: () => setStack((s) => s.slice(0, -1)),
     first: () => setStack((s) => (s.length === 0 ? s : [])),
   };

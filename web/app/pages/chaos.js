@@ -20,7 +20,10 @@ export function FailureModes({ defaultModule = '*' }) {
   const apply = useAction();
   const effective = (m, kind) =>
     snap.data?.overrides?.[m]?.[kind] ?? snap.data?.overrides?.['*']?.[kind] ?? snap.data?.defaults?.[kind];
-  const shown = (kind) => edits[kind] ?? snap.data?.overrides?.[module]?.[kind] ?? 'none';
+  // What is in force for the module (its own override, else the every-module row, else the
+  // environment's), so choosing "none" over an inherited mode is a change the form sends.
+  const shown = (kind) => edits[kind] ?? effective(module, kind) ?? 'none';
+  const changed = Object.keys(edits).length > 0;
 
   const submit = (e) => {
     e.preventDefault();
@@ -65,7 +68,7 @@ export function FailureModes({ defaultModule = '*' }) {
           </select>
         <//>`,
       )}
-      <button type="submit" disabled=${apply.busy}>Apply</button>
+      <button type="submit" disabled=${apply.busy || !changed}>Apply</button>
       <button type="button" class="secondary" disabled=${apply.busy} onClick=${clear}>Clear all overrides</button>
     </form>
     <${Alert} error=${apply.error || snap.error} />
