@@ -38,7 +38,10 @@ export function strictUtf8(what: string): Transform {
     // character the previous chunk began (they are not UTF-8 on their own).
     let from = 0;
     while (chunk && from < 3 && chunk[from] !== undefined && (chunk[from]! & 0xc0) === 0x80) from++;
-    const at = line + (chunk ? firstBadLine(chunk.subarray(from)) : 0);
+    const rest = chunk?.subarray(from);
+    // All of this chunk is UTF-8: the fault is the character the previous chunk began and this one
+    // did not finish, on the line the two chunks share.
+    const at = line + (rest && !isUtf8(rest) ? firstBadLine(rest) : 0);
     return badRequest(
       `${what} is not UTF-8 (line ${at} holds bytes that are not): save it as UTF-8 (in a spreadsheet, "CSV UTF-8") and upload it again`,
     );

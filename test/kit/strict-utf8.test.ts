@@ -24,6 +24,16 @@ describe('strictUtf8', () => {
     });
   });
 
+  it('when a chunk ends with the first byte of a character the next chunk does not finish, then the 400 names that line', async () => {
+    const first = Buffer.from('a\nb\nM\xc3', 'latin1'); // 0xC3 begins a two-byte character
+    const second = Buffer.from('ller\nd\ne\n', 'utf8'); // ...which "l" does not continue
+    await assert.rejects(through([first, second]), (err: Error) => {
+      // Before: line 5, the last line of the second chunk, which is fine.
+      assert.match(err.message, /^the file is not UTF-8 \(line 3 holds bytes that are not\)/);
+      return true;
+    });
+  });
+
   it('when the upload ends inside a character, then it is refused', async () => {
     const cut = Buffer.from('a\nü', 'utf8').subarray(0, 3);
     await assert.rejects(through([cut]), /not UTF-8 \(line 2/);
