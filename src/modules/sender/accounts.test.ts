@@ -9,7 +9,13 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import pg from 'pg';
 import { withDatabase } from '../../../test/db-urls.ts';
-import { startPlatform, type TestPlatform, testPool, waitFor } from '../../../test/helpers.ts';
+import {
+  startPlatform,
+  type TestPlatform,
+  testPool,
+  waitFor,
+  waitForLockWait,
+} from '../../../test/helpers.ts';
 import { createApiKey, createUser, revokeApiKey } from '../../kit/auth.ts';
 import { KIT_MIGRATIONS } from '../../kit/kit.ts';
 import { createRootLogger } from '../../kit/log.ts';
@@ -108,6 +114,30 @@ describe('sender accounts', () => {
       deletes.map((r) => r.body).join(' | '),
     );
     await completed(ann, batch.json().id);
+
+    // A batch being made with the config while it is deleted: the delete waits for it, then 409.
+    const racing = (await ann('POST', '/api/send-configs', { name: 'racing', channel: 'mock' })).json().id;
+    const maker = await p.kit.pool.connect();
+    try {
+      await maker.query('BEGIN');
+      await maker.query(
+        `INSERT INTO sender_batches (account_id, state, channel, template, send_config_id) VALUES ('acme', 'draft', 'mock', '{}', $1)`,
+        [racing],
+      );
+      const deleting = ann('DELETE', `/api/send-configs/${racing}`);
+      await waitForLockWait(
+        p.kit.pool,
+        'DELETE FROM sender_send_configs',
+        'the delete to wait for the batch',
+      );
+      await maker.query('COMMIT');
+      const res = await deleting;
+      // Before: PostgreSQL's foreign-key error, a 500.
+      assert.equal(res.statusCode, 409, res.body);
+      assert.match(res.json().message, /is used by a batch made just now; it cannot be deleted/);
+    } finally {
+      maker.release();
+    }
   });
 
   it('when a key is rotated, then the suppression list it built stays with the account', async () => {

@@ -87,16 +87,25 @@ export async function getSendConfig(db: Queryable, accountId: string, id: string
   return rows[0] as { id: string; channel: ChannelName; ratePerSecond: number | null };
 }
 
+const FOREIGN_KEY_VIOLATION = '23503';
+
 export async function deleteSendConfig(pool: Pool, accountId: string, id: string) {
-  // One statement, so a batch made in between is seen: then the foreign key refuses the delete.
-  const { rows } = await pool.query<{ deleted: boolean; batches: number }>(
-    `WITH used AS (SELECT count(*)::int AS n FROM sender_batches WHERE send_config_id = $2),
+  // One statement; a batch made while it runs (not yet committed when it counted) is caught by the
+  // foreign key, whose refusal is a 409 too (it was a 500).
+  const { rows } = await pool
+    .query<{ deleted: boolean; batches: number }>(
+      `WITH used AS (SELECT count(*)::int AS n FROM sender_batches WHERE send_config_id = $2),
           gone AS (DELETE FROM sender_send_configs WHERE account_id = $1 AND id = $2
                      AND (SELECT n FROM used) = 0 RETURNING id)
      SELECT EXISTS (SELECT 1 FROM gone) AS deleted, (SELECT n FROM used) AS batches
      FROM sender_send_configs WHERE account_id = $1 AND id = $2`,
-    [accountId, id],
-  );
+      [accountId, id],
+    )
+    .catch((err) => {
+      if ((err as { code?: string }).code === FOREIGN_KEY_VIOLATION)
+        throw conflict(`send config ${id} is used by a batch made just now; it cannot be deleted`);
+      throw err;
+    });
   // Another account's config is as unknown as a missing one: no 409 telling it is in use. Nor is one
   // a concurrent delete removed after this statement's snapshot saw it (deleted false, 0 batches).
   if (!rows[0] || (!rows[0].deleted && rows[0].batches === 0)) throw notFound(`send config ${id} not found`);
