@@ -13,7 +13,7 @@ import {
 } from './auth.ts';
 import { ALL_MODULES, MODE_VALUES } from './chaos.ts';
 import { badRequest, forbidden, notFound, unauthorized } from './errors.ts';
-import { type App, authenticate, requireScope } from './http.ts';
+import { type App, authenticate, refuseCrossSite, requireScope } from './http.ts';
 import { JOB_STATES } from './jobs.ts';
 import type { Kit } from './kit.ts';
 import { moduleLogger } from './log.ts';
@@ -52,7 +52,9 @@ export function registerAuthRoutes(app: App, kit: Kit): void {
   app.post(
     '/api/auth/logout',
     { schema: { tags: ['auth'] }, config: { public: true } },
-    async (_req, reply) => {
+    async (req, reply) => {
+      // Signing out is a change too: another site's page must not sign the user out.
+      refuseCrossSite(req);
       reply.header('set-cookie', `${SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0`);
       return { ok: true };
     },

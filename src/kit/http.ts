@@ -482,7 +482,7 @@ const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
  * browsers without it: so a change made with the cookie must come from this origin's own pages, as
  * the browser's Sec-Fetch-Site or Origin says. Scripts use API keys, which a page cannot borrow.
  */
-function refuseCrossSite(req: FastifyRequest): void {
+export function refuseCrossSite(req: FastifyRequest): void {
   if (SAFE_METHODS.has(req.method)) return;
   const site = req.headers['sec-fetch-site'];
   const origin = req.headers.origin;

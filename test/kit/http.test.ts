@@ -311,6 +311,14 @@ describe('HTTP, auth and ops endpoints', async () => {
     });
     assert.equal(read.statusCode, 200, 'a read changes nothing');
     assert.equal((await post({ ...p.auth, origin: 'https://evil.example' })).statusCode, 200);
+    const logout = (headers: Record<string, string>) =>
+      p.app.inject({ method: 'POST', url: '/api/auth/logout', headers: { cookie, ...headers } });
+    assert.equal(
+      (await logout({ 'sec-fetch-site': 'same-site' })).statusCode,
+      403,
+      'a sibling page signs no one out',
+    );
+    assert.equal((await logout({ 'sec-fetch-site': 'same-origin' })).statusCode, 200);
   });
 
   it('when responding, then every answer carries a request id, and a given x-request-id is kept when it looks like an id', async () => {
