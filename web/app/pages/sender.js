@@ -1,6 +1,6 @@
 // Sender (seed 001): batches with live progress bars and a send-rate chart; a new batch from a CSV
 // with a server-rendered template preview for a sample recipient; pause, resume, cancel.
-import { useRef, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { ApiError, api, post } from '../api.js';
 import {
   Alert,
@@ -35,14 +35,14 @@ export function SenderPage() {
   const history = useRef({ t: [], rate: [] });
   const pages = usePages();
   const list = usePoll(
-    async () => {
-      const r = await api(`/api/batches?limit=50${pages.cursor ? `&cursor=${pages.cursor}` : ''}`);
-      if (pages.cursor === undefined) recordRate(r);
-      return r;
-    },
+    () => api(`/api/batches?limit=50${pages.cursor ? `&cursor=${pages.cursor}` : ''}`),
     POLL_MS,
     [pages.cursor],
   );
+  // From the answers usePoll kept (not those it dropped as overtaken), on the first page only.
+  useEffect(() => {
+    if (list.data && pages.cursor === undefined) recordRate(list.data);
+  }, [list.at]);
   /** Send rate = growth of sent + failed across the newest batches between two polls. */
   function recordRate(r) {
     const now = Date.now() / 1000;
