@@ -11,9 +11,12 @@ export interface Limit {
   ratePerSecond: number;
 }
 
+/** A bucket holds at most one second of tokens (at least one). */
+const burstOf = (limit: Limit) => Math.max(1, limit.ratePerSecond);
+
 /** Takes `n` tokens from the bucket; returns the seconds to wait before sending them. */
 export async function take(db: Queryable, limit: Limit, n: number): Promise<number> {
-  const burst = Math.max(1, limit.ratePerSecond); // one second of capacity
+  const burst = burstOf(limit);
   const { rows } = await db.query<{ tokens: number }>(
     `INSERT INTO sender_rate_buckets AS b (key, tokens, updated_at) VALUES ($1, $3::float8 - $4::float8, clock_timestamp())
      ON CONFLICT (key) DO UPDATE SET
@@ -34,7 +37,7 @@ export async function take(db: Queryable, limit: Limit, n: number): Promise<numb
 export async function giveBack(db: Queryable, limit: Limit, n: number): Promise<void> {
   await db.query(
     'UPDATE sender_rate_buckets SET tokens = least($2::float8, tokens + $3::float8) WHERE key = $1',
-    [limit.key, Math.max(1, limit.ratePerSecond), n],
+    [limit.key, burstOf(limit), n],
   );
 }
 

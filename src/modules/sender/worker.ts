@@ -560,11 +560,8 @@ class ChunkRun {
       // handling below.
       if (!stopSeen) {
         const wait = this.limits.length ? await this.engine.takeTokens(this.limits, this.subBatch) : 0;
-        let unused = this.limits.length ? this.subBatch : 0;
-        if (wait === 0 || (await this.sleepWhileSending(wait * 1000))) {
-          claimed = await this.claim();
-          unused -= claimed.length;
-        }
+        if (wait === 0 || (await this.sleepWhileSending(wait * 1000))) claimed = await this.claim();
+        const unused = this.limits.length ? this.subBatch - claimed.length : 0;
         if (unused > 0) await this.engine.giveBackTokens(this.limits, unused);
         if (claimed.length > 0) continue;
       }

@@ -94,11 +94,12 @@ function BatchRow({ b, onChange }) {
   const live = ['draft', 'queued', 'sending', 'paused'].includes(b.state);
   // Done is what was sent, failed or suppressed: cancelled recipients were never tried, so a batch
   // cancelled early does not read as 100%.
+  const done = p.total - p.pending - p.cancelled;
   return html`<tr data-testid="batch-row" tabindex="-1">
     <td><strong>${name}</strong><br /><small class="muted">${b.channel} · ${when(b.createdAt)}</small></td>
     <td><span class=${`badge ${STATE_BADGE[b.state] ?? 'idle'}`}>${b.state}</span>
       ${b.error && html`<br /><small class="bad-text">${b.error}</small>`}</td>
-    <td><${Progress} label=${`Progress of ${name}`} done=${p.total - p.pending - p.cancelled} total=${p.total} /></td>
+    <td><${Progress} label=${`Progress of ${name}`} done=${done} total=${p.total} /></td>
     <td class="num">${fmt(p.sent)}</td><td class="num">${fmt(p.failed)}</td><td class="num">${fmt(p.rate, 1)}/s</td>
     <td><div class="actions" ref=${actions}>
       ${
