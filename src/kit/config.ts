@@ -3,6 +3,7 @@
 // generated from the same list (`tessera config --markdown`).
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import proxyaddr from '@fastify/proxy-addr';
 
 export const ROLES = ['all', 'api', 'worker', 'scheduler'] as const;
 export type Role = (typeof ROLES)[number];
@@ -61,6 +62,33 @@ const url: Parser<string> = (raw) => {
   return raw;
 };
 
+/**
+ * Whom to believe about the client's address (`X-Forwarded-For`) and host (`X-Forwarded-Host`):
+ * `true` (anyone: a client that reaches the server directly could write its own address), `false`
+ * (no one), or addresses / CIDRs / proxy-addr's names `loopback`, `linklocal`,
+ * `uniquelocal`. The default trusts private networks (an Ingress controller, a compose network) and
+ * so reads the address they append, not one a public client wrote.
+ */
+export type TrustProxy = boolean | string[];
+export const TRUST_PROXY_DEFAULT = ['loopback', 'linklocal', 'uniquelocal'];
+
+const trustProxy: Parser<TrustProxy> = (raw) => {
+  const value = raw.trim();
+  if (value === 'true' || value === 'false') return value === 'true';
+  // proxy-addr would read "2" as the address 0.0.0.2, and Fastify trusts no one for a hop count.
+  if (/^\d+$/.test(value))
+    throw new Error("a hop count is not supported: list the proxies' addresses or CIDRs, e.g. 10.0.0.0/8");
+  const list = value.split(',').map((entry) => entry.trim());
+  try {
+    proxyaddr.compile(list);
+  } catch (err) {
+    throw new Error(
+      `${(err as Error).message}: must be true, false or comma-separated addresses / CIDRs / loopback, linklocal, uniquelocal`,
+    );
+  }
+  return list;
+};
+
 /** Also what a job's view judges a worker pool by when its row predates recorded timeouts (jobs.ts). */
 export const WORKER_HEARTBEAT_TIMEOUT_DEFAULT_MS = 60_000;
 
@@ -78,6 +106,12 @@ const settings = {
     text,
   ),
   port: setting('PORT', 'HTTP port', 3000, integer(0, 65535)),
+  trustProxy: setting(
+    'TRUST_PROXY',
+    'whose `X-Forwarded-For` / `X-Forwarded-Host` to believe for the client address (sign-in limits, logs) and host (the cookie origin check): true | false | comma-separated addresses, CIDRs or loopback, linklocal, uniquelocal',
+    TRUST_PROXY_DEFAULT as TrustProxy,
+    trustProxy,
+  ),
   role: setting('TESSERA_ROLE', 'default role when `--role` is not given', 'all' as Role, oneOf(ROLES)),
   databaseUrl: setting(
     'DATABASE_URL',

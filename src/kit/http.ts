@@ -135,7 +135,7 @@ export async function createHttpApp(kit: Kit): Promise<App> {
       const given = req.headers['x-request-id'];
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
     },
-    trustProxy: true,
+    trustProxy: kit.config.trustProxy,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     schemaErrorFormatter: formatSchemaErrors,
@@ -227,7 +227,7 @@ export async function createHttpApp(kit: Kit): Promise<App> {
     if (!QUIET_PATHS.has(route) && accessLog.isLevelEnabled('info')) {
       const ms = Math.round(reply.elapsedTime * 10) / 10;
       accessLog.info(
-        { reqId: req.id, method: req.method, url: req.url, statusCode: status, ms },
+        { reqId: req.id, method: req.method, url: req.url, statusCode: status, ms, ip: req.ip },
         'API_REQUEST',
       );
     }

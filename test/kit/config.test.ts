@@ -28,6 +28,28 @@ describe('configuration', () => {
     );
   });
 
+  it('when TRUST_PROXY is set, then it is a yes, a no or a list of addresses, and anything else names what would do', () => {
+    const trust = (value?: string) => loadConfig({ TESSERA_CONFIG: 'none', TRUST_PROXY: value }).trustProxy;
+    assert.deepEqual(trust(), ['loopback', 'linklocal', 'uniquelocal']);
+    assert.equal(trust('false'), false);
+    assert.equal(trust('true'), true);
+    assert.deepEqual(trust('10.0.0.0/8, 192.168.1.7'), ['10.0.0.0/8', '192.168.1.7']);
+    const refusal = (value: string) => {
+      try {
+        trust(value);
+      } catch (err) {
+        return (err as Error).message;
+      }
+      return 'accepted';
+    };
+    assert.match(
+      refusal('10.0.0.0/99'),
+      /TRUST_PROXY="10\.0\.0\.0\/99": invalid range .*: must be true, false or comma-separated/,
+    );
+    assert.match(refusal('proxy.example.com'), /TRUST_PROXY="proxy\.example\.com": invalid IP address/);
+    assert.match(refusal('2'), /TRUST_PROXY="2": a hop count is not supported: list the proxies' addresses/);
+  });
+
   it('when tessera.config.json sets a value, then it applies and the environment wins over it', (t) => {
     const dir = mkdtempSync(path.join(tmpdir(), 'cfg-'));
     t.after(() => rmSync(dir, { recursive: true, force: true }));

@@ -337,13 +337,20 @@ describe('HTTP, auth and ops endpoints', async () => {
   it('when the access log is written, then probes and scrapes are left out and requests are in', async () => {
     await p.app.inject('/heartbeat');
     await p.app.inject('/metrics');
-    await p.app.inject({ url: '/api/fixture/echo?text=logged', headers: p.auth });
+    await p.app.inject({
+      url: '/api/fixture/echo?text=logged',
+      headers: { ...p.auth, 'x-forwarded-for': '203.0.113.9' },
+      remoteAddress: '10.1.2.3',
+    });
     const urls = p.logs.events('API_REQUEST').map((l) => l.url);
     assert.ok(urls.includes('/api/fixture/echo?text=logged'));
     assert.ok(!urls.includes('/heartbeat') && !urls.includes('/metrics'));
     const line = p.logs.events('API_REQUEST').at(-1)!;
     assert.equal(line.module, 'http');
     assert.equal(line.role, 'all');
+    // The runbook finds a credential-stuffing source here: the client's address, as a proxy on the
+    // private network (the Ingress) reports it.
+    assert.equal(line.ip, '203.0.113.9');
   });
 
   it('when webhooks are signed with standardwebhooks, then valid passes and wrong secret, stale, replayed and unsigned fail with 401', async () => {

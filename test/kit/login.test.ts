@@ -13,11 +13,13 @@ import { startPlatform } from '../helpers.ts';
 
 describe('sign-in throttling', async () => {
   const p = await startPlatform({ modules: [] });
-  const signIn = (email: string, password: string, ip: string) =>
+  // From a proxy on a private network (TRUST_PROXY's default), so the address X-Forwarded-For names
+  // is the client's.
+  const signIn = (email: string, password: string, ip: string, remoteAddress = '10.200.0.1') =>
     p.app.inject({
       method: 'POST',
       url: '/api/auth/login',
-      // trustProxy: the client address is the one X-Forwarded-For names.
+      remoteAddress,
       headers: { 'x-forwarded-for': ip },
       payload: { email, password },
     });
@@ -95,5 +97,37 @@ describe('sign-in throttling', async () => {
     await forgetOldLoginAttempts(p.kit.pool);
     const { rows } = await p.kit.pool.query(`SELECT 1 FROM login_attempts WHERE email = 'fay@example.com'`);
     assert.equal(rows.length, 0);
+  });
+
+  it('when a client on the internet writes its own X-Forwarded-For, then its guesses still count for its real address', async () => {
+    await createUser(p.kit.pool, 'gus@example.com', 'right-pass', 'user');
+    const answers: number[] = [];
+    for (let i = 0; i <= LOGIN_MAX_PER_ADDRESS; i++)
+      answers.push((await signIn('gus@example.com', 'wrong', `10.0.4.${i}`, '203.0.113.5')).statusCode);
+    // Before (every proxy header believed): each forged address got its own 10 guesses.
+    assert.deepEqual(answers, [...Array(LOGIN_MAX_PER_ADDRESS).fill(401), 429]);
+    // Through a trusted proxy, the address it appends is the client's, whatever the client wrote.
+    const viaProxy = await signIn('gus@example.com', 'right-pass', '10.0.4.99, 203.0.113.6');
+    assert.equal(viaProxy.statusCode, 200, viaProxy.body);
+  });
+});
+
+describe('sign-in throttling with TRUST_PROXY=false', async () => {
+  const p = await startPlatform({ modules: [], env: { TRUST_PROXY: 'false' } });
+
+  it('when a proxy on the private network forwards guesses, then they all count for the proxy', async () => {
+    await createUser(p.kit.pool, 'hal@example.com', 'right-pass', 'user');
+    const answers: number[] = [];
+    for (let i = 0; i <= LOGIN_MAX_PER_ADDRESS; i++) {
+      const res = await p.app.inject({
+        method: 'POST',
+        url: '/api/auth/login',
+        remoteAddress: '10.200.0.1',
+        headers: { 'x-forwarded-for': `198.51.100.${i}` },
+        payload: { email: 'hal@example.com', password: 'wrong' },
+      });
+      answers.push(res.statusCode);
+    }
+    assert.deepEqual(answers, [...Array(LOGIN_MAX_PER_ADDRESS).fill(401), 429]);
   });
 });
