@@ -79,6 +79,8 @@ describe('GET /api/analytics', async () => {
     ],
     ['to has no UTC offset', '?to=2025-01-15%2010:00', /^to "2025-01-15 10:00" has no UTC offset/],
     ['from is after to', '?from=2025-01-02&to=2025-01-01', /from must be earlier than to/],
+    // Before: 200 with a range running backwards and an empty series.
+    ['from is in the future and to is not given', '?from=2099-01-01', /from must be earlier than now/],
     ['bucket is week', '?bucket=week', /^querystring\/bucket must be one of "minute", "hour", "day"$/],
     ['top is 0', '?top=0', /top/],
     ['a year of minutes is asked', '?from=2024-01-01&to=2025-01-01&bucket=minute', /coarser bucket/],
@@ -118,6 +120,51 @@ describe('GET /api/analytics', async () => {
       }
     } finally {
       await p.kit.pool.query('TRUNCATE events_counts');
+    }
+  });
+
+  it('when `to` falls in the first days of year 1, then the window starts there rather than before it', async () => {
+    // Before: the default 30 days reached into year 0, a 400 about a date the caller never sent.
+    const res = await get('?to=0001-01-03&bucket=day');
+    assert.equal(res.statusCode, 200, res.body);
+    assert.equal(res.json().range.from, '0001-01-01T00:00:00.000Z');
+    assert.equal(res.json().series.length, 2);
+  });
+
+  it('when a user and an action are named __proto__, then they are counted in the answer like any other', async () => {
+    await p.kit.pool.query(
+      `INSERT INTO events_counts (grain, bucket, action, n) VALUES ('d', '2025-02-01', '__proto__', 5), ('d', '2025-02-01', 'click', 2);
+       INSERT INTO events_user_counts (user_id, n) VALUES ('__proto__', 5), ('u1', 2)`,
+    );
+    try {
+      const body = (await get('?top=5')).json();
+      // Before: assigned as keys, `__proto__` set the objects' prototype and vanished.
+      assert.deepEqual(Object.entries(body.eventsByAction), [
+        ['__proto__', 5],
+        ['click', 2],
+      ]);
+      assert.equal(body.totalEvents, 7);
+      assert.deepEqual(Object.keys(body.eventsByUser), ['__proto__', 'u1']);
+    } finally {
+      await p.kit.pool.query('TRUNCATE events_counts, events_user_counts');
+    }
+  });
+
+  it('when all-time top users tie, then the userId first in byte order wins, on a database whose collation says otherwise', async (t) => {
+    const { rows } = await p.kit.pool.query(
+      `SELECT collname FROM pg_collation WHERE collname IN ('en-US-x-icu', 'en_US.utf8') ORDER BY collname LIMIT 1`,
+    );
+    if (!rows[0]) return t.skip('this PostgreSQL has no en-US collation to stand for an en_US database');
+    // The column takes a linguistic collation, as on a database created with --locale=en_US.UTF-8,
+    // where "a_user" sorts before "B_user" (in byte order "B" comes first).
+    await p.kit.pool.query(
+      `ALTER TABLE events_user_counts ALTER COLUMN user_id TYPE text COLLATE "${rows[0].collname}"`,
+    );
+    await p.kit.pool.query(`INSERT INTO events_user_counts (user_id, n) VALUES ('a_user', 1), ('B_user', 1)`);
+    try {
+      assert.deepEqual((await get('?top=1')).json().eventsByUser, { B_user: 1 });
+    } finally {
+      await p.kit.pool.query('TRUNCATE events_user_counts');
     }
   });
 

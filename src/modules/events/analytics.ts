@@ -45,8 +45,12 @@ const truncate = (d: Date, bucket: Bucket) =>
  */
 export function defaultFrom(to: Date, bucket: Bucket): Date {
   const last = truncate(new Date(to.getTime() - 1), bucket);
-  return new Date(last.getTime() - (DEFAULT_POINTS[bucket] - 1) * BUCKET_MS[bucket]);
+  const from = last.getTime() - (DEFAULT_POINTS[bucket] - 1) * BUCKET_MS[bucket];
+  // Never before the first instant a `to` may name: a window reaching past year 1 was PostgreSQL's
+  // "date-time it cannot store", a 400 about a value the caller never sent.
+  return new Date(Math.max(from, EARLIEST_MS));
 }
+const EARLIEST_MS = Date.parse('0001-01-01T00:00:00Z');
 
 export type Analytics = Awaited<ReturnType<typeof analytics>>;
 
@@ -76,9 +80,12 @@ export function sharedAnalytics(pool: Pool, q: AnalyticsQuery): Promise<Analytic
 export async function analytics(pool: Pool, q: AnalyticsQuery) {
   const from = parseDate('from', q.from);
   const to = parseDate('to', q.to);
-  if (from && to && from >= to) throw badRequest('from must be earlier than to');
-  const ranged = Boolean(from || to);
   const seriesTo = to ?? new Date();
+  if (from && from >= seriesTo)
+    throw badRequest(
+      to ? 'from must be earlier than to' : 'from must be earlier than now (to, when not given, is now)',
+    );
+  const ranged = Boolean(from || to);
   const seriesFrom = from ? truncate(from, q.bucket) : defaultFrom(seriesTo, q.bucket);
   const points = Math.ceil((seriesTo.getTime() - seriesFrom.getTime()) / BUCKET_MS[q.bucket]);
   if (points > MAX_POINTS)
@@ -114,12 +121,11 @@ export async function analytics(pool: Pool, q: AnalyticsQuery) {
   const add = (action: string, n: number) => totals.set(action, (totals.get(action) ?? 0) + n);
   if (byAction) for (const r of byAction.rows) add(r.action, r.n);
   else for (const r of series.rows) for (const [action, n] of Object.entries(r.by_action)) add(action, n);
-  const eventsByAction: Record<string, number> = {};
-  let totalEvents = 0;
-  for (const [action, n] of [...totals].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))) {
-    eventsByAction[action] = n;
-    totalEvents += n;
-  }
+  const ranking = [...totals].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1));
+  // fromEntries, not assignment: `obj["__proto__"] = n` sets the prototype, and an action of that
+  // name vanished from the answer while its events stayed in the total.
+  const eventsByAction: Record<string, number> = Object.fromEntries(ranking);
+  const totalEvents = ranking.reduce((sum, [, n]) => sum + n, 0);
   const hb = heartbeat.rows[0];
   return {
     totalEvents,
@@ -179,7 +185,9 @@ function seriesByBucket(
 async function usersAllTime(pool: Pool, top: number) {
   const [rows, count] = await Promise.all([
     pool.query<{ user_id: string; n: number }>(
-      'SELECT user_id, n FROM events_user_counts ORDER BY n DESC, user_id LIMIT $1',
+      // Ties in byte order, as the ranged query and the docs say, whatever the database's collation
+      // (migration 010 orders its index alike, so this still reads the top N off the index).
+      'SELECT user_id, n FROM events_user_counts ORDER BY n DESC, user_id COLLATE "C" LIMIT $1',
       [top],
     ),
     pool.query<{ n: number }>('SELECT count(*)::int AS n FROM events_user_counts'),
@@ -242,8 +250,7 @@ async function usersInRange(pool: Pool, from: Date, to: Date, top: number) {
   return { top: toMap(merged.top), count: merged.count };
 }
 
+/** By fromEntries, so a user named `__proto__` is a key like any other (see eventsByAction). */
 function toMap(rows: UserCount[]): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const r of rows) out[r.user_id] = r.n;
-  return out;
+  return Object.fromEntries(rows.map((r) => [r.user_id, r.n]));
 }
