@@ -333,7 +333,8 @@ export class Batches {
             throw badRequest(`CSV line ${line}: the address is longer than ${ADDRESS_MAX} characters`);
           if (!address || (email && !EMAIL.test(address)))
             throw badRequest(`CSV line ${line}: "${address}" is not a valid address`);
-          const variables: Record<string, string> = {};
+          // No prototype: a column named __proto__ is then a key like any other (JSON bodies keep it).
+          const variables: Record<string, string> = Object.create(null);
           for (let i = 0; i < header.length; i++) {
             const name = header[i]!;
             if (name !== 'address' && rec[i] !== undefined) variables[name] = rec[i]!;

@@ -50,6 +50,21 @@ describe('sender features', () => {
     assert.equal(late.statusCode, 409);
   });
 
+  it('when a CSV column is named __proto__, then it is a variable like any other, as in a JSON body', async () => {
+    const p = await startPlatform({ modules: [senderModule] });
+    const id = (await inject(p, 'POST', '/api/batches', { channel: 'mock', draft: true, template })).json()
+      .id;
+    const csv = 'address,__proto__,name\na@example.com,x,Ann\n';
+    const up = await inject(p, 'POST', `/api/batches/${id}/recipients`, csv, { 'content-type': 'text/csv' });
+    assert.equal(up.statusCode, 201, up.body);
+    const r = (await inject(p, 'GET', `/api/batches/${id}/recipients`)).json();
+    // Before: assigned as a key, it set the object's prototype and was dropped.
+    assert.deepEqual(Object.entries(r.recipients[0].variables).sort(), [
+      ['__proto__', 'x'],
+      ['name', 'Ann'],
+    ]);
+  });
+
   it('when a CSV or a batch body is wrong, then the answer is a 4xx that says what to fix', async () => {
     const p = await startPlatform({ modules: [senderModule] });
     const id = (await inject(p, 'POST', '/api/batches', { channel: 'mock', draft: true, template })).json()
