@@ -366,7 +366,7 @@ function sendError(kit: Kit, err: FastifyError, req: FastifyRequest, reply: Fast
  * What a 415 says: the type received and what the route takes (its `accepts` config, else JSON).
  * `curl -d` sends application/x-www-form-urlencoded unless told otherwise, the usual way to get here.
  */
-function unsupportedMediaTypeMessage(req: FastifyRequest): string {
+export function unsupportedMediaTypeMessage(req: FastifyRequest): string {
   const accepts = req.routeOptions.config?.accepts ?? ['application/json'];
   const send = `send Content-Type: ${accepts.join(' or ')}`;
   const route = `${req.method} ${req.routeOptions.url ?? req.url.split('?')[0]}`;

@@ -141,7 +141,10 @@ export class Rpc {
         ? await this.callNats(service, method, input)
         : await this.callLocal(service, method, input);
     } catch (err) {
-      outcome = err instanceof HttpError ? String(err.statusCode) : 'error';
+      // In-process, a value PostgreSQL cannot store comes back as its own error; over NATS the
+      // worker has already made it the caller's 400. Labelled alike, so the error alert sees neither.
+      const known = err instanceof HttpError ? err : unstorableInputError(err);
+      outcome = known ? String(known.statusCode) : 'error';
       throw err;
     } finally {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;

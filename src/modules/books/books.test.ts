@@ -111,7 +111,8 @@ describe('books API (single process)', async () => {
       ],
       ['a field is misspelt', { ...SEED_BOOK, rackId: 'r' }, /unknown field "rackId"/],
       ['rack_id has a space', { ...SEED_BOOK, rack_id: 'rack 1' }, /rack_id may hold only letters/],
-      ['type is not book', { ...SEED_BOOK, type: 'magazine' }, /body\.type/],
+      // Before: "must be equal to constant", which did not say the value.
+      ['type is not book', { ...SEED_BOOK, type: 'magazine' }, /^body\.type must be "book"$/],
       [
         'an available book has a borrower',
         { ...SEED_BOOK, info: { name: 'N', author: 'A', borrower: 'ann' } },
@@ -128,6 +129,40 @@ describe('books API (single process)', async () => {
         await expect4xx(await call('POST', '/books', body), 400, message);
       });
     }
+
+    it('when JSON is sent as text/plain, then 415 says to send application/json', async () => {
+      // Before: 400 "body must be object", on POST /books, PUT /books/:id and POST /checkout alike.
+      for (const [method, url] of [
+        ['POST', '/books'],
+        ['PUT', '/books/00000000-0000-4000-8000-000000000000'],
+        ['POST', '/checkout'],
+      ] as const) {
+        const res = await call(method, url, JSON.stringify(SEED_BOOK), { 'content-type': 'text/plain' });
+        await expect4xx(
+          res,
+          415,
+          /^Content-Type text\/plain is not accepted by .*: send Content-Type: application\/json$/,
+        );
+      }
+    });
+
+    it("when a NUL character reaches PostgreSQL, then the 400 is counted as the caller's, not as an error", async () => {
+      const nul = await call('POST', '/books', { ...SEED_BOOK, info: { name: 'x\u0000', author: 'A' } });
+      await expect4xx(nul, 400, /NUL character/);
+      await expect4xx(await call('GET', '/books?q=%00'), 400, /NUL character/);
+      const text = (await p.app.inject('/metrics')).body;
+      // Before: outcome="error" on both, and on the RPC calls the TesseraRpcErrors alert watches.
+      assert.doesNotMatch(text, /^books_operations_total\{operation="(create|list)",outcome="error"/m);
+      assert.match(text, /^books_operations_total\{operation="create",outcome="invalid",role="all"\} [1-9]/m);
+      assert.doesNotMatch(
+        text,
+        /^tessera_rpc_duration_seconds_count\{[^}]*service="books"[^}]*outcome="error"/m,
+      );
+      assert.match(
+        text,
+        /^tessera_rpc_duration_seconds_count\{[^}]*service="books",method="create",transport="local",outcome="400"\} [1-9]/m,
+      );
+    });
 
     it('when POST /books is sent malformed JSON, then 400', async () => {
       const res = await p.app.inject({

@@ -2,7 +2,7 @@
 // process reports the same truth however many workers write), and every service call counted by
 // operation and outcome where it runs. RPC latency by service and method is the kit's
 // tessera_rpc_duration_seconds.
-import type { Pool } from '../../kit/db.ts';
+import { type Pool, unstorableInputError } from '../../kit/db.ts';
 import { HttpError } from '../../kit/errors.ts';
 import type { Logger } from '../../kit/log.ts';
 import { prom, type Registry } from '../../kit/metrics.ts';
@@ -11,8 +11,11 @@ import type { BooksService } from './service.ts';
 
 export type Outcome = 'ok' | 'invalid' | 'not_found' | 'conflict' | 'unavailable' | 'error';
 
-export function outcomeOf(err: unknown): Outcome {
-  if (!(err instanceof HttpError)) return 'error';
+export function outcomeOf(thrown: unknown): Outcome {
+  // A NUL in the caller's text reaches PostgreSQL before anything refuses it: the caller's 400, not
+  // an error of ours (counted as one, it fed the TesseraRpcErrors alert).
+  const err = thrown instanceof HttpError ? thrown : unstorableInputError(thrown);
+  if (!err) return 'error';
   if (err.statusCode === 404) return 'not_found';
   if (err.statusCode === 409) return 'conflict';
   if (err.statusCode === 503) return 'unavailable';

@@ -7,8 +7,8 @@
 // is worth more than mimicking a field that is empty by definition.
 import { Type } from '@sinclair/typebox';
 import type { FastifySchemaValidationError } from 'fastify/types/schema.js';
-import { badRequest } from '../../kit/errors.ts';
-import type { App } from '../../kit/http.ts';
+import { badRequest, HttpError } from '../../kit/errors.ts';
+import { type App, unsupportedMediaTypeMessage } from '../../kit/http.ts';
 import {
   Book,
   BookInput,
@@ -39,6 +39,8 @@ export function formatSchemaError(errors: FastifySchemaValidationError[], dataVa
       );
     case 'enum':
       return badRequest(`${field} must be one of: ${(p.allowedValues as unknown[]).join(', ')}`);
+    case 'const':
+      return badRequest(`${field} must be ${JSON.stringify(p.allowedValue)}`);
     case 'pattern':
       return badRequest(
         `${field} may hold only letters, digits and . _ : - and must start with a letter or digit`,
@@ -89,6 +91,11 @@ const etag = (b: Book) => `"${b.version}"`;
 const ok = <T>(data: T, message = 'Success', statusCode = 200) => ({ statusCode, data, message });
 
 export function registerBookRoutes(app: App, books: BooksService): void {
+  // Fastify reads text/plain as a string, which every route then refused as "body must be object":
+  // a 415 that says to send JSON, as any other type gets.
+  app.addContentTypeParser('text/plain', (req, _payload, done) =>
+    done(new HttpError(415, unsupportedMediaTypeMessage(req))),
+  );
   app.addHook('onRoute', (route) => {
     route.schemaErrorFormatter ??= formatSchemaError;
     route.schema = { tags: ['books'], ...route.schema };
