@@ -182,8 +182,13 @@ export async function createHttpApp(kit: Kit): Promise<App> {
   // hook per request is measurable against a bare Fastify route.
   const tracer = kit.telemetry.tracer;
   const spans = new WeakMap<FastifyRequest, import('@opentelemetry/api').Span>();
+  const accessLog = moduleLogger(kit.log, 'http');
   app.addHook('onRequest', (req, reply, done) => {
     reply.header('x-request-id', req.id);
+    // Seed 003's "request received" line, at debug (DEBUG=tessera:http): at info it would double
+    // the access log, whose API_REQUEST line comes when the answer goes.
+    if (accessLog.isLevelEnabled('debug') && !QUIET_PATHS.has(req.routeOptions.url ?? ''))
+      accessLog.debug({ reqId: req.id, method: req.method, url: req.url, ip: req.ip }, 'API_REQUEST_START');
     if (tracer) {
       const name = `${req.method} ${req.routeOptions.url ?? 'unmatched'}`;
       const attributes = {
@@ -216,7 +221,6 @@ export async function createHttpApp(kit: Kit): Promise<App> {
     done();
   });
 
-  const accessLog = moduleLogger(kit.log, 'http');
   app.addHook('onResponse', (req, reply, done) => {
     const route = req.routeOptions.url ?? 'unmatched';
     const status = reply.statusCode;

@@ -87,11 +87,22 @@ describe('logs', () => {
       env: { DEBUG: 'tessera*', LOG_LEVEL: 'info' },
     });
     assert.equal(p.app.log.level, 'debug', 'the Fastify (http) logger');
-    assert.equal((await p.app.inject('/health')).statusCode, 200);
+    const health = await p.app.inject('/health');
+    assert.equal(health.statusCode, 200);
+    await p.app.inject('/metrics');
     const bad = await p.app.inject({ method: 'POST', url: '/api/auth/login', payload: { email: 1 } });
     assert.equal(bad.statusCode, 400);
     const invalid = p.logs.events('VALIDATION_ERROR').find((l) => l.reqId === bad.headers['x-request-id']);
     assert.equal(invalid?.module, 'http', 'a route outside any module fails as http');
+    // Seed 003's "request received", before the answer's API_REQUEST; not for scrapes.
+    const started = p.logs.events('API_REQUEST_START');
+    assert.deepEqual(
+      started.map((l) => [l.reqId, l.method, l.url, l.module]),
+      [
+        [health.headers['x-request-id'], 'GET', '/health', 'http'],
+        [bad.headers['x-request-id'], 'POST', '/api/auth/login', 'http'],
+      ],
+    );
     await waitFor(() => p.logs.lines.some((l) => l.module === 'jobs' && l.level === 20), {
       what: 'graphile-worker chatter at debug under module jobs',
     });
