@@ -14,7 +14,7 @@ const inject = (p: TestPlatform, method: 'GET' | 'POST', url: string, payload?: 
   p.app.inject({ method, url, headers: p.auth, payload: payload as object });
 
 describe('sender codes', () => {
-  it('when a batch names a codeCampaign, then each recipient gets a distinct assigned code as {{code}} and a failed recipient releases its code', async () => {
+  it('when a batch names a codeCampaign, then each recipient gets a distinct code assigned before the send as {{code}}, and one the provider refused keeps it', async () => {
     const N = 40;
     const refused = 'refused@example.com';
     const rx = await startWebhookReceiver({ refuse: [refused] });
@@ -79,20 +79,60 @@ describe('sender codes', () => {
       assert.equal(v.json().reserveId, `${id}:${i + 1}`);
     }
 
-    // The refused recipient failed for good; its code went back to the pool.
+    // The refused recipient failed for good. Its code was assigned to it before the send, so it
+    // stays that address's: a code that may have gone out is never handed to a second holder.
     const failed = (await inject(p, 'GET', `/api/batches/${id}/recipients?after=${N}&limit=1`)).json()
       .recipients[0];
     assert.equal(failed.address, refused);
     assert.equal(failed.state, 'failed');
     assert.match(failed.error, /422/);
-    await waitFor(async () => (await inventory()).reserved === 0, { what: 'the failed code released' });
     const inv = await inventory();
-    assert.equal(inv.assigned, N);
-    assert.equal(inv.available, 10, 'the failed recipient code is back in the pool');
-    assert.ok(failed.code, 'the failed recipient had a code reserved before its send');
+    assert.deepEqual([inv.assigned, inv.reserved, inv.available], [N + 1, 0, 9]);
+    assert.ok(failed.code, 'the failed recipient had a code before its send');
     assert.ok(![...codeOf.values()].includes(failed.code));
     const v = (await inject(p, 'GET', `/api/campaigns/sender-test/codes/${failed.code}`)).json();
-    assert.equal(v.state, 'available', 'the failed recipient code is available again');
+    assert.deepEqual([v.state, v.userId], ['assigned', refused]);
+  });
+
+  it('when an address is listed twice and the campaign gives one code per user, then the second is not sent and its code goes back', async () => {
+    const p = await startPlatform({ modules: [codesModule, senderModule] });
+    const camp = await inject(p, 'POST', '/api/campaigns', {
+      id: 'one-each',
+      name: 'one each',
+      format: { length: 8, alphabet: 'alphanumeric' },
+      maxPerUser: 1,
+    });
+    assert.equal(camp.statusCode, 201, camp.body);
+    await inject(p, 'POST', '/api/campaigns/one-each/codes', { count: 5 });
+    const res = await inject(p, 'POST', '/api/batches', {
+      channel: 'mock',
+      codeCampaign: 'one-each',
+      template: { subject: 's', text: '{{code}}' },
+      recipients: [
+        { address: 'kim@example.com' },
+        { address: 'kim@example.com' },
+        { address: 'lee@example.com' },
+      ],
+    });
+    assert.equal(res.statusCode, 201, res.body);
+    const b = await batchFinished(p, res.json().id, 30000);
+    assert.deepEqual([b.progress.sent, b.progress.failed], [2, 1]);
+    const recipients = (await inject(p, 'GET', `/api/batches/${b.id}/recipients`)).json().recipients;
+    const failed = recipients.find((r: { state: string }) => r.state === 'failed');
+    // Before: both were sent a code, the second code's assign was refused after the send, and that
+    // code went back to the pool to be handed to someone else.
+    assert.equal(failed.address, 'kim@example.com');
+    assert.match(
+      failed.error,
+      /^code from campaign one-each not assigned to kim@example\.com, so not sent: .*maxPerUser/,
+    );
+    assert.equal(failed.attempts, 1, 'refused for good, not retried');
+    const freed = (await inject(p, 'GET', `/api/campaigns/one-each/codes/${failed.code}`)).json();
+    assert.equal(freed.state, 'available', 'the unsent code is back in the pool');
+    const kims = (await inject(p, 'GET', '/api/campaigns/one-each/users/kim@example.com/codes')).json();
+    assert.equal(kims.codes.length, 1);
+    const inv = (await inject(p, 'GET', '/api/campaigns/one-each')).json().inventory;
+    assert.deepEqual([inv.assigned, inv.reserved, inv.available], [2, 0, 3]);
   });
 
   it('when a batch names a codeCampaign that does not exist, then the create (and a dry run) answers 404 and stores nothing', async () => {

@@ -4,7 +4,7 @@
 //   getCampaign({campaignId}) when a batch is created: an unknown codeCampaign is refused then
 //   reserve({campaignId, count: 1, reserveId: `${batchId}:${recipientId}`}) → {reserveId, codes, expiresAt}
 //     (the same reserveId again returns the same code, so a re-sent recipient keeps its code)
-//   assign({campaignId, reserveId, userId: address}) after the provider accepted the message
+//   assign({campaignId, reserveId, userId: address}) before the message goes to the provider
 //   release({campaignId, reserveId}) when the recipient fails for good or the batch is cancelled
 import { badRequest, conflict, HttpError, notFound, unavailable } from '../../kit/errors.ts';
 import { BATCH_CAMPAIGN_ID, type CodesService } from '../codes/service.ts';
@@ -23,6 +23,18 @@ export function codeReservationError(campaign: string, err: unknown): SendError 
   const status = err instanceof HttpError ? err.statusCode : undefined;
   const permanent = status !== undefined && status >= 400 && status < 500 && status !== 408 && status !== 429;
   return new SendError(`no code from campaign ${campaign}: ${(err as Error).message}`, permanent);
+}
+
+/**
+ * A refused assign as a send outcome, classed as a reservation's failure is: a 4xx (the address
+ * already holds the campaign's maxPerUser codes) fails the recipient, unsent; a 5xx is retried.
+ */
+export function codeAssignError(campaign: string, address: string, err: unknown): SendError {
+  const failed = codeReservationError(campaign, err);
+  return new SendError(
+    `code from campaign ${campaign} not assigned to ${address}, so not sent: ${(err as Error).message}`,
+    failed.permanent,
+  );
 }
 
 /** At batch create: the campaign exists (asked through the codes service), or the create is refused. */

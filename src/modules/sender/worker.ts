@@ -25,7 +25,7 @@ import type { JobContext } from '../../kit/jobs.ts';
 import type { Logger } from '../../kit/log.ts';
 import type { ModuleContext } from '../../kit/module.ts';
 import { type Channel, type ChannelSpec, createChannel, type OutMessage, SendError } from './channels.ts';
-import { type CodesService, codeReservationError } from './codes.ts';
+import { type CodesService, codeAssignError, codeReservationError } from './codes.ts';
 import type { SenderMetrics } from './metrics.ts';
 import { giveBack, type Limit, take } from './ratelimit.ts';
 import { loadChannelSpec } from './send-configs.ts';
@@ -125,6 +125,8 @@ interface Outcome {
   error: string | null;
   delay: number | null;
   code: string | null;
+  /** The code was assigned to the address before the send: it is theirs whatever the send did. */
+  assigned?: boolean;
 }
 
 export class SendEngine {
@@ -457,6 +459,12 @@ export class SendEngine {
     return `${this.ctx.config.senderPublicUrl.replace(/\/$/, '')}/api/unsubscribe/${unsubscribeToken(this.ctx.webhookSecret, batchId, recipientId)}`;
   }
 
+  /**
+   * The recipient's code: reserved under `<batchId>:<recipientId>` (the same code again on a retry,
+   * or a new one if that reservation lapsed), then assigned to the address before anything is sent.
+   * Assigned after the send, a refused assign (past maxPerUser) or a lapsed reservation left an
+   * e-mailed code to go back to the pool and to a second holder.
+   */
   async reserveCode(b: BatchForSend, recipientId: number): Promise<string> {
     const r = await this.codes.reserve({
       campaignId: b.code_campaign!,
@@ -469,9 +477,11 @@ export class SendEngine {
   }
 
   async assignCode(b: BatchForSend, recipientId: number, address: string) {
-    await this.codes
-      .assign({ campaignId: b.code_campaign!, reserveId: `${b.id}:${recipientId}`, userId: address })
-      .catch((err) => this.log.warn({ err, batchId: b.id, recipientId }, 'SENDER_CODE_ASSIGN_FAILED'));
+    await this.codes.assign({
+      campaignId: b.code_campaign!,
+      reserveId: `${b.id}:${recipientId}`,
+      userId: address,
+    });
   }
 
   async releaseCode(b: BatchForSend, recipientId: number) {
@@ -751,14 +761,12 @@ class ChunkRun {
         : await this.record(this.pool, outcomes, attempts);
     for (const [status, n] of Object.entries(counts))
       if (n) m.messages.inc({ channel: channel.name, status: status === 'pending' ? 'retry' : status }, n);
-    if (b.code_campaign) {
-      const byId = new Map(rows.map((r) => [r.id, r]));
+    // A code reserved but never assigned (its reserve or assign failed for good) goes back; an
+    // assigned one stays with the address it was sent, or meant to be sent, to.
+    if (b.code_campaign)
       await eachLimit(outcomes, 32, async (o) => {
-        if (!o.code) return;
-        if (o.state === 'sent') await this.engine.assignCode(b, o.id, byId.get(o.id)!.address);
-        else if (o.state === 'failed') await this.engine.releaseCode(b, o.id);
+        if (o.code && o.state === 'failed' && !o.assigned) await this.engine.releaseCode(b, o.id);
       });
-    }
     return { sent: counts.sent ?? 0, stopSeen: unsent.length > 0 };
   }
 
@@ -781,12 +789,19 @@ class ChunkRun {
     const m = this.engine.senderMetrics;
     const channel = this.channel;
     let code = r.code;
+    let assigned = false;
     try {
-      if (b.code_campaign && !code) {
+      if (b.code_campaign) {
         try {
           code = await this.engine.reserveCode(b, r.id);
         } catch (err) {
           throw codeReservationError(b.code_campaign, err); // 4xx permanent, 5xx/timeouts retried
+        }
+        try {
+          await this.engine.assignCode(b, r.id, r.address);
+          assigned = true;
+        } catch (err) {
+          throw codeAssignError(b.code_campaign, r.address, err); // past maxPerUser: permanent
         }
       }
       const unsubscribeUrl = this.engine.unsubscribeUrl(b.id, r.id);
@@ -811,13 +826,13 @@ class ChunkRun {
       } finally {
         m.latency.observe({ channel: channel.name }, (performance.now() - started) / 1000);
       }
-      outcomes.push({ id: r.id, state: 'sent', error: null, delay: null, code });
+      outcomes.push({ id: r.id, state: 'sent', error: null, delay: null, code, assigned });
     } catch (err) {
       const permanent = err instanceof SendError ? err.permanent : false;
       const reason = (err as Error).message;
       if (permanent || r.attempts >= b.max_attempts) {
         const error = permanent ? reason : `gave up after ${r.attempts} attempts: ${reason}`;
-        outcomes.push({ id: r.id, state: 'failed', error, delay: null, code });
+        outcomes.push({ id: r.id, state: 'failed', error, delay: null, code, assigned });
       } else {
         outcomes.push({
           id: r.id,
