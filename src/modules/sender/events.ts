@@ -1,6 +1,7 @@
 // Delivery events from providers (POST /webhooks/:provider, Standard Webhooks signed): delivered,
 // bounced, complained and opened, each kind counted once per recipient however often and in whatever
-// order providers repeat it (delivered → opened → delivered is one delivery); bounces and
+// order providers repeat it (delivered → opened → delivered is one delivery), and only for a message
+// that went out or may have (a failed one may: a provider that timed out may still deliver); bounces and
 // complaints put the address on the account's suppression list. A bounce that overtakes the
 // worker's record of the send (the provider answered before the sub-batch was written) leaves the
 // state to that record, which writes `bounced` for a sent message with the bounce bit set: the send
@@ -50,12 +51,17 @@ export async function recordDeliveryEvents(
       }
       const [batchId, rid] = ids;
       const { rows } = await db.query<{ address: string; account_id: string; fresh: boolean }>(
+        // Only a message that went out, or may have: not a suppressed or cancelled recipient, nor
+        // one of a draft (counted, they showed deliveries and bounces of messages never sent).
         `WITH r AS (
-           SELECT address, event FROM sender_recipients WHERE batch_id = $1 AND id = $2 FOR UPDATE),
+           SELECT address, event FROM sender_recipients
+           WHERE batch_id = $1 AND id = $2 AND state NOT IN ('suppressed', 'cancelled')
+             AND EXISTS (SELECT 1 FROM sender_batches WHERE id = $1 AND state <> 'draft')
+           FOR UPDATE),
          u AS (
            UPDATE sender_recipients SET event = $3, event_at = now(), event_kinds = event_kinds | $4,
              state = CASE WHEN $3 = 'bounced' AND state = 'sent' THEN 'bounced' ELSE state END
-           WHERE batch_id = $1 AND id = $2 AND event_kinds & $4 = 0 RETURNING 1)
+           WHERE batch_id = $1 AND id = $2 AND event_kinds & $4 = 0 AND EXISTS (SELECT 1 FROM r) RETURNING 1)
          SELECT r.address, b.account_id, EXISTS (SELECT 1 FROM u) AS fresh
          FROM r JOIN sender_batches b ON b.id = $1`,
         [batchId, rid, e.type, BIT[e.type]],

@@ -2,7 +2,7 @@
 // the 4xx answers of the batch API.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { startPlatform, type TestPlatform } from '../../../test/helpers.ts';
+import { startPlatform, type TestPlatform, waitFor } from '../../../test/helpers.ts';
 import { senderModule } from './index.ts';
 import { batchFinished } from './test-peers.ts';
 
@@ -234,6 +234,62 @@ describe('sender features', () => {
     assert.equal(nul.statusCode, 400, "an address PostgreSQL cannot store is the caller's to fix");
     assert.match(nul.json().message, /^params\.\w+ holds a NUL character/);
     assert.equal((await inject(p, 'POST', '/api/suppressions', { addresses: [] })).statusCode, 400);
+  });
+
+  it('when delivery events name messages never sent (a draft, a suppressed or a cancelled recipient), then they are unknown and count nothing', async () => {
+    const p = await startPlatform({ modules: [senderModule] });
+    const post = async (events: { type: string; messageId: string }[]) => {
+      const body = JSON.stringify({ events });
+      const res = await p.app.inject({
+        method: 'POST',
+        url: '/webhooks/mock',
+        payload: body,
+        headers: sign(p, body),
+      });
+      assert.equal(res.statusCode, 200, res.body);
+      return res.json();
+    };
+    const draft = (
+      await inject(p, 'POST', '/api/batches', {
+        channel: 'mock',
+        draft: true,
+        template,
+        recipients: [{ address: 'early@example.com' }, { address: 'fine@example.com' }],
+      })
+    ).json().id;
+    // Before: both recorded, and the draft showed a delivery and a bounce (suppressing early@).
+    const onDraft = await post([
+      { type: 'bounced', messageId: `${draft}:1` },
+      { type: 'delivered', messageId: `${draft}:2` },
+    ]);
+    assert.deepEqual([onDraft.recorded, onDraft.unknown], [0, [`${draft}:1`, `${draft}:2`]]);
+    assert.deepEqual((await inject(p, 'GET', '/api/suppressions')).json().suppressions, []);
+    // A cancelled draft's recipients were never sent either.
+    assert.equal((await inject(p, 'POST', `/api/batches/${draft}/cancel`)).statusCode, 200);
+    await waitFor(
+      async () => (await inject(p, 'GET', `/api/batches/${draft}`)).json().progress.cancelled === 2,
+      { what: 'the draft recipients cancelled' },
+    );
+    assert.equal((await post([{ type: 'delivered', messageId: `${draft}:1` }])).recorded, 0);
+    // A suppressed recipient is skipped at send time; an event for it names no message.
+    await inject(p, 'POST', '/api/suppressions', { addresses: ['gone@example.com'] });
+    const sent = (
+      await inject(p, 'POST', '/api/batches', {
+        channel: 'mock',
+        template,
+        recipients: [{ address: 'gone@example.com' }, { address: 'here@example.com' }],
+      })
+    ).json().id;
+    await finished(p, sent);
+    const onSent = await post([
+      { type: 'delivered', messageId: `${sent}:1` },
+      { type: 'delivered', messageId: `${sent}:2` },
+    ]);
+    assert.deepEqual([onSent.recorded, onSent.unknown], [1, [`${sent}:1`]]);
+    const b = (await inject(p, 'GET', `/api/batches/${sent}`)).json().progress;
+    assert.deepEqual([b.sent, b.suppressed, b.delivered], [1, 1, 1]);
+    const d = (await inject(p, 'GET', `/api/batches/${draft}`)).json().progress;
+    assert.deepEqual([d.delivered, d.bounced], [0, 0]);
   });
 
   it('when a provider posts signed delivery events, then each kind is counted once per recipient and a bounce suppresses the address', async () => {
