@@ -22,7 +22,8 @@ import { render, validateTemplate } from './template.ts';
 import { completeIfDone, enqueueChunks } from './worker.ts';
 
 const INSERT_ROWS = 5000;
-const EMAIL = /^[^@\s<>]+@[^@\s<>]+$/;
+/** What an e-mail channel takes as an address (the same check for batches and a config's test). */
+export const EMAIL = /^[^@\s<>]+@[^@\s<>]+$/;
 
 const BATCH_COLUMNS = `id, name, state, channel, send_config_id AS "sendConfigId", template,
   rate_per_second AS "ratePerSecond", max_attempts AS "maxAttempts", code_campaign AS "codeCampaign",

@@ -137,6 +137,12 @@ describe('sender channels with real peers', () => {
     });
     assert.equal(t.statusCode, 502);
     assert.match(t.json().message, /the provider did not take the test message/);
+    // Before: a 502 "smtp: No recipients defined", as if the provider had refused it.
+    const typo = await inject(p, 'POST', `/api/send-configs/${unreachable.json().id}/test`, {
+      to: 'not an address',
+    });
+    assert.equal(typo.statusCode, 400);
+    assert.equal(typo.json().message, 'to "not an address" is not an e-mail address');
     const b = await inject(p, 'POST', '/api/batches', {
       sendConfigId: ok.json().id,
       template: { subject: 's', text: 't' },

@@ -11,7 +11,7 @@ import type { Principal } from '../../kit/auth.ts';
 import { badRequest, HttpError, notFound } from '../../kit/errors.ts';
 import type { App } from '../../kit/http.ts';
 import type { ModuleContext } from '../../kit/module.ts';
-import { type Batches, batchView } from './batches.ts';
+import { type Batches, batchView, EMAIL } from './batches.ts';
 import { createChannel, SendError } from './channels.ts';
 import { recordDeliveryEvents } from './events.ts';
 import {
@@ -66,7 +66,11 @@ export function senderRoutes(app: App, ctx: ModuleContext, batches: Batches) {
     { schema: { params: IdParams, body: TestSendBody } },
     async (req) => {
       await getSendConfig(pool, account(req), req.params.id);
-      const channel = createChannel(await loadChannelSpec(pool, req.params.id));
+      const spec = await loadChannelSpec(pool, req.params.id);
+      // The caller's typo, not the provider's refusal (SMTP said "No recipients defined", a 502).
+      if (spec.channel === 'email' && !EMAIL.test(req.body.to))
+        throw badRequest(`to "${req.body.to}" is not an e-mail address`);
+      const channel = createChannel(spec);
       const key = `test:${req.id}`;
       try {
         await channel.send({
