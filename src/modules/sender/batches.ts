@@ -305,6 +305,7 @@ export class Batches {
       const email = batch.channel === 'email';
       let next = batch.total;
       let line = 1;
+      let sawHeader = false;
       // Rows as arrays (not objects keyed by the header): csv-parse's `columns` costs more than the
       // rest of the row's work together.
       const utf8 = stream.pipe(strictUtf8('the CSV'));
@@ -318,6 +319,7 @@ export class Batches {
         for await (const rec of records) {
           if (!header) {
             header = rec;
+            sawHeader = true;
             at = header.indexOf('address') >= 0 ? header.indexOf('address') : header.indexOf('email');
             if (at < 0) throw badRequest('the CSV needs a header row with an "address" (or "email") column');
             continue;
@@ -362,6 +364,11 @@ export class Batches {
           throw badRequest(`the CSV could not be read: ${(err as Error).message}`);
         throw badRequest(`the CSV could not be read near line ${line}: ${(err as Error).message}`);
       }
+      // An empty upload (a wrong file, a script's empty variable) was a 201 adding nobody.
+      if (!sawHeader)
+        throw badRequest(
+          'the CSV is empty: send a header row with an "address" (or "email") column, then one row per recipient',
+        );
       const added = next - batch.total;
       await client.query('UPDATE sender_batches SET total = total + $2, updated_at = now() WHERE id = $1', [
         id,

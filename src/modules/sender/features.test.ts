@@ -71,6 +71,13 @@ describe('sender features', () => {
       .id;
     const csv = (text: string | Buffer) =>
       inject(p, 'POST', `/api/batches/${id}/recipients`, text, { 'content-type': 'text/csv' });
+    // Before: 201 {"added": 0}. A blank file too, and the header alone still adds nobody, as asked.
+    for (const empty of ['', '\n\n', '\ufeff']) {
+      const res = await csv(empty);
+      assert.equal(res.statusCode, 400, JSON.stringify(empty));
+      assert.match(res.json().message, /^the CSV is empty: send a header row with an "address"/);
+    }
+    assert.deepEqual((await csv('address,name\n')).json(), { added: 0, total: 0 });
     const noAddress = await csv('name,city\nA,B\n');
     assert.equal(noAddress.statusCode, 400);
     assert.match(noAddress.json().message, /"address" \(or "email"\) column/);
