@@ -5,6 +5,7 @@ import {
   checkLogin,
   createApiKey,
   hasScope,
+  lacksScope,
   listApiKeys,
   type Principal,
   revokeApiKey,
@@ -201,7 +202,7 @@ export async function registerAdminRoutes(app: App, kit: Kit, modules: string[])
   const ownJob = async (principal: Principal, jobId: string) => {
     const job = await kit.jobs.getTracked(jobId);
     if (!hasScope(principal, job.module))
-      throw forbidden(`job ${job.id} is a ${job.module} job: this key lacks the "${job.module}" scope`);
+      throw forbidden(`job ${job.id} is a ${job.module} job: ${lacksScope(principal, job.module)}`);
     return job;
   };
   await app.register(async (jobs: App) => {

@@ -33,6 +33,16 @@ export interface Principal {
   accountId: string;
 }
 
+/**
+ * Who lacks a scope, in the caller's terms: a key by its scopes, a signed-in user by their role
+ * (told about "this API key", a dashboard user went looking for a key they never used).
+ */
+export function lacksScope(principal: Principal, scope: string): string {
+  return principal.kind === 'session'
+    ? `your sign-in lacks the "${scope}" scope: ask an admin for an account with role admin`
+    : `this API key lacks the "${scope}" scope`;
+}
+
 /** The account credentials join unless told otherwise (and every credential made before accounts). */
 export const DEFAULT_ACCOUNT = 'default';
 const ACCOUNT_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$/;

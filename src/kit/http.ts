@@ -15,7 +15,7 @@ import Fastify, {
   type FastifyRequest,
   LogController,
 } from 'fastify';
-import { hasScope, type Principal } from './auth.ts';
+import { hasScope, lacksScope, type Principal } from './auth.ts';
 import { injectedDbMessage, RANDOM_500_RATE } from './chaos.ts';
 import {
   DB_UNAVAILABLE_MESSAGE,
@@ -542,7 +542,7 @@ export function requireScope(app: App, kit: Kit, scope: string): void {
     }
     if (!hasScope(principal, scope)) {
       kit.metrics.authFailures.inc({ kind: 'scope' });
-      throw forbidden(`this API key lacks the "${scope}" scope`);
+      throw forbidden(lacksScope(principal, scope));
     }
     req.principal = principal;
   });

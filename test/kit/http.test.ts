@@ -268,6 +268,26 @@ describe('HTTP, auth and ops endpoints', async () => {
     assert.deepEqual(utf8.json(), { length: 9 });
   });
 
+  it('when a signed-in user lacks a scope, then the 403 speaks of their sign-in, and a key of its scopes', async () => {
+    await createUser(p.kit.pool, 'plain@example.com', 'secret-1', 'user');
+    const login = await p.app.inject({
+      method: 'POST',
+      url: '/api/auth/login',
+      payload: { email: 'plain@example.com', password: 'secret-1' },
+    });
+    const cookie = String(login.headers['set-cookie']).split(';')[0]!;
+    const asUser = await p.app.inject({ url: '/api/admin/jobs', headers: { cookie } });
+    assert.equal(asUser.statusCode, 403);
+    // Before: "this API key lacks …" to someone who never used a key.
+    assert.equal(
+      asUser.json().message,
+      'your sign-in lacks the "admin" scope: ask an admin for an account with role admin',
+    );
+    const { key } = await createApiKey(p.kit.pool, 'events-only', ['events']);
+    const asKey = await p.app.inject({ url: '/api/admin/jobs', headers: { authorization: `Bearer ${key}` } });
+    assert.equal(asKey.json().message, 'this API key lacks the "admin" scope');
+  });
+
   it('when a signed-in change comes from another site, then 403; from our own origin, or with an API key, it passes', async () => {
     await createUser(p.kit.pool, 'csrf@example.com', 'secret-1', 'admin');
     const login = await p.app.inject({

@@ -520,7 +520,7 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
       headers: { authorization: `Bearer ${eventsOnly}` },
     });
     assert.equal(foreign.statusCode, 403);
-    assert.match(foreign.json().message, /job .* is a codes job: this key lacks the "codes" scope/);
+    assert.match(foreign.json().message, /job .* is a codes job: this API key lacks the "codes" scope/);
     const job = await waitFor(
       async () => {
         const j = (await call('GET', statusUrl)).json();
