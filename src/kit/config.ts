@@ -1,7 +1,7 @@
 // The one place that reads process.env. Every setting is declared once below with its doc line,
 // default and parser; `loadConfig` validates all of them together and the README's table is
 // generated from the same list (`tessera config --markdown`).
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import proxyaddr from '@fastify/proxy-addr';
 
@@ -256,12 +256,18 @@ export type Config = {
 
 /** Reads `tessera.config.json` (or TESSERA_CONFIG); keys are the env names, as in seed 003's config.json. */
 function readConfigFile(env: NodeJS.ProcessEnv): { values: Record<string, unknown>; file?: string } {
-  if (env.TESSERA_CONFIG === 'none') return { values: {} };
-  const file = path.resolve(env.TESSERA_CONFIG ?? 'tessera.config.json');
+  // Empty is unset, as for every setting (it resolved to the working directory, read as a file).
+  const named = env.TESSERA_CONFIG?.trim() || undefined;
+  if (named === 'none') return { values: {} };
+  const file = path.resolve(named ?? 'tessera.config.json');
   if (!existsSync(file)) {
-    if (env.TESSERA_CONFIG) throw new ConfigError([`TESSERA_CONFIG: file ${file} does not exist`]);
+    if (named) throw new ConfigError([`TESSERA_CONFIG: file ${file} does not exist`]);
     return { values: {} };
   }
+  if (statSync(file).isDirectory())
+    throw new ConfigError([
+      `${named ? 'TESSERA_CONFIG' : 'tessera.config.json'}: ${file} is a directory: name a JSON file of SETTING: value, or set TESSERA_CONFIG=none`,
+    ]);
   try {
     const parsed = JSON.parse(readFileSync(file, 'utf8'));
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))

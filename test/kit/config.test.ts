@@ -62,6 +62,22 @@ describe('configuration', () => {
     assert.throws(() => loadConfig({ TESSERA_CONFIG: file }), /unknown setting NOT_A_SETTING/);
   });
 
+  it('when TESSERA_CONFIG is empty or names a directory, then empty is unset and a directory is named as one', (t) => {
+    // Before: "" resolved to the working directory, refused as "must be a JSON object … EISDIR".
+    assert.equal(loadConfig({ TESSERA_CONFIG: '', PORT: '4001' }).port, 4001);
+    const dir = mkdtempSync(path.join(tmpdir(), 'cfg-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    assert.throws(
+      () => loadConfig({ TESSERA_CONFIG: dir }),
+      (err: ConfigError) => {
+        assert.deepEqual(err.problems, [
+          `TESSERA_CONFIG: ${dir} is a directory: name a JSON file of SETTING: value, or set TESSERA_CONFIG=none`,
+        ]);
+        return true;
+      },
+    );
+  });
+
   it('when tessera.config.json holds a wrong value, then the error names the file and the value as written there', (t) => {
     const dir = mkdtempSync(path.join(tmpdir(), 'cfg-'));
     t.after(() => rmSync(dir, { recursive: true, force: true }));
