@@ -194,7 +194,7 @@ export class Chaos {
     // Each process logs the overrides it now applies, once per change: the runbook reads from these
     // lines which processes have picked up a POST or DELETE of /api/admin/chaos (about a second).
     if (JSON.stringify(applied) !== JSON.stringify(Object.fromEntries(this.overrides)))
-      this.log.info({ overrides: applied }, 'FAILURE_MODES_APPLIED');
+      moduleLogger(this.log, 'chaos').info({ overrides: applied }, 'FAILURE_MODES_APPLIED');
     this.overrides = overrides;
   }
 

@@ -124,9 +124,11 @@ describe('events across real processes', () => {
     });
     assert.equal(set.status, 200, await set.text());
     // The worker reads overrides about once a second; wait until it has, then give it work.
-    await waitFor(() => worker.logLines().some((l) => l.msg === 'FAILURE_MODES_APPLIED'), {
+    const applied = await waitFor(() => worker.logLines().find((l) => l.msg === 'FAILURE_MODES_APPLIED'), {
       what: 'the worker to apply the override',
     });
+    // Every line names its module (this one named none).
+    assert.equal(applied.module, 'chaos');
     await sleep(500);
     assert.equal(worker.proc.exitCode, null, 'a running worker does not exit before it has work');
     const sent = await fetch(`${api.url}/api/events`, {
