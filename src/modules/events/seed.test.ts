@@ -9,12 +9,15 @@ import { eventsUrl, seedSummary } from './seed.ts';
 const BIN = path.join(import.meta.dirname, '../../../bin/tessera.js');
 
 /** `tessera seed events …` in a child process: its exit code, stdout and stderr. */
-function seedCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+function seedCli(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile(
       process.execPath,
       [BIN, 'seed', 'events', ...args],
-      { env: { ...process.env, TESSERA_CONFIG: 'none' }, timeout: 30_000 },
+      { env: { ...process.env, TESSERA_CONFIG: 'none', ...env }, timeout: 30_000 },
       (err, stdout, stderr) => resolve({ code: err ? ((err.code as number) ?? -1) : 0, stdout, stderr }),
     );
   });
@@ -82,5 +85,23 @@ describe('tessera seed events', () => {
       noScheme.stderr,
       /is not an http\(s\) URL: include the scheme, e.g. --url http:\/\/127\.0\.0\.1:/,
     );
+  });
+
+  it('when no --url is given, then the events go to this machine at the PORT `tessera start` reads', async () => {
+    let received = 0;
+    const server = createServer((req, res) => {
+      if (req.url === '/api/events') received++;
+      req.resume();
+      res.writeHead(201, { 'content-type': 'application/json' }).end('{}');
+    });
+    // Every address, so "localhost" reaches it whether it resolves to ::1 or 127.0.0.1.
+    await new Promise<void>((ok) => server.listen(0, ok));
+    after(() => server.close());
+    const port = (server.address() as AddressInfo).port;
+    // Before: always http://localhost:3000, whatever PORT the server was started with.
+    const run = await seedCli(['--count', '2'], { PORT: String(port) });
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal(run.stdout, `sent 2 events to http://localhost:${port}/api/events: all 2 accepted (201)\n`);
+    assert.equal(received, 2);
   });
 });

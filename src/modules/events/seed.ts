@@ -1,10 +1,20 @@
 // `tessera seed events --count 100 [--url URL] [--key KEY]`: seed 003's generate-seed-data script.
 // Sends realistic events one request at a time to a running Tessera, with a progress bar.
 import type { Command } from 'commander';
+import { loadConfig } from '../../kit/config.ts';
 
 const USERS = Array.from({ length: 10 }, (_, i) => `user_${String(i + 1).padStart(3, '0')}`);
 const ACTIONS = ['page_view', 'click', 'signup', 'purchase', 'logout'];
-export const DEFAULT_URL = 'http://localhost:3000/api/events';
+/** This machine's Tessera at the PORT `tessera start` would read (environment, tessera.config.json). */
+export function defaultSeedUrl(): string {
+  let port = 3000;
+  try {
+    port = loadConfig().port || port;
+  } catch {
+    // A setting seeding does not use is wrong: `tessera start` will say which; seed the default port.
+  }
+  return `http://localhost:${port}/api/events`;
+}
 export const DEFAULT_KEY = 'test-api-key';
 
 const pick = <T>(xs: T[]): T => xs[Math.floor(Math.random() * xs.length)]!;
@@ -112,10 +122,13 @@ export function registerSeedEvents(program: Command, positiveInt: (v: string) =>
     .command('events')
     .description('send sample events to a running Tessera (seed 003)')
     .option('--count <n>', 'how many events', positiveInt, 20)
-    .option('--url <url>', 'the server base URL (http://host:port) or its POST /api/events URL', DEFAULT_URL)
+    .option(
+      '--url <url>',
+      'the server base URL (http://host:port) or its POST /api/events URL (default: http://localhost:<PORT>, the PORT `tessera start` reads, else 3000)',
+    )
     .option('--key <key>', 'API key with the events scope', DEFAULT_KEY)
-    .action(async (opts: { count: number; url: string; key: string }) => {
-      const { failed } = await seedEvents(opts);
+    .action(async (opts: { count: number; url?: string; key: string }) => {
+      const { failed } = await seedEvents({ ...opts, url: opts.url ?? defaultSeedUrl() });
       if (failed) process.exitCode = 1;
     });
 }
