@@ -59,7 +59,16 @@ program
   .addOption(new Option('--role <role>', 'which part to run').choices(ROLES as unknown as string[]))
   .action(async (opts: { role?: Role }) => {
     const config = configOrExit();
-    await startCommand(config, opts.role ?? config.role);
+    const role = opts.role ?? config.role;
+    // A split role on its own embedded PostgreSQL shares nothing with the other roles' processes:
+    // it started "healthy", and the deployment ran on two databases without a word.
+    if (role !== 'all' && !config.databaseUrl) {
+      process.stderr.write(
+        `the ${role} role runs beside other processes on one PostgreSQL: set DATABASE_URL (embedded PostgreSQL is only for --role all)\n`,
+      );
+      process.exit(2);
+    }
+    await startCommand(config, role);
   });
 
 program

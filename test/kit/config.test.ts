@@ -156,6 +156,32 @@ describe('configuration', () => {
     assert.match(res.stderr, /SENDER_PUBLIC_URL="http:\/\/localhost:3000": production needs/);
   });
 
+  it('when a split role is started without DATABASE_URL, then it exits 2 rather than start its own embedded database', () => {
+    for (const [args, env] of [
+      [['start', '--role', 'api'], {}],
+      [['start'], { TESSERA_ROLE: 'worker' }],
+    ] as const) {
+      const res = spawnSync(process.execPath, ['bin/tessera.js', ...args], {
+        cwd: ROOT,
+        env: {
+          ...process.env,
+          TESSERA_CONFIG: 'none',
+          DATABASE_URL: '',
+          DATA_DIR: '/nonexistent/tessera',
+          ...env,
+        },
+        encoding: 'utf8',
+        timeout: 30000,
+      });
+      // Before: it initialised an embedded PostgreSQL and answered healthy, alone.
+      assert.equal(res.status, 2, res.stderr);
+      assert.match(
+        res.stderr,
+        /^the (api|worker) role runs beside other processes on one PostgreSQL: set DATABASE_URL/,
+      );
+    }
+  });
+
   it('when `tessera start` gets a bad value, then it prints the problem and exits with code 2', () => {
     const res = spawnSync(process.execPath, ['bin/tessera.js', 'start'], {
       cwd: ROOT,
