@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1.7
 # Tessera image: one image for every role (api, worker, scheduler, migrate).
 #   docker build -t tessera .
-#   docker run -e DATABASE_URL=… -e JWT_SECRET=… -e WEBHOOK_SECRET=… -p 3000:3000 tessera start --role api
+#   docker run -e DATABASE_URL=… -e JWT_SECRET=… -e WEBHOOK_SECRET=… -e SENDER_PUBLIC_URL=https://… -p 3000:3000 tessera start --role api
 # The program runs its TypeScript sources through tsx (bin/tessera.js), as in dev and CI: there is
 # no separate build output to drift from what the tests ran.
 

@@ -95,7 +95,7 @@ export const WORKER_HEARTBEAT_TIMEOUT_DEFAULT_MS = 60_000;
 const settings = {
   nodeEnv: setting(
     'NODE_ENV',
-    'development | production | test. production: requires DATABASE_URL, JWT_SECRET and WEBHOOK_SECRET, never creates dev credentials, marks cookies Secure; test: as development (the test suites set it)',
+    'development | production | test. production: requires DATABASE_URL, JWT_SECRET, WEBHOOK_SECRET and a public SENDER_PUBLIC_URL, never creates dev credentials, marks cookies Secure; test: as development (the test suites set it)',
     'development',
     oneOf(['development', 'production', 'test'] as const),
   ),
@@ -221,7 +221,7 @@ const settings = {
   ),
   senderPublicUrl: setting(
     'SENDER_PUBLIC_URL',
-    'public base URL of unsubscribe links in sent messages (what recipients can reach); production refuses localhost',
+    'public base URL of unsubscribe links in sent messages (what recipients can reach); production refuses localhost; in development set it too when PORT is not 3000',
     'http://localhost:3000',
     url,
   ),
