@@ -165,7 +165,11 @@ describe('codes: campaigns, generation, lookup, import and export', async () => 
     assert.match(res.json().message, /send application\/json/);
     const csv = await call('POST', '/api/campaigns/gen/reservations', 'a,b', { 'content-type': 'text/csv' });
     assert.equal(csv.statusCode, 415);
-    assert.match(csv.json().message, /application\/json/);
+    // Before: "send Content-Type: application/json to …", not naming the type it got.
+    assert.equal(
+      csv.json().message,
+      'Content-Type text/csv is not accepted by POST /api/campaigns/:id/reservations: send Content-Type: application/json',
+    );
     const form = await call('POST', '/api/campaigns/gen/codes/import', 'x', {
       'content-type': 'multipart/form-data',
     });

@@ -3,7 +3,7 @@
 import type { Readable } from 'node:stream';
 import type { FastifyReply } from 'fastify';
 import { HttpError, notFound } from '../../kit/errors.ts';
-import type { App } from '../../kit/http.ts';
+import { type App, unsupportedMediaTypeMessage } from '../../kit/http.ts';
 import type { ModuleContext } from '../../kit/module.ts';
 import { type Campaign, refuseBatchCampaign } from './campaigns.ts';
 import { ExportsBusy } from './exports.ts';
@@ -26,7 +26,7 @@ export function registerCodesRoutes(app: App, ctx: ModuleContext, s: CodesState)
   // that names what to send.
   app.addContentTypeParser(['text/csv', 'text/plain'], (req, payload, done) => {
     if (req.routeOptions.url !== IMPORT_URL)
-      return done(new HttpError(415, `send Content-Type: application/json to ${req.method} ${req.url}`));
+      return done(new HttpError(415, unsupportedMediaTypeMessage(req)));
     done(null, payload);
   });
   app.addContentTypeParser('*', (req, _payload, done) => {
