@@ -268,14 +268,20 @@ describe('HTTP, auth and ops endpoints', async () => {
     assert.deepEqual(utf8.json(), { length: 9 });
   });
 
-  it('when a signed-in user lacks a scope, then the 403 speaks of their sign-in, and a key of its scopes', async () => {
-    await createUser(p.kit.pool, 'plain@example.com', 'secret-1', 'user');
+  /** A new dashboard user of `role`, signed in: the session cookie to send. */
+  const signedIn = async (email: string, role: 'admin' | 'user') => {
+    await createUser(p.kit.pool, email, 'secret-1', role);
     const login = await p.app.inject({
       method: 'POST',
       url: '/api/auth/login',
-      payload: { email: 'plain@example.com', password: 'secret-1' },
+      payload: { email, password: 'secret-1' },
     });
-    const cookie = String(login.headers['set-cookie']).split(';')[0]!;
+    assert.equal(login.statusCode, 200, login.body);
+    return String(login.headers['set-cookie']).split(';')[0]!;
+  };
+
+  it('when a signed-in user lacks a scope, then the 403 speaks of their sign-in, and a key of its scopes', async () => {
+    const cookie = await signedIn('plain@example.com', 'user');
     const asUser = await p.app.inject({ url: '/api/admin/jobs', headers: { cookie } });
     assert.equal(asUser.statusCode, 403);
     // Before: "this API key lacks …" to someone who never used a key.
@@ -289,14 +295,7 @@ describe('HTTP, auth and ops endpoints', async () => {
   });
 
   it('when a signed-in change comes from another site, then 403; from our own origin, or with an API key, it passes', async () => {
-    await createUser(p.kit.pool, 'csrf@example.com', 'secret-1', 'admin');
-    const login = await p.app.inject({
-      method: 'POST',
-      url: '/api/auth/login',
-      payload: { email: 'csrf@example.com', password: 'secret-1' },
-    });
-    assert.equal(login.statusCode, 200, login.body);
-    const cookie = String(login.headers['set-cookie']).split(';')[0]!;
+    const cookie = await signedIn('csrf@example.com', 'admin');
     const post = (headers: Record<string, string>) =>
       p.app.inject({
         method: 'POST',

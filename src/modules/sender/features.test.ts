@@ -21,6 +21,11 @@ function sign(p: TestPlatform, body: string, id = `evt_${Math.random().toString(
   return { ...p.kit.webhooks.sign(id, body), 'content-type': 'application/json' };
 }
 
+/** Delivery events posted as the mock provider, signed unless told otherwise. */
+function deliver(p: TestPlatform, body: string, headers: Record<string, string> = sign(p, body)) {
+  return p.app.inject({ method: 'POST', url: '/webhooks/mock', payload: body, headers });
+}
+
 describe('sender features', () => {
   it('when a CSV is uploaded to a draft batch, then its rows become recipients with their columns as variables', async () => {
     const p = await startPlatform({ modules: [senderModule] });
@@ -246,13 +251,7 @@ describe('sender features', () => {
   it('when delivery events name messages never sent (a draft, a suppressed or a cancelled recipient), then they are unknown and count nothing', async () => {
     const p = await startPlatform({ modules: [senderModule] });
     const post = async (events: { type: string; messageId: string }[]) => {
-      const body = JSON.stringify({ events });
-      const res = await p.app.inject({
-        method: 'POST',
-        url: '/webhooks/mock',
-        payload: body,
-        headers: sign(p, body),
-      });
+      const res = await deliver(p, JSON.stringify({ events }));
       assert.equal(res.statusCode, 200, res.body);
       return res.json();
     };
@@ -321,24 +320,14 @@ describe('sender features', () => {
         { type: 'delivered', messageId: 'not-one-of-ours' },
       ],
     });
-    const ok = await p.app.inject({
-      method: 'POST',
-      url: '/webhooks/mock',
-      payload: body,
-      headers: sign(p, body),
-    });
+    const ok = await deliver(p, body);
     assert.equal(ok.statusCode, 200, ok.body);
     assert.equal(ok.json().recorded, 3);
     assert.equal(ok.json().duplicate, 1);
     assert.equal(ok.json().unknown.length, 4);
     // A provider repeating "delivered" after "opened" (delivered → opened → delivered) is one delivery.
     const again = JSON.stringify({ type: 'delivered', messageId: `${id}:1` });
-    const repeat = await p.app.inject({
-      method: 'POST',
-      url: '/webhooks/mock',
-      payload: again,
-      headers: sign(p, again),
-    });
+    const repeat = await deliver(p, again);
     assert.deepEqual([repeat.json().recorded, repeat.json().duplicate], [0, 1]);
     const b = (await inject(p, 'GET', `/api/batches/${id}`)).json();
     assert.deepEqual([b.progress.delivered, b.progress.opened, b.progress.bounced], [1, 1, 1]);
@@ -350,38 +339,20 @@ describe('sender features', () => {
       [['b@example.com', 'bounce']],
     );
     // Unsigned, tampered and replayed deliveries are refused; a bad body after a good signature is a 400.
-    const unsigned = await p.app.inject({
-      method: 'POST',
-      url: '/webhooks/mock',
-      payload: body,
-      headers: { 'content-type': 'application/json' },
-    });
+    const unsigned = await deliver(p, body, { 'content-type': 'application/json' });
     assert.equal(unsigned.statusCode, 401);
     const headers = sign(p, body, 'evt_fixed');
-    const tampered = await p.app.inject({
-      method: 'POST',
-      url: '/webhooks/mock',
-      payload: body.replace('opened', 'bounced'),
-      headers,
-    });
+    const tampered = await deliver(p, body.replace('opened', 'bounced'), headers);
     assert.equal(tampered.statusCode, 401);
-    assert.equal(
-      (await p.app.inject({ method: 'POST', url: '/webhooks/mock', payload: body, headers })).statusCode,
-      200,
-    );
-    const replay = await p.app.inject({ method: 'POST', url: '/webhooks/mock', payload: body, headers });
+    assert.equal((await deliver(p, body, headers)).statusCode, 200);
+    const replay = await deliver(p, body, headers);
     assert.equal(replay.statusCode, 401);
     assert.match(replay.json().message, /already used/);
     // A bad body after a good signature: a 400 that says what to fix (the unknown type listed both
     // forms' complaints and "must match a schema in anyOf").
     const refused = async (payload: unknown) => {
       const text = JSON.stringify(payload);
-      const res = await p.app.inject({
-        method: 'POST',
-        url: '/webhooks/mock',
-        payload: text,
-        headers: sign(p, text),
-      });
+      const res = await deliver(p, text);
       assert.equal(res.statusCode, 400, text);
       return res.json().message;
     };
