@@ -15,6 +15,7 @@ import {
   useAction,
   usePages,
   usePoll,
+  uuid,
   when,
 } from '../ui.js';
 
@@ -84,13 +85,22 @@ function BatchRow({ b, onChange }) {
   const name = b.name || b.id.slice(0, 8);
   const p = b.progress;
   const actions = useRef(null);
+  // The list is read again after a refusal too: the 409 usually means another tab or user moved
+  // the batch on, and the row should show where it is now.
   const call = (verb) =>
     act
       .run(async () => {
-        await post(`/api/batches/${b.id}/${verb}`);
-        await onChange();
+        try {
+          await post(`/api/batches/${b.id}/${verb}`);
+        } finally {
+          await onChange();
+        }
       })
       .then(() => refocus(actions.current));
+  // An error stays while the row shows the state it was about, and goes once the batch moves on.
+  const [errorState, setErrorState] = useState(undefined);
+  useEffect(() => setErrorState(act.error ? b.state : undefined), [act.error]);
+  const error = act.error && (errorState === undefined || errorState === b.state) ? act.error : undefined;
   const live = ['draft', 'queued', 'sending', 'paused'].includes(b.state);
   // Done is what was sent, failed or suppressed: cancelled recipients were never tried, so a batch
   // cancelled early does not read as 100%.
@@ -102,6 +112,12 @@ function BatchRow({ b, onChange }) {
     <td><${Progress} label=${`Progress of ${name}`} done=${done} total=${p.total} /></td>
     <td class="num">${fmt(p.sent)}</td><td class="num">${fmt(p.failed)}</td><td class="num">${fmt(p.rate, 1)}/s</td>
     <td><div class="actions" ref=${actions}>
+      ${
+        b.state === 'draft'
+          ? html`<button type="button" aria-label=${`Send ${name}`} disabled=${act.busy || p.total === 0}
+              title=${p.total === 0 ? 'Add recipients before sending' : undefined} onClick=${() => call('send')}>Send</button>`
+          : null
+      }
       ${
         b.state === 'sending' || b.state === 'queued'
           ? html`<button type="button" class="secondary" aria-label=${`Pause ${name}`} disabled=${act.busy} onClick=${() => call('pause')}>Pause</button>`
@@ -119,7 +135,7 @@ function BatchRow({ b, onChange }) {
             }}>Cancel</button>`
           : null
       }
-    </div><${Alert} error=${act.error} /></td>
+    </div><${Alert} error=${error} /></td>
   </tr>`;
 }
 
@@ -164,9 +180,6 @@ function sampleRecipient(csv) {
   return { address, variables };
 }
 
-const uuid = () =>
-  globalThis.crypto?.randomUUID?.() ?? `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
-
 const SAMPLE_CSV = 'email,name\nada@example.com,Ada\ngrace@example.com,Grace\n';
 
 function NewBatch({ onCreated }) {
@@ -193,8 +206,11 @@ function NewBatch({ onCreated }) {
   };
   const channel = () => (f.via === 'mock' ? { channel: 'mock' } : { sendConfigId: f.via });
 
+  // The alert shows the last action's error only: a preview's error stayed beside a later create's
+  // success, and hid a create's own error.
   const doPreview = () =>
     pv.run(async () => {
+      create.setError(undefined);
       const sample = sampleRecipient(f.csv);
       if (!sample)
         throw new Error('the CSV needs a header row with an "email" (or "address") column and one recipient');
@@ -219,7 +235,13 @@ function NewBatch({ onCreated }) {
   const submit = (e) => {
     e.preventDefault();
     setCreated('');
+    pv.setError(undefined);
     create.run(async () => {
+      // Checked before anything is made: a header-only CSV left an empty draft no one could send.
+      if (!sampleRecipient(f.csv))
+        throw new Error(
+          'the CSV needs a header row with an "email" (or "address") column and at least one recipient row',
+        );
       const body = { ...channel(), template: template(), draft: true };
       if (f.name) body.name = f.name;
       if (f.rate) body.ratePerSecond = Number(f.rate);
