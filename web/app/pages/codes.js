@@ -58,7 +58,13 @@ function Campaign({ c, onChange }) {
 
 function Generate({ c, onChange }) {
   const [count, setCount] = useState('1000');
-  const [job, setJob] = useState(null); // {jobId, total} while a job runs
+  // {jobId, total} while a job runs, kept for the tab's session: leaving the page and coming back
+  // (or a reload) lost the bar and offered Generate again, and a second click doubled the codes.
+  const [job, setJobState] = useState(() => runningJob.get(c.id));
+  const setJob = (j) => {
+    runningJob.set(c.id, j);
+    setJobState(j);
+  };
   const [result, setResult] = useState('');
   const gen = useAction();
   const submit = (e) => {
@@ -82,6 +88,7 @@ function Generate({ c, onChange }) {
       job &&
       html`<${JobProgress} job=${job} label=${`Generating codes for ${c.name}`} onDone=${(j) => {
         setJob(null);
+        if (j.state === 'unknown') return;
         setResult(
           j.state === 'completed'
             ? `Generated ${fmt(j.total)} codes.`
@@ -96,6 +103,22 @@ function Generate({ c, onChange }) {
     <${Alert} error=${gen.error} />`;
 }
 
+/** The generation job a campaign has running, per browser tab (sessionStorage). */
+const runningJob = {
+  key: (campaignId) => `tessera.generating.${campaignId}`,
+  get(campaignId) {
+    try {
+      return JSON.parse(sessionStorage.getItem(this.key(campaignId)) ?? 'null');
+    } catch {
+      return null;
+    }
+  },
+  set(campaignId, job) {
+    if (job) sessionStorage.setItem(this.key(campaignId), JSON.stringify(job));
+    else sessionStorage.removeItem(this.key(campaignId));
+  },
+};
+
 /** Polls a tracked job until it completes, fails or is cancelled (DELETE /api/jobs/:jobId, the CLI's Ctrl-C). */
 export function JobProgress({ job, label, onDone }) {
   const st = usePoll(() => api(`/api/jobs/${job.jobId}`), 500, [job.jobId]);
@@ -103,6 +126,10 @@ export function JobProgress({ job, label, onDone }) {
   useEffect(() => {
     if (d && ['completed', 'failed', 'cancelled'].includes(d.state)) onDone(d);
   }, [d?.state]);
+  // A job remembered from earlier that the server no longer knows (another database): forget it.
+  useEffect(() => {
+    if (st.error?.status === 404) onDone({ state: 'unknown' });
+  }, [st.error]);
   return html`<div data-testid="job-progress">
     <${Progress} label=${label} done=${d?.done ?? 0} total=${d?.total ?? job.total} />
     <small class="muted">${d?.state ?? 'queued'}</small>
@@ -131,7 +158,8 @@ function Import({ c, onChange }) {
     });
   };
   return html`<form class="row" onSubmit=${submit} aria-label=${`Import codes into ${c.name}`}>
-      <${Field} label="Import codes (CSV first column, or a JSON list)" type="file" name="file" accept=".csv,.txt,.json,text/csv,application/json" />
+      <${Field} label="Import codes (CSV first column, or a JSON list)" type="file" name="file" accept=".csv,.txt,.json,text/csv,application/json"
+        onChange=${() => imp.setError(undefined)} />
       <button type="submit" class="secondary" disabled=${imp.busy}>Import</button>
     </form>
     ${
