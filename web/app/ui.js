@@ -210,6 +210,13 @@ export function refocus(container) {
   });
 }
 
+/**
+ * An Idempotency-Key. crypto.randomUUID exists only in secure contexts (https, localhost): a
+ * dashboard opened over plain http on another host gets the fallback.
+ */
+export const uuid = () =>
+  globalThis.crypto?.randomUUID?.() ?? `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+
 /** Runs an async action with busy/error state for a button or form. */
 export function useAction() {
   const [busy, setBusy] = useState(false);

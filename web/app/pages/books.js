@@ -1,8 +1,8 @@
 // Books (seed 002's API at /books, /checkout): a searchable table, add, edit, delete, check out
 // and return. Writes carry the version the user saw, so a stale edit is a 409, not a lost update.
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { ApiError, api, del, post, put } from '../api.js';
-import { Alert, Field, html, Notice, Pager, refocus, useAction, usePages, usePoll } from '../ui.js';
+import { Alert, Field, html, Notice, Pager, refocus, useAction, usePages, usePoll, uuid } from '../ui.js';
 
 const EMPTY = { name: '', author: '', rack_id: '', tags: '' };
 
@@ -38,6 +38,7 @@ export function BooksPage() {
   const [message, setMessage] = useState('');
   const save = useAction();
   const act = useAction();
+  const adding = useRef(null);
 
   const edit = (b) => {
     setEditing(b);
@@ -66,7 +67,16 @@ export function BooksPage() {
         }).catch((err) => reloadIfChanged(err, editing, edit));
         setMessage(`Saved “${form.name}”.`);
       } else {
-        await post('/books', { info, rack_id: form.rack_id, tags });
+        // One Idempotency-Key per form content: a click again after a failure or a timeout answers
+        // the book the first click may have made instead of adding a second one.
+        const content = JSON.stringify([info, form.rack_id, tags]);
+        if (adding.current?.content !== content) adding.current = { content, key: uuid() };
+        await post(
+          '/books',
+          { info, rack_id: form.rack_id, tags },
+          { headers: { 'idempotency-key': adding.current.key } },
+        );
+        adding.current = null;
         // Unless every book is listed, the new one may be on another page or outside the search.
         const allListed = pages.page === 1 && !list.data?.nextCursor && !query.q && !query.status;
         setMessage(`Added “${form.name}”${allListed ? '' : ': search for its title to see it in the list'}.`);
@@ -154,13 +164,19 @@ export function BooksPage() {
                         checkout(b, e.currentTarget.closest('.actions'));
                       }}>
                         <${Field} label=${`Borrower of ${b.info.name}`} value=${borrower} maxlength="200"
-                          onInput=${(e) => setBorrower(e.currentTarget.value)} />
+                          id=${`borrower-${b.id}`} onInput=${(e) => setBorrower(e.currentTarget.value)} />
                         <button type="submit" disabled=${act.busy}>Confirm checkout</button>
-                        <button type="button" class="secondary" onClick=${() => setLending(null)}>Cancel</button>
+                        <button type="button" class="secondary" onClick=${(e) => {
+                          const cell = e.currentTarget.closest('.actions');
+                          setLending(null);
+                          refocus(cell);
+                        }}>Cancel</button>
                       </form>`
                     : html`<button type="button" aria-label=${`Check out ${b.info.name}`} onClick=${() => {
                         setLending(b.id);
                         setBorrower('');
+                        // The button is replaced by the form: the keyboard goes on in its first field.
+                        requestAnimationFrame(() => document.getElementById(`borrower-${b.id}`)?.focus());
                       }}>Check out</button>`
                   : html`<button type="button" aria-label=${`Return ${b.info.name}`} disabled=${act.busy}
                       onClick=${(e) => giveBack(b, e.currentTarget.closest('.actions'))}>Return</button>`

@@ -1,7 +1,7 @@
 // API keys for scripts and services: list, create (the key is shown once), revoke. Admin only.
 import { useState } from 'preact/hooks';
 import { api, del, post } from '../api.js';
-import { Alert, ago, Field, html, useAction, usePoll, when } from '../ui.js';
+import { Alert, ago, Field, html, refocus, useAction, usePoll, when } from '../ui.js';
 
 const SCOPES = ['admin', 'codes', 'events', 'books', 'sender'];
 
@@ -22,14 +22,22 @@ export function KeysPage() {
       keys.refresh();
     });
   };
-  const toggle = (s) => setScopes((cur) => (cur.includes(s) ? cur.filter((x) => x !== s) : [...cur, s]));
-  const doRevoke = (k) => {
+  const toggle = (s) => {
+    setScopes((cur) => (cur.includes(s) ? cur.filter((x) => x !== s) : [...cur, s]));
+    create.setError(undefined); // "choose at least one scope" no longer applies once one is ticked
+  };
+  const doRevoke = (k, cell) => {
     if (!confirm(`Revoke the key “${k.name}” (${k.prefix}…)? Programs using it stop working within seconds.`))
       return;
     revoke.run(async () => {
       await del(`/api/keys/${k.id}`);
-      keys.refresh();
+      await keys.refresh();
+      refocus(cell); // the Revoke button is gone: focus its row, not the page's top
     });
+  };
+  const done = () => {
+    setCreated(null);
+    requestAnimationFrame(() => document.getElementById('key-name')?.focus());
   };
 
   return html`<h1>API keys</h1>
@@ -37,7 +45,7 @@ export function KeysPage() {
     <section aria-labelledby="newkey-h" class="card">
       <h2 id="newkey-h">Create a key</h2>
       <form onSubmit=${submit} class="row">
-        <${Field} label="Name" required maxlength="100" value=${name} onInput=${(e) => setName(e.currentTarget.value)} />
+        <${Field} id="key-name" label="Name" required maxlength="100" value=${name} onInput=${(e) => setName(e.currentTarget.value)} />
         <fieldset class="scopes">
           <legend>Scopes</legend>
           ${SCOPES.map(
@@ -54,7 +62,7 @@ export function KeysPage() {
           <p>Key “${created.name}” created. Copy it now: it will not be shown again.</p>
           <p><code data-testid="new-key">${created.key}</code>
             <button type="button" onClick=${() => navigator.clipboard?.writeText(created.key)}>Copy</button>
-            <button type="button" class="link" onClick=${() => setCreated(null)}>Done</button></p>
+            <button type="button" class="link" onClick=${done}>Done</button></p>
         </div>`
       }
     </section>
@@ -66,14 +74,14 @@ export function KeysPage() {
         html`<div class="scroll"><table>
         <thead><tr><th scope="col">Name</th><th scope="col">Prefix</th><th scope="col">Scopes</th><th scope="col">Created</th><th scope="col">Last used</th><th scope="col">Status</th><th scope="col"><span class="sr-only">Actions</span></th></tr></thead>
         <tbody>${keys.data.keys.map(
-          (k) => html`<tr class=${k.revokedAt ? 'revoked' : ''}>
+          (k) => html`<tr key=${k.id} class=${k.revokedAt ? 'revoked' : ''} tabindex="-1">
             <td>${k.name}</td><td><code>${k.prefix}…</code></td><td>${k.scopes.join(', ')}</td>
             <td title=${when(k.createdAt)}>${ago(k.createdAt)}</td><td>${k.lastUsedAt ? ago(k.lastUsedAt) : 'never'}</td>
             <td>${k.revokedAt ? `revoked ${ago(k.revokedAt)}` : 'active'}</td>
             <td>${
               !k.revokedAt &&
               html`<button type="button" class="danger" disabled=${revoke.busy}
-              aria-label=${`Revoke ${k.name}`} onClick=${() => doRevoke(k)}>Revoke</button>`
+              aria-label=${`Revoke ${k.name}`} onClick=${(e) => doRevoke(k, e.currentTarget.closest('td'))}>Revoke</button>`
             }</td>
           </tr>`,
         )}</tbody></table></div>`
