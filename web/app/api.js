@@ -10,6 +10,9 @@ export class ApiError extends Error {
   }
 }
 
+export const UNREACHABLE =
+  'cannot reach the Tessera server (stopped, restarting, or the network is down): lists refresh by themselves once it is back; try the action again then';
+
 const listeners = new Set();
 /** Called with no arguments when the server says the session is gone. */
 export function onSignedOut(fn) {
@@ -38,6 +41,9 @@ export async function api(path, opts = {}) {
     headers,
     body,
     credentials: 'same-origin',
+  }).catch((err) => {
+    // The browser's own words ("Failed to fetch") said nothing of what happened or what to do.
+    throw new ApiError(0, `${UNREACHABLE} (${err.message})`);
   });
   const type = res.headers.get('content-type') ?? '';
   const data = opts.text ? await res.text() : type.includes('json') ? await res.json() : await res.text();
