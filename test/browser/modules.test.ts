@@ -207,6 +207,115 @@ describe('dashboard module pages', { skip: needsChromium }, async () => {
     w.assertClean();
   });
 
+  test('when a CSV has no recipient rows, then no batch is made; a stale preview error goes; a draft made elsewhere can be sent', async () => {
+    const w = await openPage(browser, base.baseUrl);
+    await signIn(w);
+    await w.page.getByRole('link', { name: 'Sender' }).click();
+    await w.page.getByLabel('Batch name').fill('header only');
+    await w.page.getByLabel('Recipients CSV').fill('email,name\n');
+    await w.page.getByRole('button', { name: 'Create and send batch' }).click();
+    await w.page
+      .getByRole('alert')
+      .filter({ hasText: /at least one recipient row/ })
+      .waitFor();
+    // Before: an empty draft was made, its send refused with a 409, and it stayed in the list.
+    const named = async (name: string) =>
+      (await apiGet('/api/batches?limit=500')).batches.filter((b: { name: string }) => b.name === name);
+    assert.deepEqual(await named('header only'), []);
+
+    // A preview's error, then a good create: the create's notice, without the old error beside it.
+    await w.page.getByLabel('Recipients CSV').fill('Mail,Name\nx@example.com,X\n');
+    await w.page.getByRole('button', { name: 'Preview first recipient' }).click();
+    await w.page
+      .getByRole('alert')
+      .filter({ hasText: /needs a header row/ })
+      .waitFor();
+    await w.page.getByLabel('Recipients CSV').fill('email,name\nx@example.com,X\n');
+    await w.page.getByRole('button', { name: 'Create and send batch' }).click();
+    await w.page.getByText('Batch header only queued with 1 recipients.').waitFor();
+    assert.equal(await w.page.locator('section[aria-labelledby="new-batch-h"] [role="alert"]').count(), 0);
+
+    const draft = await apiSend('POST', '/api/batches', {
+      channel: 'mock',
+      draft: true,
+      name: 'api draft to send',
+      template: { subject: 's', text: 't' },
+      recipients: [{ address: 'd@example.com' }],
+    });
+    assert.equal(draft.status, 201);
+    const row = w.page.getByTestId('batch-row').filter({ hasText: 'api draft to send' });
+    await row.getByRole('button', { name: 'Send api draft to send' }).click();
+    await row.getByText('completed').waitFor({ timeout: 30_000 });
+    w.assertClean();
+  });
+
+  test('when a row action is refused because the batch moved on elsewhere, then the row shows where it is, and the error goes once it moves again', async () => {
+    const w = await openPage(browser, base.baseUrl);
+    await signIn(w);
+    await w.page.getByRole('link', { name: 'Sender' }).click();
+    const made = await apiSend('POST', '/api/batches', {
+      channel: 'mock',
+      name: 'elsewhere',
+      ratePerSecond: 1,
+      template: { subject: 's', text: 't' },
+      recipients: Array.from({ length: 30 }, (_, i) => ({ address: `e${i}@example.com` })),
+    });
+    const id = (await json(made)).id;
+    const row = w.page.getByTestId('batch-row').filter({ hasText: 'elsewhere' });
+    await row.getByRole('button', { name: 'Pause elsewhere' }).waitFor();
+    // Another tab pauses it; this page still shows Pause until it polls again.
+    assert.equal((await apiSend('POST', `/api/batches/${id}/pause`, {})).status, 200);
+    w.expectError(/409/);
+    await row.getByRole('button', { name: 'Pause elsewhere' }).click();
+    await row
+      .getByRole('alert')
+      .filter({ hasText: /is paused/ })
+      .waitFor();
+    // Before: the row kept showing "sending" with Pause until the next poll.
+    await row.getByRole('button', { name: 'Resume elsewhere' }).waitFor({ timeout: 2000 });
+    // Resumed elsewhere: the error was about a state the batch has left (before, it stayed).
+    assert.equal((await apiSend('POST', `/api/batches/${id}/resume`, {})).status, 200);
+    await row.getByRole('button', { name: 'Pause elsewhere' }).waitFor({ timeout: 15_000 });
+    await row.getByRole('alert').waitFor({ state: 'detached' });
+    await apiSend('POST', `/api/batches/${id}/cancel`, {});
+    w.assertClean();
+  });
+
+  test('when the page leaves a running generation and comes back, then its progress is still shown and Generate stays off', async () => {
+    const w = await openPage(browser, base.baseUrl);
+    await signIn(w);
+    await w.page.getByRole('link', { name: 'Codes' }).click();
+    await w.page.getByLabel('Campaign id').fill('away');
+    await w.page.getByLabel('Campaign name').fill('Away');
+    await w.page.getByLabel('Code length').fill('10');
+    await w.page.getByRole('button', { name: 'Create campaign' }).click();
+    const card = w.page.getByTestId('campaign-away');
+    await card.getByLabel('Codes to generate').fill('300000');
+    await card.getByRole('button', { name: 'Generate' }).click();
+    await card.getByTestId('job-progress').waitFor();
+    await w.page.getByRole('link', { name: 'Books' }).click();
+    await w.page.getByRole('link', { name: 'Codes' }).click();
+    // Before: no bar, Generate on again (a second click doubled the codes), and no word of the end.
+    await card.getByText('Generated 300,000 codes.').waitFor({ timeout: 60_000 });
+    const c = await apiGet('/api/campaigns/away');
+    assert.equal(c.inventory.total, 300_000, 'one generation, not two');
+    w.assertClean();
+  });
+
+  test('when the server cannot be reached, then the page says so in words', async () => {
+    const w = await openPage(browser, base.baseUrl);
+    await signIn(w);
+    await w.page.route('**/api/campaigns?**', (route) => route.abort('connectionrefused'));
+    w.expectError(/ERR_CONNECTION_REFUSED|Failed to load/);
+    await w.page.getByRole('link', { name: 'Codes' }).click();
+    // Before: "Failed to fetch".
+    await w.page
+      .getByRole('alert')
+      .filter({ hasText: /^cannot reach the Tessera server/ })
+      .waitFor();
+    await w.page.unroute('**/api/campaigns?**');
+  });
+
   test('when a slow batch is paused, resumed and cancelled from the page, then its state follows', async () => {
     const w = await openPage(browser, base.baseUrl);
     await signIn(w);
@@ -339,6 +448,14 @@ describe('dashboard module pages', { skip: needsChromium }, async () => {
     await form.getByRole('button', { name: 'Save changes' }).click();
     await w.page.getByRole('cell', { name: 'Emma (annotated)', exact: true }).waitFor();
 
+    // The keyboard follows the checkout form: into its field, and back to Check out on Cancel
+    // (it fell to the page's top both times).
+    await w.page.getByRole('button', { name: 'Check out Emma (annotated)' }).click();
+    await w.page.waitForFunction(`document.activeElement?.id?.startsWith('borrower-')`, null, {
+      timeout: 5000,
+    });
+    await w.page.getByRole('button', { name: 'Cancel', exact: true }).first().click();
+    await focusOn(w, 'Check out Emma (annotated)');
     await w.page.getByRole('button', { name: 'Check out Emma (annotated)' }).click();
     await w.page.getByLabel('Borrower of Emma (annotated)').fill('reader-7');
     await w.page.getByRole('button', { name: 'Confirm checkout' }).click();

@@ -87,6 +87,13 @@ describe('dashboard shell, sign-in, overview and API keys', { skip: needsChromiu
     // htm does not decode HTML entities: "&lt;key&gt;" showed as written.
     await w.page.getByText('Authorization: Bearer <key>', { exact: true }).waitFor();
     await w.page.getByLabel('Name').fill('browser-test');
+    // No scope ticked: told so, and the words go once one is ticked (they stayed).
+    await w.page.getByRole('checkbox', { name: 'events' }).uncheck();
+    await w.page.getByRole('button', { name: 'Create key' }).click();
+    const noScope = w.page.getByRole('alert').filter({ hasText: 'choose at least one scope' });
+    await noScope.waitFor();
+    await w.page.getByRole('checkbox', { name: 'events' }).check();
+    await noScope.waitFor({ state: 'detached' });
     await w.page.getByRole('checkbox', { name: 'books' }).check();
     await w.page.getByRole('button', { name: 'Create key' }).click();
     const key = (await w.page.getByTestId('new-key').textContent()) ?? '';
@@ -99,8 +106,12 @@ describe('dashboard shell, sign-in, overview and API keys', { skip: needsChromiu
 
     await w.page.getByRole('button', { name: 'Done' }).click();
     assert.equal(await w.page.getByTestId('new-key').count(), 0, 'the key is not shown again');
+    // The keyboard goes back to the form rather than to the page's top, after Done and after Revoke.
+    const focused = (js: string) => w.page.waitForFunction(js, null, { timeout: 5000 });
+    await focused(`document.activeElement?.id === 'key-name'`);
     await row.getByRole('button', { name: 'Revoke browser-test' }).click();
     await row.getByText(/^revoked/).waitFor();
+    await focused(`document.activeElement?.closest('tr')?.textContent.includes('browser-test')`);
     const { rows } = await base.kit.pool.query('SELECT revoked_at FROM api_keys WHERE name = $1', [
       'browser-test',
     ]);
