@@ -551,6 +551,12 @@ export class Jobs {
       if (trackedId) await this.updateTracked(trackedId, { state: 'completed', result });
       this.metrics.jobsTotal.inc({ task: def.name, outcome: 'success' });
     } catch (err) {
+      if (cancel.signal.aborted && (await this.trackedState(trackedId!)) === 'completed') {
+        // Another attempt finished the job while this one ran (this runner was presumed dead, or
+        // the other was): nothing is left to do, and the row keeps saying completed.
+        log.warn({ attempt: helpers.job.attempts }, 'JOB_SUPERSEDED');
+        return;
+      }
       if (cancel.signal.aborted) {
         // Cancelled: returning takes it out of the queue (never retried), and the watched row keeps
         // saying cancelled.
@@ -577,6 +583,14 @@ export class Jobs {
     } finally {
       this.metrics.jobDuration.observe({ task: def.name }, Number(process.hrtime.bigint() - started) / 1e9);
     }
+  }
+
+  private async trackedState(id: string): Promise<string | undefined> {
+    const { rows } = await this.pool.query<{ state: string }>(
+      'SELECT state FROM tessera_job_runs WHERE id = $1',
+      [id],
+    );
+    return rows[0]?.state;
   }
 
   /** Caps a running job's attempts at the current one; false (it is retried as usual) if that fails. */
@@ -615,7 +629,11 @@ export class Jobs {
     }
   }
 
-  /** False when the job was cancelled: its row keeps saying so. */
+  /**
+   * False when the row is final: cancelled, or completed by another attempt (a runner presumed dead
+   * that came back and finished first). Either way it keeps saying so: the losing attempt's failure
+   * overwrote "completed" with "retrying", with no queued job left to ever run again.
+   */
   private async updateTracked(
     id: string,
     u: { state: string; done?: number; total?: number; result?: unknown; error?: string },
@@ -623,7 +641,7 @@ export class Jobs {
     const { rowCount } = await this.pool.query(
       `UPDATE tessera_job_runs SET state = $2, done = coalesce($3, CASE WHEN $2 = 'completed' THEN total ELSE done END),
          total = coalesce($4, total), result = coalesce($5, result), error = $6, updated_at = now()
-       WHERE id = $1 AND state <> 'cancelled'`,
+       WHERE id = $1 AND state NOT IN ('cancelled', 'completed')`,
       [
         id,
         u.state,

@@ -82,6 +82,38 @@ describe('jobs and failure injection', async () => {
     assert.equal((await p.app.inject({ url: `/api/jobs/${jobId}` })).statusCode, 401);
   });
 
+  it('when another attempt completed the job while this one ran, then its failure does not undo "completed"', async () => {
+    const res = await post('/api/fixture/jobs', {
+      label: 'superseded',
+      steps: 1,
+      sleepMs: 1500,
+      failLate: true,
+    });
+    const { jobId } = res.json();
+    const view = async () => (await p.app.inject({ url: `/api/jobs/${jobId}`, headers: p.auth })).json();
+    await waitFor(async () => (await view()).state === 'running', { what: 'the first attempt running' });
+    // What a runner presumed dead writes when it comes back and finishes first.
+    await p.kit.pool.query(
+      `UPDATE tessera_job_runs SET state = 'completed', result = '{"by": "the other attempt"}' WHERE id = $1`,
+      [jobId],
+    );
+    // This attempt then fails, and any later one finds the job done.
+    await waitFor(
+      async () => {
+        const { rows } = await p.kit.pool.query(
+          `SELECT attempts, max_attempts, locked_at FROM graphile_worker._private_jobs WHERE payload->>'label' = 'superseded'`,
+        );
+        const q = rows[0];
+        return !q || (q.attempts >= q.max_attempts && !q.locked_at);
+      },
+      { what: 'no attempt of the job left to run', timeoutMs: 30_000 },
+    );
+    // Before: "retrying" (then "failed"), for a job whose work was done.
+    const v = await view();
+    assert.equal(v.state, 'completed', JSON.stringify(v));
+    assert.deepEqual(v.result, { by: 'the other attempt' });
+  });
+
   it('when an admin switches API_FAILURE_MODE at run time, then module routes fail as seed 003 says and ops routes do not', async () => {
     const set = await post('/api/admin/chaos', { module: 'fixture', api: 'db' });
     assert.equal(set.statusCode, 200);
