@@ -51,11 +51,13 @@ export async function recordDeliveryEvents(
       }
       const [batchId, rid] = ids;
       const { rows } = await db.query<{ address: string; account_id: string; fresh: boolean }>(
-        // Only a message that went out, or may have: not a suppressed or cancelled recipient, nor
-        // one of a draft (counted, they showed deliveries and bounces of messages never sent).
+        // Only a message that went out, or may have: not a suppressed recipient, nor a cancelled one
+        // never tried (one cancelled while waiting for a retry may have been delivered by a provider
+        // that timed out), nor one of a draft (counted, they showed deliveries and bounces of
+        // messages never sent).
         `WITH r AS (
            SELECT address, event FROM sender_recipients
-           WHERE batch_id = $1 AND id = $2 AND state NOT IN ('suppressed', 'cancelled')
+           WHERE batch_id = $1 AND id = $2 AND state <> 'suppressed' AND NOT (state = 'cancelled' AND attempts = 0)
              AND EXISTS (SELECT 1 FROM sender_batches WHERE id = $1 AND state <> 'draft')
            FOR UPDATE),
          u AS (

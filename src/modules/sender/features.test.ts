@@ -277,6 +277,13 @@ describe('sender features', () => {
       { what: 'the draft recipients cancelled' },
     );
     assert.equal((await post([{ type: 'delivered', messageId: `${draft}:1` }])).recorded, 0);
+    // One cancelled while waiting for a retry had an attempt, which a provider that timed out may
+    // still have delivered: its events count.
+    await p.kit.pool.query(`UPDATE sender_recipients SET attempts = 1 WHERE batch_id = $1 AND id = 2`, [
+      draft,
+    ]);
+    await p.kit.pool.query(`UPDATE sender_batches SET state = 'cancelled' WHERE id = $1`, [draft]);
+    assert.equal((await post([{ type: 'bounced', messageId: `${draft}:2` }])).recorded, 1);
     // A suppressed recipient is skipped at send time; an event for it names no message.
     await inject(p, 'POST', '/api/suppressions', { addresses: ['gone@example.com'] });
     const sent = (
@@ -295,7 +302,11 @@ describe('sender features', () => {
     const b = (await inject(p, 'GET', `/api/batches/${sent}`)).json().progress;
     assert.deepEqual([b.sent, b.suppressed, b.delivered], [1, 1, 1]);
     const d = (await inject(p, 'GET', `/api/batches/${draft}`)).json().progress;
-    assert.deepEqual([d.delivered, d.bounced], [0, 0]);
+    assert.deepEqual(
+      [d.delivered, d.bounced],
+      [0, 1],
+      'only the bounce of the recipient that had an attempt',
+    );
   });
 
   it('when a provider posts signed delivery events, then each kind is counted once per recipient and a bounce suppresses the address', async () => {
