@@ -551,9 +551,10 @@ export class Jobs {
       if (trackedId) await this.updateTracked(trackedId, { state: 'completed', result });
       this.metrics.jobsTotal.inc({ task: def.name, outcome: 'success' });
     } catch (err) {
-      if (cancel.signal.aborted && (await this.trackedState(trackedId!)) === 'completed') {
+      if (trackedId && (await this.trackedState(trackedId)) === 'completed') {
         // Another attempt finished the job while this one ran (this runner was presumed dead, or
-        // the other was): nothing is left to do, and the row keeps saying completed.
+        // the other was): whether this one was stopped or failed on its own (on codes the other
+        // wrote), nothing is left to do. Returning ends it as done, so no failed job is listed.
         log.warn({ attempt: helpers.job.attempts }, 'JOB_SUPERSEDED');
         return;
       }

@@ -112,6 +112,15 @@ describe('jobs and failure injection', async () => {
     const v = await view();
     assert.equal(v.state, 'completed', JSON.stringify(v));
     assert.deepEqual(v.result, { by: 'the other attempt' });
+    // The attempt that failed on its own knew it had lost: no retry was queued and nothing is listed
+    // as failed (it logged JOB_RETRY and ran a second attempt just to find the job done).
+    const mine = p.logs.lines.filter((l) => l.trackedId === jobId);
+    assert.deepEqual(
+      mine
+        .filter((l) => /^JOB_(SUPERSEDED|RETRY|FAILED)$/.test(String(l.msg)))
+        .map((l) => [l.msg, l.attempt]),
+      [['JOB_SUPERSEDED', 1]],
+    );
   });
 
   it('when an admin switches API_FAILURE_MODE at run time, then module routes fail as seed 003 says and ops routes do not', async () => {
