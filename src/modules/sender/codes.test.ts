@@ -248,6 +248,38 @@ describe('sender codes', () => {
     assert.match(failed.error, /^no code from campaign short: only 0 codes available$/);
   });
 
+  it('when a reservation lapses between reserve and assign, then the recipient is retried, not failed', async () => {
+    const p = await startPlatform({ modules: [senderModule], env: { SENDER_RETRY_BASE_MS: '20' } });
+    let assigns = 0;
+    p.kit.rpc.register('codes', {
+      getCampaign: async ({ campaignId }: { campaignId: string }) => ({ id: campaignId }),
+      reserve: async ({ reserveId }: { reserveId: string }) => ({
+        reserveId,
+        codes: ['C-1'],
+        expiresAt: new Date(),
+      }),
+      assign: async () => {
+        if (++assigns === 1)
+          throw conflict(
+            'reservation r is not reserved: it expired and its codes went back to the pool: reserve again',
+          );
+        return {};
+      },
+      release: async () => ({ released: 1 }),
+    });
+    const res = await inject(p, 'POST', '/api/batches', {
+      channel: 'mock',
+      codeCampaign: 'tight',
+      maxAttempts: 3,
+      template: { subject: 's', text: '{{code}}' },
+      recipients: [{ address: 'a@example.com' }],
+    });
+    const b = await batchFinished(p, res.json().id, 30000);
+    // Before: failed at once, as if the address were past maxPerUser.
+    assert.deepEqual([b.progress.sent, b.progress.failed], [1, 0]);
+    assert.equal(assigns, 2);
+  });
+
   it('when the codes service is down at create, then the create answers 503 so the client retries', async () => {
     const p = await startPlatform({ modules: [senderModule] });
     p.kit.rpc.register('codes', {

@@ -27,13 +27,15 @@ export function codeReservationError(campaign: string, err: unknown): SendError 
 
 /**
  * A refused assign as a send outcome, classed as a reservation's failure is: a 4xx (the address
- * already holds the campaign's maxPerUser codes) fails the recipient, unsent; a 5xx is retried.
+ * already holds the campaign's maxPerUser codes) fails the recipient, unsent; a 5xx, or a
+ * reservation that lapsed in between, is retried.
  */
 export function codeAssignError(campaign: string, address: string, err: unknown): SendError {
-  const failed = codeReservationError(campaign, err);
+  // Its reservation lapsed (or was released) between reserve and assign: the retry reserves anew.
+  const lapsed = err instanceof HttpError && err.statusCode === 409 && /reserve again/.test(err.message);
   return new SendError(
     `code from campaign ${campaign} not assigned to ${address}, so not sent: ${(err as Error).message}`,
-    failed.permanent,
+    !lapsed && codeReservationError(campaign, err).permanent,
   );
 }
 
