@@ -277,6 +277,11 @@ describe('dashboard module pages', { skip: needsChromium }, async () => {
     assert.equal((await apiSend('POST', `/api/batches/${id}/resume`, {})).status, 200);
     await row.getByRole('button', { name: 'Pause elsewhere' }).waitFor({ timeout: 15_000 });
     await row.getByRole('alert').waitFor({ state: 'detached' });
+    // Paused again, by a fresh and rightful pause: the old refusal does not come back (it was only hidden).
+    assert.equal((await apiSend('POST', `/api/batches/${id}/pause`, {})).status, 200);
+    await row.getByRole('button', { name: 'Resume elsewhere' }).waitFor({ timeout: 15_000 });
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(await row.getByRole('alert').count(), 0);
     await apiSend('POST', `/api/batches/${id}/cancel`, {});
     w.assertClean();
   });
@@ -358,6 +363,7 @@ describe('dashboard module pages', { skip: needsChromium }, async () => {
     const before = await chart.getAttribute('aria-label');
     assert.match(before ?? '', /Latest: events 0/);
 
+    // user_0 sends 9, user_1 and user_2 8 each; a numeric userId "7" sends 1 more below.
     const events = Array.from({ length: 25 }, (_, i) => ({
       userId: `user_${i % 3}`,
       action: i % 2 ? 'click' : 'page_view',
@@ -377,6 +383,16 @@ describe('dashboard module pages', { skip: needsChromium }, async () => {
       .getByRole('row', { name: /page_view 13/ })
       .waitFor();
     await w.page.getByRole('cell', { name: 'user_0' }).waitFor();
+    // A numeric userId comes first among a JSON object's keys; the table ranks by count all the same
+    // (before, "7" with 1 event topped user_0 with 9).
+    await fetch(`${base.baseUrl}/api/events`, {
+      method: 'POST',
+      headers: { ...base.auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ userId: '7', action: 'click' }),
+    });
+    const topUsers = w.page.locator('section[aria-labelledby="top-users-h"] tbody tr');
+    await topUsers.filter({ hasText: /^7/ }).waitFor({ timeout: 15_000 });
+    assert.match((await topUsers.first().textContent()) ?? '', /^user_09$/);
 
     // The form sends one more through the browser session.
     await w.page.getByRole('button', { name: 'Send event' }).click();

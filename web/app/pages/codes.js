@@ -114,8 +114,12 @@ const runningJob = {
     }
   },
   set(campaignId, job) {
-    if (job) sessionStorage.setItem(this.key(campaignId), JSON.stringify(job));
-    else sessionStorage.removeItem(this.key(campaignId));
+    try {
+      if (job) sessionStorage.setItem(this.key(campaignId), JSON.stringify(job));
+      else sessionStorage.removeItem(this.key(campaignId));
+    } catch {
+      // Storage refused (a private window's quota): the page still works, it only forgets sooner.
+    }
   },
 };
 

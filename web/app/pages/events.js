@@ -9,7 +9,13 @@ const RANGES = { minute: 'last hour, per minute', hour: 'last day, per hour', da
 
 const CHART_ACTIONS = 5;
 
-/** One line per busiest action (eventsByAction is sorted by count), the rest summed as "other". */
+/**
+ * A count object's entries, most first, ties by name. The API sends them ranked, but a JSON object
+ * lists integer-like keys first in numeric order, so user "42" outranked "alice" with 500 events.
+ */
+const ranked = (counts) => Object.entries(counts).sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1));
+
+/** One line per busiest action (`ranked`), the rest summed as "other". */
 function chartLines(series, actions) {
   if (actions.length === 0) return [{ label: 'events', values: series.map((p) => p.count) }];
   const top = actions.slice(0, CHART_ACTIONS).map(([a]) => a);
@@ -26,7 +32,7 @@ export function EventsPage({ isAdmin }) {
   const stats = usePoll(() => api(`/api/analytics?bucket=${bucket}&top=10`), 2000, [bucket]);
   const d = stats.data;
   const xs = d ? d.series.map((p) => Date.parse(p.t) / 1000) : [];
-  const actions = d ? Object.entries(d.eventsByAction) : [];
+  const actions = d ? ranked(d.eventsByAction) : [];
   const lines = d ? chartLines(d.series, actions) : [];
   const maxAction = Math.max(1, ...actions.map(([, n]) => n));
   const hbAge = d?.cron?.ageSeconds;
@@ -74,7 +80,7 @@ export function EventsPage({ isAdmin }) {
           <h2 id="top-users-h">Top users</h2>
           <table>
             <thead><tr><th scope="col">User</th><th scope="col" class="num">Events</th></tr></thead>
-            <tbody>${Object.entries(d.eventsByUser).map(
+            <tbody>${ranked(d.eventsByUser).map(
               ([u, n]) => html`<tr><td>${u}</td><td class="num">${fmt(n)}</td></tr>`,
             )}</tbody>
           </table>

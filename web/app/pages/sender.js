@@ -97,10 +97,16 @@ function BatchRow({ b, onChange }) {
         }
       })
       .then(() => refocus(actions.current));
-  // An error stays while the row shows the state it was about, and goes once the batch moves on.
-  const [errorState, setErrorState] = useState(undefined);
-  useEffect(() => setErrorState(act.error ? b.state : undefined), [act.error]);
-  const error = act.error && (errorState === undefined || errorState === b.state) ? act.error : undefined;
+  // An error stays while the row shows the state it was about, and is dropped once the batch moves
+  // on (only hidden, it came back when the batch returned to that state).
+  const errorState = useRef(undefined);
+  useEffect(() => {
+    errorState.current = act.error ? b.state : undefined;
+  }, [act.error]);
+  useEffect(() => {
+    if (act.error && errorState.current !== undefined && errorState.current !== b.state)
+      act.setError(undefined);
+  }, [b.state]);
   const live = ['draft', 'queued', 'sending', 'paused'].includes(b.state);
   // Done is what was sent, failed or suppressed: cancelled recipients were never tried, so a batch
   // cancelled early does not read as 100%.
@@ -135,7 +141,7 @@ function BatchRow({ b, onChange }) {
             }}>Cancel</button>`
           : null
       }
-    </div><${Alert} error=${error} /></td>
+    </div><${Alert} error=${act.error} /></td>
   </tr>`;
 }
 
