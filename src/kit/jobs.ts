@@ -551,7 +551,8 @@ export class Jobs {
       if (trackedId) await this.updateTracked(trackedId, { state: 'completed', result });
       this.metrics.jobsTotal.inc({ task: def.name, outcome: 'success' });
     } catch (err) {
-      if (trackedId && (await this.trackedState(trackedId)) === 'completed') {
+      // (Unread when PostgreSQL is what failed: the error below is then the one to report.)
+      if (trackedId && (await this.trackedState(trackedId).catch(() => undefined)) === 'completed') {
         // Another attempt finished the job while this one ran (this runner was presumed dead, or
         // the other was): whether this one was stopped or failed on its own (on codes the other
         // wrote), nothing is left to do. Returning ends it as done, so no failed job is listed.
