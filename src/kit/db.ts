@@ -1,7 +1,7 @@
 // PostgreSQL access for every module: one pg Pool per process, transactions, and the mapping of
 // "the database is not there" errors to a clean 503 instead of a hang or a 500.
 import pg from 'pg';
-import { badRequest, type HttpError } from './errors.ts';
+import { badRequest, HttpError } from './errors.ts';
 import type { Logger } from './log.ts';
 import type { KitMetrics } from './metrics.ts';
 
@@ -314,6 +314,11 @@ const UNSTORABLE_INPUT: Record<string, string> = {
 export function unstorableInputError(err: unknown): HttpError | undefined {
   const message = err instanceof Error ? UNSTORABLE_INPUT[(err as { code?: string }).code ?? ''] : undefined;
   return message === undefined ? undefined : badRequest(message);
+}
+
+/** The answer the caller gets for `err`: itself when an HttpError, the 400 above, or undefined (ours). */
+export function callerError(err: unknown): HttpError | undefined {
+  return err instanceof HttpError ? err : unstorableInputError(err);
 }
 
 /** True when the error means PostgreSQL is unreachable (as opposed to a bad query). */

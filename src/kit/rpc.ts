@@ -19,12 +19,7 @@ import {
   TimeoutError,
 } from '@nats-io/transport-node';
 import { Coalescer } from './coalescer.ts';
-import {
-  DB_UNAVAILABLE_MESSAGE,
-  isConnectionError,
-  recordConnectionFailure,
-  unstorableInputError,
-} from './db.ts';
+import { callerError, DB_UNAVAILABLE_MESSAGE, isConnectionError, recordConnectionFailure } from './db.ts';
 import { HttpError, unavailable } from './errors.ts';
 import { type Logger, moduleLogger } from './log.ts';
 import type { KitMetrics } from './metrics.ts';
@@ -143,7 +138,7 @@ export class Rpc {
     } catch (err) {
       // In-process, a value PostgreSQL cannot store comes back as its own error; over NATS the
       // worker has already made it the caller's 400. Labelled alike, so the error alert sees neither.
-      const known = err instanceof HttpError ? err : unstorableInputError(err);
+      const known = callerError(err);
       outcome = known ? String(known.statusCode) : 'error';
       throw err;
     } finally {
@@ -317,7 +312,7 @@ export class Rpc {
       return { ok: true, data: await handler(input) };
     } catch (err) {
       // A query on the caller's text PostgreSQL cannot store is the caller's 400, as in-process.
-      const known = err instanceof HttpError ? err : unstorableInputError(err);
+      const known = callerError(err);
       if (known) return { ok: false, error: { statusCode: known.statusCode, message: known.message } };
       const log = moduleLogger(this.rootLog, service);
       // The worker's database is down: the caller may retry, exactly as with the in-process path,

@@ -2,8 +2,7 @@
 // process reports the same truth however many workers write), and every service call counted by
 // operation and outcome where it runs. RPC latency by service and method is the kit's
 // tessera_rpc_duration_seconds.
-import { type Pool, unstorableInputError } from '../../kit/db.ts';
-import { HttpError } from '../../kit/errors.ts';
+import { callerError, type Pool } from '../../kit/db.ts';
 import type { Logger } from '../../kit/log.ts';
 import { prom, type Registry } from '../../kit/metrics.ts';
 import { countBooks } from './queries.ts';
@@ -14,7 +13,7 @@ export type Outcome = 'ok' | 'invalid' | 'not_found' | 'conflict' | 'unavailable
 export function outcomeOf(thrown: unknown): Outcome {
   // A NUL in the caller's text reaches PostgreSQL before anything refuses it: the caller's 400, not
   // an error of ours (counted as one, it fed the TesseraRpcErrors alert).
-  const err = thrown instanceof HttpError ? thrown : unstorableInputError(thrown);
+  const err = callerError(thrown);
   if (!err) return 'error';
   if (err.statusCode === 404) return 'not_found';
   if (err.statusCode === 409) return 'conflict';

@@ -20,9 +20,13 @@ export type { CodesService };
  * error, and fails only after the batch's maxAttempts.
  */
 export function codeReservationError(campaign: string, err: unknown): SendError {
+  return new SendError(`no code from campaign ${campaign}: ${(err as Error).message}`, isPermanent(err));
+}
+
+/** A 4xx of the codes service other than 408 and 429: the same call would be refused again. */
+function isPermanent(err: unknown): boolean {
   const status = err instanceof HttpError ? err.statusCode : undefined;
-  const permanent = status !== undefined && status >= 400 && status < 500 && status !== 408 && status !== 429;
-  return new SendError(`no code from campaign ${campaign}: ${(err as Error).message}`, permanent);
+  return status !== undefined && status >= 400 && status < 500 && status !== 408 && status !== 429;
 }
 
 /**
@@ -35,7 +39,7 @@ export function codeAssignError(campaign: string, address: string, err: unknown)
   const lapsed = err instanceof HttpError && err.statusCode === 409 && /reserve again/.test(err.message);
   return new SendError(
     `code from campaign ${campaign} not assigned to ${address}, so not sent: ${(err as Error).message}`,
-    !lapsed && codeReservationError(campaign, err).permanent,
+    !lapsed && isPermanent(err),
   );
 }
 
