@@ -214,8 +214,31 @@ export function refocus(container) {
  * An Idempotency-Key. crypto.randomUUID exists only in secure contexts (https, localhost): a
  * dashboard opened over plain http on another host gets the fallback.
  */
-export const uuid = () =>
+const uuid = () =>
   globalThis.crypto?.randomUUID?.() ?? `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+
+/**
+ * One Idempotency-Key per submission of one form content: sending the same content again (a retry
+ * after a failure or a timeout) reuses the key, so the server answers with what the first try may
+ * already have made instead of making a second. New content, or `settled()`, starts a new key.
+ */
+export function useIdempotencyKey() {
+  const attempt = useRef(null);
+  return {
+    keyFor(content) {
+      if (attempt.current?.content !== content) attempt.current = { content, key: uuid() };
+      return attempt.current.key;
+    },
+    settled() {
+      attempt.current = null;
+    },
+  };
+}
+
+/** Focus for the element with this id once it is rendered (it replaces the control that had it). */
+export function focusSoon(id) {
+  requestAnimationFrame(() => document.getElementById(id)?.focus());
+}
 
 /** Runs an async action with busy/error state for a button or form. */
 export function useAction() {

@@ -1,8 +1,20 @@
 // Books (seed 002's API at /books, /checkout): a searchable table, add, edit, delete, check out
 // and return. Writes carry the version the user saw, so a stale edit is a 409, not a lost update.
-import { useEffect, useRef, useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import { ApiError, api, del, post, put } from '../api.js';
-import { Alert, Field, html, Notice, Pager, refocus, useAction, usePages, usePoll, uuid } from '../ui.js';
+import {
+  Alert,
+  Field,
+  focusSoon,
+  html,
+  Notice,
+  Pager,
+  refocus,
+  useAction,
+  useIdempotencyKey,
+  usePages,
+  usePoll,
+} from '../ui.js';
 
 const EMPTY = { name: '', author: '', rack_id: '', tags: '' };
 
@@ -38,7 +50,7 @@ export function BooksPage() {
   const [message, setMessage] = useState('');
   const save = useAction();
   const act = useAction();
-  const adding = useRef(null);
+  const addKey = useIdempotencyKey();
 
   const edit = (b) => {
     setEditing(b);
@@ -67,16 +79,10 @@ export function BooksPage() {
         }).catch((err) => reloadIfChanged(err, editing, edit));
         setMessage(`Saved “${form.name}”.`);
       } else {
-        // One Idempotency-Key per form content: a click again after a failure or a timeout answers
-        // the book the first click may have made instead of adding a second one.
-        const content = JSON.stringify([info, form.rack_id, tags]);
-        if (adding.current?.content !== content) adding.current = { content, key: uuid() };
-        await post(
-          '/books',
-          { info, rack_id: form.rack_id, tags },
-          { headers: { 'idempotency-key': adding.current.key } },
-        );
-        adding.current = null;
+        // A click again after a failure or a timeout answers the book the first click may have made.
+        const key = addKey.keyFor(JSON.stringify([info, form.rack_id, tags]));
+        await post('/books', { info, rack_id: form.rack_id, tags }, { headers: { 'idempotency-key': key } });
+        addKey.settled();
         // Unless every book is listed, the new one may be on another page or outside the search.
         const allListed = pages.page === 1 && !list.data?.nextCursor && !query.q && !query.status;
         setMessage(`Added “${form.name}”${allListed ? '' : ': search for its title to see it in the list'}.`);
@@ -176,7 +182,7 @@ export function BooksPage() {
                         setLending(b.id);
                         setBorrower('');
                         // The button is replaced by the form: the keyboard goes on in its first field.
-                        requestAnimationFrame(() => document.getElementById(`borrower-${b.id}`)?.focus());
+                        focusSoon(`borrower-${b.id}`);
                       }}>Check out</button>`
                   : html`<button type="button" aria-label=${`Return ${b.info.name}`} disabled=${act.busy}
                       onClick=${(e) => giveBack(b, e.currentTarget.closest('.actions'))}>Return</button>`

@@ -1,7 +1,7 @@
 // API keys for scripts and services: list, create (the key is shown once), revoke. Admin only.
 import { useState } from 'preact/hooks';
 import { api, del, post } from '../api.js';
-import { Alert, ago, Field, html, refocus, useAction, usePoll, when } from '../ui.js';
+import { Alert, ago, Field, focusSoon, html, refocus, useAction, usePoll, when } from '../ui.js';
 
 const SCOPES = ['admin', 'codes', 'events', 'books', 'sender'];
 
@@ -37,7 +37,7 @@ export function KeysPage() {
   };
   const done = () => {
     setCreated(null);
-    requestAnimationFrame(() => document.getElementById('key-name')?.focus());
+    focusSoon('key-name');
   };
 
   return html`<h1>API keys</h1>

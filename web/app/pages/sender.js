@@ -13,9 +13,9 @@ import {
   Progress,
   refocus,
   useAction,
+  useIdempotencyKey,
   usePages,
   usePoll,
-  uuid,
   when,
 } from '../ui.js';
 
@@ -233,11 +233,9 @@ function NewBatch({ onCreated }) {
     const file = e.currentTarget.files[0];
     if (file) setF({ ...f, csv: await file.text() });
   };
-  // One Idempotency-Key per submission of one form content: a retry after a failure or a timeout
-  // (the same form, clicked again) reuses it, so the server answers with the batch it may already
-  // have made instead of creating a second one; the steps already done are skipped. Editing the
-  // form, or a success, starts a new submission with a new key.
-  const attempt = useRef(null);
+  // The same form clicked again after a failure reuses its key: the server answers with the batch
+  // it may already have made, and the steps already done are skipped.
+  const retryKey = useIdempotencyKey();
   const submit = (e) => {
     e.preventDefault();
     setCreated('');
@@ -252,8 +250,9 @@ function NewBatch({ onCreated }) {
       if (f.name) body.name = f.name;
       if (f.rate) body.ratePerSecond = Number(f.rate);
       const content = JSON.stringify([body, f.csv]);
-      if (attempt.current?.content !== content) attempt.current = { content, key: uuid() };
-      let batch = await post('/api/batches', body, { headers: { 'idempotency-key': attempt.current.key } });
+      let batch = await post('/api/batches', body, {
+        headers: { 'idempotency-key': retryKey.keyFor(content) },
+      });
       if (batch.state === 'draft' && batch.progress.total === 0) {
         // The upload is one transaction: a draft with recipients has had its upload.
         await api(`/api/batches/${batch.id}/recipients`, {
@@ -266,14 +265,14 @@ function NewBatch({ onCreated }) {
           // the retry, which reuses it.
           if (err instanceof ApiError && err.status >= 400 && err.status < 500) {
             await post(`/api/batches/${batch.id}/cancel`).catch(() => {});
-            attempt.current = null;
+            retryKey.settled();
             onCreated();
           }
           throw err;
         });
       }
       if (batch.state === 'draft') batch = await post(`/api/batches/${batch.id}/send`);
-      attempt.current = null;
+      retryKey.settled();
       setCreated(
         `Batch ${f.name || batch.id.slice(0, 8)} queued with ${fmt(batch.progress.total)} recipients.`,
       );
